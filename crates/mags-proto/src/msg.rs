@@ -1,0 +1,115 @@
+//! Control messages. Every [`HostMsg`] request is answered on the same stream
+//! by the [`GuestMsg`]s listed on it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What to run and how.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Program and arguments; `argv[0]` is looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// Extra environment on top of the agent's defaults (HOME, PATH, ...).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `/root` when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Whether the host will send stdin as `Input` frames followed by
+    /// [`HostMsg::CloseInput`]. When false, stdin is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Kill the process (and its process group) after this many milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Host -> guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMsg {
+    /// First message of a connection (stream 0). Answer: `Hello`.
+    Hello { version: u32 },
+    /// Describe the guest (stream 0). Answer: `Info`.
+    Info,
+    /// Start a process on this stream. Answers: `Started`, then `Stdout`/`Stderr`
+    /// frames, then `Exited` (or `Error` if it could not start).
+    Run(RunSpec),
+    /// No more `Input` frames on this stream.
+    CloseInput,
+    /// Send a signal to the process (group) running on this stream.
+    Signal { signal: i32 },
+    /// Create or replace a file with the `Input` frames that follow, up to
+    /// `CloseInput`. Parent directories are created. Answer: `Ok` or `Error`.
+    WriteFile { path: String, mode: u32 },
+    /// Flush all filesystems to disk. Answer: `Ok` or `Error`.
+    Sync,
+    /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
+    Shutdown,
+}
+
+/// Guest -> host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuestMsg {
+    Hello {
+        version: u32,
+        agent_version: String,
+    },
+    Info(GuestInfo),
+    Started {
+        pid: u32,
+    },
+    /// The process ended: `code` is its exit status, or 128 + signal.
+    Exited {
+        code: i32,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    Ok,
+    Error {
+        message: String,
+    },
+}
+
+/// Facts about the guest, for diagnostics and tests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuestInfo {
+    pub kernel_release: String,
+    pub hostname: String,
+    pub boot_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Frame;
+
+    #[test]
+    fn control_messages_round_trip() {
+        let msgs = vec![
+            HostMsg::Hello { version: 1 },
+            HostMsg::Run(RunSpec {
+                argv: vec!["bash".into(), "-c".into(), "echo hi".into()],
+                ..Default::default()
+            }),
+            HostMsg::WriteFile {
+                path: "/root/a".into(),
+                mode: 0o644,
+            },
+        ];
+        for m in msgs {
+            let f = Frame::control(3, &m);
+            assert_eq!(f.parse::<HostMsg>().expect("parses"), m);
+        }
+        let g = GuestMsg::Exited {
+            code: 3,
+            signal: None,
+            timed_out: false,
+        };
+        assert_eq!(
+            Frame::control(1, &g).parse::<GuestMsg>().expect("parses"),
+            g
+        );
+    }
+}

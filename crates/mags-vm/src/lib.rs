@@ -1,0 +1,58 @@
+//! The host side of a Mags sandbox.
+//!
+//! - [`image`]: builds and caches the guest image (kernel, initramfs with the
+//!   agent, read-only Debian root as squashfs), keyed by a hash of its inputs.
+//! - [`qemu`]: the QEMU `microvm` command line and process.
+//! - [`agent`]: the host end of the virtio-serial channel to `mags-agent`.
+//! - [`accel`]: probing whether KVM really boots a guest, else TCG.
+//! - [`sandbox`]: one running VM with its own disk, and [`Runtime`], which
+//!   starts them and reaps what a previous server left behind.
+
+pub mod accel;
+pub mod agent;
+pub mod image;
+pub mod qemu;
+pub mod sandbox;
+
+pub use accel::Accel;
+pub use agent::{AgentConn, Process, ProcessEvent};
+pub use image::{GuestImage, ImageProgress};
+pub use sandbox::{Runtime, RuntimeConfig, Sandbox, SandboxOptions};
+
+/// Errors from the VM layer.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("guest image: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("failed to start QEMU: {0}")]
+    Spawn(std::io::Error),
+    #[error("VM exited before its agent answered: {0}")]
+    EarlyExit(String),
+    #[error("agent did not answer within {0} s")]
+    AgentTimeout(u64),
+    #[error("agent speaks protocol version {guest}, host speaks {host}")]
+    VersionMismatch { guest: u32, host: u32 },
+    #[error("agent connection lost")]
+    Disconnected,
+    #[error("agent protocol error: {0}")]
+    Protocol(String),
+    #[error("guest refused: {0}")]
+    Guest(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl VmError {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}

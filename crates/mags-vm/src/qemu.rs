@@ -1,0 +1,1 @@
+//! The QEMU `microvm` command line and process.

@@ -1,11 +1,39 @@
 //! The host end of the channel to the guest agent.
+//!
+//! One connection carries many operations, each on its own stream id. A
+//! reader task demultiplexes incoming frames to the operation waiting on
+//! that stream; writers share the connection under an async mutex and write
+//! whole frames.
 
 use crate::VmError;
-use mags_proto::RunSpec;
+use mags_proto::{
+    encode_frame, Decoder, Frame, FrameKind, GuestInfo, GuestMsg, HostMsg, RunSpec,
+    PROTOCOL_VERSION,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Largest chunk of file or stdin data put in one frame.
+const CHUNK: usize = 256 * 1024;
+
+/// Where incoming frames go, by stream id; `None` once the connection is gone.
+type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<Frame>>>>>;
+
+struct Inner {
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    routes: Routes,
+    next_stream: AtomicU32,
+}
 
 /// A connection to one guest's agent; cheap to clone.
 #[derive(Clone)]
-pub struct AgentConn {}
+pub struct AgentConn {
+    inner: Arc<Inner>,
+}
 
 /// Something a running process did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,25 +48,282 @@ pub enum ProcessEvent {
     },
 }
 
+/// One open stream: frames for it arrive on `rx`; dropping it unroutes it.
+struct StreamHandle {
+    id: u32,
+    rx: mpsc::UnboundedReceiver<Frame>,
+    conn: AgentConn,
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        if let Some(r) = lock(&self.conn.inner.routes).as_mut() {
+            r.remove(&self.id);
+        }
+    }
+}
+
+impl StreamHandle {
+    /// Next control message on this stream, skipping nothing.
+    async fn recv(&mut self) -> Result<Frame, VmError> {
+        self.rx.recv().await.ok_or(VmError::Disconnected)
+    }
+
+    async fn reply(&mut self) -> Result<GuestMsg, VmError> {
+        loop {
+            let f = self.recv().await?;
+            if f.kind == FrameKind::Control {
+                return f.parse().map_err(|e| VmError::Protocol(e.to_string()));
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A process started in the guest.
-pub struct Process {}
+pub struct Process {
+    stream: StreamHandle,
+    pid: u32,
+    done: bool,
+}
 
 impl Process {
-    /// The next event; `None` after `Exited` or if the VM went away
-    /// (then the last event returned is an error).
+    /// The guest pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The next event; `Ok(None)` after `Exited`.
     pub async fn next_event(&mut self) -> Result<Option<ProcessEvent>, VmError> {
-        todo!()
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let f = self.stream.recv().await?;
+            match f.kind {
+                FrameKind::Stdout => return Ok(Some(ProcessEvent::Stdout(f.payload))),
+                FrameKind::Stderr => return Ok(Some(ProcessEvent::Stderr(f.payload))),
+                FrameKind::Input => continue,
+                FrameKind::Control => {}
+            }
+            match f.parse::<GuestMsg>().map_err(|e| VmError::Protocol(e.to_string()))? {
+                GuestMsg::Exited {
+                    code,
+                    signal,
+                    timed_out,
+                } => {
+                    self.done = true;
+                    return Ok(Some(ProcessEvent::Exited {
+                        code,
+                        signal,
+                        timed_out,
+                    }));
+                }
+                GuestMsg::Error { message } => return Err(VmError::Guest(message)),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends bytes to the process's stdin (it must have been started with `stdin: true`).
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<(), VmError> {
+        for chunk in data.chunks(CHUNK) {
+            self.stream.conn.send(FrameKind::Input, self.stream.id, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the process's stdin.
+    pub async fn close_stdin(&self) -> Result<(), VmError> {
+        self.stream.conn.send_msg(self.stream.id, &HostMsg::CloseInput).await
+    }
+
+    /// Signals the process group.
+    pub async fn signal(&self, signal: i32) -> Result<(), VmError> {
+        self.stream
+            .conn
+            .send_msg(self.stream.id, &HostMsg::Signal { signal })
+            .await
+    }
+
+    /// Runs to the end, collecting output: (exit code, stdout, stderr).
+    pub async fn collect(mut self) -> Result<(i32, Vec<u8>, Vec<u8>), VmError> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(ev) = self.next_event().await? {
+            match ev {
+                ProcessEvent::Stdout(b) => out.extend(b),
+                ProcessEvent::Stderr(b) => err.extend(b),
+                ProcessEvent::Exited { code, .. } => return Ok((code, out, err)),
+            }
+        }
+        Err(VmError::Disconnected)
     }
 }
 
 impl AgentConn {
-    /// Starts a process.
-    pub async fn run(&self, _spec: RunSpec) -> Result<Process, VmError> {
-        todo!()
+    /// Starts talking on `reader`/`writer` and performs the version handshake.
+    /// `Hello` is repeated until answered: the guest may not have opened its
+    /// port yet, and QEMU drops what arrives before it does.
+    pub async fn handshake<R, W>(reader: R, writer: W, within: Duration) -> Result<Self, VmError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
+        tokio::spawn(read_task(reader, routes.clone()));
+        let conn = AgentConn {
+            inner: Arc::new(Inner {
+                writer: tokio::sync::Mutex::new(Box::new(writer)),
+                routes,
+                next_stream: AtomicU32::new(1),
+            }),
+        };
+        let mut hello = conn.open();
+        let msg = HostMsg::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            conn.send_msg(hello.id, &msg).await?;
+            match tokio::time::timeout(Duration::from_millis(200), hello.reply()).await {
+                Ok(Ok(GuestMsg::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+                    return Ok(conn)
+                }
+                Ok(Ok(GuestMsg::Hello { version, .. })) => {
+                    return Err(VmError::VersionMismatch {
+                        guest: version,
+                        host: PROTOCOL_VERSION,
+                    })
+                }
+                Ok(Ok(other)) => return Err(VmError::Protocol(format!("unexpected {other:?}"))),
+                Ok(Err(e)) => return Err(e),
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => return Err(VmError::AgentTimeout(within.as_secs())),
+            }
+        }
     }
 
-    /// Creates or replaces a file in the guest.
-    pub async fn write_file(&self, _path: &str, _mode: u32, _data: &[u8]) -> Result<(), VmError> {
-        todo!()
+    fn open(&self) -> StreamHandle {
+        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        // After a disconnect `tx` is dropped here, so the stream reports it.
+        if let Some(r) = lock(&self.inner.routes).as_mut() {
+            r.insert(id, tx);
+        }
+        StreamHandle {
+            id,
+            rx,
+            conn: self.clone(),
+        }
     }
+
+    async fn send(&self, kind: FrameKind, stream: u32, payload: &[u8]) -> Result<(), VmError> {
+        let mut buf = Vec::with_capacity(payload.len() + 9);
+        encode_frame(kind, stream, payload, &mut buf);
+        let mut w = self.inner.writer.lock().await;
+        w.write_all(&buf).await.map_err(|_| VmError::Disconnected)?;
+        w.flush().await.map_err(|_| VmError::Disconnected)
+    }
+
+    async fn send_msg(&self, stream: u32, msg: &HostMsg) -> Result<(), VmError> {
+        self.send(FrameKind::Control, stream, &Frame::control(stream, msg).payload)
+            .await
+    }
+
+    async fn request(&self, msg: &HostMsg) -> Result<GuestMsg, VmError> {
+        let mut s = self.open();
+        self.send_msg(s.id, msg).await?;
+        match s.reply().await? {
+            GuestMsg::Error { message } => Err(VmError::Guest(message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Starts a process.
+    pub async fn run(&self, spec: RunSpec) -> Result<Process, VmError> {
+        let mut stream = self.open();
+        let stdin = spec.stdin;
+        self.send_msg(stream.id, &HostMsg::Run(spec)).await?;
+        match stream.reply().await? {
+            GuestMsg::Started { pid } => {
+                let _ = stdin;
+                Ok(Process {
+                    stream,
+                    pid,
+                    done: false,
+                })
+            }
+            GuestMsg::Error { message } => Err(VmError::Guest(message)),
+            other => Err(VmError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Creates or replaces a file in the guest, atomically.
+    pub async fn write_file(&self, path: &str, mode: u32, data: &[u8]) -> Result<(), VmError> {
+        let mut s = self.open();
+        let msg = HostMsg::WriteFile {
+            path: path.to_string(),
+            mode,
+        };
+        self.send_msg(s.id, &msg).await?;
+        for chunk in data.chunks(CHUNK) {
+            self.send(FrameKind::Input, s.id, chunk).await?;
+        }
+        self.send_msg(s.id, &HostMsg::CloseInput).await?;
+        match s.reply().await? {
+            GuestMsg::Ok => Ok(()),
+            GuestMsg::Error { message } => Err(VmError::Guest(message)),
+            other => Err(VmError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Facts about the guest.
+    pub async fn info(&self) -> Result<GuestInfo, VmError> {
+        match self.request(&HostMsg::Info).await? {
+            GuestMsg::Info(info) => Ok(info),
+            other => Err(VmError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Flushes the guest's filesystems.
+    pub async fn sync(&self) -> Result<(), VmError> {
+        self.request(&HostMsg::Sync).await.map(|_| ())
+    }
+
+    /// Asks the guest to sync and power off.
+    pub async fn shutdown(&self) -> Result<(), VmError> {
+        self.request(&HostMsg::Shutdown).await.map(|_| ())
+    }
+}
+
+async fn read_task<R: AsyncRead + Unpin>(mut reader: R, routes: Routes) {
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    'conn: loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break 'conn,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let tx = lock(&routes).as_ref().and_then(|r| r.get(&frame.stream).cloned());
+                    if let Some(tx) = tx {
+                        let _ = tx.send(frame);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("agent sent a bad frame: {e}");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    // Dropping every sender wakes all waiters with Disconnected.
+    *lock(&routes) = None;
 }

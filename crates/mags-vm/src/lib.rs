@@ -11,6 +11,7 @@
 pub mod accel;
 pub mod agent;
 pub mod image;
+pub mod locate;
 pub mod qemu;
 pub mod sandbox;
 

@@ -1,1 +1,149 @@
-//! The QEMU `microvm` command line and process.
+//! The QEMU `microvm` command line (DESIGN.md §1) and launching it.
+
+use crate::Accel;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+/// Everything that varies between sandboxes on the QEMU command line.
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    pub accel: Accel,
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Read-only squashfs root, shared by all sandboxes.
+    pub rootfs: PathBuf,
+    /// The sandbox's own writable ext4 disk.
+    pub disk: PathBuf,
+    pub agent_socket: PathBuf,
+    pub qmp_socket: PathBuf,
+    pub console_log: PathBuf,
+}
+
+/// Kernel command line. TCG hangs at "Marking TSC unstable" without
+/// `tsc_early_khz`.
+pub fn kernel_cmdline(accel: Accel) -> String {
+    let mut cl = String::from("console=ttyS0 reboot=t panic=-1 quiet mitigations=off");
+    if accel == Accel::Tcg {
+        cl.push_str(" tsc_early_khz=2000000 no_timer_check");
+    }
+    cl
+}
+
+/// QEMU's arguments (without the program name).
+pub fn args(spec: &QemuSpec) -> Vec<String> {
+    let (machine, accel, cpu) = match spec.accel {
+        Accel::Kvm => (
+            "microvm,x-option-roms=off,isa-serial=on,pit=off,pic=off,rtc=off",
+            "kvm",
+            "host",
+        ),
+        Accel::Tcg => (
+            "microvm,x-option-roms=off,isa-serial=on,pit=on,pic=on,rtc=on",
+            "tcg,tb-size=64",
+            "max",
+        ),
+    };
+    let p = |p: &PathBuf| p.display().to_string();
+    let mut a: Vec<String> = [
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-M",
+        machine,
+        "-accel",
+        accel,
+        "-cpu",
+        cpu,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend([
+        "-m".into(),
+        spec.memory_mb.to_string(),
+        "-smp".into(),
+        spec.vcpus.to_string(),
+        "-kernel".into(),
+        p(&spec.kernel),
+        "-initrd".into(),
+        p(&spec.initrd),
+        "-append".into(),
+        kernel_cmdline(spec.accel),
+        "-serial".into(),
+        format!("file:{}", p(&spec.console_log)),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p(&spec.qmp_socket)),
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-chardev".into(),
+        format!("socket,id=agent,path={},server=on,wait=off", p(&spec.agent_socket)),
+        "-device".into(),
+        format!("virtserialport,chardev=agent,name={}", mags_proto::AGENT_PORT_NAME),
+        "-drive".into(),
+        format!(
+            "id=rootfs,file={},format=raw,if=none,readonly=on",
+            p(&spec.rootfs)
+        ),
+        "-device".into(),
+        format!("virtio-blk-device,drive=rootfs,serial={}", mags_proto::ROOTFS_SERIAL),
+        "-drive".into(),
+        format!("id=disk,file={},format=raw,if=none,discard=unmap", p(&spec.disk)),
+        "-device".into(),
+        format!("virtio-blk-device,drive=disk,serial={}", mags_proto::DISK_SERIAL),
+    ]);
+    a
+}
+
+/// A ready-to-spawn QEMU command: no stdin, output to `log`, killed if the
+/// server dies (PDEATHSIG) or drops the child.
+pub fn command(spec: &QemuSpec, log: std::fs::File) -> std::io::Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new("qemu-system-x86_64");
+    cmd.args(args(spec))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only changes this child's
+    // parent-death signal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcg_gets_tsc_hint_and_disks_are_found_by_serial() {
+        let spec = QemuSpec {
+            accel: Accel::Tcg,
+            memory_mb: 256,
+            vcpus: 1,
+            kernel: "k".into(),
+            initrd: "i".into(),
+            rootfs: "r".into(),
+            disk: "d".into(),
+            agent_socket: "a.sock".into(),
+            qmp_socket: "q.sock".into(),
+            console_log: "c.log".into(),
+        };
+        let a = args(&spec).join(" ");
+        assert!(a.contains("tsc_early_khz=2000000"));
+        assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
+        assert!(a.contains("readonly=on"));
+        let kvm = args(&QemuSpec {
+            accel: Accel::Kvm,
+            ..spec
+        })
+        .join(" ");
+        assert!(kvm.contains("-accel kvm") && !kvm.contains("tsc_early_khz"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Machine setup as PID 1: modules, filesystems, pivot, hostname.
+//!
+//! The initramfs (built by `mags-vm`'s image builder) holds this binary as
+//! `/init`, the modules as `/lib/modules/<name>.ko` and their load order in
+//! `/lib/modules/load-order`. Block devices are found by their virtio serial
+//! number ([`mags_proto::ROOTFS_SERIAL`], [`mags_proto::DISK_SERIAL`]), never
+//! by probe order.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const HOSTNAME: &str = "mags-vm";
+const NEW_ROOT: &str = "/newroot";
+
+/// Milliseconds since boot (CLOCK_MONOTONIC).
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Reports a fatal error on the console and stops the VM, so the host sees
+/// QEMU exit with the reason in the console log.
+pub fn fatal(msg: &str) -> ! {
+    if let Ok(mut c) = OpenOptions::new().write(true).open("/dev/console") {
+        let _ = writeln!(c, "mags-agent: FATAL: {msg}");
+    }
+    eprintln!("mags-agent: FATAL: {msg}");
+    // SAFETY: plain syscalls; we are PID 1 and are about to stop the machine.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    std::process::exit(1)
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+    let (src_c, target_c, fs_c, data_c) = (cstr(src)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src_c.as_ptr(),
+            target_c.as_ptr(),
+            fs_c.as_ptr(),
+            flags,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mount {fstype} {src} on {target}: {e}")));
+    }
+    Ok(())
+}
+
+fn move_mount(from: &str, to: &str) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    mount(from, to, "", libc::MS_MOVE, "")
+}
+
+fn load_modules() -> io::Result<()> {
+    let order = match fs::read_to_string("/lib/modules/load-order") {
+        Ok(o) => o,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = if name.starts_with('/') {
+            PathBuf::from(name)
+        } else {
+            Path::new("/lib/modules").join(name)
+        };
+        let f = File::open(&path)?;
+        let params = cstr("")?;
+        // SAFETY: f is an open module file; params is a valid empty string.
+        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(io::Error::new(e.kind(), format!("loading {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds `/dev/vdX` whose virtio serial is `serial`, waiting for probing.
+fn block_device(serial: &str, deadline: Instant) -> io::Result<String> {
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/block") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let s = fs::read_to_string(e.path().join("serial")).unwrap_or_default();
+                if s.trim() == serial {
+                    return Ok(format!("/dev/{name}"));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no block device with serial {serial}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Finds the agent's virtio-serial port device.
+fn agent_port(deadline: Instant) -> io::Result<File> {
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for e in entries.flatten() {
+                let name = fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                if name.trim() == mags_proto::AGENT_PORT_NAME {
+                    let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+                    return OpenOptions::new().read(true).write(true).open(dev);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no agent virtio-serial port"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Mounts the root and returns the agent port, opened.
+pub fn setup() -> io::Result<File> {
+    const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    for d in ["/dev", "/proc", "/sys", "/mnt/ro", "/mnt/rw", NEW_ROOT] {
+        fs::create_dir_all(d)?;
+    }
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, "")?;
+    mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, "")?;
+    load_modules()?;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rootfs = block_device(mags_proto::ROOTFS_SERIAL, deadline)?;
+    let disk = block_device(mags_proto::DISK_SERIAL, deadline)?;
+    mount(&rootfs, "/mnt/ro", "squashfs", libc::MS_RDONLY, "")?;
+    mount(&disk, "/mnt/rw", "ext4", libc::MS_NOATIME, "")?;
+    fs::create_dir_all("/mnt/rw/upper")?;
+    fs::create_dir_all("/mnt/rw/work")?;
+    mount(
+        "overlay",
+        NEW_ROOT,
+        "overlay",
+        0,
+        "lowerdir=/mnt/ro,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work",
+    )?;
+
+    // Switch root: the initramfs is rootfs and cannot be pivoted away from,
+    // so move the new root over / and chroot into it (as switch_root does).
+    for m in ["/dev", "/proc", "/sys"] {
+        move_mount(m, &format!("{NEW_ROOT}{m}"))?;
+    }
+    std::env::set_current_dir(NEW_ROOT)?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    let dot = cstr(".")?;
+    // SAFETY: dot is a valid C string; we are PID 1 with CAP_SYS_CHROOT.
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")?;
+
+    fs::create_dir_all("/dev/pts")?;
+    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "gid=5,mode=620,ptmxmode=666")?;
+    fs::create_dir_all("/dev/shm")?;
+    mount("tmpfs", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;
+    mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    let _ = fs::remove_file("/dev/ptmx");
+    let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    fs::create_dir_all("/root")?;
+    fs::create_dir_all("/tmp")?;
+    set_hostname(HOSTNAME)?;
+    loopback_up();
+    agent_port(Instant::now() + Duration::from_secs(10))
+}
+
+fn set_hostname(name: &str) -> io::Result<()> {
+    // SAFETY: name points to name.len() valid bytes.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Brings `lo` up so servers in the guest can talk to themselves.
+fn loopback_up() {
+    // SAFETY: socket/ioctl on a zeroed ifreq naming "lo"; the fd is closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        libc::close(fd);
+    }
+}

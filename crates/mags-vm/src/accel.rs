@@ -2,8 +2,8 @@
 //!
 //! `/dev/kvm` existing is not enough: on some hosts it is PVM, which cannot
 //! run a stock guest kernel ("emulation failure"). So the verdict comes from
-//! booting the real image once under KVM; it is cached in
-//! `<data_dir>/accel.json`, keyed by host kernel and image hash.
+//! booting the real image once under KVM; it is cached in the images dir
+//! (`accel.json`), keyed by host kernel and image hash.
 
 use crate::image::GuestImage;
 use crate::sandbox::{Runtime, SandboxOptions};
@@ -62,14 +62,13 @@ pub fn kvm_device_usable() -> bool {
 }
 
 /// The cached verdict and why, if any.
-pub fn cached_verdict(data_dir: &std::path::Path) -> Option<(Accel, String)> {
-    let v: Verdict = serde_json::from_slice(&std::fs::read(data_dir.join("accel.json")).ok()?).ok()?;
+pub fn cached_verdict(images_dir: &std::path::Path) -> Option<(Accel, String)> {
+    let v: Verdict = serde_json::from_slice(&std::fs::read(images_dir.join("accel.json")).ok()?).ok()?;
     Some((v.accel, v.reason))
 }
 
 pub(crate) async fn detect(rt: &Runtime, image: &GuestImage) -> Result<Accel, VmError> {
-    let data_dir = &rt.config().data_dir;
-    let path = data_dir.join("accel.json");
+    let path = rt.config().images_dir().join("accel.json");
     let key = format!("{}:{}", host_kernel(), image.hash);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(v) = serde_json::from_slice::<Verdict>(&bytes) {

@@ -24,6 +24,18 @@ pub struct RuntimeConfig {
     pub agent_bin: PathBuf,
     /// Force an accelerator instead of probing.
     pub accel: Option<Accel>,
+    /// Where guest images are cached; `<data_dir>/images` when `None`.
+    /// Several servers (and test runs) on one host can share it.
+    pub images_dir: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// The image cache directory in effect.
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("images"))
+    }
 }
 
 /// Per-sandbox settings.
@@ -69,7 +81,7 @@ impl Runtime {
 
     fn image_config(&self) -> ImageConfig {
         ImageConfig {
-            images_dir: self.cfg.data_dir.join("images"),
+            images_dir: self.cfg.images_dir(),
             agent_bin: self.cfg.agent_bin.clone(),
         }
     }

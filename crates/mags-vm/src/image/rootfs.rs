@@ -1,0 +1,266 @@
+//! The read-only guest root: Debian bookworm built by `mmdebstrap` into a
+//! tarball, then packed by `tar2sqfs` as zstd squashfs.
+//!
+//! Everything that shapes the result is in this file's constants and
+//! [`Recipe`], and all of it goes into the cache key: change a package, a
+//! mirror, the hook script or the kernel and the root is rebuilt; change the
+//! agent and it is not.
+
+use super::cmd::{self, MMDEBSTRAP, TAR2SQFS};
+use super::kernel::KernelRecord;
+use super::{ImageError, ImageProgress};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Bump when anything here changes in a way the other inputs do not show.
+const ROOTFS_RECIPE: u32 = 1;
+
+const SUITE: &str = "bookworm";
+const VARIANT: &str = "minbase";
+
+/// Installed on top of `minbase`. `kmod` is for `modprobe`/`depmod` with the
+/// kernel's modules, which are copied into the root.
+pub(crate) const PACKAGES: &[&str] = &[
+    "bash-completion",
+    "ca-certificates",
+    "curl",
+    "git",
+    "iproute2",
+    "kmod",
+    "less",
+    "nano",
+    "nodejs",
+    "openssh-client",
+    "procps",
+    "python3",
+    "sudo",
+    "vim",
+    "wget",
+    "xz-utils",
+    "zstd",
+];
+
+/// The apt sources of the build and of the guest; overridden by
+/// `MAGS_DEBIAN_MIRRORS` (one-line entries separated by newlines or `|`).
+const DEFAULT_MIRRORS: &[&str] = &[
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+];
+pub(crate) const MIRRORS_ENV: &str = "MAGS_DEBIAN_MIRRORS";
+
+/// Timestamps in the tarball (mmdebstrap clamps to it) and for implicit
+/// squashfs dirs: fixed so that equal inputs give equal bytes.
+const SOURCE_DATE_EPOCH: u64 = 1_700_000_000;
+
+/// Options for apt and dpkg during the build; the dpkg ones stay in the
+/// guest (`/etc/dpkg/dpkg.cfg.d/99mmdebstrap`) and keep later installs small.
+const APT_OPTS: &[&str] = &["Acquire::Languages \"none\""];
+const DPKG_OPTS: &[&str] = &[
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+];
+
+/// Run inside the finished tree (`$1`). The kernel's module tree is passed
+/// in `MAGS_KERNEL_MODULES` so that no host path is part of the recipe.
+const CUSTOMIZE_SCRIPT: &str = r#"set -e
+root="$1"
+echo mags-vm > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost mags-vm\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+rm -f "$root/etc/resolv.conf"
+printf '# QEMU user networking DNS; the agent may rewrite this file.\nnameserver 10.0.2.3\n' > "$root/etc/resolv.conf"
+mkdir -p "$root/root"
+chmod 0700 "$root/root"
+cat > "$root/etc/apt/apt.conf.d/99mags-no-cache" <<'EOF'
+// Keep downloaded packages off the sandbox's disk.
+APT::Keep-Downloaded-Packages "false";
+Binary::apt::APT::Keep-Downloaded-Packages "false";
+EOF
+rm -f "$root"/var/cache/apt/archives/*.deb
+mkdir -p "$root/usr/lib/modules"
+cp -a "$MAGS_KERNEL_MODULES" "$root/usr/lib/modules/"
+chroot "$root" depmod -a "$MAGS_KERNEL_RELEASE"
+"#;
+
+/// File names inside a rootfs part dir.
+pub(crate) const SQFS: &str = "rootfs.sqfs";
+pub(crate) const TAR: &str = "rootfs.tar";
+pub(crate) const ROOTFS_JSON: &str = "rootfs.json";
+
+/// Everything the root is built from; its hash is the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Recipe {
+    pub recipe: u32,
+    pub suite: String,
+    pub variant: String,
+    pub packages: Vec<String>,
+    pub mirrors: Vec<String>,
+    pub apt_opts: Vec<String>,
+    pub dpkg_opts: Vec<String>,
+    pub customize: String,
+    pub source_date_epoch: u64,
+    pub kernel: KernelRecord,
+}
+
+impl Recipe {
+    /// The recipe for `kernel` with the mirrors from the environment.
+    pub(crate) fn new(kernel: &KernelRecord) -> Result<Self, ImageError> {
+        let mirrors = match std::env::var(MIRRORS_ENV) {
+            Ok(v) => parse_mirrors(&v)?,
+            Err(_) => DEFAULT_MIRRORS.iter().map(|s| s.to_string()).collect(),
+        };
+        Ok(Self::with_mirrors(kernel, mirrors))
+    }
+
+    pub(crate) fn with_mirrors(kernel: &KernelRecord, mirrors: Vec<String>) -> Self {
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+        Self {
+            recipe: ROOTFS_RECIPE,
+            suite: SUITE.to_string(),
+            variant: VARIANT.to_string(),
+            packages: strings(PACKAGES),
+            mirrors,
+            apt_opts: strings(APT_OPTS),
+            dpkg_opts: strings(DPKG_OPTS),
+            customize: CUSTOMIZE_SCRIPT.to_string(),
+            source_date_epoch: SOURCE_DATE_EPOCH,
+            kernel: kernel.clone(),
+        }
+    }
+
+    /// The cache key: sha256 of the recipe's canonical JSON, hex.
+    pub(crate) fn key(&self) -> String {
+        // Serializing plain strings and numbers cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+
+    /// Runs mmdebstrap to write the root as a tarball at `tar`, with its
+    /// temporary tree under `tmp`, streaming its output.
+    pub(crate) fn build_tar(
+        &self,
+        kernel_modules: &Path,
+        tar: &Path,
+        tmp: &Path,
+        progress: &dyn Fn(ImageProgress),
+    ) -> Result<(), ImageError> {
+        let mut cmd = MMDEBSTRAP.command()?;
+        cmd.arg(format!("--variant={}", self.variant))
+            .arg("--format=tar")
+            .arg(format!("--include={}", self.packages.join(",")))
+            .arg("--skip=cleanup/apt/lists");
+        for o in &self.apt_opts {
+            cmd.arg(format!("--aptopt={o}"));
+        }
+        for o in &self.dpkg_opts {
+            cmd.arg(format!("--dpkgopt={o}"));
+        }
+        cmd.arg(format!("--customize-hook={}", self.customize))
+            .arg(&self.suite)
+            .arg(tar)
+            .args(&self.mirrors)
+            .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
+            .env("TMPDIR", tmp)
+            .env("MAGS_KERNEL_MODULES", kernel_modules)
+            .env("MAGS_KERNEL_RELEASE", &self.kernel.release);
+        cmd::run_logged(MMDEBSTRAP, cmd, progress)
+    }
+}
+
+/// Packs the tarball `tar` into a zstd squashfs at `sqfs`.
+pub(crate) fn build_sqfs(
+    tar: &Path,
+    sqfs: &Path,
+    progress: &dyn Fn(ImageProgress),
+) -> Result<(), ImageError> {
+    let input = std::fs::File::open(tar).map_err(|e| ImageError::io(tar, e))?;
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cmd = TAR2SQFS.command()?;
+    cmd.args(["--compressor", "zstd", "--quiet", "--force"])
+        .arg(format!("--num-jobs={jobs}"))
+        .arg(format!("--defaults=mtime={SOURCE_DATE_EPOCH}"))
+        .arg(sqfs)
+        .stdin(input);
+    cmd::run_logged(TAR2SQFS, cmd, progress)
+}
+
+/// Parses `MAGS_DEBIAN_MIRRORS`: sources.list one-liners separated by
+/// newlines or `|`, each starting with `deb `.
+pub(crate) fn parse_mirrors(value: &str) -> Result<Vec<String>, ImageError> {
+    let mirrors: Vec<String> = value
+        .split(['\n', '|'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if mirrors.is_empty() {
+        return Err(ImageError::Mirrors("no entries".to_string()));
+    }
+    if let Some(bad) = mirrors.iter().find(|m| !m.starts_with("deb ")) {
+        return Err(ImageError::Mirrors(format!(
+            "`{bad}` is not a one-line apt source like `deb http://deb.debian.org/debian bookworm main`"
+        )));
+    }
+    Ok(mirrors)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::kernel::KernelPkg;
+
+    fn kernel(version: &str) -> KernelRecord {
+        KernelRecord {
+            pkg: KernelPkg {
+                package: "linux-image-6.1.0-56-cloud-amd64".into(),
+                version: version.into(),
+            },
+            release: "6.1.0-56-cloud-amd64".into(),
+        }
+    }
+
+    fn defaults() -> Vec<String> {
+        DEFAULT_MIRRORS.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn key_is_stable_and_follows_inputs() {
+        let a = Recipe::with_mirrors(&kernel("6.1.192-2"), defaults());
+        assert_eq!(
+            a.key(),
+            Recipe::with_mirrors(&kernel("6.1.192-2"), defaults()).key()
+        );
+        assert_eq!(a.key().len(), 64);
+        let newer = Recipe::with_mirrors(&kernel("6.1.193-1"), defaults());
+        assert_ne!(a.key(), newer.key());
+        let mirror = Recipe::with_mirrors(
+            &kernel("6.1.192-2"),
+            vec!["deb http://mirror.example/debian bookworm main".into()],
+        );
+        assert_ne!(a.key(), mirror.key());
+        let mut pkgs = a.clone();
+        pkgs.packages.push("htop".into());
+        assert_ne!(a.key(), pkgs.key());
+    }
+
+    #[test]
+    fn mirrors_env_syntax() {
+        let m = parse_mirrors(
+            "deb http://a/debian bookworm main | deb http://b/sec bookworm-security main\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            [
+                "deb http://a/debian bookworm main",
+                "deb http://b/sec bookworm-security main"
+            ]
+        );
+        assert!(parse_mirrors("  ").is_err());
+        let err = parse_mirrors("http://a/debian").unwrap_err().to_string();
+        assert!(err.contains("not a one-line apt source"), "{err}");
+    }
+}

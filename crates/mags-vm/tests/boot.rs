@@ -1,0 +1,123 @@
+//! Real VMs: boot the guest image under QEMU and ask the guest what it sees.
+//!
+//! Needs the static agent (`scripts/build-agent`) and QEMU; builds the guest
+//! image into `$MAGS_IMAGES_DIR` (default `~/.cache/mags/images`) if it is
+//! not there yet.
+
+use mags_proto::RunSpec;
+use mags_vm::{Runtime, RuntimeConfig, SandboxOptions};
+use std::path::PathBuf;
+
+fn images_dir() -> PathBuf {
+    std::env::var_os("MAGS_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/mags/images")
+        })
+}
+
+fn runtime(data_dir: &std::path::Path) -> Runtime {
+    let agent_bin = mags_vm::locate::find_agent_bin().unwrap_or_else(|e| panic!("{e}"));
+    Runtime::new(RuntimeConfig {
+        data_dir: data_dir.to_path_buf(),
+        agent_bin,
+        accel: None,
+        images_dir: Some(images_dir()),
+    })
+}
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec {
+        argv: vec!["/bin/bash".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn guest_is_its_own_machine() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tmp.path());
+    rt.ensure_image(|_| {}).await.expect("image");
+    let sb = rt
+        .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
+        .await
+        .expect("sandbox starts");
+    let agent = sb.agent();
+
+    let info = agent.info().await.expect("info");
+    let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("host release");
+    assert_ne!(info.kernel_release, host_release.trim(), "guest runs its own kernel");
+    assert!(info.kernel_release.contains("cloud-amd64"), "{}", info.kernel_release);
+    assert_eq!(info.hostname, "mags-vm");
+
+    let (code, out, err) = agent
+        .run(sh("echo Hello World; uname -r; hostname; head -1 /etc/os-release; pwd; echo oops >&2; exit 3"))
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 3);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Hello World");
+    assert_eq!(lines[1], info.kernel_release);
+    assert_eq!(lines[2], "mags-vm");
+    assert!(lines[3].contains("Debian GNU/Linux"), "{out}");
+    assert_eq!(lines[4], "/root");
+    assert_eq!(String::from_utf8_lossy(&err), "oops\n");
+
+    // The root is writable (overlay on the sandbox's own disk) and tools are there.
+    let (code, out, err) = agent
+        .run(sh("echo persisted > /root/f && cat /root/f && python3 -c 'print(6*7)' && node -e 'console.log(1+1)' && git --version >/dev/null && curl --version >/dev/null && echo tools-ok"))
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(code, 0, "stderr: {}", String::from_utf8_lossy(&err));
+    assert_eq!(String::from_utf8_lossy(&out), "persisted\n42\n2\ntools-ok\n");
+
+    // A megabyte of output arrives whole.
+    let (code, out, _) = agent
+        .run(sh("head -c 1048576 /dev/urandom | base64 -w 0 | head -c 1000000; echo"))
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(code, 0);
+    assert_eq!(out.len(), 1_000_001);
+
+    sb.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_restarted_server_reaps_orphaned_vms() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tmp.path());
+    rt.ensure_image(|_| {}).await.expect("image");
+    let id = uuid::Uuid::new_v4().to_string();
+    let sb = rt.start(SandboxOptions::new(id.clone())).await.expect("start");
+    let pid: i32 = std::fs::read_to_string(tmp.path().join("sandboxes").join(&id).join("qemu.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    // Simulate a crashed server: the sandbox is never dropped.
+    std::mem::forget(sb);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    let rt2 = runtime(tmp.path());
+    assert_eq!(rt2.reap_orphans(), 1);
+    for _ in 0..100 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.is_empty() || state.contains(") Z") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(state.is_empty() || state.contains(") Z"), "QEMU {pid} still running: {state}");
+    assert!(!tmp.path().join("sandboxes").join(&id).exists());
+}

@@ -11,9 +11,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use mags_proto::SetupSpec;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const HOSTNAME: &str = "mags-vm";
 const NEW_ROOT: &str = "/newroot";
 
 /// Milliseconds since boot (CLOCK_MONOTONIC).
@@ -118,6 +119,27 @@ fn block_device(serial: &str, deadline: Instant) -> io::Result<String> {
     }
 }
 
+/// Waits until the kernel sees `dev` at `bytes` (after a host-side resize).
+fn wait_for_size(dev: &str, bytes: u64, deadline: Instant) -> io::Result<()> {
+    let name = dev.trim_start_matches("/dev/");
+    loop {
+        let sectors: u64 = fs::read_to_string(format!("/sys/block/{name}/size"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if sectors * 512 == bytes {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{dev} is {} bytes, expected {bytes}",
+                sectors * 512
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Finds the agent's virtio-serial port device.
 fn agent_port(deadline: Instant) -> io::Result<File> {
     loop {
@@ -137,8 +159,10 @@ fn agent_port(deadline: Instant) -> io::Result<File> {
     }
 }
 
-/// Mounts the root and returns the agent port, opened.
-pub fn setup() -> io::Result<File> {
+/// First stage, right after the kernel hands over: the pseudo-filesystems,
+/// the modules, and the agent port. Nothing here touches the disks, so a
+/// template snapshot taken after it can be restored with any disk attached.
+pub fn early() -> io::Result<File> {
     const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     for d in ["/dev", "/proc", "/sys", "/mnt/ro", "/mnt/rw", NEW_ROOT] {
         fs::create_dir_all(d)?;
@@ -147,10 +171,39 @@ pub fn setup() -> io::Result<File> {
     mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, "")?;
     mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, "")?;
     load_modules()?;
+    agent_port(Instant::now() + Duration::from_secs(10))
+}
 
+static ROOT_MOUNTED: AtomicBool = AtomicBool::new(false);
+
+/// Second stage, on the host's `Setup`: mount the root (first time only)
+/// and take on the identity the host gives.
+pub fn setup(spec: &SetupSpec) -> io::Result<()> {
+    if std::process::id() != 1 {
+        return Ok(()); // --stdio: not our machine to change.
+    }
+    if !ROOT_MOUNTED.load(Ordering::SeqCst) {
+        mount_root(spec.disk_bytes)?;
+        ROOT_MOUNTED.store(true, Ordering::SeqCst);
+    }
+    set_clock(spec.unix_time_ns)?;
+    add_entropy(&spec.entropy)?;
+    set_hostname(&spec.hostname)?;
+    if !spec.machine_id.is_empty() {
+        fs::write("/etc/machine-id", format!("{}\n", spec.machine_id))?;
+    }
+    Ok(())
+}
+
+/// Mounts the read-only root and the writable disk as an overlay and
+/// switches into it.
+fn mount_root(disk_bytes: u64) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let rootfs = block_device(mags_proto::ROOTFS_SERIAL, deadline)?;
     let disk = block_device(mags_proto::DISK_SERIAL, deadline)?;
+    if disk_bytes > 0 {
+        wait_for_size(&disk, disk_bytes, deadline)?;
+    }
     mount(&rootfs, "/mnt/ro", "squashfs", libc::MS_RDONLY, "")?;
     mount(&disk, "/mnt/rw", "ext4", libc::MS_NOATIME, "")?;
     fs::create_dir_all("/mnt/rw/upper")?;
@@ -194,9 +247,48 @@ pub fn setup() -> io::Result<File> {
     let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
     fs::create_dir_all("/root")?;
     fs::create_dir_all("/tmp")?;
-    set_hostname(HOSTNAME)?;
     loopback_up();
-    agent_port(Instant::now() + Duration::from_secs(10))
+    Ok(())
+}
+
+fn set_clock(unix_time_ns: u64) -> io::Result<()> {
+    if unix_time_ns == 0 {
+        return Ok(());
+    }
+    let ts = libc::timespec {
+        tv_sec: (unix_time_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (unix_time_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: ts is a valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Mixes host entropy into the kernel pool, credits it, and forces the
+/// CRNG to reseed so output diverges from every other clone at once.
+fn add_entropy(bytes: &[u8]) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info: Vec<u8> = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    let dev = OpenOptions::new().write(true).open("/dev/urandom")?;
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    // SAFETY: info is laid out as struct rand_pool_info with buf_size bytes.
+    if unsafe { libc::ioctl(dev.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: argument-less ioctl on an open /dev/urandom.
+    if unsafe { libc::ioctl(dev.as_raw_fd(), RNDRESEEDCRNG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_hostname(name: &str) -> io::Result<()> {

@@ -1,8 +1,10 @@
 //! `mags-agent`: PID 1 inside every sandbox.
 //!
-//! As PID 1 it sets the machine up ([`init`]): loads the virtio modules,
+//! As PID 1 it sets the machine up ([`init`]) in two stages: at boot it
+//! loads the virtio modules and opens its port; on the host's `Setup` it
 //! mounts the read-only root and the writable disk under an overlay, pivots
-//! into it, and names the host `mags-vm`. Then it serves the protocol of
+//! into it, and takes the identity the host gives (hostname, machine id,
+//! RNG seed, clock). Template snapshots are taken between the two. Then it serves the protocol of
 //! `mags-proto` on the virtio-serial port ([`serve`]), running processes
 //! ([`process`]) and reaping every child, its own or orphaned.
 //!
@@ -36,7 +38,7 @@ fn main() {
     }
     let boot_start = init::monotonic_ms();
     process::start_reaper();
-    let port = match init::setup() {
+    let port = match init::early() {
         Ok(port) => port,
         Err(e) => init::fatal(&format!("setup failed: {e}")),
     };

@@ -137,6 +137,10 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
             },
         ),
         HostMsg::Info => out.msg(stream, &GuestMsg::Info(info())),
+        HostMsg::Setup(spec) => match crate::init::setup(&spec) {
+            Ok(()) => out.msg(stream, &GuestMsg::Ok),
+            Err(e) => out.error(stream, format!("setup failed: {e}")),
+        },
         HostMsg::Run(spec) => {
             if let Err(e) = run(stream, spec, out, streams) {
                 out.error(stream, format!("cannot start process: {e}"));

@@ -24,14 +24,37 @@ pub struct RunSpec {
     pub timeout_ms: Option<u64>,
 }
 
+/// Identity and clock for a freshly booted or restored VM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SetupSpec {
+    pub hostname: String,
+    /// 32 hex chars for `/etc/machine-id`.
+    pub machine_id: String,
+    /// Fresh random bytes from the host, mixed into the kernel RNG, which is
+    /// then reseeded: two clones of one snapshot never share random output.
+    pub entropy: Vec<u8>,
+    /// Host wall clock, nanoseconds since the Unix epoch.
+    pub unix_time_ns: u64,
+    /// Size of the writable disk as QEMU now reports it; the guest waits
+    /// until its kernel sees that size before mounting (a restored clone's
+    /// disk may differ from the template's). 0 = do not wait.
+    #[serde(default)]
+    pub disk_bytes: u64,
+}
+
 /// Host -> guest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostMsg {
     /// First message of a connection (stream 0). Answer: `Hello`.
     Hello { version: u32 },
-    /// Describe the guest (stream 0). Answer: `Info`.
+    /// Describe the guest. Answer: `Info`.
     Info,
+    /// Make this VM a machine of its own: mount its root and disk (once,
+    /// the first time) and give it a fresh identity. Sent after every
+    /// boot or restore, before any user code runs; a template snapshot is
+    /// taken before it, so every clone gets its own. Answer: `Ok` or `Error`.
+    Setup(SetupSpec),
     /// Start a process on this stream. Answers: `Started`, then `Stdout`/`Stderr`
     /// frames, then `Exited` (or `Error` if it could not start).
     Run(RunSpec),

@@ -6,12 +6,12 @@
 //! (`accel.json`), keyed by host kernel and image hash.
 
 use crate::image::GuestImage;
-use crate::sandbox::{Runtime, SandboxOptions};
+use crate::sandbox::{Boot, Runtime, SandboxOptions};
 use crate::VmError;
 use serde::{Deserialize, Serialize};
 
 /// The accelerator QEMU is started with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -82,7 +82,7 @@ pub(crate) async fn detect(rt: &Runtime, image: &GuestImage) -> Result<Accel, Vm
     } else {
         let mut opts = SandboxOptions::new(format!("kvm-probe-{}", uuid::Uuid::new_v4()));
         opts.disk_gb = 1;
-        match rt.start_with(image, Accel::Kvm, opts).await {
+        match rt.launch(image, Accel::Kvm, opts, Boot::Cold).await {
             Ok(sb) => {
                 let ok = sb.agent().info().await.is_ok();
                 let _ = sb.shutdown().await;

@@ -8,7 +8,7 @@
 use crate::VmError;
 use mags_proto::{
     encode_frame, Decoder, Frame, FrameKind, GuestInfo, GuestMsg, HostMsg, RunSpec,
-    PROTOCOL_VERSION,
+    SetupSpec, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,9 +24,19 @@ const CHUNK: usize = 256 * 1024;
 type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<Frame>>>>>;
 
 struct Inner {
-    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// `None` once closed by [`AgentConn::close`].
+    writer: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
     routes: Routes,
     next_stream: AtomicU32,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    /// The last handle closes the connection: the reader task owns the read
+    /// half, so it is stopped too.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// A connection to one guest's agent; cheap to clone.
@@ -173,12 +183,13 @@ impl AgentConn {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
-        tokio::spawn(read_task(reader, routes.clone()));
+        let task = tokio::spawn(read_task(reader, routes.clone()));
         let conn = AgentConn {
             inner: Arc::new(Inner {
-                writer: tokio::sync::Mutex::new(Box::new(writer)),
+                writer: tokio::sync::Mutex::new(Some(Box::new(writer))),
                 routes,
                 next_stream: AtomicU32::new(1),
+                reader: task.abort_handle(),
             }),
         };
         let mut hello = conn.open();
@@ -223,7 +234,8 @@ impl AgentConn {
     async fn send(&self, kind: FrameKind, stream: u32, payload: &[u8]) -> Result<(), VmError> {
         let mut buf = Vec::with_capacity(payload.len() + 9);
         encode_frame(kind, stream, payload, &mut buf);
-        let mut w = self.inner.writer.lock().await;
+        let mut guard = self.inner.writer.lock().await;
+        let w = guard.as_mut().ok_or(VmError::Disconnected)?;
         w.write_all(&buf).await.map_err(|_| VmError::Disconnected)?;
         w.flush().await.map_err(|_| VmError::Disconnected)
     }
@@ -286,6 +298,19 @@ impl AgentConn {
             GuestMsg::Info(info) => Ok(info),
             other => Err(VmError::Protocol(format!("unexpected {other:?}"))),
         }
+    }
+
+    /// Hangs up: every handle to this connection fails from now on, and the
+    /// agent goes back to waiting for a host.
+    pub async fn close(&self) {
+        self.inner.reader.abort();
+        *self.inner.writer.lock().await = None;
+        *lock(&self.inner.routes) = None;
+    }
+
+    /// Mounts the guest's root (first time) and gives it its identity.
+    pub async fn setup(&self, spec: SetupSpec) -> Result<(), VmError> {
+        self.request(&HostMsg::Setup(spec)).await.map(|_| ())
     }
 
     /// Flushes the guest's filesystems.

@@ -13,7 +13,9 @@ pub mod agent;
 pub mod image;
 pub mod locate;
 pub mod qemu;
+pub mod qmp;
 pub mod sandbox;
+pub mod template;
 
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent};

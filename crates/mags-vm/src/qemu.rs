@@ -4,6 +4,19 @@ use crate::Accel;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+/// Where guest RAM lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Memory {
+    /// Ordinary anonymous memory (cold boot, no snapshot).
+    Anonymous,
+    /// A file mapped shared: the template being booted, so its RAM ends up
+    /// in the file when the snapshot is taken (`x-ignore-shared`).
+    SharedFile(PathBuf),
+    /// A template's RAM file mapped private: clones share its pages and
+    /// copy only those they write.
+    PrivateFile(PathBuf),
+}
+
 /// Everything that varies between sandboxes on the QEMU command line.
 #[derive(Debug, Clone)]
 pub struct QemuSpec {
@@ -19,6 +32,9 @@ pub struct QemuSpec {
     pub agent_socket: PathBuf,
     pub qmp_socket: PathBuf,
     pub console_log: PathBuf,
+    pub memory: Memory,
+    /// Wait for an incoming migration (`-incoming defer`) instead of booting.
+    pub incoming: bool,
 }
 
 /// Kernel command line. TCG hangs at "Marking TSC unstable" without
@@ -94,6 +110,24 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
         "-device".into(),
         format!("virtio-blk-device,drive=disk,serial={}", mags_proto::DISK_SERIAL),
     ]);
+    let backend = |path: &PathBuf, share: &str| {
+        format!(
+            "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
+            spec.memory_mb,
+            p(path)
+        )
+    };
+    match &spec.memory {
+        Memory::Anonymous => {}
+        Memory::SharedFile(path) => a.extend(["-object".into(), backend(path, "on")]),
+        Memory::PrivateFile(path) => a.extend(["-object".into(), backend(path, "off")]),
+    }
+    if spec.memory != Memory::Anonymous {
+        a.extend(["-machine".into(), "memory-backend=mem".into()]);
+    }
+    if spec.incoming {
+        a.extend(["-incoming".into(), "defer".into()]);
+    }
     a
 }
 
@@ -134,11 +168,14 @@ mod tests {
             agent_socket: "a.sock".into(),
             qmp_socket: "q.sock".into(),
             console_log: "c.log".into(),
+            memory: Memory::PrivateFile("t/mem".into()),
+            incoming: true,
         };
         let a = args(&spec).join(" ");
         assert!(a.contains("tsc_early_khz=2000000"));
         assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
         assert!(a.contains("readonly=on"));
+        assert!(a.contains("mem-path=t/mem,share=off") && a.contains("-incoming defer"));
         let kvm = args(&QemuSpec {
             accel: Accel::Kvm,
             ..spec

@@ -7,8 +7,11 @@
 use crate::accel::{self, Accel};
 use crate::agent::AgentConn;
 use crate::image::{self, GuestImage, ImageConfig, ImageProgress};
-use crate::qemu::{self, QemuSpec};
+use crate::qemu::{self, Memory, QemuSpec};
+use crate::template::{self, Template};
 use crate::VmError;
+use mags_proto::SetupSpec;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +67,7 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     image: OnceCell<GuestImage>,
     accel: OnceCell<Accel>,
+    templates: tokio::sync::Mutex<HashMap<(Accel, u32), Template>>,
 }
 
 impl Runtime {
@@ -72,6 +76,7 @@ impl Runtime {
             cfg,
             image: OnceCell::new(),
             accel: OnceCell::new(),
+            templates: Default::default(),
         }
     }
 
@@ -145,26 +150,70 @@ impl Runtime {
         killed
     }
 
-    /// Boots a sandbox and waits until its agent answers.
+    /// Starts a sandbox: restored from the template snapshot (made once per
+    /// image, accelerator and memory size), or cold-booted if no template
+    /// can be made. Returns when the guest has its root mounted and its own
+    /// identity.
     pub async fn start(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
         let image = self.ensure_image(|_| {}).await?;
         let accel = self.accel().await?;
-        self.start_with(&image, accel, opts).await
+        match self.template(&image, accel, opts.memory_mb).await {
+            Ok(t) => self.launch(&image, accel, opts, Boot::Restore(&t)).await,
+            Err(e) => {
+                tracing::warn!("no template snapshot, cold-booting: {e}");
+                self.launch(&image, accel, opts, Boot::Cold).await
+            }
+        }
     }
 
-    /// Boots a sandbox with an explicit image and accelerator.
-    pub(crate) async fn start_with(
+    /// Cold-boots a sandbox (no snapshot involved).
+    pub async fn start_cold(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
+        let image = self.ensure_image(|_| {}).await?;
+        let accel = self.accel().await?;
+        self.launch(&image, accel, opts, Boot::Cold).await
+    }
+
+    /// The template for this image/accelerator/memory size, made if missing.
+    pub async fn template(
+        &self,
+        image: &GuestImage,
+        accel: Accel,
+        memory_mb: u32,
+    ) -> Result<Template, VmError> {
+        let mut made = self.templates.lock().await;
+        if let Some(t) = made.get(&(accel, memory_mb)) {
+            return Ok(t.clone());
+        }
+        let t = template::find_or_create(self, image, accel, memory_mb).await?;
+        made.insert((accel, memory_mb), t.clone());
+        Ok(t)
+    }
+
+    /// Boots or restores a VM and waits until its agent answers; for
+    /// anything but a template source, also sends `Setup`.
+    pub(crate) async fn launch(
         &self,
         image: &GuestImage,
         accel: Accel,
         opts: SandboxOptions,
+        boot: Boot<'_>,
     ) -> Result<Sandbox, VmError> {
         let t0 = Instant::now();
         let dir = self.cfg.data_dir.join("sandboxes").join(&opts.id);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
         let guard = DirGuard(dir.clone());
         let disk = dir.join("disk.ext4");
-        create_disk(&disk, opts.disk_gb).await?;
+        let disk_bytes = u64::from(opts.disk_gb) << 30;
+        match boot {
+            // A template never mounts its disk: a blank placeholder will do.
+            Boot::TemplateSource(_) => sparse_file(&disk, disk_bytes)?,
+            _ => create_disk(&disk, disk_bytes).await?,
+        }
+        let (memory, incoming) = match &boot {
+            Boot::Cold => (Memory::Anonymous, false),
+            Boot::TemplateSource(mem) => (Memory::SharedFile(mem.to_path_buf()), false),
+            Boot::Restore(t) => (Memory::PrivateFile(t.mem.clone()), true),
+        };
         let spec = QemuSpec {
             accel,
             memory_mb: opts.memory_mb,
@@ -176,6 +225,8 @@ impl Runtime {
             agent_socket: dir.join("agent.sock"),
             qmp_socket: dir.join("qmp.sock"),
             console_log: dir.join("console.log"),
+            memory,
+            incoming,
         };
         check_socket_path(&spec.agent_socket)?;
         let log_path = dir.join("qemu.log");
@@ -187,35 +238,42 @@ impl Runtime {
         let pid = child.id().unwrap_or(0);
         let _ = std::fs::write(dir.join("qemu.pid"), pid.to_string());
 
-        let boot_timeout = match accel {
-            Accel::Kvm => Duration::from_secs(20),
-            Accel::Tcg => Duration::from_secs(90),
+        let boot_timeout = match (accel, &boot) {
+            (_, Boot::Restore(_)) => Duration::from_secs(30),
+            (Accel::Kvm, _) => Duration::from_secs(20),
+            (Accel::Tcg, _) => Duration::from_secs(90),
         };
-        let connect = connect_agent(&spec.agent_socket, boot_timeout);
+        let ready = async {
+            if let Boot::Restore(t) = &boot {
+                template::restore_into(&spec.qmp_socket, t, disk_bytes).await?;
+            }
+            let agent = connect_agent(&spec.agent_socket, boot_timeout).await?;
+            if !matches!(boot, Boot::TemplateSource(_)) {
+                agent.setup(fresh_identity(disk_bytes)?).await?;
+            }
+            Ok::<_, VmError>(agent)
+        };
         let agent = tokio::select! {
-            r = connect => r,
+            r = ready => r,
             status = child.wait() => Err(VmError::EarlyExit(format!(
-                "QEMU exited ({}): {}",
+                "QEMU exited ({})",
                 status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                diagnostics(&dir)
             ))),
         };
         let agent = match agent {
             Ok(a) => a,
             Err(e) => {
                 let _ = child.start_kill();
-                let msg = match e {
-                    VmError::AgentTimeout(s) => VmError::EarlyExit(format!(
-                        "agent did not answer within {s} s: {}",
-                        diagnostics(&dir)
-                    )),
-                    other => other,
-                };
-                return Err(msg);
+                return Err(VmError::EarlyExit(format!("{e}; {}", diagnostics(&dir))));
             }
         };
         std::mem::forget(guard);
-        tracing::info!(sandbox = %opts.id, %accel, ms = t0.elapsed().as_millis() as u64, "sandbox started");
+        let how = match boot {
+            Boot::Cold => "cold boot",
+            Boot::TemplateSource(_) => "template boot",
+            Boot::Restore(_) => "restore",
+        };
+        tracing::info!(sandbox = %opts.id, %accel, how, ms = t0.elapsed().as_millis() as u64, "sandbox started");
         Ok(Sandbox {
             id: opts.id,
             dir,
@@ -224,6 +282,33 @@ impl Runtime {
             started: t0,
         })
     }
+}
+
+/// How a VM comes to life.
+pub(crate) enum Boot<'a> {
+    Cold,
+    /// Boot with RAM in this shared file, to be snapshotted as a template.
+    TemplateSource(&'a Path),
+    Restore(&'a Template),
+}
+
+/// A new identity for a VM: hostname, machine id, entropy, clock.
+fn fresh_identity(disk_bytes: u64) -> Result<SetupSpec, VmError> {
+    let mut entropy = vec![0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+        .map_err(|e| VmError::io("/dev/urandom", e))?;
+    let unix_time_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Ok(SetupSpec {
+        hostname: "mags-vm".into(),
+        machine_id: uuid::Uuid::new_v4().simple().to_string(),
+        entropy,
+        unix_time_ns,
+        disk_bytes,
+    })
 }
 
 /// Removes a half-made sandbox dir unless defused with `mem::forget`.
@@ -246,12 +331,14 @@ fn check_socket_path(p: &Path) -> Result<(), VmError> {
     Ok(())
 }
 
-/// Creates a sparse ext4 disk of `gb` GiB.
-async fn create_disk(path: &Path, gb: u32) -> Result<(), VmError> {
+fn sparse_file(path: &Path, bytes: u64) -> Result<(), VmError> {
     let f = std::fs::File::create(path).map_err(|e| VmError::io(path, e))?;
-    f.set_len(u64::from(gb) << 30)
-        .map_err(|e| VmError::io(path, e))?;
-    drop(f);
+    f.set_len(bytes).map_err(|e| VmError::io(path, e))
+}
+
+/// Creates a sparse ext4 disk of `bytes`.
+async fn create_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
+    sparse_file(path, bytes)?;
     let out = tokio::process::Command::new("mkfs.ext4")
         .args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
         .arg(path)
@@ -324,6 +411,24 @@ impl Sandbox {
 
     pub fn agent(&self) -> &AgentConn {
         &self.agent
+    }
+
+    /// The sandbox's QMP socket.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+
+    /// Drops this handle's agent connection (the agent waits for the next).
+    pub(crate) async fn disconnect_agent(&self) {
+        self.agent.close().await;
+    }
+
+    /// Kills QEMU at once and removes the sandbox's files.
+    pub async fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// How long the sandbox has existed.

@@ -121,3 +121,38 @@ async fn a_restarted_server_reaps_orphaned_vms() {
     assert!(state.is_empty() || state.contains(") Z"), "QEMU {pid} still running: {state}");
     assert!(!tmp.path().join("sandboxes").join(&id).exists());
 }
+
+#[tokio::test]
+async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tmp.path());
+    rt.ensure_image(|_| {}).await.expect("image");
+    let probe = "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /etc/machine-id; \
+                 python3 -c 'import random; print(random.getrandbits(64))'; date +%s; \
+                 df -k --output=size /root | tail -1";
+    let mut seen = Vec::new();
+    for disk_gb in [2u32, 3] {
+        let mut opts = SandboxOptions::new(uuid::Uuid::new_v4().to_string());
+        opts.disk_gb = disk_gb;
+        let sb = rt.start(opts).await.expect("clone starts");
+        let (code, out, err) = sb.agent().run(sh(probe)).await.expect("run").collect().await.expect("collect");
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+        let out = String::from_utf8_lossy(&out).to_string();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        let guest_now: i64 = lines[3].trim().parse().expect("date");
+        let host_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        assert!((guest_now - host_now).abs() < 10, "guest clock {guest_now} vs host {host_now}");
+        let size_kb: u64 = lines[4].trim().parse().expect("df size");
+        let want_kb = u64::from(disk_gb) << 20;
+        assert!(size_kb > want_kb * 9 / 10 && size_kb <= want_kb, "disk {size_kb} KiB for {disk_gb} GiB");
+        seen.push((lines[0].to_string(), lines[1].to_string(), lines[2].to_string()));
+        sb.shutdown().await.expect("shutdown");
+    }
+    assert_ne!(seen[0].0, seen[1].0, "kernel RNG output must differ between clones");
+    assert_ne!(seen[0].1, seen[1].1, "machine-id must differ between clones");
+    assert_ne!(seen[0].2, seen[1].2, "userspace RNG seeds must differ between clones");
+}

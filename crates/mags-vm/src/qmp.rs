@@ -1,0 +1,86 @@
+//! A minimal QMP client: JSON lines over QEMU's monitor socket.
+
+use crate::VmError;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+pub struct Qmp {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+fn err(e: impl std::fmt::Display) -> VmError {
+    VmError::Other(format!("QMP: {e}"))
+}
+
+impl Qmp {
+    /// Connects (retrying while QEMU creates the socket) and negotiates capabilities.
+    pub async fn connect(path: &Path, within: Duration) -> Result<Self, VmError> {
+        let deadline = Instant::now() + within;
+        let stream = loop {
+            match tokio::net::UnixStream::connect(path).await {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                Err(e) => return Err(VmError::io(path, e)),
+            }
+        };
+        let (r, w) = stream.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        qmp.read_value().await?; // greeting
+        qmp.execute("qmp_capabilities", json!({})).await?;
+        Ok(qmp)
+    }
+
+    async fn read_value(&mut self) -> Result<Value, VmError> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).await.map_err(err)? == 0 {
+            return Err(err("QEMU closed the monitor"));
+        }
+        serde_json::from_str(&line).map_err(err)
+    }
+
+    /// Runs a command and returns its `return` value; events are skipped.
+    pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, VmError> {
+        let mut req = json!({ "execute": command });
+        if arguments.as_object().is_some_and(|o| !o.is_empty()) {
+            req["arguments"] = arguments;
+        }
+        let mut bytes = serde_json::to_vec(&req).map_err(err)?;
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes).await.map_err(err)?;
+        loop {
+            let v = self.read_value().await?;
+            if v.get("event").is_some() {
+                continue;
+            }
+            if let Some(e) = v.get("error") {
+                return Err(err(format!("{command}: {e}")));
+            }
+            return Ok(v.get("return").cloned().unwrap_or(Value::Null));
+        }
+    }
+
+    /// Polls `query-migrate` until it completes; fails if it failed.
+    pub async fn wait_migration(&mut self, within: Duration) -> Result<(), VmError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.execute("query-migrate", json!({})).await?;
+            match st.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some(s @ ("failed" | "cancelled")) => {
+                    return Err(err(format!("migration {s}: {st}")));
+                }
+                _ if Instant::now() > deadline => return Err(err("migration timed out")),
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+}

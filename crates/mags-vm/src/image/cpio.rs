@@ -98,7 +98,9 @@ impl Archive {
     pub(crate) fn write_gz(&self, dest: &Path) -> Result<(), ImageError> {
         let file = std::fs::File::create(dest).map_err(|e| ImageError::io(dest, e))?;
         let mut cmd = GZIP.command()?;
-        cmd.args(["-n", "-9", "-c"])
+        // Level 6: -9 takes 8x as long (0.7 s) for 1% less, and this step
+        // reruns on every agent change.
+        cmd.args(["-n", "-6", "-c"])
             .stdin(Stdio::piped())
             .stdout(file)
             .stderr(Stdio::piped());
@@ -166,9 +168,7 @@ fn write_entry(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 /// One entry read back from a `newc` archive (for tests).
@@ -246,7 +246,7 @@ mod tests {
     fn newc_round_trips_sorted_and_deterministic() {
         let bytes = sample().to_newc();
         assert_eq!(bytes, sample().to_newc());
-        assert_eq!(bytes.len() % 4, 0);
+        assert!(bytes.len().is_multiple_of(4));
         let entries = parse_newc(&bytes).unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(

@@ -23,11 +23,14 @@
 //!                            this order, no parameters
 //! ```
 //!
-//! The modules are [`modules::INITRAMFS_MODULES`] plus their dependency
-//! closure. For Debian's 6.1 cloud kernel the order is `virtio`,
-//! `virtio_ring`, `virtio_mmio`, `virtio_blk`, `virtio_console`,
-//! `virtio_rng`, `failover`, `net_failover`, `virtio_net`, `squashfs`,
-//! `overlay`. ext4, zstd and devtmpfs are built in.
+//! The modules are `modules::INITRAMFS_MODULES` plus their dependency
+//! closure. For Debian's 6.1 cloud kernel the order is `virtio_ring`,
+//! `virtio` (it needs virtio_ring), `virtio_mmio`, `virtio_blk`,
+//! `virtio_console`, `virtio_rng`, `failover`, `net_failover`, `virtio_net`,
+//! `squashfs`, `overlay`; `image.json` records it too. ext4, zstd and
+//! devtmpfs are built in. virtio-mmio devices are found through ACPI once
+//! `virtio_mmio` is loaded; the virtio-serial port appears as
+//! `/sys/class/virtio-ports/vport*p*` with its `name`.
 //!
 //! The root squashfs has the kernel's full `/usr/lib/modules/<release>`
 //! (with `depmod` run, and `kmod` installed), so `modprobe` works after the
@@ -45,7 +48,7 @@
 //!                                     (hard links to the parts), image.json
 //! ```
 //!
-//! Keys: the rootfs key hashes the [`rootfs::Recipe`] (recipe version,
+//! Keys: the rootfs key hashes the `rootfs::Recipe` (recipe version,
 //! packages, mirrors, hook script, kernel package and version), so a new
 //! agent reuses the root; the image hash covers the rootfs key, the kernel
 //! key, the agent's sha256 and the module list. Every part is built in a
@@ -417,7 +420,7 @@ impl Build<'_> {
 
         let t = self.step(4);
         let sqfs = tmp.join(rootfs::SQFS);
-        rootfs::build_sqfs(&tar, &sqfs, self.progress)?;
+        recipe.build_sqfs(&tar, &sqfs, self.progress)?;
         for (path, size) in [(&tar, file_size(&tar)), (&sqfs, file_size(&sqfs))] {
             self.log(format!("{}: {:.1} MiB", file_name(path), mib(size)));
         }

@@ -83,7 +83,13 @@ impl Layout {
                 if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                     let path = entry.path();
                     tracing::info!(path = %path.display(), "removing an interrupted image build");
-                    std::fs::remove_dir_all(&path).map_err(|e| ImageError::io(&path, e))?;
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    let removed = if is_dir {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    removed.map_err(|e| ImageError::io(&path, e))?;
                 }
             }
         }
@@ -265,8 +271,11 @@ mod tests {
         let tmp = layout.temp_dir_for(&final_dir).unwrap();
         assert!(tmp.starts_with(layout.rootfs_parts()));
         std::fs::write(tmp.join("x"), b"1").unwrap();
+        let stale_file = layout.kernel_parts().join(".tmp-resolved.json-1");
+        std::fs::write(&stale_file, b"{").unwrap();
         layout.remove_stale_temps().unwrap();
-        assert!(!tmp.exists());
+        assert!(!tmp.exists() && !stale_file.exists());
+        assert_eq!(layout.read_resolved(), Some(pkg.clone()));
         let tmp = layout.temp_dir_for(&final_dir).unwrap();
         publish_dir(&tmp, &final_dir).unwrap();
         assert!(final_dir.is_dir() && !tmp.exists());

@@ -1,0 +1,148 @@
+//! Harness for the end-to-end tests: starts the real `magsd` (built by
+//! `cargo build --workspace`) on a loopback port with its own data dir and
+//! the shared guest image cache, and runs the real `mags` CLI against it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A workspace binary (`mags`, `magsd`) next to the test executable's target dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// The guest image cache shared by every test run on this host.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("MAGS_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mags/images"))
+}
+
+/// A running `magsd` with a fresh data dir; killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `magsd serve` with extra `args`, waits until it answers.
+    pub fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("magsd.log")).expect("log");
+        let child = Command::new(bin("magsd"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--server-file")
+            .arg(dir.path().join("server.json"))
+            .arg("--local-token-file")
+            .arg(dir.path().join("token"))
+            .args(args)
+            .env("MAGS_IMAGES_DIR", images_dir())
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn magsd");
+        let mut server = Server {
+            child,
+            url: String::new(),
+            token: String::new(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("magsd exited ({status}):\n{}", server.log());
+            }
+            let info = std::fs::read(server.dir.path().join("server.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            if let Some(url) = info.and_then(|v| v["url"].as_str().map(str::to_string)) {
+                if http_get(&url, "/health").is_some_and(|(code, _)| code == 200) {
+                    server.url = url;
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "magsd did not come up:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.token = std::fs::read_to_string(server.dir.path().join("token"))
+            .expect("token file")
+            .trim()
+            .to_string();
+        server
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("magsd.log")).unwrap_or_default()
+    }
+
+    /// The `mags` CLI pointed at this server, with a private config home.
+    pub fn mags(&self) -> Command {
+        let mut c = Command::new(bin("mags"));
+        c.env("MAGS_API_URL", &self.url)
+            .env("MAGS_API_TOKEN", &self.token)
+            .env("MAGS_HOME", self.dir.path().join("home"))
+            .env_remove("MAGS_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `mags ARGS` to completion.
+    pub fn mags_output(&self, args: &[&str]) -> Output {
+        self.mags().args(args).output().expect("run mags")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(base: &str, path: &str) -> Option<(u16, String)> {
+    let addr = base.strip_prefix("http://")?.trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// stdout of a finished command as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// stderr of a finished command as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}

@@ -6,12 +6,12 @@
 //! number ([`mags_proto::ROOTFS_SERIAL`], [`mags_proto::DISK_SERIAL`]), never
 //! by probe order.
 
+use mags_proto::SetupSpec;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use mags_proto::SetupSpec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,13 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
-fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
     let (src_c, target_c, fs_c, data_c) = (cstr(src)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
@@ -61,7 +67,10 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
     };
     if rc != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("mount {fstype} {src} on {target}: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("mount {fstype} {src} on {target}: {e}"),
+        ));
     }
     Ok(())
 }
@@ -86,11 +95,15 @@ fn load_modules() -> io::Result<()> {
         let f = File::open(&path)?;
         let params = cstr("")?;
         // SAFETY: f is an open module file; params is a valid empty string.
-        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
         if rc != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(io::Error::new(e.kind(), format!("loading {}: {e}", path.display())));
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("loading {}: {e}", path.display()),
+                ));
             }
         }
     }
@@ -153,7 +166,10 @@ fn agent_port(deadline: Instant) -> io::Result<File> {
             }
         }
         if Instant::now() > deadline {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no agent virtio-serial port"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no agent virtio-serial port",
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -231,10 +247,28 @@ fn mount_root(disk_bytes: u64) -> io::Result<()> {
     std::env::set_current_dir("/")?;
 
     fs::create_dir_all("/dev/pts")?;
-    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "gid=5,mode=620,ptmxmode=666")?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "gid=5,mode=620,ptmxmode=666",
+    )?;
     fs::create_dir_all("/dev/shm")?;
-    mount("tmpfs", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;
-    mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
+    mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=1777",
+    )?;
+    mount(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    )?;
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),

@@ -43,7 +43,11 @@ impl Out {
     }
 
     fn msg(&self, stream: u32, msg: &GuestMsg) {
-        self.frame(FrameKind::Control, stream, &Frame::control(stream, msg).payload);
+        self.frame(
+            FrameKind::Control,
+            stream,
+            &Frame::control(stream, msg).payload,
+        );
     }
 
     fn error(&self, stream: u32, message: impl Into<String>) {
@@ -155,7 +159,15 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
         HostMsg::WriteFile { path, mode } => match open_for_write(stream, &path) {
             Ok((file, tmp)) => {
                 let path = PathBuf::from(path);
-                lock(streams).insert(stream, Stream::File { file, tmp, path, mode });
+                lock(streams).insert(
+                    stream,
+                    Stream::File {
+                        file,
+                        tmp,
+                        path,
+                        mode,
+                    },
+                );
             }
             Err(e) => out.error(stream, format!("cannot write {path}: {e}")),
         },
@@ -184,7 +196,11 @@ fn info() -> GuestInfo {
     // SAFETY: uts is a valid out-pointer.
     unsafe { libc::uname(&mut uts) };
     let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).to_string()
     };
     GuestInfo {
@@ -197,7 +213,10 @@ fn info() -> GuestInfo {
 fn open_for_write(stream: u32, path: &str) -> io::Result<(File, PathBuf)> {
     let path = PathBuf::from(path);
     if !path.is_absolute() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "path must be absolute"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path must be absolute",
+        ));
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
@@ -211,7 +230,9 @@ fn open_for_write(stream: u32, path: &str) -> io::Result<(File, PathBuf)> {
 fn input(stream: u32, data: Vec<u8>, out: &Out, streams: &Streams) {
     let mut map = lock(streams);
     match map.get_mut(&stream) {
-        Some(Stream::Process { stdin: Some(tx), .. }) => {
+        Some(Stream::Process {
+            stdin: Some(tx), ..
+        }) => {
             let _ = tx.send(data);
         }
         Some(Stream::File { file, tmp, .. }) => {
@@ -305,11 +326,23 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
     let mut pipes = 0;
     if let Some(pipe) = child.stdout.take() {
         pipes += 1;
-        pump(pipe, FrameKind::Stdout, stream, out.clone(), done_tx.clone());
+        pump(
+            pipe,
+            FrameKind::Stdout,
+            stream,
+            out.clone(),
+            done_tx.clone(),
+        );
     }
     if let Some(pipe) = child.stderr.take() {
         pipes += 1;
-        pump(pipe, FrameKind::Stderr, stream, out.clone(), done_tx.clone());
+        pump(
+            pipe,
+            FrameKind::Stderr,
+            stream,
+            out.clone(),
+            done_tx.clone(),
+        );
     }
     drop(done_tx);
 
@@ -349,7 +382,13 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
     Ok(())
 }
 
-fn pump(mut pipe: impl Read + Send + 'static, kind: FrameKind, stream: u32, out: Out, done: mpsc::Sender<()>) {
+fn pump(
+    mut pipe: impl Read + Send + 'static,
+    kind: FrameKind,
+    stream: u32,
+    out: Out,
+    done: mpsc::Sender<()>,
+) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024.min(MAX_PAYLOAD)];
         loop {

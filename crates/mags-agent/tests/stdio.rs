@@ -36,7 +36,13 @@ async fn runs_with_separate_streams_env_and_exit_code() {
     let (conn, _child) = agent().await;
     let mut spec = sh("echo out; echo err >&2; echo $GREETING; exit 3");
     spec.env.insert("GREETING".into(), "hello env".into());
-    let (code, out, err) = conn.run(spec).await.expect("run").collect().await.expect("collect");
+    let (code, out, err) = conn
+        .run(spec)
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
     assert_eq!(code, 3);
     assert_eq!(String::from_utf8_lossy(&out), "out\nhello env\n");
     assert_eq!(String::from_utf8_lossy(&err), "err\n");
@@ -66,7 +72,9 @@ async fn timeout_kills_the_process_group() {
     let started = std::time::Instant::now();
     loop {
         match p.next_event().await.expect("event") {
-            Some(ProcessEvent::Exited { timed_out, code, .. }) => {
+            Some(ProcessEvent::Exited {
+                timed_out, code, ..
+            }) => {
                 assert!(timed_out);
                 assert_eq!(code, 128 + 9);
                 break;

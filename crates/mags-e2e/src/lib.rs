@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 /// A workspace binary (`mags`, `magsd`) next to the test executable's target dir.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let p = dir.join(name);
     assert!(
         p.is_file(),
@@ -24,7 +27,9 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn images_dir() -> PathBuf {
     std::env::var_os("MAGS_IMAGES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mags/images"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mags/images")
+        })
 }
 
 /// A running `magsd` with a fresh data dir; killed on drop.
@@ -76,7 +81,11 @@ impl Server {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "magsd did not come up:\n{}", server.log());
+            assert!(
+                Instant::now() < deadline,
+                "magsd did not come up:\n{}",
+                server.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server.token = std::fs::read_to_string(server.dir.path().join("token"))
@@ -129,11 +138,18 @@ pub fn http_get(base: &str, path: &str) -> Option<(u16, String)> {
     let addr = base.strip_prefix("http://")?.trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 

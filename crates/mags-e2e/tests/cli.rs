@@ -10,12 +10,21 @@ fn run_streams_guest_output_and_exits_with_the_script_code() {
         "run",
         "echo Hello World; uname -r; hostname; cat /etc/os-release | head -1",
     ]);
-    assert!(o.status.success(), "stderr: {}\nlog:\n{}", stderr(&o), server.log());
+    assert!(
+        o.status.success(),
+        "stderr: {}\nlog:\n{}",
+        stderr(&o),
+        server.log()
+    );
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"Hello World"), "{out}");
     let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("host");
-    assert_ne!(lines[1], host_release.trim(), "the guest kernel is not the host's");
+    assert_ne!(
+        lines[1],
+        host_release.trim(),
+        "the guest kernel is not the host's"
+    );
     assert!(lines[1].contains("cloud-amd64"), "{out}");
     assert_eq!(lines[2], "mags-vm");
     assert!(lines[3].contains("Debian GNU/Linux"), "{out}");
@@ -40,7 +49,11 @@ fn run_streams_guest_output_and_exits_with_the_script_code() {
     let o = server.mags_output(&["list", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("list --json is JSON");
-    let jobs = v["jobs"].as_array().or_else(|| v.as_array()).expect("jobs array").clone();
+    let jobs = v["jobs"]
+        .as_array()
+        .or_else(|| v.as_array())
+        .expect("jobs array")
+        .clone();
     assert_eq!(jobs.len(), 4, "{v}");
     assert_eq!(jobs[0]["status"], "completed");
     assert_eq!(jobs[2]["status"], "error");
@@ -60,6 +73,10 @@ fn bad_token_is_refused_and_creates_nothing() {
     assert!(!stdout(&o).contains("should-not-run"));
     let o = server.mags_output(&["list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let jobs = v["jobs"].as_array().or_else(|| v.as_array()).expect("jobs array").clone();
+    let jobs = v["jobs"]
+        .as_array()
+        .or_else(|| v.as_array())
+        .expect("jobs array")
+        .clone();
     assert!(jobs.is_empty(), "{v}");
 }

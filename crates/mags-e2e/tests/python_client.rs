@@ -50,8 +50,16 @@ print(json.dumps({"ok": r, "bad": bad, "jobs": jobs}))
     assert_eq!(v["bad"]["status"], "error", "{v}");
     assert_eq!(v["bad"]["exit_code"], 7);
     let bad_logs = v["bad"]["logs"].as_array().expect("logs");
-    assert!(bad_logs.iter().any(|l| l["message"] == "nope" && l["source"] == "stderr"), "{v}");
+    assert!(
+        bad_logs
+            .iter()
+            .any(|l| l["message"] == "nope" && l["source"] == "stderr"),
+        "{v}"
+    );
 
     assert_eq!(v["jobs"]["total"], 2, "{v}");
-    assert_eq!(v["jobs"]["jobs"][0]["request_id"], v["bad"]["request_id"], "newest first");
+    assert_eq!(
+        v["jobs"]["jobs"][0]["request_id"], v["bad"]["request_id"],
+        "newest first"
+    );
 }

@@ -33,7 +33,9 @@ impl std::str::FromStr for Accel {
         match s {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
-            other => Err(format!("unknown accelerator {other:?} (expected kvm or tcg)")),
+            other => Err(format!(
+                "unknown accelerator {other:?} (expected kvm or tcg)"
+            )),
         }
     }
 }
@@ -63,7 +65,8 @@ pub fn kvm_device_usable() -> bool {
 
 /// The cached verdict and why, if any.
 pub fn cached_verdict(images_dir: &std::path::Path) -> Option<(Accel, String)> {
-    let v: Verdict = serde_json::from_slice(&std::fs::read(images_dir.join("accel.json")).ok()?).ok()?;
+    let v: Verdict =
+        serde_json::from_slice(&std::fs::read(images_dir.join("accel.json")).ok()?).ok()?;
     Some((v.accel, v.reason))
 }
 
@@ -78,7 +81,10 @@ pub(crate) async fn detect(rt: &Runtime, image: &GuestImage) -> Result<Accel, Vm
         }
     }
     let (accel, reason) = if !kvm_device_usable() {
-        (Accel::Tcg, "/dev/kvm is missing or not accessible".to_string())
+        (
+            Accel::Tcg,
+            "/dev/kvm is missing or not accessible".to_string(),
+        )
     } else {
         let mut opts = SandboxOptions::new(format!("kvm-probe-{}", uuid::Uuid::new_v4()));
         opts.disk_gb = 1;
@@ -89,7 +95,10 @@ pub(crate) async fn detect(rt: &Runtime, image: &GuestImage) -> Result<Accel, Vm
                 if ok {
                     (Accel::Kvm, "a guest booted under KVM".to_string())
                 } else {
-                    (Accel::Tcg, "KVM guest booted but its agent failed".to_string())
+                    (
+                        Accel::Tcg,
+                        "KVM guest booted but its agent failed".to_string(),
+                    )
                 }
             }
             Err(e) => (Accel::Tcg, format!("KVM could not boot a guest: {e}")),

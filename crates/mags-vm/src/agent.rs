@@ -7,8 +7,8 @@
 
 use crate::VmError;
 use mags_proto::{
-    encode_frame, Decoder, Frame, FrameKind, GuestInfo, GuestMsg, HostMsg, RunSpec,
-    SetupSpec, PROTOCOL_VERSION,
+    encode_frame, Decoder, Frame, FrameKind, GuestInfo, GuestMsg, HostMsg, RunSpec, SetupSpec,
+    PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -119,7 +119,10 @@ impl Process {
                 FrameKind::Input => continue,
                 FrameKind::Control => {}
             }
-            match f.parse::<GuestMsg>().map_err(|e| VmError::Protocol(e.to_string()))? {
+            match f
+                .parse::<GuestMsg>()
+                .map_err(|e| VmError::Protocol(e.to_string()))?
+            {
                 GuestMsg::Exited {
                     code,
                     signal,
@@ -141,14 +144,20 @@ impl Process {
     /// Sends bytes to the process's stdin (it must have been started with `stdin: true`).
     pub async fn write_stdin(&self, data: &[u8]) -> Result<(), VmError> {
         for chunk in data.chunks(CHUNK) {
-            self.stream.conn.send(FrameKind::Input, self.stream.id, chunk).await?;
+            self.stream
+                .conn
+                .send(FrameKind::Input, self.stream.id, chunk)
+                .await?;
         }
         Ok(())
     }
 
     /// Closes the process's stdin.
     pub async fn close_stdin(&self) -> Result<(), VmError> {
-        self.stream.conn.send_msg(self.stream.id, &HostMsg::CloseInput).await
+        self.stream
+            .conn
+            .send_msg(self.stream.id, &HostMsg::CloseInput)
+            .await
     }
 
     /// Signals the process group.
@@ -241,8 +250,12 @@ impl AgentConn {
     }
 
     async fn send_msg(&self, stream: u32, msg: &HostMsg) -> Result<(), VmError> {
-        self.send(FrameKind::Control, stream, &Frame::control(stream, msg).payload)
-            .await
+        self.send(
+            FrameKind::Control,
+            stream,
+            &Frame::control(stream, msg).payload,
+        )
+        .await
     }
 
     async fn request(&self, msg: &HostMsg) -> Result<GuestMsg, VmError> {
@@ -336,7 +349,9 @@ async fn read_task<R: AsyncRead + Unpin>(mut reader: R, routes: Routes) {
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    let tx = lock(&routes).as_ref().and_then(|r| r.get(&frame.stream).cloned());
+                    let tx = lock(&routes)
+                        .as_ref()
+                        .and_then(|r| r.get(&frame.stream).cloned());
                     if let Some(tx) = tx {
                         let _ = tx.send(frame);
                     }

@@ -15,6 +15,7 @@ pub mod locate;
 pub mod qemu;
 pub mod qmp;
 pub mod sandbox;
+pub mod sleep;
 pub mod template;
 
 pub use accel::Accel;

@@ -7,7 +7,7 @@ use std::process::Stdio;
 /// Where guest RAM lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Memory {
-    /// Ordinary anonymous memory (cold boot, no snapshot).
+    /// Ordinary anonymous memory (cold boot, or waking from sleep).
     Anonymous,
     /// A file mapped shared: the template being booted, so its RAM ends up
     /// in the file when the snapshot is taken (`x-ignore-shared`).
@@ -95,20 +95,35 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
         "-device".into(),
         "virtio-serial-device".into(),
         "-chardev".into(),
-        format!("socket,id=agent,path={},server=on,wait=off", p(&spec.agent_socket)),
+        format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            p(&spec.agent_socket)
+        ),
         "-device".into(),
-        format!("virtserialport,chardev=agent,name={}", mags_proto::AGENT_PORT_NAME),
+        format!(
+            "virtserialport,chardev=agent,name={}",
+            mags_proto::AGENT_PORT_NAME
+        ),
         "-drive".into(),
         format!(
             "id=rootfs,file={},format=raw,if=none,readonly=on",
             p(&spec.rootfs)
         ),
         "-device".into(),
-        format!("virtio-blk-device,drive=rootfs,serial={}", mags_proto::ROOTFS_SERIAL),
+        format!(
+            "virtio-blk-device,drive=rootfs,serial={}",
+            mags_proto::ROOTFS_SERIAL
+        ),
         "-drive".into(),
-        format!("id=disk,file={},format=raw,if=none,discard=unmap", p(&spec.disk)),
+        format!(
+            "id=disk,file={},format=raw,if=none,discard=unmap",
+            p(&spec.disk)
+        ),
         "-device".into(),
-        format!("virtio-blk-device,drive=disk,serial={}", mags_proto::DISK_SERIAL),
+        format!(
+            "virtio-blk-device,drive=disk,serial={}",
+            mags_proto::DISK_SERIAL
+        ),
     ]);
     let backend = |path: &PathBuf, share: &str| {
         format!(
@@ -118,13 +133,16 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
         )
     };
     match &spec.memory {
-        Memory::Anonymous => {}
+        Memory::Anonymous => a.extend([
+            "-object".into(),
+            format!("memory-backend-ram,id=mem,size={}M", spec.memory_mb),
+        ]),
         Memory::SharedFile(path) => a.extend(["-object".into(), backend(path, "on")]),
         Memory::PrivateFile(path) => a.extend(["-object".into(), backend(path, "off")]),
     }
-    if spec.memory != Memory::Anonymous {
-        a.extend(["-machine".into(), "memory-backend=mem".into()]);
-    }
+    // Always a named backend, so every kind of VM has the same RAM block
+    // ("mem") and a snapshot of one can be restored into another.
+    a.extend(["-machine".into(), "memory-backend=mem".into()]);
     if spec.incoming {
         a.extend(["-incoming".into(), "defer".into()]);
     }

@@ -8,6 +8,7 @@ use crate::accel::{self, Accel};
 use crate::agent::AgentConn;
 use crate::image::{self, GuestImage, ImageConfig, ImageProgress};
 use crate::qemu::{self, Memory, QemuSpec};
+use crate::sleep::SleepRecord;
 use crate::template::{self, Template};
 use crate::VmError;
 use mags_proto::SetupSpec;
@@ -131,7 +132,8 @@ impl Runtime {
     }
 
     /// Kills QEMU processes and removes sandbox dirs left by a previous
-    /// server; returns how many processes were killed.
+    /// server, except slept ones (they can still be woken); returns how many
+    /// processes were killed.
     pub fn reap_orphans(&self) -> usize {
         let dir = self.cfg.data_dir.join("sandboxes");
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -142,7 +144,9 @@ impl Runtime {
             if kill_recorded_qemu(&e.path()) {
                 killed += 1;
             }
-            let _ = std::fs::remove_dir_all(e.path());
+            if SleepRecord::load(&e.path()).is_none() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
         if killed > 0 {
             tracing::warn!(killed, "killed QEMU processes left by a previous server");
@@ -201,18 +205,21 @@ impl Runtime {
         let t0 = Instant::now();
         let dir = self.cfg.data_dir.join("sandboxes").join(&opts.id);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
-        let guard = DirGuard(dir.clone());
+        // A slept sandbox's files must survive a failed wake.
+        let guard = (!matches!(boot, Boot::Wake(_))).then(|| DirGuard(dir.clone()));
         let disk = dir.join("disk.ext4");
         let disk_bytes = u64::from(opts.disk_gb) << 30;
         match boot {
             // A template never mounts its disk: a blank placeholder will do.
             Boot::TemplateSource(_) => sparse_file(&disk, disk_bytes)?,
+            Boot::Wake(_) => {}
             _ => create_disk(&disk, disk_bytes).await?,
         }
         let (memory, incoming) = match &boot {
             Boot::Cold => (Memory::Anonymous, false),
             Boot::TemplateSource(mem) => (Memory::SharedFile(mem.to_path_buf()), false),
             Boot::Restore(t) => (Memory::PrivateFile(t.mem.clone()), true),
+            Boot::Wake(_) => (Memory::Anonymous, true),
         };
         let spec = QemuSpec {
             accel,
@@ -239,17 +246,31 @@ impl Runtime {
         let _ = std::fs::write(dir.join("qemu.pid"), pid.to_string());
 
         let boot_timeout = match (accel, &boot) {
-            (_, Boot::Restore(_)) => Duration::from_secs(30),
+            (_, Boot::Restore(_) | Boot::Wake(_)) => Duration::from_secs(30),
             (Accel::Kvm, _) => Duration::from_secs(20),
             (Accel::Tcg, _) => Duration::from_secs(90),
         };
         let ready = async {
-            if let Boot::Restore(t) = &boot {
-                template::restore_into(&spec.qmp_socket, t, disk_bytes).await?;
+            match &boot {
+                Boot::Restore(t) => {
+                    template::restore_into(&spec.qmp_socket, &t.state, true, Some(disk_bytes))
+                        .await?
+                }
+                Boot::Wake(w) => {
+                    template::restore_into(&spec.qmp_socket, &w.state, false, None).await?
+                }
+                _ => {}
             }
             let agent = connect_agent(&spec.agent_socket, boot_timeout).await?;
-            if !matches!(boot, Boot::TemplateSource(_)) {
-                agent.setup(fresh_identity(disk_bytes)?).await?;
+            match &boot {
+                Boot::TemplateSource(_) => {}
+                // Same machine, new moment: clock and entropy, identity kept.
+                Boot::Wake(_) => {
+                    let mut id = fresh_identity(0)?;
+                    id.machine_id.clear();
+                    agent.setup(id).await?;
+                }
+                _ => agent.setup(fresh_identity(disk_bytes)?).await?,
             }
             Ok::<_, VmError>(agent)
         };
@@ -272,14 +293,19 @@ impl Runtime {
             Boot::Cold => "cold boot",
             Boot::TemplateSource(_) => "template boot",
             Boot::Restore(_) => "restore",
+            Boot::Wake(_) => "wake",
         };
         tracing::info!(sandbox = %opts.id, %accel, how, ms = t0.elapsed().as_millis() as u64, "sandbox started");
         Ok(Sandbox {
-            id: opts.id,
+            id: opts.id.clone(),
             dir,
             child: Some(child),
             agent,
             started: t0,
+            opts,
+            accel,
+            image: image.clone(),
+            keep_dir: false,
         })
     }
 }
@@ -290,6 +316,8 @@ pub(crate) enum Boot<'a> {
     /// Boot with RAM in this shared file, to be snapshotted as a template.
     TemplateSource(&'a Path),
     Restore(&'a Template),
+    /// Resume a slept sandbox in its own dir from its own snapshot.
+    Wake(&'a SleepRecord),
 }
 
 /// A new identity for a VM: hostname, machine id, entropy, clock.
@@ -340,11 +368,22 @@ fn sparse_file(path: &Path, bytes: u64) -> Result<(), VmError> {
 async fn create_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
     sparse_file(path, bytes)?;
     let out = tokio::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ])
         .arg(path)
         .output()
         .await
-        .map_err(|e| VmError::Other(format!("mkfs.ext4 not runnable ({e}): apt-get install e2fsprogs")))?;
+        .map_err(|e| {
+            VmError::Other(format!(
+                "mkfs.ext4 not runnable ({e}): apt-get install e2fsprogs"
+            ))
+        })?;
     if !out.status.success() {
         return Err(VmError::Other(format!(
             "mkfs.ext4 failed: {}",
@@ -359,7 +398,9 @@ async fn connect_agent(sock: &Path, within: Duration) -> Result<AgentConn, VmErr
     let stream = loop {
         match tokio::net::UnixStream::connect(sock).await {
             Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            }
             Err(e) => return Err(VmError::io(sock, e)),
         }
     };
@@ -374,7 +415,11 @@ fn diagnostics(dir: &Path) -> String {
         let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     };
-    format!("qemu: [{}] console: [{}]", tail("qemu.log"), tail("console.log"))
+    format!(
+        "qemu: [{}] console: [{}]",
+        tail("qemu.log"),
+        tail("console.log")
+    )
 }
 
 /// Kills the QEMU recorded in `dir/qemu.pid` if it is still that process.
@@ -398,10 +443,15 @@ fn kill_recorded_qemu(dir: &Path) -> bool {
 /// A running VM. Dropping it kills the VM and removes its files.
 pub struct Sandbox {
     id: String,
-    dir: PathBuf,
-    child: Option<tokio::process::Child>,
+    pub(crate) dir: PathBuf,
+    pub(crate) child: Option<tokio::process::Child>,
     agent: AgentConn,
     started: Instant,
+    pub(crate) opts: SandboxOptions,
+    pub(crate) accel: Accel,
+    pub(crate) image: GuestImage,
+    /// Set once slept: the dir holds the sleep snapshot and must stay.
+    pub(crate) keep_dir: bool,
 }
 
 impl Sandbox {
@@ -461,7 +511,9 @@ impl Drop for Sandbox {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

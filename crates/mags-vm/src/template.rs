@@ -40,7 +40,8 @@ fn template_dir(images_dir: &Path, image: &GuestImage, accel: Accel, memory_mb: 
 }
 
 fn load(dir: &Path) -> Option<Template> {
-    let t: Template = serde_json::from_slice(&std::fs::read(dir.join("template.json")).ok()?).ok()?;
+    let t: Template =
+        serde_json::from_slice(&std::fs::read(dir.join("template.json")).ok()?).ok()?;
     (t.mem.is_file() && t.state.is_file()).then_some(t)
 }
 
@@ -63,7 +64,9 @@ pub(crate) async fn find_or_create(
     let result = snapshot(rt, image, accel, memory_mb, &tmp, &dir).await;
     if let Err(e) = &result {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(VmError::Other(format!("making the template snapshot failed: {e}")));
+        return Err(VmError::Other(format!(
+            "making the template snapshot failed: {e}"
+        )));
     }
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => {}
@@ -92,7 +95,9 @@ async fn snapshot(
     let mut opts = SandboxOptions::new(format!("template-{}", uuid::Uuid::new_v4()));
     opts.memory_mb = memory_mb;
     opts.disk_gb = 1;
-    let sb = rt.launch(image, accel, opts, Boot::TemplateSource(&mem)).await?;
+    let sb = rt
+        .launch(image, accel, opts, Boot::TemplateSource(&mem))
+        .await?;
     let qmp_path = sb.qmp_socket();
     // Hang up so the snapshot holds an agent waiting for its next host.
     sb.disconnect_agent().await;
@@ -128,22 +133,29 @@ async fn snapshot(
     std::fs::write(&path, json).map_err(|e| VmError::io(&path, e))
 }
 
-fn shell_quote(p: &Path) -> String {
+pub(crate) fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
-/// Loads the template into a QEMU started with `-incoming defer`, runs it,
-/// and tells the guest about the clone's disk size.
-pub(crate) async fn restore_into(qmp_socket: &Path, t: &Template, disk_bytes: u64) -> Result<(), VmError> {
+/// Loads a snapshot (`state`: a template's, or a slept sandbox's) into a
+/// QEMU started with `-incoming defer` and runs it; with `disk_bytes`,
+/// tells the guest about the clone's disk size. `ignore_shared` must match
+/// how the snapshot was taken (templates: RAM in a file; sleep: in the stream).
+pub(crate) async fn restore_into(
+    qmp_socket: &Path,
+    state: &Path,
+    ignore_shared: bool,
+    disk_bytes: Option<u64>,
+) -> Result<(), VmError> {
     let mut qmp = Qmp::connect(qmp_socket, Duration::from_secs(10)).await?;
     qmp.execute(
         "migrate-set-capabilities",
-        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]}),
     )
     .await?;
     qmp.execute(
         "migrate-incoming",
-        json!({"uri": format!("exec:cat {}", shell_quote(&t.state))}),
+        json!({"uri": format!("exec:cat {}", shell_quote(state))}),
     )
     .await?;
     qmp.wait_migration(Duration::from_secs(30)).await?;
@@ -153,7 +165,9 @@ pub(crate) async fn restore_into(qmp_socket: &Path, t: &Template, disk_bytes: u6
     }
     // The template's disk was a placeholder; this one may be bigger. Resizing
     // makes QEMU raise a config interrupt so the guest re-reads the capacity.
-    qmp.execute("block_resize", json!({"device": "disk", "size": disk_bytes}))
-        .await?;
+    if let Some(size) = disk_bytes {
+        qmp.execute("block_resize", json!({"device": "disk", "size": size}))
+            .await?;
+    }
     Ok(())
 }

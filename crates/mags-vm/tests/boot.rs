@@ -46,8 +46,16 @@ async fn guest_is_its_own_machine() {
 
     let info = agent.info().await.expect("info");
     let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("host release");
-    assert_ne!(info.kernel_release, host_release.trim(), "guest runs its own kernel");
-    assert!(info.kernel_release.contains("cloud-amd64"), "{}", info.kernel_release);
+    assert_ne!(
+        info.kernel_release,
+        host_release.trim(),
+        "guest runs its own kernel"
+    );
+    assert!(
+        info.kernel_release.contains("cloud-amd64"),
+        "{}",
+        info.kernel_release
+    );
     assert_eq!(info.hostname, "mags-vm");
 
     let (code, out, err) = agent
@@ -76,11 +84,16 @@ async fn guest_is_its_own_machine() {
         .await
         .expect("collect");
     assert_eq!(code, 0, "stderr: {}", String::from_utf8_lossy(&err));
-    assert_eq!(String::from_utf8_lossy(&out), "persisted\n42\n2\ntools-ok\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "persisted\n42\n2\ntools-ok\n"
+    );
 
     // A megabyte of output arrives whole.
     let (code, out, _) = agent
-        .run(sh("head -c 1048576 /dev/urandom | base64 -w 0 | head -c 1000000; echo"))
+        .run(sh(
+            "head -c 1048576 /dev/urandom | base64 -w 0 | head -c 1000000; echo",
+        ))
         .await
         .expect("run")
         .collect()
@@ -98,7 +111,10 @@ async fn a_restarted_server_reaps_orphaned_vms() {
     let rt = runtime(tmp.path());
     rt.ensure_image(|_| {}).await.expect("image");
     let id = uuid::Uuid::new_v4().to_string();
-    let sb = rt.start(SandboxOptions::new(id.clone())).await.expect("start");
+    let sb = rt
+        .start(SandboxOptions::new(id.clone()))
+        .await
+        .expect("start");
     let pid: i32 = std::fs::read_to_string(tmp.path().join("sandboxes").join(&id).join("qemu.pid"))
         .expect("pid file")
         .trim()
@@ -118,7 +134,10 @@ async fn a_restarted_server_reaps_orphaned_vms() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(state.is_empty() || state.contains(") Z"), "QEMU {pid} still running: {state}");
+    assert!(
+        state.is_empty() || state.contains(") Z"),
+        "QEMU {pid} still running: {state}"
+    );
     assert!(!tmp.path().join("sandboxes").join(&id).exists());
 }
 
@@ -135,7 +154,14 @@ async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
         let mut opts = SandboxOptions::new(uuid::Uuid::new_v4().to_string());
         opts.disk_gb = disk_gb;
         let sb = rt.start(opts).await.expect("clone starts");
-        let (code, out, err) = sb.agent().run(sh(probe)).await.expect("run").collect().await.expect("collect");
+        let (code, out, err) = sb
+            .agent()
+            .run(sh(probe))
+            .await
+            .expect("run")
+            .collect()
+            .await
+            .expect("collect");
         assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
         let out = String::from_utf8_lossy(&out).to_string();
         let lines: Vec<&str> = out.lines().collect();
@@ -145,14 +171,79 @@ async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs() as i64;
-        assert!((guest_now - host_now).abs() < 10, "guest clock {guest_now} vs host {host_now}");
+        assert!(
+            (guest_now - host_now).abs() < 10,
+            "guest clock {guest_now} vs host {host_now}"
+        );
         let size_kb: u64 = lines[4].trim().parse().expect("df size");
         let want_kb = u64::from(disk_gb) << 20;
-        assert!(size_kb > want_kb * 9 / 10 && size_kb <= want_kb, "disk {size_kb} KiB for {disk_gb} GiB");
-        seen.push((lines[0].to_string(), lines[1].to_string(), lines[2].to_string()));
+        assert!(
+            size_kb > want_kb * 9 / 10 && size_kb <= want_kb,
+            "disk {size_kb} KiB for {disk_gb} GiB"
+        );
+        seen.push((
+            lines[0].to_string(),
+            lines[1].to_string(),
+            lines[2].to_string(),
+        ));
         sb.shutdown().await.expect("shutdown");
     }
-    assert_ne!(seen[0].0, seen[1].0, "kernel RNG output must differ between clones");
-    assert_ne!(seen[0].1, seen[1].1, "machine-id must differ between clones");
-    assert_ne!(seen[0].2, seen[1].2, "userspace RNG seeds must differ between clones");
+    assert_ne!(
+        seen[0].0, seen[1].0,
+        "kernel RNG output must differ between clones"
+    );
+    assert_ne!(
+        seen[0].1, seen[1].1,
+        "machine-id must differ between clones"
+    );
+    assert_ne!(
+        seen[0].2, seen[1].2,
+        "userspace RNG seeds must differ between clones"
+    );
+}
+
+#[tokio::test]
+async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tmp.path());
+    rt.ensure_image(|_| {}).await.expect("image");
+    let sb = rt
+        .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
+        .await
+        .expect("start");
+    let setup = "echo kept > /root/file.txt; \
+                 nohup bash -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' >/dev/null 2>&1 & \
+                 echo $! > /root/bg.pid; sleep 0.5";
+    let (code, _, err) = sb
+        .agent()
+        .run(sh(setup))
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+
+    let record = sb.sleep().await.expect("sleep");
+    assert!(record.state.is_file());
+    // A server restart in between must not lose a slept sandbox.
+    let rt = runtime(tmp.path());
+    assert_eq!(rt.reap_orphans(), 0);
+    let record = mags_vm::sleep::SleepRecord::load(&tmp.path().join("sandboxes").join(&record.id))
+        .expect("sleep record survives");
+
+    let sb = rt.wake(&record).await.expect("wake");
+    let check = "cat /root/file.txt; kill -0 $(cat /root/bg.pid) && echo alive; \
+                 a=$(cat /tmp/counter); sleep 0.5; b=$(cat /tmp/counter); [ $b -gt $a ] && echo counting";
+    let (code, out, err) = sb
+        .agent()
+        .run(sh(check))
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(String::from_utf8_lossy(&out), "kept\nalive\ncounting\n");
+    sb.shutdown().await.expect("shutdown");
 }

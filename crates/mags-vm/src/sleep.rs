@@ -1,0 +1,109 @@
+//! Sleep and wake: a running sandbox is snapshotted to its own dir (RAM and
+//! device state in `sleep.state`, its disk as it is), its QEMU stopped, and
+//! later restored with processes and files intact.
+//!
+//! The record (`sleep.json`) names everything a wake needs, so a restarted
+//! server can wake what the previous one put to sleep.
+
+use crate::accel::Accel;
+use crate::image::GuestImage;
+use crate::qmp::Qmp;
+use crate::sandbox::{Boot, Runtime, Sandbox, SandboxOptions};
+use crate::template::shell_quote;
+use crate::VmError;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A slept sandbox, as recorded in `<sandbox dir>/sleep.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SleepRecord {
+    pub id: String,
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub disk_gb: u32,
+    pub accel: Accel,
+    /// The image it was running: the same root must be attached on wake.
+    pub image: GuestImage,
+    pub state: PathBuf,
+    /// How long taking the snapshot took.
+    pub sleep_ms: u64,
+}
+
+impl SleepRecord {
+    /// Reads the record of a slept sandbox dir, if it has one.
+    pub fn load(dir: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(dir.join("sleep.json")).ok()?).ok()
+    }
+}
+
+impl Sandbox {
+    /// Puts the sandbox to sleep: flushes the guest's filesystems, snapshots
+    /// RAM and devices next to its disk, and stops QEMU. Nothing of it runs
+    /// until [`Runtime::wake`].
+    pub async fn sleep(mut self) -> Result<SleepRecord, VmError> {
+        let t0 = Instant::now();
+        self.agent().sync().await?;
+        self.agent().close().await;
+        let mut qmp = Qmp::connect(&self.qmp_socket(), Duration::from_secs(5)).await?;
+        qmp.execute("stop", json!({})).await?;
+        // A clone was restored with x-ignore-shared on; its RAM is private
+        // now and must go into the stream.
+        qmp.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "x-ignore-shared", "state": false}]}),
+        )
+        .await?;
+        let tmp = self.dir.join("sleep.state.tmp");
+        let state = self.dir.join("sleep.state");
+        qmp.execute(
+            "migrate",
+            json!({"uri": format!("exec:cat > {}", shell_quote(&tmp))}),
+        )
+        .await?;
+        qmp.wait_migration(Duration::from_secs(120)).await?;
+        drop(qmp);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        std::fs::rename(&tmp, &state).map_err(|e| VmError::io(&state, e))?;
+        let record = SleepRecord {
+            id: self.id().to_string(),
+            memory_mb: self.opts.memory_mb,
+            vcpus: self.opts.vcpus,
+            disk_gb: self.opts.disk_gb,
+            accel: self.accel,
+            image: self.image.clone(),
+            state,
+            sleep_ms: t0.elapsed().as_millis() as u64,
+        };
+        let path = self.dir.join("sleep.json");
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| VmError::Other(e.to_string()))?;
+        let tmp_json = self.dir.join("sleep.json.tmp");
+        std::fs::write(&tmp_json, json)
+            .and_then(|_| std::fs::rename(&tmp_json, &path))
+            .map_err(|e| VmError::io(&path, e))?;
+        self.keep_dir = true;
+        tracing::info!(sandbox = %record.id, ms = record.sleep_ms, "sandbox slept");
+        Ok(record)
+    }
+}
+
+impl Runtime {
+    /// Wakes a slept sandbox: its processes resume where they were.
+    pub async fn wake(&self, record: &SleepRecord) -> Result<Sandbox, VmError> {
+        let opts = SandboxOptions {
+            id: record.id.clone(),
+            memory_mb: record.memory_mb,
+            vcpus: record.vcpus,
+            disk_gb: record.disk_gb,
+        };
+        let sb = self
+            .launch(&record.image, record.accel, opts, Boot::Wake(record))
+            .await?;
+        let dir = self.config().data_dir.join("sandboxes").join(&record.id);
+        let _ = std::fs::remove_file(dir.join("sleep.json"));
+        let _ = std::fs::remove_file(&record.state);
+        Ok(sb)
+    }
+}

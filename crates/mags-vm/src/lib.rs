@@ -12,6 +12,7 @@ pub mod accel;
 pub mod agent;
 pub mod image;
 pub mod locate;
+pub mod pool;
 pub mod qemu;
 pub mod qmp;
 pub mod sandbox;
@@ -21,6 +22,7 @@ pub mod template;
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent};
 pub use image::{GuestImage, ImageProgress};
+pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 
 /// Errors from the VM layer.

@@ -463,6 +463,13 @@ impl Sandbox {
         &self.agent
     }
 
+    /// Whether QEMU is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The sandbox's QMP socket.
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join("qmp.sock")

@@ -1,0 +1,46 @@
+//! REST request and response types of the Mags API, under `/api/v1`.
+//!
+//! These are the wire shapes the published clients (the `magpie-mags` Python
+//! SDK, the Node SDK, the `mags` CLI) send and expect; see
+//! `mags-contract.md`. Field names here are the contract: rename nothing.
+//! Unknown request fields are accepted and ignored, and clients ignore
+//! unknown response fields, so adding a response field is always safe.
+//!
+//! - [`jobs`]: creating, inspecting and listing jobs, their logs and the
+//!   NDJSON output stream used by our own CLI.
+//! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
+
+pub mod jobs;
+
+pub use jobs::{
+    CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
+    OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Body of every error response (status >= 400).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A human-readable message.
+    pub error: String,
+}
+
+/// Body of `GET /health` (no authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"` when the server answers.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+}
+
+/// The `--server-file` magsd writes once it listens (and the CLI reads in
+/// local mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFile {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Process id of the server.
+    pub pid: u32,
+}

@@ -1,0 +1,33 @@
+//! The commands, grouped: [`run`], [`jobs`] (status, logs, list), [`auth`]
+//! (login, logout, whoami), [`doctor`].
+
+pub mod auth;
+pub mod doctor;
+pub mod jobs;
+pub mod run;
+
+use crate::config::{self, Source};
+use crate::local::LocalDir;
+use anyhow::Context as _;
+use mags_client::Client;
+
+/// A client for the configured server, or for the local one (started if
+/// needed).
+pub async fn connect() -> anyhow::Result<(Client, Source)> {
+    match config::configured()? {
+        Some((url, token, source)) => {
+            let token = token.context("no API token: run `mags login` or set MAGS_API_TOKEN")?;
+            Ok((Client::new(&url, &token)?, source))
+        }
+        None => {
+            let (url, token) = LocalDir::new(&config::mags_home()?).ensure_server().await?;
+            Ok((Client::new(&url, &token)?, Source::LocalServer))
+        }
+    }
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `mags run`: create a job, stream its output as it is produced, exit
+//! with the script's exit code.
+
+use super::{connect, print_json};
+use anyhow::{bail, Context as _};
+use mags_api::{CreateJobRequest, JobState, OutputStream};
+use mags_client::OutputItem;
+use std::io::Write as _;
+
+/// Flags of `mags run`.
+pub struct RunArgs {
+    pub script: String,
+    pub name: Option<String>,
+    pub workspace: Option<String>,
+    pub env: Vec<String>,
+    pub disk: Option<u32>,
+    pub json: bool,
+}
+
+/// Runs the job; returns the process exit code.
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let mut req = CreateJobRequest::new(args.script);
+    req.name = args.name;
+    req.workspace_id = args.workspace;
+    for kv in &args.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("-e expects KEY=VALUE, got {kv:?}");
+        };
+        req.environment.insert(k.to_string(), v.to_string());
+    }
+    if let Some(gb) = args.disk {
+        req.disk_gb = gb;
+    }
+    let (client, _) = connect().await?;
+    let created = client.create_job(&req).await?;
+    let id = created.request_id;
+
+    let mut follower = client.follow_output(&id);
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let mut printed_system = false;
+    let mut said_queued = false;
+    let (status, exit_code, error) = loop {
+        let item = follower
+            .next()
+            .await
+            .with_context(|| format!("lost the output of job {id}"))?;
+        match item {
+            Some(OutputItem::Output { stream, data }) if !args.json => match stream {
+                OutputStream::Stdout => {
+                    stdout.write_all(&data)?;
+                    stdout.flush()?;
+                }
+                OutputStream::Stderr => {
+                    stderr.write_all(&data)?;
+                    stderr.flush()?;
+                }
+                OutputStream::System => {
+                    for line in String::from_utf8_lossy(&data).lines() {
+                        writeln!(stderr, "mags: {line}")?;
+                    }
+                    printed_system = true;
+                }
+            },
+            Some(OutputItem::Status(JobState::Queued)) if !args.json && !said_queued => {
+                writeln!(stderr, "mags: waiting for a free VM slot...")?;
+                said_queued = true;
+            }
+            Some(OutputItem::Exit {
+                status,
+                exit_code,
+                error,
+            }) => break (status, exit_code, error),
+            Some(_) => {}
+            None => bail!("the output of job {id} ended without its exit status"),
+        }
+    };
+    if args.json {
+        print_json(&client.job_status(&id).await?)?;
+    }
+    Ok(match exit_code {
+        Some(code) => u8::try_from(code).unwrap_or(1),
+        None if status == JobState::Completed => 0,
+        None => {
+            if !printed_system && !args.json {
+                let reason = error.unwrap_or_else(|| "unknown reason".into());
+                writeln!(stderr, "mags: job {id} failed: {reason}")?;
+            }
+            1
+        }
+    })
+}

@@ -1,0 +1,129 @@
+//! `magsd`: the Mags server. `serve` runs the API; `token create` makes an
+//! API token; `image build` prepares the guest image with a progress bar;
+//! `doctor` says what the host lacks.
+
+mod image;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mags_server::config::{runtime_config, AccelArg, DataArgs, ServeArgs};
+use mags_server::doctor;
+use mags_store::Store;
+use std::io::IsTerminal as _;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "magsd",
+    version,
+    about = "The Mags server: self-hosted sandboxes for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(ServeArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage the guest image.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Check what this host needs to run sandboxes.
+    Doctor {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, env = "MAGS_AGENT_BIN")]
+        agent_bin: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token (printed once) for a user, creating the user if missing.
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The user the token belongs to.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build the guest image unless it is already built.
+    Build {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, env = "MAGS_AGENT_BIN")]
+        agent_bin: Option<PathBuf>,
+        #[arg(long, env = "MAGS_ACCEL")]
+        accel: Option<AccelArg>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => mags_server::serve::serve(args).await?,
+        Command::Token {
+            command: TokenCommand::Create { data, user },
+        } => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&data.data_dir)
+                .with_context(|| format!("cannot create {}", data.data_dir.display()))?;
+            let store = Store::connect(&data.database_url()).await?;
+            let is_admin = user == "admin";
+            let u = store.ensure_user(&user, is_admin).await?;
+            let (_, token) = store.create_token(&u.id).await?;
+            println!("{token}");
+            eprintln!("token for user {user:?} created; it is shown only once");
+            store.close().await;
+        }
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    data,
+                    agent_bin,
+                    accel,
+                },
+        } => {
+            image::build(runtime_config(&data, agent_bin, accel)).await?;
+        }
+        Command::Doctor { data, agent_bin } => {
+            let checks = doctor::host_checks(&runtime_config(&data, agent_bin, None));
+            for c in &checks {
+                println!("{}", c.line());
+            }
+            if checks.iter().any(|c| !c.ok) {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}

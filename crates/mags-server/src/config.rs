@@ -1,0 +1,171 @@
+//! Settings of `magsd serve` (flags and `MAGS_*` environment variables) and
+//! their defaults.
+
+use mags_vm::{Accel, RuntimeConfig};
+use std::path::{Path, PathBuf};
+
+/// Which executor runs jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// A QEMU microVM per job (the real thing).
+    Vm,
+    /// The test interpreter of [`crate::executor::fake`]; runs nothing.
+    Fake,
+}
+
+/// `--accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelArg {
+    Kvm,
+    Tcg,
+}
+
+impl From<AccelArg> for Accel {
+    fn from(a: AccelArg) -> Accel {
+        match a {
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        }
+    }
+}
+
+/// Where state lives: shared by every `magsd` subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// State directory (database, images, sandboxes).
+    #[arg(long, env = "MAGS_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Database URL (sqlite://PATH or postgres://...); default
+    /// sqlite://<data-dir>/mags.db.
+    #[arg(long, env = "MAGS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Guest image cache (default <data-dir>/images); may be shared.
+    #[arg(long, env = "MAGS_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The database URL to use.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("mags.db").display()))
+    }
+}
+
+/// Flags of `magsd serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Address to listen on (port 0 picks a free one; see --server-file).
+    #[arg(long, env = "MAGS_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// The static guest agent binary (default: found by
+    /// `mags_vm::locate`, e.g. `mags-agent-static` next to magsd).
+    #[arg(long, env = "MAGS_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
+    /// Force an accelerator instead of probing.
+    #[arg(long, env = "MAGS_ACCEL")]
+    pub accel: Option<AccelArg>,
+    /// Most VMs at once (default: from cores and free memory).
+    #[arg(long, env = "MAGS_MAX_VMS")]
+    pub max_vms: Option<u32>,
+    /// Guest memory per VM, MiB.
+    #[arg(long, env = "MAGS_VM_MEMORY_MB", default_value_t = crate::executor::vm::DEFAULT_MEMORY_MB)]
+    pub vm_memory_mb: u32,
+    /// If this file does not exist, create user `admin` and a token, and
+    /// write the token here (mode 0600).
+    #[arg(long, env = "MAGS_LOCAL_TOKEN_FILE")]
+    pub local_token_file: Option<PathBuf>,
+    /// Once listening, write {"url", "pid"} here (atomically).
+    #[arg(long, env = "MAGS_SERVER_FILE")]
+    pub server_file: Option<PathBuf>,
+    /// Which executor runs jobs (`fake` is for tests only).
+    #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
+    pub executor: ExecutorKind,
+}
+
+/// `/var/lib/mags` for root, else `$XDG_DATA_HOME/mags` or
+/// `~/.local/share/mags`.
+pub fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/mags");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("mags");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Path::new(&h).join(".local/share/mags"),
+        None => PathBuf::from("mags-data"),
+    }
+}
+
+/// The runtime settings for these flags. Without `--agent-bin` the agent
+/// is looked for by `mags_vm::locate`; if it is not found, the image build
+/// reports that (an already built image does not need it).
+pub fn runtime_config(
+    data: &DataArgs,
+    agent_bin: Option<PathBuf>,
+    accel: Option<AccelArg>,
+) -> RuntimeConfig {
+    let agent_bin = agent_bin.unwrap_or_else(|| {
+        mags_vm::locate::find_agent_bin().unwrap_or_else(|e| {
+            tracing::debug!("{e}");
+            PathBuf::from("mags-agent")
+        })
+    });
+    RuntimeConfig {
+        data_dir: data.data_dir.clone(),
+        agent_bin,
+        accel: accel.map(Into::into),
+        images_dir: data.images_dir.clone(),
+    }
+}
+
+/// `name` in a directory of `$PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Default VM limit: twice the cores, but no more than one per GiB of
+/// available memory, and at least one.
+pub fn default_max_vms() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mem_gib = available_memory_gib().unwrap_or(u32::MAX);
+    (cores * 2).min(mem_gib).max(1)
+}
+
+/// `MemAvailable` from /proc/meminfo, in whole GiB.
+fn available_memory_gib() -> Option<u32> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    u32::try_from(kib / (1024 * 1024)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_sane() {
+        assert!(default_max_vms() >= 1);
+        let d = DataArgs {
+            data_dir: PathBuf::from("/x/y"),
+            database_url: None,
+            images_dir: None,
+        };
+        assert_eq!(d.database_url(), "sqlite:///x/y/mags.db");
+    }
+}

@@ -1,0 +1,254 @@
+//! `POST /mags-jobs`, `GET /mags-jobs`, `GET /mags-jobs/{id}/status`,
+//! `GET /mags-jobs/{id}/logs`.
+//!
+//! A create request is checked and turned into a [`NewJob`] here (the
+//! store and scheduler never see HTTP); a job of another user is a 404,
+//! exactly like a missing one.
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::logs::chunks_to_entries;
+use crate::view::job_status;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use mags_api::{CreateJobRequest, CreateJobResponse, JobList, JobStatus, LogsResponse};
+use mags_store::{clock, Job, NewJob};
+use serde::Deserialize;
+
+/// Largest `disk_gb` accepted.
+pub const MAX_DISK_GB: u32 = 256;
+/// Largest script accepted, in bytes.
+const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+/// Largest `page_size`.
+const MAX_PAGE_SIZE: u32 = 100;
+/// Output chunks read per query when building `/logs`.
+const LOG_READ_BATCH: i64 = 1000;
+
+/// `POST /mags-jobs` -> 202.
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<CreateJobRequest>,
+) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
+    let new = validate(req, &user.id)?;
+    if let Some(ws) = &new.workspace_id {
+        if let Some(live) = state.store.live_job_in_workspace(&user.id, ws).await? {
+            return Err(ApiError::Conflict(format!(
+                "workspace {ws:?} already has a live job ({}); stop it first",
+                live.id
+            )));
+        }
+    }
+    let job = state.store.insert_job(&new).await?;
+    tracing::info!(job = %job.id, user = %user.name, "job accepted");
+    let job_id = job.id.clone();
+    state.scheduler.submit(job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CreateJobResponse {
+            request_id: job_id,
+            status: "accepted".into(),
+            message: "job accepted".into(),
+        }),
+    ))
+}
+
+/// Checks a create request and makes the job to store.
+fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if req.script.trim().is_empty() {
+        return bad("script is required".into());
+    }
+    if req.script.len() > MAX_SCRIPT_BYTES {
+        return bad(format!("script is larger than {MAX_SCRIPT_BYTES} bytes"));
+    }
+    if let Some(t) = req.job_type.as_deref() {
+        if t != "inline" {
+            return bad(format!("unsupported job type {t:?} (only \"inline\")"));
+        }
+    }
+    if req.no_sleep && !req.persistent {
+        return bad("no_sleep requires persistent".into());
+    }
+    if req.disk_gb == 0 || req.disk_gb > MAX_DISK_GB {
+        return bad(format!("disk_gb must be between 1 and {MAX_DISK_GB}"));
+    }
+    for (k, v) in &req.environment {
+        let valid_key = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_key {
+            return bad(format!("invalid environment variable name {k:?}"));
+        }
+        if v.contains('\0') {
+            return bad(format!("environment variable {k} contains a NUL byte"));
+        }
+    }
+    if let Some(id) = req.file_ids.first() {
+        return bad(format!("unknown file id {id:?}"));
+    }
+    let workspace_id = non_empty(req.workspace_id);
+    for ws in [&workspace_id, &req.base_workspace_id]
+        .into_iter()
+        .flatten()
+    {
+        check_workspace_id(ws)?;
+    }
+    let name = non_empty(req.name).or_else(|| workspace_id.clone());
+    if name.as_ref().is_some_and(|n| n.len() > 256) {
+        return bad("name is longer than 256 characters".into());
+    }
+    Ok(NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name,
+        workspace_id,
+        base_workspace_id: non_empty(req.base_workspace_id),
+        persistent: req.persistent,
+        no_sleep: req.no_sleep,
+        no_sync: req.no_sync,
+        startup_command: non_empty(req.startup_command),
+        script: req.script,
+        environment: req.environment,
+        file_ids: req.file_ids,
+        disk_gb: req.disk_gb,
+        rootfs_type: non_empty(req.rootfs_type),
+        created_at: clock::monotonic_ms(),
+    })
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+/// Workspace ids become directory and object names: keep them plain.
+fn check_workspace_id(ws: &str) -> Result<(), ApiError> {
+    let ok = ws.len() <= 128
+        && !ws.starts_with('.')
+        && ws
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid workspace id {ws:?}: use up to 128 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// Query of `GET /mags-jobs`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+}
+
+/// `GET /mags-jobs?page=&page_size=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let page = q.page.unwrap_or(1).max(1);
+    let page_size = q.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
+    let offset = i64::from(page - 1) * i64::from(page_size);
+    let (jobs, total) = state
+        .store
+        .list_jobs(&user.id, offset, i64::from(page_size))
+        .await?;
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(job_status).collect(),
+        total,
+        page,
+        page_size,
+    }))
+}
+
+/// The caller's job `id`, or 404.
+pub async fn owned_job(state: &AppState, user_id: &str, id: &str) -> Result<Job, ApiError> {
+    state
+        .store
+        .job_for_user(user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))
+}
+
+/// `GET /mags-jobs/{id}/status`.
+pub async fn status(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobStatus>, ApiError> {
+    let job = owned_job(&state, &user.id, &id).await?;
+    Ok(Json(job_status(&job)))
+}
+
+/// `GET /mags-jobs/{id}/logs`: the output so far, as lines.
+pub async fn logs(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<LogsResponse>, ApiError> {
+    let job = owned_job(&state, &user.id, &id).await?;
+    let mut chunks = Vec::new();
+    let mut after = -1;
+    loop {
+        let batch = state
+            .store
+            .output_after(&job.id, after, LOG_READ_BATCH)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        let full = batch.len() as i64 == LOG_READ_BATCH;
+        chunks.extend(batch);
+        if !full {
+            break;
+        }
+    }
+    Ok(Json(LogsResponse {
+        logs: chunks_to_entries(&chunks),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(script: &str) -> CreateJobRequest {
+        CreateJobRequest::new(script)
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate(req("echo"), "u").is_ok());
+        assert!(validate(req("  \n"), "u").is_err());
+        let mut r = req("x");
+        r.no_sleep = true;
+        assert!(validate(r.clone(), "u").is_err());
+        r.persistent = true;
+        assert!(validate(r, "u").is_ok());
+        let mut r = req("x");
+        r.disk_gb = 0;
+        assert!(validate(r, "u").is_err());
+        let mut r = req("x");
+        r.environment.insert("A=B".into(), "v".into());
+        assert!(validate(r, "u").is_err());
+        let mut r = req("x");
+        r.workspace_id = Some("../etc".into());
+        assert!(validate(r, "u").is_err());
+    }
+
+    #[test]
+    fn workspace_names_the_job_when_no_name_is_given() {
+        let mut r = req("x");
+        r.workspace_id = Some("ws1".into());
+        let j = validate(r.clone(), "u").ok();
+        assert_eq!(j.and_then(|j| j.name), Some("ws1".into()));
+        r.name = Some("n".into());
+        let j = validate(r, "u").ok();
+        assert_eq!(j.and_then(|j| j.name), Some("n".into()));
+    }
+}

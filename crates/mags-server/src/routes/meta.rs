@@ -1,0 +1,64 @@
+//! `GET /health`, `GET /api/v1/mags-jobs/usage`,
+//! `GET /api/v1/mags-jobs/pool-status`, `GET /api/v1/whoami`.
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiQuery};
+use crate::AppState;
+use axum::extract::State;
+use axum::Json;
+use mags_api::{Health, PoolStatus, UsageResponse, WhoAmI};
+use mags_store::clock;
+use serde::Deserialize;
+
+/// `GET /health` (no authentication).
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// Query of the usage endpoint.
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    window_days: Option<u32>,
+}
+
+/// `GET /mags-jobs/usage?window_days=30`.
+pub async fn usage(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> Result<Json<UsageResponse>, ApiError> {
+    let days = q.window_days.unwrap_or(30).clamp(1, 3650);
+    let since = clock::now_ms() - i64::from(days) * 86_400_000;
+    let (total_jobs, vm_ms) = state.store.usage(&user.id, since).await?;
+    Ok(Json(UsageResponse {
+        window_days: days,
+        total_jobs,
+        vm_seconds: vm_ms as f64 / 1000.0,
+    }))
+}
+
+/// `GET /mags-jobs/pool-status`. There is no warm pool yet: every VM is
+/// a busy one.
+pub async fn pool_status(State(state): State<AppState>, _user: AuthUser) -> Json<PoolStatus> {
+    let load = state.scheduler.load();
+    Json(PoolStatus {
+        idle_vms: 0,
+        busy_vms: load.busy,
+        total_vms: load.busy,
+        min_pool_size: 0,
+        max_pool_size: load.max,
+        queued_jobs: load.queued,
+        accel: state.scheduler.accel(),
+    })
+}
+
+/// `GET /whoami`: who the token belongs to.
+pub async fn whoami(AuthUser(user): AuthUser) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: user.name,
+        is_admin: user.is_admin,
+    })
+}

@@ -1,0 +1,66 @@
+//! The HTTP surface: `/health` and everything under `/api/v1`.
+//!
+//! - [`jobs`]: create, list, status, logs.
+//! - [`output`]: the NDJSON output stream our CLI follows.
+//! - [`meta`]: health, usage, pool status, whoami.
+//!
+//! Unknown paths and methods answer JSON errors too.
+
+pub mod jobs;
+pub mod meta;
+pub mod output;
+
+use crate::error::ApiError;
+use crate::{auth, AppState};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::time::Instant;
+
+/// Largest accepted JSON body.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/mags-jobs", get(jobs::list).post(jobs::create))
+        .route("/mags-jobs/usage", get(meta::usage))
+        .route("/mags-jobs/pool-status", get(meta::pool_status))
+        .route("/mags-jobs/{id}/status", get(jobs::status))
+        .route("/mags-jobs/{id}/logs", get(jobs::logs))
+        .route("/mags-jobs/{id}/output", get(output::follow))
+        .route("/whoami", get(meta::whoami))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(meta::health))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// One debug line per request (path only: queries and headers may carry
+/// secrets some day; tokens never appear here).
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}

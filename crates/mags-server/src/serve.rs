@@ -1,0 +1,121 @@
+//! `magsd serve`: the start-up sequence and graceful shutdown.
+//!
+//! Data dir -> database (migrated) -> local token file -> executor (reaps
+//! orphans, starts the image build) -> recovery of jobs a previous process
+//! left -> listen -> server file. SIGINT/SIGTERM end output streams, stop
+//! accepting requests and remove the server file.
+
+use crate::config::{default_max_vms, runtime_config, ExecutorKind, ServeArgs};
+use crate::executor::{fake::FakeExecutor, vm::VmExecutor, Executor};
+use crate::files::{self, FileError};
+use crate::{router, AppState};
+use mags_store::{Store, StoreError};
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let data_dir = args.data.data_dir.clone();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(|source| ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    let store = Store::connect(&args.data.database_url()).await?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    if let Some(path) = &args.local_token_file {
+        files::ensure_local_token(&store, path).await?;
+    }
+
+    let executor: Arc<dyn Executor> = match args.executor {
+        ExecutorKind::Fake => {
+            tracing::warn!("using the fake executor: jobs are interpreted, no VM runs");
+            Arc::new(FakeExecutor::new())
+        }
+        ExecutorKind::Vm => Arc::new(VmExecutor::start(
+            runtime_config(&args.data, args.agent_bin.clone(), args.accel),
+            args.vm_memory_mb,
+        )),
+    };
+    let max_vms = args.max_vms.unwrap_or_else(default_max_vms);
+    let (state, shutdown_tx) = AppState::new(store.clone(), executor, max_vms);
+    state.scheduler.recover().await?;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: args.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: args.listen.clone(),
+        source,
+    })?;
+    let url = format!("http://{addr}");
+    if let Some(path) = &args.server_file {
+        files::write_server_file(path, &url)?;
+    }
+    tracing::info!(%url, max_vms, "magsd listening");
+
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+        })
+        .await;
+    if let Some(path) = &args.server_file {
+        files::remove_server_file(path);
+    }
+    // Give the output writers a moment; VMs die with the process and the
+    // next start reaps what is left.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.close().await;
+    result.map_err(ServeError::Serve)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

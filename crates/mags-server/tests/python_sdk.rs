@@ -1,0 +1,64 @@
+//! The published Python SDK (`pip install magpie-mags==1.3.8`), unmodified,
+//! against this server over real HTTP (fake executor), so contract breaks
+//! show without VMs. Skipped when the SDK is missing, except under CI.
+
+use mags_server::executor::fake::FakeExecutor;
+use mags_server::{router, AppState};
+use mags_store::Store;
+use std::process::Command;
+use std::sync::Arc;
+
+/// `$MAGS_TEST_PYTHON` (`eval "$(scripts/test-python)"` makes one), else
+/// `python3` if it has the SDK; `None` (a skip) only outside CI.
+fn python_with_sdk() -> Option<String> {
+    let python = std::env::var("MAGS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import mags.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {python} cannot import the Python SDK: run \
+         `eval \"$(scripts/test-python)\"` (pip install magpie-mags==1.3.8)"
+    );
+    eprintln!("{python} has no magpie-mags: skipping the SDK test");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_works_unmodified() {
+    let Some(python) = python_with_sdk() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
+        .await
+        .expect("store");
+    let user = store.ensure_user("py", false).await.expect("user");
+    let (_, token) = store.create_token(&user.id).await.expect("token");
+    let (state, _shutdown) = AppState::new(store, Arc::new(FakeExecutor::new()), 4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_sdk_check.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .env("MAGS_API_URL", &url)
+        .env("MAGS_API_TOKEN", &token)
+        .output()
+        .await
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+}

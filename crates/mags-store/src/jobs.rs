@@ -1,0 +1,318 @@
+//! Job records and their state changes.
+//!
+//! A job moves `accepted` -> (`queued`) -> `running` -> `completed`/`error`.
+//! Every update that moves a job forward is guarded so a final job never
+//! changes again (a late writer loses rather than resurrecting it).
+
+use crate::{clock, get, Store, StoreError};
+use mags_api::JobState;
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+/// What a new job is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub id: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub workspace_id: Option<String>,
+    pub base_workspace_id: Option<String>,
+    pub persistent: bool,
+    pub no_sleep: bool,
+    pub no_sync: bool,
+    pub startup_command: Option<String>,
+    pub script: String,
+    pub environment: BTreeMap<String, String>,
+    pub file_ids: Vec<String>,
+    pub disk_gb: u32,
+    pub rootfs_type: Option<String>,
+    /// Unix ms; use [`clock::monotonic_ms`] so listings keep creation order.
+    pub created_at: i64,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub workspace_id: Option<String>,
+    pub base_workspace_id: Option<String>,
+    pub persistent: bool,
+    pub no_sleep: bool,
+    pub no_sync: bool,
+    pub startup_command: Option<String>,
+    pub script: String,
+    pub environment: BTreeMap<String, String>,
+    pub file_ids: Vec<String>,
+    pub disk_gb: u32,
+    pub rootfs_type: Option<String>,
+    pub status: JobState,
+    pub vm_id: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub script_duration_ms: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// `Completed` or `Error`.
+    pub status: JobState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub script_duration_ms: Option<i64>,
+}
+
+const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
+    no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
+    status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at";
+
+/// States in which a job may still move (the guard of forward updates).
+const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
+
+impl Job {
+    fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
+        let status: String = get(row, "status")?;
+        let environment: String = get(row, "environment")?;
+        let file_ids: String = get(row, "file_ids")?;
+        let id: String = get(row, "id")?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+        Ok(Job {
+            user_id: get(row, "user_id")?,
+            name: get(row, "name")?,
+            workspace_id: get(row, "workspace_id")?,
+            base_workspace_id: get(row, "base_workspace_id")?,
+            persistent: get::<i64>(row, "persistent")? != 0,
+            no_sleep: get::<i64>(row, "no_sleep")? != 0,
+            no_sync: get::<i64>(row, "no_sync")? != 0,
+            startup_command: get(row, "startup_command")?,
+            script: get(row, "script")?,
+            environment: serde_json::from_str(&environment)
+                .map_err(|e| corrupt(&format!("environment: {e}")))?,
+            file_ids: serde_json::from_str(&file_ids)
+                .map_err(|e| corrupt(&format!("file_ids: {e}")))?,
+            disk_gb: u32::try_from(get::<i64>(row, "disk_gb")?).map_err(|_| corrupt("disk_gb"))?,
+            rootfs_type: get(row, "rootfs_type")?,
+            status: JobState::parse(&status).ok_or_else(|| corrupt(&format!("status {status}")))?,
+            vm_id: get(row, "vm_id")?,
+            exit_code: get::<Option<i64>>(row, "exit_code")?
+                .map(|c| i32::try_from(c).map_err(|_| corrupt("exit_code")))
+                .transpose()?,
+            error: get(row, "error")?,
+            script_duration_ms: get(row, "script_duration_ms")?,
+            created_at: get(row, "created_at")?,
+            started_at: get(row, "started_at")?,
+            finished_at: get(row, "finished_at")?,
+            id,
+        })
+    }
+}
+
+impl Store {
+    /// Stores a new job in state `accepted`; returns it as stored.
+    pub async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
+        let env = serde_json::to_string(&job.environment)
+            .map_err(|e| StoreError::Corrupt(format!("environment: {e}")))?;
+        let files = serde_json::to_string(&job.file_ids)
+            .map_err(|e| StoreError::Corrupt(format!("file_ids: {e}")))?;
+        sqlx::query(
+            "INSERT INTO jobs (id, user_id, name, workspace_id, base_workspace_id, persistent, \
+             no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, \
+             rootfs_type, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&job.id)
+        .bind(&job.user_id)
+        .bind(&job.name)
+        .bind(&job.workspace_id)
+        .bind(&job.base_workspace_id)
+        .bind(i64::from(job.persistent))
+        .bind(i64::from(job.no_sleep))
+        .bind(i64::from(job.no_sync))
+        .bind(&job.startup_command)
+        .bind(&job.script)
+        .bind(env)
+        .bind(files)
+        .bind(i64::from(job.disk_gb))
+        .bind(&job.rootfs_type)
+        .bind(JobState::Accepted.as_str())
+        .bind(job.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
+        Ok(Job {
+            id: job.id.clone(),
+            user_id: job.user_id.clone(),
+            name: job.name.clone(),
+            workspace_id: job.workspace_id.clone(),
+            base_workspace_id: job.base_workspace_id.clone(),
+            persistent: job.persistent,
+            no_sleep: job.no_sleep,
+            no_sync: job.no_sync,
+            startup_command: job.startup_command.clone(),
+            script: job.script.clone(),
+            environment: job.environment.clone(),
+            file_ids: job.file_ids.clone(),
+            disk_gb: job.disk_gb,
+            rootfs_type: job.rootfs_type.clone(),
+            status: JobState::Accepted,
+            vm_id: None,
+            exit_code: None,
+            error: None,
+            script_duration_ms: None,
+            created_at: job.created_at,
+            started_at: None,
+            finished_at: None,
+        })
+    }
+
+    /// A job by id, whoever owns it.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Job::from_row).transpose()
+    }
+
+    /// A job by id, only if `user_id` owns it.
+    pub async fn job_for_user(&self, user_id: &str, id: &str) -> Result<Option<Job>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND user_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Job::from_row).transpose()
+    }
+
+    /// A page of a user's jobs, newest first, and how many they have in all.
+    pub async fn list_jobs(
+        &self,
+        user_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<Job>, i64), StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let jobs = rows.iter().map(Job::from_row).collect::<Result<_, _>>()?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((jobs, get(&row, "n")?))
+    }
+
+    /// Every job (of any user) in one of `states`, oldest first.
+    pub async fn jobs_in_states(&self, states: &[JobState]) -> Result<Vec<Job>, StoreError> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=states.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ({}) ORDER BY created_at, id",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for s in states {
+            q = q.bind(s.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(Job::from_row).collect()
+    }
+
+    /// The user's newest job on `workspace_id` that is not final, if any.
+    pub async fn live_job_in_workspace(
+        &self,
+        user_id: &str,
+        workspace_id: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND workspace_id = $2 \
+             AND {NOT_FINAL} ORDER BY created_at DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(workspace_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Job::from_row).transpose()
+    }
+
+    /// Moves a job that is `accepted`/`queued` to `status` (one of those two).
+    /// Returns whether it changed.
+    pub async fn set_waiting_status(&self, id: &str, status: JobState) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = $1 WHERE id = $2 AND status IN ('accepted', 'queued')",
+        )
+        .bind(status.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A VM runs the job now. Returns whether it changed (false if final).
+    pub async fn mark_running(&self, id: &str, vm_id: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', vm_id = $1, started_at = $2 \
+             WHERE id = $3 AND {NOT_FINAL}"
+        );
+        let r = sqlx::query(&sql)
+            .bind(vm_id)
+            .bind(clock::now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Records how a job ended. Returns whether it changed (false if it was
+    /// already final).
+    pub async fn finish_job(&self, id: &str, finish: &Finish) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET status = $1, exit_code = $2, error = $3, script_duration_ms = $4, \
+             finished_at = $5 WHERE id = $6 AND {NOT_FINAL}"
+        );
+        let r = sqlx::query(&sql)
+            .bind(finish.status.as_str())
+            .bind(finish.exit_code.map(i64::from))
+            .bind(&finish.error)
+            .bind(finish.script_duration_ms)
+            .bind(clock::now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A user's job count and VM time (ms) over jobs created since `since_ms`;
+    /// a job still running counts up to now.
+    pub async fn usage(&self, user_id: &str, since_ms: i64) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, \
+             CAST(COALESCE(SUM(CASE WHEN started_at IS NULL THEN 0 \
+                 ELSE COALESCE(finished_at, $1) - started_at END), 0) AS BIGINT) AS vm_ms \
+             FROM jobs WHERE user_id = $2 AND created_at >= $3",
+        )
+        .bind(clock::now_ms())
+        .bind(user_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((get(&row, "n")?, get(&row, "vm_ms")?))
+    }
+}

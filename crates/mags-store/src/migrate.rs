@@ -1,0 +1,124 @@
+//! The embedded schema migrations and their runner.
+//!
+//! Migrations are plain SQL files in `migrations/`, applied in order, each
+//! in its own transaction, and recorded in `mags_migrations`. They are
+//! written in the SQL that SQLite and Postgres share; the only dialect word
+//! is `{{BLOB}}` (`BLOB` on SQLite, `BYTEA` on Postgres). On Postgres a
+//! session advisory lock keeps two hosts from migrating at once.
+
+use crate::{clock, get, Backend, Store, StoreError};
+use sqlx::Executor as _;
+
+/// One schema change.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first. Never edit one that has shipped: add a new one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../migrations/0001_initial.sql"),
+}];
+
+/// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).
+const PG_LOCK_KEY: i64 = 0x6d61_6773;
+
+/// Applies every migration the database does not have yet.
+pub async fn run(store: &Store) -> Result<(), StoreError> {
+    let mut conn = store.pool.acquire().await?;
+    if store.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = apply_pending(store.backend, &mut conn).await;
+    if store.backend == Backend::Postgres {
+        // Unlock even after a failure; the connection goes back to the pool.
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = unlocked {
+            tracing::warn!(error = %e, "could not release the migration lock");
+        }
+    }
+    result
+}
+
+async fn apply_pending(
+    backend: Backend,
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS mags_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM mags_migrations")
+        .fetch_one(&mut **conn)
+        .await?;
+    let current: i64 = get(&row, "v")?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > newest {
+        return Err(StoreError::TooNew(current));
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let sql = dialect(m.sql, backend);
+        let fail = |source| StoreError::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        let mut tx = sqlx::Connection::begin(&mut **conn).await.map_err(fail)?;
+        tx.execute(sql.as_str()).await.map_err(fail)?;
+        sqlx::query("INSERT INTO mags_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(clock::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(())
+}
+
+/// Replaces the dialect words of a migration.
+fn dialect(sql: &str, backend: Backend) -> String {
+    let blob = match backend {
+        Backend::Sqlite => "BLOB",
+        Backend::Postgres => "BYTEA",
+    };
+    sql.replace("{{BLOB}}", blob)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_increasing() {
+        let mut last = 0;
+        for m in MIGRATIONS {
+            assert!(m.version > last, "migration {} out of order", m.name);
+            last = m.version;
+        }
+    }
+
+    #[test]
+    fn dialect_words_are_replaced() {
+        let s = dialect("data {{BLOB}} NOT NULL", Backend::Postgres);
+        assert_eq!(s, "data BYTEA NOT NULL");
+        for m in MIGRATIONS {
+            assert!(!dialect(m.sql, Backend::Sqlite).contains("{{"));
+        }
+    }
+}

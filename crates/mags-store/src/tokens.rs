@@ -1,0 +1,144 @@
+//! API tokens. Only their SHA-256 (hex) is stored, never the token itself;
+//! a short prefix is kept for display. Tokens look like `mags_` followed by
+//! 40 random base62 characters.
+
+use crate::{clock, conflict_or, get, Store, StoreError, User};
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+
+/// What every generated token starts with.
+pub const TOKEN_PREFIX: &str = "mags_";
+/// Random characters after the prefix.
+const TOKEN_RANDOM_LEN: usize = 40;
+/// How many leading characters are kept for display.
+const DISPLAY_PREFIX_LEN: usize = 12;
+/// `last_used_at` is refreshed at most this often, to spare writes.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A fresh random token (from the OS-seeded CSPRNG).
+pub fn generate_token() -> String {
+    let mut rng = rand::thread_rng();
+    let mut s = String::with_capacity(TOKEN_PREFIX.len() + TOKEN_RANDOM_LEN);
+    s.push_str(TOKEN_PREFIX);
+    for _ in 0..TOKEN_RANDOM_LEN {
+        s.push(char::from(BASE62[rng.gen_range(0..BASE62.len())]));
+    }
+    s
+}
+
+/// The stored form of a token: SHA-256, lowercase hex.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A stored token (without the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user_id: String,
+    /// The first characters, for display (`mags_AbCdEfG`).
+    pub prefix: String,
+    pub created_at: i64,
+}
+
+/// The result of a successful [`Store::authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user: User,
+    pub token_id: String,
+}
+
+impl Store {
+    /// Creates a new token for `user_id`; returns it in clear, once.
+    pub async fn create_token(&self, user_id: &str) -> Result<(TokenInfo, String), StoreError> {
+        let token = generate_token();
+        let info = self.add_token(user_id, &token).await?;
+        Ok((info, token))
+    }
+
+    /// Registers a token the caller already has (e.g. a local token file
+    /// that outlived its database).
+    pub async fn add_token(&self, user_id: &str, token: &str) -> Result<TokenInfo, StoreError> {
+        let info = TokenInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user_id.to_string(),
+            prefix: token.chars().take(DISPLAY_PREFIX_LEN).collect(),
+            created_at: clock::now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO tokens (id, user_id, token_hash, prefix, created_at, revoked) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(&info.id)
+        .bind(&info.user_id)
+        .bind(hash_token(token))
+        .bind(&info.prefix)
+        .bind(info.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || "token".to_string()))?;
+        Ok(info)
+    }
+
+    /// The user a token belongs to, if it is known and not revoked.
+    /// Refreshes the token's `last_used_at` (at most once a minute).
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.id AS token_id, t.last_used_at AS last_used_at, \
+                    u.id AS id, u.name AS name, u.is_admin AS is_admin, u.created_at AS created_at \
+             FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.revoked = 0",
+        )
+        .bind(hash_token(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let token_id: String = get(&row, "token_id")?;
+        let last_used: Option<i64> = get(&row, "last_used_at")?;
+        let now = clock::now_ms();
+        if last_used.is_none_or(|t| now - t >= TOUCH_INTERVAL_MS) {
+            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&token_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Some(Authenticated {
+            user: User::from_row(&row)?,
+            token_id,
+        }))
+    }
+
+    /// Revokes a token; returns whether it existed.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = $1")
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_the_documented_shape() {
+        let t = generate_token();
+        assert!(t.starts_with("mags_"));
+        assert_eq!(t.len(), 45);
+        assert!(t[5..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(t, generate_token());
+    }
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

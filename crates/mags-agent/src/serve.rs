@@ -300,6 +300,20 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(root) = &spec.chroot {
+        let root = std::ffi::CString::new(root.as_str())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in chroot"))?;
+        cmd.current_dir("/");
+        // SAFETY: chroot and chdir are async-signal-safe; `root` outlives the spawn.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = process::spawn(&mut cmd)?;
     let pid = child.id();
     let stdin_tx = child.stdin.take().map(|mut pipe| {

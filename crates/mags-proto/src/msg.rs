@@ -22,6 +22,10 @@ pub struct RunSpec {
     /// Kill the process (and its process group) after this many milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Run inside this directory as root (chroot). Used before the root is
+    /// mounted, to warm the page cache of a template from the read-only root.
+    #[serde(default)]
+    pub chroot: Option<String>,
 }
 
 /// Identity and clock for a freshly booted or restored VM.

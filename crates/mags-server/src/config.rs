@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Guest memory per VM, MiB.
     #[arg(long, env = "MAGS_VM_MEMORY_MB", default_value_t = crate::executor::vm::DEFAULT_MEMORY_MB)]
     pub vm_memory_mb: u32,
+    /// Idle VMs kept restored and ready (the warm pool); 0 turns it off.
+    /// Default: one per core, at most 4.
+    #[arg(long, env = "MAGS_POOL_SIZE")]
+    pub pool_size: Option<usize>,
     /// If this file does not exist, create user `admin` and a token, and
     /// write the token here (mode 0600).
     #[arg(long, env = "MAGS_LOCAL_TOKEN_FILE")]

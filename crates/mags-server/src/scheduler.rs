@@ -83,6 +83,11 @@ impl Scheduler {
         self.inner.executor.accel()
     }
 
+    /// Idle warm VMs and the pool's target size.
+    pub fn idle(&self) -> (usize, usize) {
+        self.inner.executor.idle()
+    }
+
     /// Ends jobs a previous server process left mid-run (they are `error`,
     /// with the reason in their log) and re-queues those it had not started.
     pub async fn recover(&self) -> Result<(), mags_store::StoreError> {

@@ -63,6 +63,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         ExecutorKind::Vm => Arc::new(VmExecutor::start(
             runtime_config(&args.data, args.agent_bin.clone(), args.accel),
             args.vm_memory_mb,
+            args.pool_size
+                .unwrap_or_else(|| mags_vm::PoolConfig::for_this_host().size),
         )),
     };
     let max_vms = args.max_vms.unwrap_or_else(default_max_vms);

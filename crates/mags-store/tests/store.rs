@@ -1,6 +1,6 @@
 //! The store against real databases: SQLite in a temp dir always, and
-//! Postgres when `MAGS_TEST_POSTGRES_URL` is set (required when `CI` is set,
-//! so CI never goes green by skipping it). Each Postgres test works in a
+//! Postgres when `MAGS_TEST_POSTGRES_URL` is set (required:
+//! a missing server fails the test rather than skipping it). Each Postgres test works in a
 //! fresh schema that it drops afterwards.
 
 use mags_api::{JobState, OutputStream};
@@ -253,20 +253,15 @@ async fn sqlite_store() {
     assert_eq!(mode.to_lowercase(), "wal");
 }
 
-/// `MAGS_TEST_POSTGRES_URL`, or a clear failure under CI.
+/// `MAGS_TEST_POSTGRES_URL`, or a clear failure: a test never skips itself.
 fn postgres_url() -> Option<String> {
     match std::env::var("MAGS_TEST_POSTGRES_URL") {
         Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but MAGS_TEST_POSTGRES_URL is not: the Postgres store tests must run \
-                 in CI (start a server and set e.g. \
-                 MAGS_TEST_POSTGRES_URL=postgres://mags:mags@127.0.0.1:5432/mags_test)"
-            );
-            eprintln!("MAGS_TEST_POSTGRES_URL not set: skipping the Postgres store test");
-            None
-        }
+        _ => panic!(
+            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
+             `eval \"$(scripts/test-postgres)\"` (or point it at any server, e.g. \
+             postgres://mags:mags@127.0.0.1:5432/mags_test)"
+        ),
     }
 }
 

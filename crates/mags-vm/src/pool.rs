@@ -142,7 +142,9 @@ impl Pool {
     pub async fn acquire(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
         if (opts.memory_mb, opts.vcpus, opts.disk_gb) == self.shape() {
             loop {
-                let Some(mut sb) = lock(&self.idle).pop_front() else { break };
+                let Some(mut sb) = lock(&self.idle).pop_front() else {
+                    break;
+                };
                 self.refill.notify_one();
                 if sb.is_alive() {
                     self.busy.fetch_add(1, Ordering::SeqCst);

@@ -53,4 +53,9 @@ pub trait Executor: Send + Sync + 'static {
 
     /// The accelerator in use (`kvm`, `tcg`, `fake`), once known.
     fn accel(&self) -> Option<String>;
+
+    /// Idle warm VMs now, and how many the pool keeps: `(idle, target)`.
+    fn idle(&self) -> (usize, usize) {
+        (0, 0)
+    }
 }

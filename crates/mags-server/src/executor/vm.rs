@@ -9,8 +9,10 @@
 use super::{ExecError, Executor, ExitInfo, JobSpec, OutputSink};
 use futures::future::BoxFuture;
 use mags_proto::RunSpec;
-use mags_vm::{ImageProgress, ProcessEvent, Runtime, RuntimeConfig, SandboxOptions};
-use std::sync::{Arc, Mutex};
+use mags_vm::{
+    ImageProgress, Pool, PoolConfig, ProcessEvent, Runtime, RuntimeConfig, Sandbox, SandboxOptions,
+};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// Guest memory per sandbox unless configured otherwise.
@@ -21,12 +23,16 @@ pub struct VmExecutor {
     runtime: Arc<Runtime>,
     accel: Arc<Mutex<Option<String>>>,
     memory_mb: u32,
+    /// The warm pool, once the image and accelerator are known.
+    pool: Arc<OnceLock<Arc<Pool>>>,
+    pool_size: usize,
 }
 
 impl VmExecutor {
-    /// Sets up the runtime, reaps orphans, and starts the image build and
-    /// accelerator probe in the background. Call within a tokio runtime.
-    pub fn start(cfg: RuntimeConfig, memory_mb: u32) -> Self {
+    /// Sets up the runtime, reaps orphans, and starts the image build,
+    /// accelerator probe and warm pool (`pool_size` idle VMs, 0 for none)
+    /// in the background. Call within a tokio runtime.
+    pub fn start(cfg: RuntimeConfig, memory_mb: u32, pool_size: usize) -> Self {
         let forced = cfg.accel.map(|a| a.to_string());
         let runtime = Arc::new(Runtime::new(cfg));
         let reaped = runtime.reap_orphans();
@@ -37,8 +43,10 @@ impl VmExecutor {
             runtime,
             accel: Arc::new(Mutex::new(forced)),
             memory_mb,
+            pool: Arc::default(),
+            pool_size,
         };
-        let (runtime, accel) = (exec.runtime.clone(), exec.accel.clone());
+        let (runtime, accel, pool) = (exec.runtime.clone(), exec.accel.clone(), exec.pool.clone());
         tokio::spawn(async move {
             if let Err(e) = ensure_image(&runtime).await {
                 tracing::error!(error = %e, "guest image build failed; jobs will retry it");
@@ -49,7 +57,19 @@ impl VmExecutor {
                     tracing::info!(accel = %a, "accelerator");
                     *accel.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.to_string());
                 }
-                Err(e) => tracing::error!(error = %e, "cannot determine the accelerator"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot determine the accelerator");
+                    return;
+                }
+            }
+            if pool_size > 0 {
+                let cfg = PoolConfig {
+                    size: pool_size,
+                    memory_mb,
+                    ..PoolConfig::for_this_host()
+                };
+                let _ = pool.set(Pool::start(runtime, cfg));
+                tracing::info!(size = pool_size, "warm pool started");
             }
         });
         exec
@@ -59,20 +79,21 @@ impl VmExecutor {
         ensure_image(&self.runtime)
             .await
             .map_err(|e| ExecError::Start(format!("guest image unavailable: {e}")))?;
-        let sandbox = self
-            .runtime
-            .start(SandboxOptions {
-                id: job.id.clone(),
-                memory_mb: self.memory_mb,
-                vcpus: 1,
-                disk_gb: job.disk_gb,
-            })
-            .await
-            .map_err(|e| ExecError::Start(e.to_string()))?;
-        let result = run_script(&sandbox, job, &sink).await;
-        if let Err(e) = sandbox.shutdown().await {
-            tracing::warn!(error = %e, "sandbox shutdown failed");
+        let opts = SandboxOptions {
+            id: job.id.clone(),
+            memory_mb: self.memory_mb,
+            vcpus: 1,
+            disk_gb: job.disk_gb,
+        };
+        let pool = self.pool.get().cloned();
+        let sandbox = match &pool {
+            Some(pool) => pool.acquire(opts).await,
+            None => self.runtime.start(opts).await,
         }
+        .map_err(|e| ExecError::Start(e.to_string()))?;
+        let result = run_script(&sandbox, job, &sink).await;
+        // The job's outcome does not wait for the VM to power off.
+        tokio::spawn(retire(sandbox, pool));
         result
     }
 }
@@ -84,6 +105,23 @@ impl Executor for VmExecutor {
 
     fn accel(&self) -> Option<String> {
         self.accel.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn idle(&self) -> (usize, usize) {
+        self.pool.get().map_or((0, self.pool_size), |p| {
+            let st = p.status();
+            (st.idle_vms, st.min_pool_size)
+        })
+    }
+}
+
+/// Shuts a finished job's sandbox down and frees its pool slot.
+async fn retire(sandbox: Sandbox, pool: Option<Arc<Pool>>) {
+    if let Err(e) = sandbox.shutdown().await {
+        tracing::warn!(error = %e, "sandbox shutdown failed");
+    }
+    if let Some(pool) = pool {
+        pool.release();
     }
 }
 
@@ -102,6 +140,7 @@ async fn run_script(
         cwd: Some("/root".into()),
         stdin: false,
         timeout_ms: job.timeout_ms,
+        chroot: None,
     };
     let started = Instant::now();
     let mut process = sandbox

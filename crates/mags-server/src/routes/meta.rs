@@ -40,15 +40,16 @@ pub async fn usage(
     }))
 }
 
-/// `GET /mags-jobs/pool-status`. There is no warm pool yet: every VM is
-/// a busy one.
+/// `GET /mags-jobs/pool-status`: idle warm VMs, VMs running jobs.
 pub async fn pool_status(State(state): State<AppState>, _user: AuthUser) -> Json<PoolStatus> {
     let load = state.scheduler.load();
+    let (idle, target) = state.scheduler.idle();
+    let (idle, target) = (idle as u32, target as u32);
     Json(PoolStatus {
-        idle_vms: 0,
+        idle_vms: idle,
         busy_vms: load.busy,
-        total_vms: load.busy,
-        min_pool_size: 0,
+        total_vms: load.busy + idle,
+        min_pool_size: target,
         max_pool_size: load.max,
         queued_jobs: load.queued,
         accel: state.scheduler.accel(),

@@ -77,7 +77,8 @@ impl LocalDir {
         self.wait_ready().await
     }
 
-    fn build_image(&self, magsd: &Path) -> anyhow::Result<()> {
+    /// Builds the local server's guest image in the foreground (progress shown).
+    pub fn build_image(&self, magsd: &Path) -> anyhow::Result<()> {
         let status = Command::new(magsd)
             .args(["image", "build", "--data-dir"])
             .arg(&self.dir)

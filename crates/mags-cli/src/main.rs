@@ -78,6 +78,18 @@ enum Cmd {
     Whoami,
     /// Check this machine and the server.
     Doctor,
+    /// The guest image of the local server.
+    Image {
+        #[command(subcommand)]
+        action: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Build the guest image now (also done on first use); a no-op when it
+    /// is already built.
+    Build,
 }
 
 fn main() -> ExitCode {
@@ -137,5 +149,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Logout => auth::logout(),
         Cmd::Whoami => auth::whoami().await,
         Cmd::Doctor => doctor::doctor().await,
+        Cmd::Image {
+            action: ImageCmd::Build,
+        } => {
+            let local = local::LocalDir::new(&config::mags_home()?);
+            local.build_image(&local::find_magsd()?)?;
+            Ok(0)
+        }
     }
 }

@@ -463,6 +463,11 @@ impl Sandbox {
         &self.agent
     }
 
+    /// QEMU's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// Whether QEMU is still running.
     pub fn is_alive(&mut self) -> bool {
         self.child

@@ -1,5 +1,11 @@
 //! Serving the protocol: one reader loop dispatching frames by stream, one
 //! shared writer, and a few threads per running process.
+//!
+//! Sessions: every `Hello` starts a new session. A host that reconnects
+//! (after a sleep and wake, or a server restart) numbers its streams from
+//! scratch, so processes of the previous session are detached: they keep
+//! running, but their output and exit are no longer sent and their stream
+//! ids are free for the new host to reuse.
 
 use crate::process;
 use mags_proto::{
@@ -31,13 +37,36 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Frames to the host. Each frame is written whole under the lock.
 #[derive(Clone)]
-struct Out(Arc<Mutex<File>>);
+struct Out {
+    file: Arc<Mutex<File>>,
+    /// The current session (see the module docs).
+    session: Arc<AtomicU64>,
+}
 
 impl Out {
+    fn new(file: File) -> Self {
+        Out {
+            file: Arc::new(Mutex::new(file)),
+            session: Arc::default(),
+        }
+    }
+
+    fn session(&self) -> u64 {
+        self.session.load(Ordering::SeqCst)
+    }
+
     fn frame(&self, kind: FrameKind, stream: u32, payload: &[u8]) {
+        self.frame_in(None, kind, stream, payload);
+    }
+
+    /// Writes a frame, unless `session` is given and is no longer current.
+    fn frame_in(&self, session: Option<u64>, kind: FrameKind, stream: u32, payload: &[u8]) {
         let mut buf = Vec::with_capacity(payload.len() + 9);
         encode_frame(kind, stream, payload, &mut buf);
-        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if session.is_some_and(|s| s != self.session()) {
+            return;
+        }
         // A write error means the host went away; it reconnects or never will.
         let _ = f.write_all(&buf);
     }
@@ -81,7 +110,7 @@ fn lock(streams: &Streams) -> std::sync::MutexGuard<'_, HashMap<u32, Stream>> {
 
 /// Serves one connection on `input`/`output` until `input` ends.
 pub fn serve(input: File, output: File) {
-    let out = Out(Arc::new(Mutex::new(output)));
+    let out = Out::new(output);
     let streams: Streams = Arc::default();
     read_loop(input, &out, &streams);
 }
@@ -89,7 +118,7 @@ pub fn serve(input: File, output: File) {
 /// Serves the virtio-serial port forever: when the host disconnects, reads
 /// return 0 until it connects again, so the agent waits and resumes.
 pub fn serve_port(input: File, output: File) {
-    let out = Out(Arc::new(Mutex::new(output)));
+    let out = Out::new(output);
     let streams: Streams = Arc::default();
     let mut input = input;
     loop {
@@ -133,13 +162,16 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
         Err(e) => return out.error(stream, e.to_string()),
     };
     match msg {
-        HostMsg::Hello { .. } => out.msg(
-            stream,
-            &GuestMsg::Hello {
-                version: PROTOCOL_VERSION,
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            },
-        ),
+        HostMsg::Hello { .. } => {
+            new_session(out, streams);
+            out.msg(
+                stream,
+                &GuestMsg::Hello {
+                    version: PROTOCOL_VERSION,
+                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                },
+            )
+        }
         HostMsg::Info => out.msg(stream, &GuestMsg::Info(info())),
         HostMsg::Setup(spec) => match crate::init::setup(&spec) {
             Ok(()) => out.msg(stream, &GuestMsg::Ok),
@@ -186,6 +218,21 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
             } else {
                 std::process::exit(0);
             }
+        }
+    }
+}
+
+/// Detaches everything the previous host started: its processes run on,
+/// unheard, and a half-written file is dropped.
+fn new_session(out: &Out, streams: &Streams) {
+    // Bumped under the writer lock, so no frame of the old session is
+    // written after the new session's first one.
+    let file = out.file.lock().unwrap_or_else(|p| p.into_inner());
+    out.session.fetch_add(1, Ordering::SeqCst);
+    drop(file);
+    for (_, s) in lock(streams).drain() {
+        if let Stream::File { tmp, .. } = s {
+            let _ = fs::remove_file(tmp);
         }
     }
 }
@@ -334,6 +381,7 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
             stdin: stdin_tx,
         },
     );
+    let session = out.session();
     out.msg(stream, &GuestMsg::Started { pid });
 
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -342,8 +390,7 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         pipes += 1;
         pump(
             pipe,
-            FrameKind::Stdout,
-            stream,
+            (FrameKind::Stdout, stream, session),
             out.clone(),
             done_tx.clone(),
         );
@@ -352,8 +399,7 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         pipes += 1;
         pump(
             pipe,
-            FrameKind::Stderr,
-            stream,
+            (FrameKind::Stderr, stream, session),
             out.clone(),
             done_tx.clone(),
         );
@@ -382,24 +428,29 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
                 break;
             }
         }
-        lock(&streams).remove(&stream);
+        {
+            // A new session may have reused the stream id: remove only our own.
+            let mut map = lock(&streams);
+            if matches!(map.get(&stream), Some(Stream::Process { pid: p, .. }) if *p == pid) {
+                map.remove(&stream);
+            }
+        }
         let (code, signal) = process::decode_status(status);
-        out.msg(
-            stream,
-            &GuestMsg::Exited {
-                code,
-                signal,
-                timed_out: timed_out.load(Ordering::SeqCst),
-            },
-        );
+        let exited = GuestMsg::Exited {
+            code,
+            signal,
+            timed_out: timed_out.load(Ordering::SeqCst),
+        };
+        let payload = Frame::control(stream, &exited).payload;
+        out.frame_in(Some(session), FrameKind::Control, stream, &payload);
     });
     Ok(())
 }
 
+/// Forwards a pipe as frames of `kind` on `stream`, while `session` lasts.
 fn pump(
     mut pipe: impl Read + Send + 'static,
-    kind: FrameKind,
-    stream: u32,
+    (kind, stream, session): (FrameKind, u32, u64),
     out: Out,
     done: mpsc::Sender<()>,
 ) {
@@ -408,7 +459,9 @@ fn pump(
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => out.frame(kind, stream, &buf[..n]),
+                // A detached process's output is read and dropped, so it
+                // never blocks on a full pipe.
+                Ok(n) => out.frame_in(Some(session), kind, stream, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }

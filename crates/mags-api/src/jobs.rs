@@ -45,6 +45,10 @@ pub struct CreateJobRequest {
     pub disk_gb: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_type: Option<String>,
+    /// Ours (unknown to the published clients): put a persistent sandbox to
+    /// sleep after this many idle seconds instead of the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -68,6 +72,7 @@ impl CreateJobRequest {
             file_ids: Vec::new(),
             disk_gb: DEFAULT_DISK_GB,
             rootfs_type: None,
+            idle_timeout_secs: None,
         }
     }
 }
@@ -145,7 +150,7 @@ impl std::fmt::Display for JobState {
 
 /// One job as `GET /mags-jobs/{id}/status` and `GET /mags-jobs` show it.
 /// Timestamps are RFC 3339 (UTC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub request_id: String,
     /// Same as `request_id`.
@@ -158,6 +163,16 @@ pub struct JobStatus {
     pub base_workspace_id: Option<String>,
     #[serde(default)]
     pub persistent: bool,
+    /// A persistent sandbox that never sleeps.
+    #[serde(default)]
+    pub no_sleep: bool,
+    /// Run after every wake of a persistent sandbox.
+    #[serde(default)]
+    pub startup_command: Option<String>,
+    /// Idle seconds before a persistent sandbox sleeps, if not the server's
+    /// default.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
     pub subdomain: Option<String>,
     pub url: Option<String>,
     pub exit_code: Option<i32>,
@@ -169,6 +184,9 @@ pub struct JobStatus {
     pub finished_at: Option<String>,
     /// Why the job ended in `error`, when it was not the script's own exit.
     pub error: Option<String>,
+    /// Seconds a VM has run for this job (sleeping time not counted).
+    #[serde(default)]
+    pub vm_seconds: f64,
 }
 
 /// Which output a log entry or chunk came from.
@@ -221,7 +239,7 @@ pub struct LogsResponse {
 }
 
 /// Body of `GET /mags-jobs?page=&page_size=`: newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobStatus>,
     pub total: i64,
@@ -262,7 +280,8 @@ pub struct WhoAmI {
 /// One line of the NDJSON body of `GET /mags-jobs/{id}/output`.
 ///
 /// Output chunks come in `seq` order; the stream ends with `Exit` once the
-/// job is final. Chunk bytes are in `data` when they are valid UTF-8, else
+/// job is final, or once the script of a persistent job has ended (its
+/// sandbox lives on: `status` is then `running` or `sleeping`). Chunk bytes are in `data` when they are valid UTF-8, else
 /// base64 in `data_b64`; exactly one of the two is present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -278,7 +297,7 @@ pub enum OutputEvent {
     },
     /// The job's status changed (sent once at the start too).
     Status { status: JobState },
-    /// The job is final; nothing follows.
+    /// The job is final (or a persistent job's script ended); nothing follows.
     Exit {
         status: JobState,
         exit_code: Option<i32>,

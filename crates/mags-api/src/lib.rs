@@ -8,13 +8,19 @@
 //!
 //! - [`jobs`]: creating, inspecting and listing jobs, their logs and the
 //!   NDJSON output stream used by our own CLI.
+//! - [`sandbox`]: long-lived sandboxes: exec, update, stop, sync.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
 pub mod jobs;
+pub mod sandbox;
 
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
     OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,
+};
+pub use sandbox::{
+    ActionResponse, ExecEvent, ExecRequest, ExecResponse, UpdateJobRequest,
+    DEFAULT_EXEC_TIMEOUT_SECS, TIMEOUT_EXIT_CODE,
 };
 
 use serde::{Deserialize, Serialize};

@@ -3,11 +3,14 @@
 //!
 //! Errors carry the server's `{"error": "..."}` message. [`OutputFollower`]
 //! reads a job's NDJSON output stream and reconnects (resuming after the
-//! last chunk it saw) if the connection drops.
+//! last chunk it saw) if the connection drops; [`ExecStream`] reads a
+//! command's output from a persistent sandbox.
 
 mod follow;
+mod sandbox;
 
 pub use follow::{OutputFollower, OutputItem};
+pub use sandbox::{ExecItem, ExecStream};
 
 use mags_api::{
     CreateJobRequest, CreateJobResponse, ErrorBody, Health, JobList, JobStatus, LogsResponse,
@@ -288,6 +291,10 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
+            no_sleep: false,
+            startup_command: None,
+            idle_timeout_secs: None,
+            vm_seconds: 0.0,
         }
     }
 

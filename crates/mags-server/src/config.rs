@@ -71,6 +71,15 @@ pub struct ServeArgs {
     /// Most VMs at once (default: from cores and free memory).
     #[arg(long, env = "MAGS_MAX_VMS")]
     pub max_vms: Option<u32>,
+    /// Persistent sandboxes running at once (sleeping ones do not count;
+    /// default: --max-vms). When full, the least recently used idle one is
+    /// put to sleep to make room.
+    #[arg(long, env = "MAGS_MAX_SANDBOXES")]
+    pub max_sandboxes: Option<u32>,
+    /// Seconds without activity before a persistent sandbox sleeps (a job
+    /// may say otherwise with `idle_timeout_secs`).
+    #[arg(long, env = "MAGS_IDLE_TIMEOUT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
     /// Guest memory per VM, MiB.
     #[arg(long, env = "MAGS_VM_MEMORY_MB", default_value_t = crate::executor::vm::DEFAULT_MEMORY_MB)]
     pub vm_memory_mb: u32,

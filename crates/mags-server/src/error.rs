@@ -1,6 +1,7 @@
 //! The one mapping from errors to HTTP responses, and extractors whose
 //! rejections use it, so every error body is JSON `{"error": "..."}`.
 
+use crate::sandboxes::SandboxError;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Temporarily unable (a sandbox that cannot wake, too many running);
+    /// the message is shown to the caller.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -40,6 +45,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -50,10 +56,27 @@ impl ApiError {
     }
 }
 
+impl From<SandboxError> for ApiError {
+    fn from(e: SandboxError) -> Self {
+        match e {
+            SandboxError::NotFound(id) => ApiError::job_not_found(&id),
+            SandboxError::NotLive { .. }
+            | SandboxError::NotPersistent(_)
+            | SandboxError::Starting { .. }
+            | SandboxError::Stopped => ApiError::Conflict(e.to_string()),
+            SandboxError::Busy(_) | SandboxError::Unavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            SandboxError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
+            SandboxError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let error = if status.is_server_error() {
+        let error = if status.is_server_error() && !matches!(self, ApiError::Unavailable(_)) {
             tracing::error!(error = %self, "request failed");
             "internal server error (details are in the server log)".to_string()
         } else {

@@ -5,6 +5,8 @@
 //! - [`scheduler`]: runs accepted jobs with a concurrency limit through an
 //!   [`executor::Executor`] ([`executor::vm`] for real, [`executor::fake`]
 //!   for tests), writing output through [`sink`].
+//! - [`sandboxes`]: the VMs of persistent jobs: exec, sleep when idle,
+//!   wake on demand, stop; and the seam the SSH gateway connects through.
 //! - [`logs`], [`view`]: how stored output and jobs look on the wire.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
@@ -17,14 +19,17 @@ pub mod executor;
 pub mod files;
 pub mod logs;
 pub mod routes;
+pub mod sandboxes;
 pub mod scheduler;
 pub mod serve;
 pub mod sink;
 pub mod view;
 
 use mags_store::Store;
+use sandboxes::{SandboxConfig, Sandboxes};
 use scheduler::Scheduler;
 use sink::Followers;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// What every handler can reach; cheap to clone.
@@ -32,26 +37,75 @@ use tokio::sync::watch;
 pub struct AppState {
     pub store: Store,
     pub scheduler: Scheduler,
+    pub sandboxes: Sandboxes,
     pub followers: Followers,
     /// Becomes `true` when the server shuts down (ends output streams).
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// How much the server runs at once, and when sandboxes sleep.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// One-shot jobs running at once.
+    pub max_vms: u32,
+    /// Persistent sandboxes running (not sleeping) at once.
+    pub max_sandboxes: u32,
+    /// Idle time before a persistent sandbox sleeps, unless its job says.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// `max_vms` for both kinds, the default idle timeout.
+    pub fn new(max_vms: u32) -> Self {
+        Limits {
+            max_vms,
+            max_sandboxes: max_vms,
+            idle_timeout: sandboxes::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
 impl AppState {
-    /// State around `store` and an executor, running at most `max_vms` jobs
-    /// at once. Returns the sender that signals shutdown.
+    /// State around `store` and an executor, running at most `max_vms`
+    /// one-shot jobs (and as many sandboxes) at once. Returns the sender
+    /// that signals shutdown. Call within a tokio runtime.
     pub fn new(
         store: Store,
         executor: std::sync::Arc<dyn executor::Executor>,
         max_vms: u32,
     ) -> (AppState, watch::Sender<bool>) {
+        Self::with_limits(store, executor, Limits::new(max_vms))
+    }
+
+    /// Like [`AppState::new`] with every limit given.
+    pub fn with_limits(
+        store: Store,
+        executor: std::sync::Arc<dyn executor::Executor>,
+        limits: Limits,
+    ) -> (AppState, watch::Sender<bool>) {
         let followers = Followers::default();
-        let scheduler = Scheduler::new(store.clone(), executor, followers.clone(), max_vms);
+        let sandboxes = Sandboxes::new(
+            store.clone(),
+            executor.clone(),
+            followers.clone(),
+            SandboxConfig {
+                max_running: limits.max_sandboxes,
+                idle_timeout: limits.idle_timeout,
+            },
+        );
+        let scheduler = Scheduler::new(
+            store.clone(),
+            executor,
+            followers.clone(),
+            sandboxes.clone(),
+            limits.max_vms,
+        );
         let (tx, rx) = watch::channel(false);
         (
             AppState {
                 store,
                 scheduler,
+                sandboxes,
                 followers,
                 shutdown: rx,
             },

@@ -1,19 +1,24 @@
-//! Runs accepted jobs in the background, at most `max_vms` at a time.
+//! Runs accepted jobs in the background: one-shot jobs at most `max_vms` at
+//! a time; persistent ones are handed to [`Sandboxes`], which counts them
+//! against its own limit (a long-lived sandbox must not hold a slot of the
+//! one-shot queue forever).
 //!
-//! A job stays `accepted` until the [`Executor`] reports its VM up
-//! (`running`); a job that has to wait for a free slot is `queued`
-//! meanwhile. When the executor returns, all output is flushed first and
-//! then the final state is stored (`completed` for exit 0, else `error`),
-//! so a follower that sees the final state has seen all output.
+//! A job stays `accepted` until its VM is up (`running`); a job that has to
+//! wait for a free slot is `queued` meanwhile. When a one-shot script ends,
+//! all output is flushed first and then the final state is stored
+//! (`completed` for exit 0, else `error`), so a follower that sees the final
+//! state has seen all output. A one-shot job can be stopped ([`Scheduler::stop`]).
 
-use crate::executor::{ExecError, Executor, ExitInfo, JobSpec};
+use crate::executor::{bash, run_to_end, ExecError, Executor, ExitInfo, JobSpec};
+use crate::sandboxes::Sandboxes;
 use crate::sink::{Followers, OutputSink};
 use mags_api::JobState;
 use mags_store::{Finish, Job, Store};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument as _;
 
 /// Counters for `/pool-status`.
@@ -34,18 +39,39 @@ struct Inner {
     store: Store,
     executor: Arc<dyn Executor>,
     followers: Followers,
+    sandboxes: Sandboxes,
     slots: Arc<Semaphore>,
     max: u32,
     busy: AtomicU32,
     queued: AtomicU32,
+    /// Stop requests of one-shot jobs not yet final, by job id.
+    stops: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Adds one to a counter for as long as it lives.
+struct Count<'a>(&'a AtomicU32);
+
+impl<'a> Count<'a> {
+    fn new(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Count(c)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Scheduler {
-    /// A scheduler running at most `max_vms` jobs at once.
+    /// A scheduler running at most `max_vms` one-shot jobs at once, and
+    /// persistent ones through `sandboxes`.
     pub fn new(
         store: Store,
         executor: Arc<dyn Executor>,
         followers: Followers,
+        sandboxes: Sandboxes,
         max_vms: u32,
     ) -> Self {
         let max = max_vms.max(1);
@@ -54,22 +80,42 @@ impl Scheduler {
                 store,
                 executor,
                 followers,
+                sandboxes,
                 slots: Arc::new(Semaphore::new(max as usize)),
                 max,
                 busy: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
+                stops: Mutex::default(),
             }),
         }
     }
 
     /// Starts running `job` in the background.
     pub fn submit(&self, job: Job) {
+        if job.persistent {
+            self.inner.sandboxes.launch(job);
+            return;
+        }
         let inner = self.inner.clone();
+        let stop = Arc::new(Notify::new());
+        lock(&inner.stops).insert(job.id.clone(), stop.clone());
         let span = tracing::info_span!("job", id = %job.id);
-        tokio::spawn(async move { inner.run_job(job).await }.instrument(span));
+        tokio::spawn(async move { inner.run_job(job, stop).await }.instrument(span));
     }
 
-    /// Current load.
+    /// Asks a one-shot job that is not final to stop; false if there is no
+    /// such job. It then ends in `error` ("stopped").
+    pub fn stop(&self, job_id: &str) -> bool {
+        match lock(&self.inner.stops).get(job_id) {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Current load of one-shot jobs.
     pub fn load(&self) -> Load {
         Load {
             busy: self.inner.busy.load(Ordering::Relaxed),
@@ -88,14 +134,20 @@ impl Scheduler {
         self.inner.executor.idle()
     }
 
-    /// Ends jobs a previous server process left mid-run (they are `error`,
-    /// with the reason in their log) and re-queues those it had not started.
+    /// Takes over what a previous server process left: one-shot jobs
+    /// mid-run end in `error` (with the reason in their log), persistent
+    /// ones come back through [`Sandboxes::recover`], and jobs not yet
+    /// started are queued again.
     pub async fn recover(&self) -> Result<(), mags_store::StoreError> {
         let store = &self.inner.store;
         for job in store
             .jobs_in_states(&[JobState::Running, JobState::Sleeping])
             .await?
         {
+            if job.persistent {
+                self.inner.sandboxes.recover(job);
+                continue;
+            }
             let reason = "server restarted while the job was running";
             tracing::warn!(job = %job.id, "{reason}");
             self.inner.fail(&job.id, reason).await;
@@ -111,12 +163,65 @@ impl Scheduler {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a one-shot job's run ended.
+enum Outcome {
+    Ran(Result<ExitInfo, ExecError>),
+    Stopped,
+}
+
 impl Inner {
-    async fn run_job(self: Arc<Self>, job: Job) {
-        let permit = match self.slots.clone().try_acquire_owned() {
+    async fn run_job(self: Arc<Self>, job: Job, stop: Arc<Notify>) {
+        let (sink, writer) = OutputSink::start(self.store.clone(), self.followers.clone(), &job.id);
+        // Its own task, so a panicking executor fails the job instead of
+        // leaving it `accepted` forever, and a stop can abort it (dropping
+        // the VM kills it).
+        let task = tokio::spawn(
+            self.clone()
+                .run_once(job.clone(), sink.clone())
+                .in_current_span(),
+        );
+        let abort = task.abort_handle();
+        let outcome = tokio::select! {
+            r = task => Outcome::Ran(
+                r.unwrap_or_else(|e| Err(ExecError::Lost(format!("executor crashed: {e}")))),
+            ),
+            _ = stop.notified() => {
+                abort.abort();
+                Outcome::Stopped
+            }
+        };
+        let finish = match outcome {
+            Outcome::Ran(Ok(exit)) => finish_for_exit(exit),
+            Outcome::Ran(Err(e)) => {
+                tracing::warn!(error = %e, "job failed");
+                sink.system(&format!("error: {e}")).await;
+                error_finish(e.to_string())
+            }
+            Outcome::Stopped => {
+                tracing::info!("stopped on request");
+                sink.system("stopped on request").await;
+                error_finish("stopped on request before the script ended".into())
+            }
+        };
+        drop(sink);
+        if let Err(e) = writer.await {
+            tracing::error!(error = %e, "output writer crashed");
+        }
+        self.store_final(&job.id, &finish).await;
+        lock(&self.stops).remove(&job.id);
+        tracing::info!(status = %finish.status, exit_code = ?finish.exit_code, "finished");
+    }
+
+    /// Waits for a slot, starts a VM, runs the script in it.
+    async fn run_once(self: Arc<Self>, job: Job, sink: OutputSink) -> Result<ExitInfo, ExecError> {
+        let _permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
+                let _queued = Count::new(&self.queued);
                 match self
                     .store
                     .set_waiting_status(&job.id, JobState::Queued)
@@ -125,19 +230,15 @@ impl Inner {
                     Ok(_) => self.followers.notify(&job.id),
                     Err(e) => tracing::warn!(error = %e, "cannot mark the job queued"),
                 }
-                let p = self.slots.clone().acquire_owned().await;
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                match p {
-                    Ok(p) => p,
-                    // The semaphore is never closed.
-                    Err(_) => return,
-                }
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ExecError::Start("the scheduler is closed".into()))?
             }
         };
-        self.busy.fetch_add(1, Ordering::Relaxed);
+        let _busy = Count::new(&self.busy);
         tracing::info!("starting");
-
-        let (sink, writer) = OutputSink::start(self.store.clone(), self.followers.clone(), &job.id);
         let spec = JobSpec {
             id: job.id.clone(),
             script: job.script.clone(),
@@ -145,36 +246,24 @@ impl Inner {
             disk_gb: job.disk_gb,
             timeout_ms: None,
         };
-        let executor = self.executor.clone();
-        let run_sink = sink.clone();
-        // Its own task, so a panicking executor fails the job instead of
-        // leaving it `accepted` forever.
-        let result =
-            tokio::spawn(async move { executor.run(spec, run_sink).await }.in_current_span())
-                .await
-                .unwrap_or_else(|e| Err(ExecError::Lost(format!("executor crashed: {e}"))));
-
-        let finish = match result {
-            Ok(exit) => finish_for_exit(exit),
-            Err(e) => {
-                tracing::warn!(error = %e, "job failed");
-                sink.system(&format!("error: {e}")).await;
-                Finish {
-                    status: JobState::Error,
-                    exit_code: None,
-                    error: Some(e.to_string()),
-                    script_duration_ms: None,
-                }
-            }
+        let vm = self.executor.start(&spec).await?;
+        sink.running(vm.id())
+            .await
+            .map_err(|e| ExecError::Start(e.to_string()))?;
+        let result = match vm
+            .run(bash(&spec.script, &spec.environment, spec.timeout_ms))
+            .await
+        {
+            Ok(process) => run_to_end(process, &sink).await,
+            Err(e) => Err(ExecError::Start(format!("cannot start the script: {e}"))),
         };
-        drop(sink);
-        if let Err(e) = writer.await {
-            tracing::error!(error = %e, "output writer crashed");
-        }
-        self.store_final(&job.id, &finish).await;
-        tracing::info!(status = %finish.status, exit_code = ?finish.exit_code, "finished");
-        self.busy.fetch_sub(1, Ordering::Relaxed);
-        drop(permit);
+        // The job's outcome does not wait for the VM to power off.
+        tokio::spawn(async move {
+            if let Err(e) = vm.shutdown().await {
+                tracing::warn!(error = %e, "sandbox shutdown failed");
+            }
+        });
+        result
     }
 
     /// Ends a job in `error` with `reason` (also written to its log).
@@ -185,28 +274,43 @@ impl Inner {
         if let Err(e) = writer.await {
             tracing::error!(error = %e, "output writer crashed");
         }
-        let finish = Finish {
-            status: JobState::Error,
-            exit_code: None,
-            error: Some(reason.to_string()),
-            script_duration_ms: None,
-        };
-        self.store_final(job_id, &finish).await;
+        self.store_final(job_id, &error_finish(reason.to_string()))
+            .await;
     }
 
-    /// Stores the final state, retrying a few times (a job must not stay
-    /// `running` because the database hiccuped), then wakes followers.
+    /// Stores the final state (see [`store_final`]).
     async fn store_final(&self, job_id: &str, finish: &Finish) {
-        for attempt in 1..=5u32 {
-            match self.store.finish_job(job_id, finish).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, attempt, "cannot store the job's final state");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
+        store_final(&self.store, &self.followers, job_id, finish).await;
+    }
+}
+
+/// Stores a job's final state, retrying a few times (a job must not stay
+/// live because the database hiccuped), then wakes its followers.
+pub(crate) async fn store_final(
+    store: &Store,
+    followers: &Followers,
+    job_id: &str,
+    finish: &Finish,
+) {
+    for attempt in 1..=5u32 {
+        match store.finish_job(job_id, finish).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = %e, attempt, "cannot store the job's final state");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
         }
-        self.followers.notify(job_id);
+    }
+    followers.notify(job_id);
+}
+
+/// `error` for a reason other than the script's exit.
+pub(crate) fn error_finish(reason: String) -> Finish {
+    Finish {
+        status: JobState::Error,
+        exit_code: None,
+        error: Some(reason),
+        script_duration_ms: None,
     }
 }
 

@@ -3,17 +3,21 @@
 //! Data dir -> database (migrated) -> local token file -> executor (reaps
 //! orphans, starts the image build) -> recovery of jobs a previous process
 //! left -> listen -> server file. SIGINT/SIGTERM end output streams, stop
-//! accepting requests and remove the server file.
+//! accepting requests, remove the server file and put running persistent
+//! sandboxes to sleep (they wake on demand after the next start).
 
 use crate::config::{default_max_vms, runtime_config, ExecutorKind, ServeArgs};
 use crate::executor::{fake::FakeExecutor, vm::VmExecutor, Executor};
 use crate::files::{self, FileError};
-use crate::{router, AppState};
+use crate::{router, AppState, Limits};
 use mags_store::{Store, StoreError};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long shutdown may spend putting running sandboxes to sleep.
+const SHUTDOWN_SLEEP: Duration = Duration::from_secs(60);
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +72,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         )),
     };
     let max_vms = args.max_vms.unwrap_or_else(default_max_vms);
-    let (state, shutdown_tx) = AppState::new(store.clone(), executor, max_vms);
+    let limits = Limits {
+        max_vms,
+        max_sandboxes: args.max_sandboxes.unwrap_or(max_vms),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+    };
+    let (state, shutdown_tx) = AppState::with_limits(store.clone(), executor, limits);
     state.scheduler.recover().await?;
+    let sandboxes = state.sandboxes.clone();
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -85,7 +95,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     if let Some(path) = &args.server_file {
         files::write_server_file(path, &url)?;
     }
-    tracing::info!(%url, max_vms, "magsd listening");
+    tracing::info!(%url, max_vms, max_sandboxes = limits.max_sandboxes, "magsd listening");
 
     let app = router(state);
     let result = axum::serve(listener, app)
@@ -98,6 +108,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     if let Some(path) = &args.server_file {
         files::remove_server_file(path);
     }
+    // Running sandboxes sleep, so they come back with their processes.
+    sandboxes.sleep_all(SHUTDOWN_SLEEP).await;
     // Give the output writers a moment; VMs die with the process and the
     // next start reaps what is left.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -12,7 +12,7 @@ use mags_store::{clock, NewChunk, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 /// How long the writer waits for more output before storing a batch.
@@ -59,12 +59,19 @@ struct Piece {
     ts: i64,
 }
 
+/// What the writer task receives.
+enum Msg {
+    Piece(Piece),
+    /// Store everything before this now, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
 /// The executor's handle for one job: output, and the moment the VM is up.
 /// Cheap to clone; the writer finishes when every clone is dropped.
 #[derive(Clone)]
 pub struct OutputSink {
     job_id: Arc<str>,
-    tx: mpsc::Sender<Piece>,
+    tx: mpsc::Sender<Msg>,
     store: Store,
     followers: Followers,
 }
@@ -122,8 +129,17 @@ impl OutputSink {
             data,
             ts: clock::now_ms(),
         };
-        if self.tx.send(piece).await.is_err() {
+        if self.tx.send(Msg::Piece(piece)).await.is_err() {
             tracing::warn!(job = %self.job_id, "output writer is gone; output dropped");
+        }
+    }
+
+    /// Waits until everything sent so far (through any clone) is stored, so
+    /// a state change made next is seen after that output.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -145,19 +161,31 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Piece>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut closed = false;
         while !closed {
-            let Some(first) = rx.recv().await else { break };
+            let first = match rx.recv().await {
+                Some(Msg::Piece(p)) => p,
+                Some(Msg::Flush(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                None => break,
+            };
             let mut batch_bytes = first.data.len();
             let mut batch = vec![first];
+            let mut flushed = None;
             let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
             while batch_bytes < BATCH_BYTES {
                 tokio::select! {
-                    p = rx.recv() => match p {
-                        Some(p) => {
+                    m = rx.recv() => match m {
+                        Some(Msg::Piece(p)) => {
                             batch_bytes += p.data.len();
                             batch.push(p);
+                        }
+                        Some(Msg::Flush(done)) => {
+                            flushed = Some(done);
+                            break;
                         }
                         None => {
                             closed = true;
@@ -168,6 +196,9 @@ impl Writer {
                 }
             }
             self.store_batch(batch).await;
+            if let Some(done) = flushed {
+                let _ = done.send(());
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! How stored records look on the wire: [`job_status`] and [`rfc3339`].
 
 use mags_api::JobStatus;
-use mags_store::Job;
+use mags_store::{clock, Job};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -25,6 +25,9 @@ pub fn job_status(job: &Job) -> JobStatus {
         workspace_id: job.workspace_id.clone(),
         base_workspace_id: job.base_workspace_id.clone(),
         persistent: job.persistent,
+        no_sleep: job.no_sleep,
+        startup_command: job.startup_command.clone(),
+        idle_timeout_secs: job.idle_timeout_secs,
         subdomain: None,
         url: None,
         exit_code: job.exit_code,
@@ -34,6 +37,7 @@ pub fn job_status(job: &Job) -> JobStatus {
         started_at: job.started_at.map(rfc3339),
         finished_at: job.finished_at.map(rfc3339),
         error: job.error.clone(),
+        vm_seconds: job.vm_ms_at(clock::now_ms()) as f64 / 1000.0,
     }
 }
 

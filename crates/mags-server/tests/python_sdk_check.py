@@ -21,13 +21,32 @@ assert u["total_jobs"] == 2, u
 new = m.new("myws", timeout=10, poll_interval=0.2)  # waits for running + vm_id
 assert new["status"] == "running", new
 assert m.find_job("myws")["status"] == "running"
+e = m.exec("myws", "echo hi\necho oops >&2\nexit 4", timeout=10)
+assert e == {"exit_code": 4, "output": "hi\n", "stderr": "oops\n"}, e
+u = m.update_job(new["request_id"], no_sleep=True, startup_command="echo up")
+assert u["no_sleep"] is True and u["startup_command"] == "echo up", u
+assert m.sync(new["request_id"])["success"] is True
+s = m.stop("myws")
+assert s["success"] is True and s["status"] == "completed", s
+assert m.find_job("myws")["status"] == "completed"
+try:
+    m.exec("myws", "echo")
+    sys.exit("exec on a stopped sandbox accepted")
+except MagsError as e:
+    assert "completed" in str(e), e
+try:
+    m.exec("nosuch", "echo")
+    sys.exit("exec on an unknown name accepted")
+except MagsError as e:
+    assert "nosuch" in str(e), e
 try:
     m._request("POST", "/mags-jobs", json={"script": "echo", "no_sleep": True})
     sys.exit("no_sleep without persistent accepted")
 except MagsError as e:
     assert e.status_code == 400, e
+m.new("myws2", timeout=10, poll_interval=0.2)
 try:
-    m._request("POST", "/mags-jobs", json={"script": "echo", "workspace_id": "myws"})
+    m._request("POST", "/mags-jobs", json={"script": "echo", "workspace_id": "myws2"})
     sys.exit("second live job on a workspace accepted")
 except MagsError as e:
     assert e.status_code == 409 and "already" in str(e), e

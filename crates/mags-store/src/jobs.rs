@@ -1,8 +1,13 @@
 //! Job records and their state changes.
 //!
-//! A job moves `accepted` -> (`queued`) -> `running` -> `completed`/`error`.
-//! Every update that moves a job forward is guarded so a final job never
-//! changes again (a late writer loses rather than resurrecting it).
+//! A job moves `accepted` -> (`queued`) -> `running` -> `completed`/`error`;
+//! a persistent one may go `running` <-> `sleeping` in between (see
+//! [`crate::sandboxes`]). Every update that moves a job forward is guarded
+//! so a final job never changes again (a late writer loses rather than
+//! resurrecting it).
+//!
+//! VM time is `vm_ms` (periods that ended) plus, while a VM runs, the time
+//! since `vm_since`.
 
 use crate::{clock, get, Store, StoreError};
 use mags_api::JobState;
@@ -26,6 +31,8 @@ pub struct NewJob {
     pub file_ids: Vec<String>,
     pub disk_gb: u32,
     pub rootfs_type: Option<String>,
+    /// Idle seconds before a persistent sandbox sleeps (server default if None).
+    pub idle_timeout_secs: Option<u64>,
     /// Unix ms; use [`clock::monotonic_ms`] so listings keep creation order.
     pub created_at: i64,
 }
@@ -47,6 +54,7 @@ pub struct Job {
     pub file_ids: Vec<String>,
     pub disk_gb: u32,
     pub rootfs_type: Option<String>,
+    pub idle_timeout_secs: Option<u64>,
     pub status: JobState,
     pub vm_id: Option<String>,
     pub exit_code: Option<i32>,
@@ -55,6 +63,17 @@ pub struct Job {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// VM time of periods that ended, ms.
+    pub vm_ms: i64,
+    /// Start of the current VM period (unix ms), while a VM runs.
+    pub vm_since: Option<i64>,
+}
+
+impl Job {
+    /// VM time up to `now_ms`, in ms.
+    pub fn vm_ms_at(&self, now_ms: i64) -> i64 {
+        self.vm_ms + self.vm_since.map_or(0, |s| (now_ms - s).max(0))
+    }
 }
 
 /// How a job ended.
@@ -69,13 +88,14 @@ pub struct Finish {
 
 const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
     no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
-    status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at";
+    status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at, \
+    idle_timeout_secs, vm_ms, vm_since";
 
 /// States in which a job may still move (the guard of forward updates).
-const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
+pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
 
 impl Job {
-    fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
         let status: String = get(row, "status")?;
         let environment: String = get(row, "environment")?;
         let file_ids: String = get(row, "file_ids")?;
@@ -97,6 +117,9 @@ impl Job {
                 .map_err(|e| corrupt(&format!("file_ids: {e}")))?,
             disk_gb: u32::try_from(get::<i64>(row, "disk_gb")?).map_err(|_| corrupt("disk_gb"))?,
             rootfs_type: get(row, "rootfs_type")?,
+            idle_timeout_secs: get::<Option<i64>>(row, "idle_timeout_secs")?
+                .map(|s| u64::try_from(s).map_err(|_| corrupt("idle_timeout_secs")))
+                .transpose()?,
             status: JobState::parse(&status).ok_or_else(|| corrupt(&format!("status {status}")))?,
             vm_id: get(row, "vm_id")?,
             exit_code: get::<Option<i64>>(row, "exit_code")?
@@ -107,6 +130,8 @@ impl Job {
             created_at: get(row, "created_at")?,
             started_at: get(row, "started_at")?,
             finished_at: get(row, "finished_at")?,
+            vm_ms: get(row, "vm_ms")?,
+            vm_since: get(row, "vm_since")?,
             id,
         })
     }
@@ -122,8 +147,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (id, user_id, name, workspace_id, base_workspace_id, persistent, \
              no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, \
-             rootfs_type, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             rootfs_type, status, created_at, idle_timeout_secs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&job.id)
         .bind(&job.user_id)
@@ -141,6 +166,10 @@ impl Store {
         .bind(&job.rootfs_type)
         .bind(JobState::Accepted.as_str())
         .bind(job.created_at)
+        .bind(
+            job.idle_timeout_secs
+                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        )
         .execute(&self.pool)
         .await
         .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
@@ -159,6 +188,7 @@ impl Store {
             file_ids: job.file_ids.clone(),
             disk_gb: job.disk_gb,
             rootfs_type: job.rootfs_type.clone(),
+            idle_timeout_secs: job.idle_timeout_secs,
             status: JobState::Accepted,
             vm_id: None,
             exit_code: None,
@@ -167,6 +197,8 @@ impl Store {
             created_at: job.created_at,
             started_at: None,
             finished_at: None,
+            vm_ms: 0,
+            vm_since: None,
         })
     }
 
@@ -268,12 +300,14 @@ impl Store {
     /// A VM runs the job now. Returns whether it changed (false if final).
     pub async fn mark_running(&self, id: &str, vm_id: &str) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE jobs SET status = 'running', vm_id = $1, started_at = $2 \
-             WHERE id = $3 AND {NOT_FINAL}"
+            "UPDATE jobs SET status = 'running', vm_id = $1, started_at = $2, vm_since = $3 \
+             WHERE id = $4 AND {NOT_FINAL}"
         );
+        let now = clock::now_ms();
         let r = sqlx::query(&sql)
             .bind(vm_id)
-            .bind(clock::now_ms())
+            .bind(now)
+            .bind(now)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -285,14 +319,17 @@ impl Store {
     pub async fn finish_job(&self, id: &str, finish: &Finish) -> Result<bool, StoreError> {
         let sql = format!(
             "UPDATE jobs SET status = $1, exit_code = $2, error = $3, script_duration_ms = $4, \
-             finished_at = $5 WHERE id = $6 AND {NOT_FINAL}"
+             finished_at = $5, vm_ms = vm_ms + COALESCE($6 - vm_since, 0), vm_since = NULL \
+             WHERE id = $7 AND {NOT_FINAL}"
         );
+        let now = clock::now_ms();
         let r = sqlx::query(&sql)
             .bind(finish.status.as_str())
             .bind(finish.exit_code.map(i64::from))
             .bind(&finish.error)
             .bind(finish.script_duration_ms)
-            .bind(clock::now_ms())
+            .bind(now)
+            .bind(now)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -300,12 +337,12 @@ impl Store {
     }
 
     /// A user's job count and VM time (ms) over jobs created since `since_ms`;
-    /// a job still running counts up to now.
+    /// a VM still running counts up to now, a sleeping one not at all.
     pub async fn usage(&self, user_id: &str, since_ms: i64) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, \
-             CAST(COALESCE(SUM(CASE WHEN started_at IS NULL THEN 0 \
-                 ELSE COALESCE(finished_at, $1) - started_at END), 0) AS BIGINT) AS vm_ms \
+             CAST(COALESCE(SUM(vm_ms + CASE WHEN vm_since IS NULL THEN 0 \
+                 ELSE $1 - vm_since END), 0) AS BIGINT) AS vm_ms \
              FROM jobs WHERE user_id = $2 AND created_at >= $3",
         )
         .bind(clock::now_ms())

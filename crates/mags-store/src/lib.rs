@@ -9,17 +9,21 @@
 //! - [`migrate`]: the embedded migrations and their runner.
 //! - [`users`], [`tokens`]: accounts and API tokens (stored as SHA-256).
 //! - [`jobs`]: job records and their state changes.
+//! - [`sandboxes`]: the extra states of persistent jobs (sleep, wake,
+//!   script exit while live, live settings).
 //! - [`output`]: raw output chunks of a job, in order.
 
 pub mod clock;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
+pub mod sandboxes;
 pub mod tokens;
 pub mod users;
 
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
+pub use sandboxes::JobSettings;
 pub use tokens::{generate_token, hash_token, Authenticated, TokenInfo};
 pub use users::User;
 

@@ -17,11 +17,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sandboxes",
+        sql: include_str!("../migrations/0002_sandboxes.sql"),
+    },
+];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).
 const PG_LOCK_KEY: i64 = 0x6d61_6773;

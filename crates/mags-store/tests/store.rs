@@ -4,7 +4,7 @@
 //! fresh schema that it drops afterwards.
 
 use mags_api::{JobState, OutputStream};
-use mags_store::{clock, Finish, NewChunk, NewJob, Store, StoreError};
+use mags_store::{clock, Finish, JobSettings, NewChunk, NewJob, Store, StoreError};
 use sqlx::Executor as _;
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 async fn exercise(store: &Store) {
     users_and_tokens(store).await;
     jobs_lifecycle(store).await;
+    sandbox_states(store).await;
     output_round_trip(store).await;
 }
 
@@ -88,6 +89,7 @@ fn new_job(user_id: &str, name: Option<&str>, workspace: Option<&str>) -> NewJob
         file_ids: vec!["f1".into()],
         disk_gb: 2,
         rootfs_type: None,
+        idle_timeout_secs: None,
         created_at: clock::monotonic_ms(),
     }
 }
@@ -177,6 +179,86 @@ async fn jobs_lifecycle(store: &Store) {
 
     let (n, _vm_ms) = store.usage(&u.id, 0).await.expect("usage");
     assert_eq!(n, 5);
+}
+
+/// A persistent job: running <-> sleeping, its script's exit recorded while
+/// it stays live, settings changed live, VM time only while a VM runs.
+async fn sandbox_states(store: &Store) {
+    let u = store.ensure_user("sleeper", false).await.expect("user");
+    let mut nj = new_job(&u.id, Some("box"), None);
+    nj.persistent = true;
+    nj.idle_timeout_secs = Some(7);
+    let j = store.insert_job(&nj).await.expect("insert");
+    assert_eq!(j.idle_timeout_secs, Some(7));
+    assert!(store.mark_running(&j.id, "vm-a").await.expect("run"));
+    let j = store.job(&j.id).await.expect("get").expect("found");
+    assert!(j.vm_since.is_some());
+    assert!(store
+        .record_script_exit(&j.id, Some((3, 40)))
+        .await
+        .expect("exit"));
+    // Backdate the VM period so the sums are visible.
+    sqlx::query("UPDATE jobs SET vm_since = vm_since - 5000 WHERE id = $1")
+        .bind(&j.id)
+        .execute(store.pool())
+        .await
+        .expect("backdate");
+    assert!(store.mark_sleeping(&j.id).await.expect("sleep"));
+    let slept = store.job(&j.id).await.expect("get").expect("found");
+    assert_eq!(slept.status, JobState::Sleeping);
+    assert_eq!(
+        (slept.exit_code, slept.script_duration_ms),
+        (Some(3), Some(40))
+    );
+    assert!(slept.vm_since.is_none());
+    assert!(slept.vm_ms >= 5000, "{}", slept.vm_ms);
+    // Asleep, no VM time accrues.
+    let (_, before) = store.usage(&u.id, 0).await.expect("usage");
+    assert!((5000..6000).contains(&before), "{before}");
+
+    assert!(store.mark_awake(&j.id, "vm-a").await.expect("wake"));
+    let woke = store.job(&j.id).await.expect("get").expect("found");
+    assert_eq!(woke.status, JobState::Running);
+    assert!(woke.vm_since.is_some());
+    let settings = JobSettings {
+        startup_command: Some(Some("echo up".into())),
+        no_sleep: Some(true),
+        idle_timeout_secs: Some(None),
+    };
+    assert!(store
+        .update_job_settings(&j.id, &settings)
+        .await
+        .expect("settings"));
+    assert!(!store
+        .update_job_settings(&j.id, &JobSettings::default())
+        .await
+        .expect("nothing to change"));
+    let set = store.job(&j.id).await.expect("get").expect("found");
+    assert_eq!(set.startup_command.as_deref(), Some("echo up"));
+    assert!(set.no_sleep);
+    assert_eq!(set.idle_timeout_secs, None);
+    assert!(store.record_script_exit(&j.id, None).await.expect("clear"));
+
+    let finish = Finish {
+        status: JobState::Completed,
+        exit_code: None,
+        error: None,
+        script_duration_ms: None,
+    };
+    assert!(store.finish_job(&j.id, &finish).await.expect("finish"));
+    let done = store.job(&j.id).await.expect("get").expect("found");
+    assert!(done.vm_since.is_none() && done.vm_ms >= 5000);
+    // Final is final for these too.
+    assert!(!store.mark_awake(&j.id, "vm-b").await.expect("wake"));
+    assert!(!store.mark_sleeping(&j.id).await.expect("sleep"));
+    assert!(!store
+        .record_script_exit(&j.id, Some((0, 1)))
+        .await
+        .expect("exit"));
+    assert!(!store
+        .update_job_settings(&j.id, &settings)
+        .await
+        .expect("settings"));
 }
 
 async fn output_round_trip(store: &Store) {

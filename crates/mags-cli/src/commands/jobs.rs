@@ -16,12 +16,36 @@ pub async fn status(job: &str, json: bool) -> anyhow::Result<u8> {
         Some(code) => format!("{} (exit {code})", s.status),
         None => s.status.to_string(),
     };
-    let rows: [(&str, Option<String>); 10] = [
+    let sleep = s.persistent.then(|| {
+        if s.no_sleep {
+            "never".to_string()
+        } else {
+            s.idle_timeout_secs.map_or_else(
+                || "when idle (server default)".into(),
+                |t| format!("after {t} s idle"),
+            )
+        }
+    });
+    let rows: [(&str, Option<String>); 14] = [
         ("id", Some(s.request_id.clone())),
         ("name", s.name.clone()),
         ("status", Some(state)),
         ("workspace", s.workspace_id.clone()),
         ("vm", s.vm_id.clone()),
+        (
+            "kind",
+            Some(
+                if s.persistent {
+                    "persistent sandbox"
+                } else {
+                    "one-shot job"
+                }
+                .into(),
+            ),
+        ),
+        ("sleeps", sleep),
+        ("startup", s.startup_command.clone()),
+        ("vm time", Some(format!("{:.1} s", s.vm_seconds))),
         ("created", Some(s.created_at.clone())),
         ("started", s.started_at.clone()),
         ("finished", s.finished_at.clone()),
@@ -151,6 +175,10 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
+            no_sleep: false,
+            startup_command: None,
+            idle_timeout_secs: None,
+            vm_seconds: 0.0,
         };
         let t = table(&[j]);
         let lines: Vec<&str> = t.lines().collect();

@@ -1,5 +1,9 @@
-//! Running a job's script somewhere: the [`Executor`] trait, what it is
-//! given ([`JobSpec`], [`OutputSink`]) and what it answers.
+//! Where jobs run: the [`Executor`] trait (it starts and wakes VMs), the
+//! [`Vm`] handle it gives back, and the [`VmProcess`]es run in a VM.
+//!
+//! The scheduler drives one-shot jobs through these ([`run_to_end`] streams
+//! a script into the job's [`OutputSink`]); [`crate::sandboxes`] keeps the
+//! VMs of persistent jobs, sleeping and waking them.
 //!
 //! - [`vm`]: the real one, a QEMU microVM per job through `mags-vm`.
 //! - [`fake`]: a tiny interpreter for tests; it runs nothing on the host.
@@ -9,12 +13,16 @@ pub mod vm;
 
 pub use crate::sink::OutputSink;
 use futures::future::BoxFuture;
+pub use mags_proto::RunSpec;
+pub use mags_vm::{AgentConn, ProcessEvent};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
-/// What to run.
+/// What to start a VM for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
-    /// The job id (a UUID); also used as the sandbox id.
+    /// The job id (a UUID).
     pub id: String,
     /// Run as `/bin/bash -c <script>` in `/root`.
     pub script: String,
@@ -34,22 +42,72 @@ pub struct ExitInfo {
     pub script_duration_ms: i64,
 }
 
-/// Why a job could not run to its end.
+/// Why a VM could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("could not start the sandbox: {0}")]
     Start(String),
-    #[error("the sandbox failed while running the script: {0}")]
+    #[error("the sandbox failed: {0}")]
     Lost(String),
+    #[error("cannot wake the sandbox: {0}")]
+    Wake(String),
+    #[error("cannot put the sandbox to sleep: {0}")]
+    Sleep(String),
 }
 
-/// Runs jobs. Implementations report output and the moment the VM is up
-/// through the [`OutputSink`]; the scheduler records the outcome.
+/// A process started in a VM.
+pub trait VmProcess: Send {
+    /// The next thing it did; `Ok(None)` after `Exited`. An error means the
+    /// VM went away (stopped, slept or died) under it.
+    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ProcessEvent>, ExecError>>;
+
+    /// Signals its process group.
+    fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>>;
+}
+
+/// A running VM. `sleep` and `shutdown` end this handle's use: later calls
+/// fail (clones of the `Arc` may still be around).
+pub trait Vm: Send + Sync {
+    /// Names the VM; `vm_id` of the job, and the key of its sleep snapshot.
+    fn id(&self) -> &str;
+
+    /// Starts a process.
+    fn run(&self, spec: RunSpec) -> BoxFuture<'_, Result<Box<dyn VmProcess>, ExecError>>;
+
+    /// Flushes the guest's filesystems.
+    fn sync(&self) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Whether the VM is still running (false once it died, slept or stopped).
+    fn is_alive(&self) -> bool;
+
+    /// The guest agent connection, for callers that speak the guest
+    /// protocol themselves (the SSH gateway); `None` without a real guest.
+    fn agent(&self) -> Option<AgentConn>;
+
+    /// Snapshots the VM to disk (kept under its id) and stops it; wake it
+    /// with [`Executor::wake`].
+    fn sleep(&self) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Syncs and powers the VM off, removing its files.
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), ExecError>>;
+}
+
+/// Starts VMs for jobs and wakes slept ones.
 ///
-/// (This is `async fn run(&self, job, sink) -> Result<ExitInfo, ExecError>`,
-/// spelled with a boxed future so it can be used as `dyn Executor`.)
+/// (Methods return boxed futures so the trait can be used as `dyn Executor`.)
 pub trait Executor: Send + Sync + 'static {
-    fn run(&self, job: JobSpec, sink: OutputSink) -> BoxFuture<'_, Result<ExitInfo, ExecError>>;
+    /// A fresh VM for `job`, up and ready to run processes.
+    fn start(&self, job: &JobSpec) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>>;
+
+    /// Resumes the VM slept as `vm_id`, processes and files intact. On
+    /// failure the snapshot is kept, so a later try may succeed.
+    fn wake(&self, vm_id: &str) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>>;
+
+    /// Whether a sleep snapshot of `vm_id` exists (also after a restart).
+    fn has_snapshot(&self, vm_id: &str) -> bool;
+
+    /// Deletes the sleep snapshot of `vm_id`, if any.
+    fn discard_snapshot(&self, vm_id: &str);
 
     /// The accelerator in use (`kvm`, `tcg`, `fake`), once known.
     fn accel(&self) -> Option<String>;
@@ -58,4 +116,45 @@ pub trait Executor: Send + Sync + 'static {
     fn idle(&self) -> (usize, usize) {
         (0, 0)
     }
+}
+
+/// `bash -c <command>` in `/root` with `env`, killed after `timeout_ms`.
+pub fn bash(command: &str, env: &BTreeMap<String, String>, timeout_ms: Option<u64>) -> RunSpec {
+    RunSpec {
+        argv: vec!["/bin/bash".into(), "-c".into(), command.into()],
+        env: env.clone(),
+        cwd: Some("/root".into()),
+        stdin: false,
+        timeout_ms,
+        chroot: None,
+    }
+}
+
+/// Streams a process's output into `sink` until it exits.
+pub async fn run_to_end(
+    mut process: Box<dyn VmProcess>,
+    sink: &OutputSink,
+) -> Result<ExitInfo, ExecError> {
+    let started = Instant::now();
+    loop {
+        match process.next_event().await? {
+            Some(ProcessEvent::Stdout(b)) => sink.stdout(b).await,
+            Some(ProcessEvent::Stderr(b)) => sink.stderr(b).await,
+            Some(ProcessEvent::Exited {
+                code, timed_out, ..
+            }) => {
+                return Ok(ExitInfo {
+                    exit_code: code,
+                    timed_out,
+                    script_duration_ms: elapsed_ms(started),
+                })
+            }
+            None => return Err(ExecError::Lost("the guest agent went away".into())),
+        }
+    }
+}
+
+/// Milliseconds since `t`.
+pub fn elapsed_ms(t: Instant) -> i64 {
+    i64::try_from(t.elapsed().as_millis()).unwrap_or(i64::MAX)
 }

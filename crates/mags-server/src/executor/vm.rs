@@ -1,4 +1,5 @@
-//! The real [`Executor`]: one QEMU microVM per job, through `mags-vm`.
+//! The real [`Executor`]: one QEMU microVM per job, through `mags-vm`;
+//! a slept VM is woken from its snapshot in `<data dir>/sandboxes/<vm id>`.
 //!
 //! On start it reaps what a previous server left behind and begins building
 //! the guest image in the background; jobs that arrive meanwhile wait for
@@ -6,14 +7,15 @@
 //! with its reason and the next job tries again. Once the image is there
 //! the accelerator is probed (and cached by `mags-vm`) for `/pool-status`.
 
-use super::{ExecError, Executor, ExitInfo, JobSpec, OutputSink};
+use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
-use mags_proto::RunSpec;
+use mags_vm::sleep::SleepRecord;
 use mags_vm::{
-    ImageProgress, Pool, PoolConfig, ProcessEvent, Runtime, RuntimeConfig, Sandbox, SandboxOptions,
+    AgentConn, ImageProgress, Pool, PoolConfig, Process, ProcessEvent, Runtime, RuntimeConfig,
+    Sandbox, SandboxOptions, VmError,
 };
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 /// Guest memory per sandbox unless configured otherwise.
 pub const DEFAULT_MEMORY_MB: u32 = 256;
@@ -75,7 +77,8 @@ impl VmExecutor {
         exec
     }
 
-    async fn run_in_vm(&self, job: JobSpec, sink: OutputSink) -> Result<ExitInfo, ExecError> {
+    /// A fresh sandbox from the warm pool (if the shape fits) or the template.
+    async fn start_vm(&self, job: &JobSpec) -> Result<Arc<dyn Vm>, ExecError> {
         ensure_image(&self.runtime)
             .await
             .map_err(|e| ExecError::Start(format!("guest image unavailable: {e}")))?;
@@ -91,16 +94,53 @@ impl VmExecutor {
             None => self.runtime.start(opts).await,
         }
         .map_err(|e| ExecError::Start(e.to_string()))?;
-        let result = run_script(&sandbox, job, &sink).await;
-        // The job's outcome does not wait for the VM to power off.
-        tokio::spawn(retire(sandbox, pool));
-        result
+        Ok(Arc::new(VmHandle::new(sandbox, pool)))
+    }
+
+    async fn wake_vm(&self, vm_id: &str) -> Result<Arc<dyn Vm>, ExecError> {
+        let record = SleepRecord::load(&self.sandbox_dir(vm_id))
+            .ok_or_else(|| ExecError::Wake(format!("no sleep snapshot of {vm_id}")))?;
+        let sandbox = self
+            .runtime
+            .wake(&record)
+            .await
+            .map_err(|e| ExecError::Wake(e.to_string()))?;
+        Ok(Arc::new(VmHandle::new(sandbox, None)))
+    }
+
+    /// Where `mags-vm` keeps sandbox `id` (ids are ours: UUIDs or `pool-<uuid>`).
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        let safe = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let name = if safe { id } else { "invalid-id" };
+        self.runtime.config().data_dir.join("sandboxes").join(name)
     }
 }
 
 impl Executor for VmExecutor {
-    fn run(&self, job: JobSpec, sink: OutputSink) -> BoxFuture<'_, Result<ExitInfo, ExecError>> {
-        Box::pin(self.run_in_vm(job, sink))
+    fn start(&self, job: &JobSpec) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>> {
+        let job = job.clone();
+        Box::pin(async move { self.start_vm(&job).await })
+    }
+
+    fn wake(&self, vm_id: &str) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>> {
+        let vm_id = vm_id.to_string();
+        Box::pin(async move { self.wake_vm(&vm_id).await })
+    }
+
+    fn has_snapshot(&self, vm_id: &str) -> bool {
+        SleepRecord::load(&self.sandbox_dir(vm_id)).is_some()
+    }
+
+    fn discard_snapshot(&self, vm_id: &str) {
+        let dir = self.sandbox_dir(vm_id);
+        if SleepRecord::load(&dir).is_some() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(vm = vm_id, error = %e, "cannot remove a sleep snapshot");
+            }
+        }
     }
 
     fn accel(&self) -> Option<String> {
@@ -115,56 +155,108 @@ impl Executor for VmExecutor {
     }
 }
 
-/// Shuts a finished job's sandbox down and frees its pool slot.
-async fn retire(sandbox: Sandbox, pool: Option<Arc<Pool>>) {
-    if let Err(e) = sandbox.shutdown().await {
-        tracing::warn!(error = %e, "sandbox shutdown failed");
+/// One sandbox behind the [`Vm`] trait. The agent connection is cloned out
+/// so processes run without a lock; `sleep`/`shutdown` take the sandbox.
+struct VmHandle {
+    id: String,
+    agent: AgentConn,
+    sandbox: Mutex<Option<Sandbox>>,
+    /// Set while the sandbox holds a slot of the warm pool.
+    pool: Mutex<Option<Arc<Pool>>>,
+}
+
+impl VmHandle {
+    fn new(sandbox: Sandbox, pool: Option<Arc<Pool>>) -> Self {
+        VmHandle {
+            id: sandbox.id().to_string(),
+            agent: sandbox.agent().clone(),
+            sandbox: Mutex::new(Some(sandbox)),
+            pool: Mutex::new(pool),
+        }
     }
-    if let Some(pool) = pool {
-        pool.release();
+
+    fn take(&self) -> Result<Sandbox, ExecError> {
+        lock(&self.sandbox)
+            .take()
+            .ok_or_else(|| ExecError::Lost("the sandbox is no longer running".into()))
+    }
+
+    /// Frees the pool slot (once).
+    fn release(&self) {
+        if let Some(pool) = lock(&self.pool).take() {
+            pool.release();
+        }
     }
 }
 
-/// Runs the script in a started sandbox, streaming its output to `sink`.
-async fn run_script(
-    sandbox: &mags_vm::Sandbox,
-    job: JobSpec,
-    sink: &OutputSink,
-) -> Result<ExitInfo, ExecError> {
-    sink.running(sandbox.id())
-        .await
-        .map_err(|e| ExecError::Start(e.to_string()))?;
-    let spec = RunSpec {
-        argv: vec!["/bin/bash".into(), "-c".into(), job.script],
-        env: job.environment,
-        cwd: Some("/root".into()),
-        stdin: false,
-        timeout_ms: job.timeout_ms,
-        chroot: None,
-    };
-    let started = Instant::now();
-    let mut process = sandbox
-        .agent()
-        .run(spec)
-        .await
-        .map_err(|e| ExecError::Start(format!("cannot start the script: {e}")))?;
-    loop {
-        match process.next_event().await {
-            Ok(Some(ProcessEvent::Stdout(b))) => sink.stdout(b).await,
-            Ok(Some(ProcessEvent::Stderr(b))) => sink.stderr(b).await,
-            Ok(Some(ProcessEvent::Exited {
-                code, timed_out, ..
-            })) => {
-                return Ok(ExitInfo {
-                    exit_code: code,
-                    timed_out,
-                    script_duration_ms: i64::try_from(started.elapsed().as_millis())
-                        .unwrap_or(i64::MAX),
-                })
-            }
-            Ok(None) => return Err(ExecError::Lost("the guest agent went away".into())),
-            Err(e) => return Err(ExecError::Lost(e.to_string())),
-        }
+impl Drop for VmHandle {
+    fn drop(&mut self) {
+        // The sandbox, if still here, is killed by its own Drop.
+        self.release();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lost(e: VmError) -> ExecError {
+    ExecError::Lost(e.to_string())
+}
+
+impl Vm for VmHandle {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn run(&self, spec: RunSpec) -> BoxFuture<'_, Result<Box<dyn VmProcess>, ExecError>> {
+        Box::pin(async move {
+            let p = self.agent.run(spec).await.map_err(lost)?;
+            Ok(Box::new(VmProc(p)) as Box<dyn VmProcess>)
+        })
+    }
+
+    fn sync(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.agent.sync().await.map_err(lost) })
+    }
+
+    fn is_alive(&self) -> bool {
+        lock(&self.sandbox).as_mut().is_some_and(Sandbox::is_alive)
+    }
+
+    fn agent(&self) -> Option<AgentConn> {
+        Some(self.agent.clone())
+    }
+
+    fn sleep(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move {
+            let sandbox = self.take()?;
+            let r = sandbox.sleep().await;
+            self.release();
+            r.map(|_| ()).map_err(|e| ExecError::Sleep(e.to_string()))
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move {
+            let sandbox = self.take()?;
+            let r = sandbox.shutdown().await;
+            self.release();
+            r.map_err(lost)
+        })
+    }
+}
+
+/// A guest process behind the [`VmProcess`] trait.
+struct VmProc(Process);
+
+impl VmProcess for VmProc {
+    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ProcessEvent>, ExecError>> {
+        Box::pin(async move { self.0.next_event().await.map_err(lost) })
+    }
+
+    fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.0.signal(signal).await.map_err(lost) })
     }
 }
 

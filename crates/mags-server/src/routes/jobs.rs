@@ -19,6 +19,8 @@ use serde::Deserialize;
 
 /// Largest `disk_gb` accepted.
 pub const MAX_DISK_GB: u32 = 256;
+/// Largest `idle_timeout_secs` accepted (30 days).
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 30 * 86_400;
 /// Largest script accepted, in bytes.
 const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 /// Largest `page_size`.
@@ -72,6 +74,16 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
     if req.no_sleep && !req.persistent {
         return bad("no_sleep requires persistent".into());
     }
+    if let Some(secs) = req.idle_timeout_secs {
+        if !req.persistent {
+            return bad("idle_timeout_secs requires persistent".into());
+        }
+        if secs == 0 || secs > MAX_IDLE_TIMEOUT_SECS {
+            return bad(format!(
+                "idle_timeout_secs must be between 1 and {MAX_IDLE_TIMEOUT_SECS}"
+            ));
+        }
+    }
     if req.disk_gb == 0 || req.disk_gb > MAX_DISK_GB {
         return bad(format!("disk_gb must be between 1 and {MAX_DISK_GB}"));
     }
@@ -115,6 +127,7 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
         file_ids: req.file_ids,
         disk_gb: req.disk_gb,
         rootfs_type: non_empty(req.rootfs_type),
+        idle_timeout_secs: req.idle_timeout_secs,
         created_at: clock::monotonic_ms(),
     })
 }
@@ -238,6 +251,18 @@ mod tests {
         assert!(validate(r, "u").is_err());
         let mut r = req("x");
         r.workspace_id = Some("../etc".into());
+        assert!(validate(r, "u").is_err());
+        let mut r = req("x");
+        r.idle_timeout_secs = Some(5);
+        assert!(validate(r.clone(), "u").is_err(), "needs persistent");
+        r.persistent = true;
+        assert_eq!(
+            validate(r.clone(), "u")
+                .ok()
+                .and_then(|j| j.idle_timeout_secs),
+            Some(5)
+        );
+        r.idle_timeout_secs = Some(0);
         assert!(validate(r, "u").is_err());
     }
 

@@ -40,15 +40,18 @@ pub async fn usage(
     }))
 }
 
-/// `GET /mags-jobs/pool-status`: idle warm VMs, VMs running jobs.
+/// `GET /mags-jobs/pool-status`: idle warm VMs, VMs running one-shot jobs
+/// and persistent sandboxes (sleeping ones are not VMs).
 pub async fn pool_status(State(state): State<AppState>, _user: AuthUser) -> Json<PoolStatus> {
     let load = state.scheduler.load();
     let (idle, target) = state.scheduler.idle();
     let (idle, target) = (idle as u32, target as u32);
+    let (sandboxes, _sleeping, _) = state.sandboxes.counts();
+    let busy = load.busy + sandboxes;
     Json(PoolStatus {
         idle_vms: idle,
-        busy_vms: load.busy,
-        total_vms: load.busy + idle,
+        busy_vms: busy,
+        total_vms: busy + idle,
         min_pool_size: target,
         max_pool_size: load.max,
         queued_jobs: load.queued,

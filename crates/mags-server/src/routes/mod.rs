@@ -2,6 +2,7 @@
 //!
 //! - [`jobs`]: create, list, status, logs.
 //! - [`output`]: the NDJSON output stream our CLI follows.
+//! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
 //! - [`meta`]: health, usage, pool status, whoami.
 //!
 //! Unknown paths and methods answer JSON errors too.
@@ -9,13 +10,14 @@
 pub mod jobs;
 pub mod meta;
 pub mod output;
+pub mod sandbox;
 
 use crate::error::ApiError;
 use crate::{auth, AppState};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::Router;
 use std::time::Instant;
 
@@ -31,6 +33,11 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/status", get(jobs::status))
         .route("/mags-jobs/{id}/logs", get(jobs::logs))
         .route("/mags-jobs/{id}/output", get(output::follow))
+        .route("/mags-jobs/{id}", patch(sandbox::update))
+        .route("/mags-jobs/{id}/exec", post(sandbox::exec))
+        .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
+        .route("/mags-jobs/{id}/stop", post(sandbox::stop))
+        .route("/mags-jobs/{id}/sync", post(sandbox::sync))
         .route("/whoami", get(meta::whoami))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -5,7 +5,8 @@
 //! client that reconnects with the last `seq` it saw misses nothing and
 //! sees nothing twice. While following, the stream waits on the job's
 //! [`Notify`](tokio::sync::Notify) with a short fallback poll, and ends with
-//! an `exit` event once the job is final. The job row is read before the
+//! an `exit` event once the job is final (or, for a persistent job, once
+//! its script has ended while the sandbox lives on). The job row is read before the
 //! chunks: the scheduler stores all output before the final state, so a
 //! final state seen first means the chunks read next are complete.
 
@@ -141,7 +142,10 @@ impl Follower {
         if chunks.len() as i64 == READ_BATCH {
             return Ok(true);
         }
-        if job.status.is_final() {
+        // A persistent job's script may end while its sandbox lives on:
+        // the stream of the script ends there too.
+        let script_ended = job.persistent && job.exit_code.is_some();
+        if job.status.is_final() || script_ended {
             push(
                 out,
                 &OutputEvent::Exit {

@@ -1,0 +1,403 @@
+//! The VMs of persistent jobs ("sandboxes"), by job id: they outlive their
+//! script, run commands ([`Sandboxes::exec`]), sleep when idle and wake on
+//! demand, and end on [`Sandboxes::stop`].
+//!
+//! Each live persistent job has an [`Entry`] whose [`Slot`] says where its
+//! VM is: starting, running (holding one of `max_running` permits, counted
+//! apart from the one-shot queue), sleeping (a snapshot on disk, no permit)
+//! or gone. The slot's async lock serializes what changes it: a wake, a
+//! sleep, a stop, a restart. Commands run without it; while one runs (a
+//! [`Busy`] guard lives) the sandbox does not sleep.
+//!
+//! - [`life`]: starting, waking, sleeping, losing and ending a sandbox.
+//! - [`watch`]: the background loop that sleeps idle sandboxes and notices
+//!   dead VMs (restarting `no_sleep` ones).
+//! - [`exec`]: running a command and forwarding its events.
+//!
+//! The job's log (one [`OutputSink`] per entry, so one writer per job) gets
+//! the script's output and a system line for every sleep, wake, startup
+//! command and restart. Exec output is returned to the caller only.
+
+mod exec;
+mod life;
+mod watch;
+
+pub use exec::ExecRun;
+
+use crate::executor::{AgentConn, Executor, JobSpec, Vm};
+use crate::sink::{Followers, OutputSink};
+use mags_api::JobState;
+use mags_store::{Job, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Idle time before a persistent sandbox sleeps, unless configured.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Settings of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxConfig {
+    /// Sandboxes running at once (sleeping ones do not count).
+    pub max_running: u32,
+    /// Idle time before a sandbox sleeps, for jobs that do not say.
+    pub idle_timeout: Duration,
+}
+
+/// Why a sandbox operation failed. Messages are for the API's caller.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("job {id} is {status}: {what} needs a running or sleeping sandbox")]
+    NotLive {
+        id: String,
+        status: JobState,
+        what: &'static str,
+    },
+    #[error(
+        "job {0} is not a persistent sandbox: run it with persistent: true \
+         (or `mags new`) to keep its VM"
+    )]
+    NotPersistent(String),
+    #[error("the sandbox of job {id} is still starting ({status}); try again when it is running")]
+    Starting { id: String, status: JobState },
+    #[error("{0} sandboxes are running, the most this server allows; stop one or try again")]
+    Busy(u32),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the sandbox was stopped")]
+    Stopped,
+    #[error("this server's executor cannot do that: {0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks that `job` has a sandbox `what` can use.
+pub fn check_live(job: &Job, what: &'static str) -> Result<(), SandboxError> {
+    match job.status {
+        JobState::Accepted | JobState::Queued => Err(SandboxError::Starting {
+            id: job.id.clone(),
+            status: job.status,
+        }),
+        JobState::Running | JobState::Sleeping if job.persistent => Ok(()),
+        JobState::Running | JobState::Sleeping => Err(SandboxError::NotPersistent(job.id.clone())),
+        JobState::Completed | JobState::Error => Err(SandboxError::NotLive {
+            id: job.id.clone(),
+            status: job.status,
+            what,
+        }),
+    }
+}
+
+/// The live sandboxes of this server; cheap to clone.
+#[derive(Clone)]
+pub struct Sandboxes {
+    inner: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    store: Store,
+    executor: Arc<dyn Executor>,
+    followers: Followers,
+    cfg: SandboxConfig,
+    permits: Arc<Semaphore>,
+    map: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Set at server shutdown: nothing is woken or restarted any more.
+    closing: AtomicBool,
+}
+
+/// Where a sandbox's VM is.
+pub(crate) enum Slot {
+    /// Its first VM (or a replacement) is being started.
+    Starting,
+    Running {
+        vm: Arc<dyn Vm>,
+        _permit: OwnedSemaphorePermit,
+    },
+    Sleeping {
+        vm_id: String,
+    },
+    /// Stopped or failed; the entry is on its way out.
+    Gone,
+}
+
+/// Settings that can change while the sandbox lives.
+#[derive(Debug, Clone)]
+struct Settings {
+    no_sleep: bool,
+    startup_command: Option<String>,
+    idle_timeout: Duration,
+}
+
+/// One live persistent job.
+pub(crate) struct Entry {
+    job_id: String,
+    /// What its VM is started from (again, after a loss).
+    spec: JobSpec,
+    /// The job's one log writer.
+    sink: OutputSink,
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    settings: Mutex<Settings>,
+    last_active: Mutex<Instant>,
+    busy: AtomicUsize,
+    stop_requested: AtomicBool,
+    stop: Notify,
+    /// When the watch loop may next try to wake it (after a failure).
+    wake_retry: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Entry {
+    fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    /// Records activity now.
+    fn touch(&self) {
+        *lock(&self.last_active) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        lock(&self.last_active).elapsed()
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0
+    }
+
+    /// Marks the sandbox in use until the guard drops.
+    fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    async fn stopped(&self) {
+        let notified = self.stop.notified();
+        if !self.stop_requested.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+}
+
+/// Keeps a sandbox awake while held (a running command, an SSH session).
+pub struct Busy(Arc<Entry>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// A live sandbox for an interactive session; see [`Sandboxes::connect`].
+pub struct Connected {
+    /// The guest agent: run processes, write files.
+    pub agent: AgentConn,
+    pub vm_id: String,
+    /// Keeps the sandbox awake while the session lasts.
+    pub busy: Busy,
+}
+
+impl Sandboxes {
+    /// An empty registry; starts its background loop (call within tokio).
+    pub fn new(
+        store: Store,
+        executor: Arc<dyn Executor>,
+        followers: Followers,
+        cfg: SandboxConfig,
+    ) -> Sandboxes {
+        let max = cfg.max_running.max(1);
+        let inner = Arc::new(Shared {
+            store,
+            executor,
+            followers,
+            cfg: SandboxConfig {
+                max_running: max,
+                ..cfg
+            },
+            permits: Arc::new(Semaphore::new(max as usize)),
+            map: Mutex::default(),
+            closing: AtomicBool::new(false),
+        });
+        watch::spawn(Arc::downgrade(&inner));
+        Sandboxes { inner }
+    }
+
+    /// Starts the sandbox of a new persistent job in the background.
+    pub fn launch(&self, job: Job) {
+        self.inner.clone().launch(job);
+    }
+
+    /// Takes over a persistent job a previous server left `running` or
+    /// `sleeping`: one with a sleep snapshot stays (or goes) to sleep and
+    /// wakes on demand; one whose VM was lost gets a fresh one, and says so
+    /// in its log.
+    pub fn recover(&self, job: Job) {
+        self.inner.clone().recover(job);
+    }
+
+    /// Runs `bash -c command` in `/root` of the job's sandbox, waking it
+    /// first if it sleeps. The caller checks ownership and [`check_live`].
+    pub async fn exec(
+        &self,
+        job_id: &str,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecRun, SandboxError> {
+        self.inner.exec(job_id, command, timeout).await
+    }
+
+    /// Stops the sandbox: a running VM is synced and shut down, a sleeping
+    /// one's snapshot deleted; the job ends `completed` (or `error` with
+    /// the reason). Ok if it has ended meanwhile.
+    pub async fn stop(&self, job_id: &str) -> Result<(), SandboxError> {
+        self.inner.stop(job_id).await
+    }
+
+    /// Flushes the guest's filesystems (a sleeping sandbox's disk already is).
+    pub async fn sync(&self, job_id: &str) -> Result<(), SandboxError> {
+        self.inner.sync(job_id).await
+    }
+
+    /// Applies changed settings of a live job (already stored) to its sandbox.
+    pub fn update(&self, job: &Job) {
+        if let Some(e) = self.inner.entry(&job.id) {
+            let mut s = lock(&e.settings);
+            s.no_sleep = job.no_sleep;
+            s.startup_command = job.startup_command.clone();
+            s.idle_timeout = self.inner.idle_timeout(job);
+            drop(s);
+            e.touch();
+        }
+    }
+
+    /// Records activity on a sandbox (it sleeps that much later).
+    pub fn touch(&self, job_id: &str) {
+        if let Some(e) = self.inner.entry(job_id) {
+            e.touch();
+        }
+    }
+
+    /// The seam for the SSH gateway (and anything else that needs the
+    /// guest itself): the guest agent of `user_id`'s job `job_id`, woken if
+    /// it sleeps, kept awake while the returned [`Connected`] lives.
+    pub async fn connect(&self, user_id: &str, job_id: &str) -> Result<Connected, SandboxError> {
+        let job = self
+            .inner
+            .store
+            .job_for_user(user_id, job_id)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(job_id.to_string()))?;
+        check_live(&job, "a session")?;
+        let entry = self.inner.live_entry(job_id)?;
+        let (vm, busy) = self.inner.acquire(&entry).await?;
+        let agent = vm
+            .agent()
+            .ok_or(SandboxError::Unsupported("no guest agent"))?;
+        Ok(Connected {
+            agent,
+            vm_id: vm.id().to_string(),
+            busy,
+        })
+    }
+
+    /// `(running, sleeping, most running)`.
+    pub fn counts(&self) -> (u32, u32, u32) {
+        let entries = self.inner.entries();
+        let (mut running, mut sleeping) = (0, 0);
+        for e in entries {
+            match e.slot.try_lock().as_deref() {
+                Ok(Slot::Sleeping { .. }) => sleeping += 1,
+                Ok(Slot::Gone) => {}
+                // Busy slots are being woken, slept or started: count as running.
+                _ => running += 1,
+            }
+        }
+        (running, sleeping, self.inner.cfg.max_running)
+    }
+
+    /// At server shutdown: puts every running sandbox to sleep (within
+    /// `within`), so it comes back with its processes after a restart.
+    pub async fn sleep_all(&self, within: Duration) {
+        self.inner.sleep_all(within).await;
+    }
+}
+
+impl Shared {
+    fn entry(&self, job_id: &str) -> Option<Arc<Entry>> {
+        lock(&self.map).get(job_id).cloned()
+    }
+
+    /// The entry of a job the caller found live in the database.
+    fn live_entry(&self, job_id: &str) -> Result<Arc<Entry>, SandboxError> {
+        self.entry(job_id).ok_or_else(|| {
+            SandboxError::Unavailable(format!(
+                "the sandbox of job {job_id} is not known to this server; it may have just ended"
+            ))
+        })
+    }
+
+    fn entries(&self) -> Vec<Arc<Entry>> {
+        lock(&self.map).values().cloned().collect()
+    }
+
+    fn idle_timeout(&self, job: &Job) -> Duration {
+        job.idle_timeout_secs
+            .filter(|s| *s > 0)
+            .map_or(self.cfg.idle_timeout, Duration::from_secs)
+    }
+
+    /// Adds the entry of `job` with its slot in `slot`; returns the entry
+    /// and the slot's lock, taken before anyone else can see the entry.
+    async fn register(
+        &self,
+        job: &Job,
+        slot: Slot,
+    ) -> (Arc<Entry>, tokio::sync::OwnedMutexGuard<Slot>) {
+        let (sink, _writer) =
+            OutputSink::start(self.store.clone(), self.followers.clone(), &job.id);
+        let slot = Arc::new(tokio::sync::Mutex::new(slot));
+        let guard = slot.clone().lock_owned().await;
+        let entry = Arc::new(Entry {
+            job_id: job.id.clone(),
+            spec: JobSpec {
+                id: job.id.clone(),
+                script: job.script.clone(),
+                environment: job.environment.clone(),
+                disk_gb: job.disk_gb,
+                timeout_ms: None,
+            },
+            sink,
+            slot,
+            settings: Mutex::new(Settings {
+                no_sleep: job.no_sleep,
+                startup_command: job.startup_command.clone(),
+                idle_timeout: self.idle_timeout(job),
+            }),
+            last_active: Mutex::new(Instant::now()),
+            busy: AtomicUsize::new(0),
+            stop_requested: AtomicBool::new(false),
+            stop: Notify::new(),
+            wake_retry: Mutex::new(None),
+        });
+        lock(&self.map).insert(job.id.clone(), entry.clone());
+        (entry, guard)
+    }
+
+    fn unregister(&self, job_id: &str) {
+        lock(&self.map).remove(job_id);
+    }
+}

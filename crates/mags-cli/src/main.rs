@@ -36,9 +36,84 @@ enum Cmd {
         /// Disk size in GB.
         #[arg(long = "disk", value_name = "GB")]
         disk: Option<u32>,
+        /// Keep the sandbox after the script (it sleeps when idle).
+        #[arg(short = 'p', long)]
+        persistent: bool,
+        /// With -p: never sleep.
+        #[arg(long, requires = "persistent")]
+        no_sleep: bool,
+        /// With -p: run this after every wake.
+        #[arg(long, value_name = "CMD", requires = "persistent")]
+        startup_command: Option<String>,
         /// Print the final job status as JSON instead of streaming output.
         #[arg(long)]
         json: bool,
+    },
+    /// Create an idle sandbox that stays up (sleeping when idle) and wait
+    /// until it runs; use it with exec, stop.
+    New {
+        /// Its name (also its workspace).
+        name: String,
+        /// Keep the workspace in storage (sync); default: local disk only.
+        #[arg(short = 'p', long = "persistent")]
+        persist: bool,
+        /// Base workspace, mounted read-only.
+        #[arg(long, value_name = "WORKSPACE")]
+        base: Option<String>,
+        /// Disk size in GB.
+        #[arg(long = "disk", value_name = "GB")]
+        disk: Option<u32>,
+        /// Never sleep.
+        #[arg(long)]
+        no_sleep: bool,
+        /// How long to wait for it to run, in seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Run a command in a sandbox (woken if it sleeps), streaming its
+    /// output; exits with the command's exit code.
+    Exec {
+        /// Sandbox name, workspace or job id.
+        job: String,
+        /// The command (bash), run in /root.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// Kill the command after this many seconds (default: no limit).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Interactive terminal: not available yet.
+        #[arg(short = 'i', long, hide = true)]
+        interactive: bool,
+        /// Interactive terminal: not available yet.
+        #[arg(short = 't', long, hide = true)]
+        tty: bool,
+    },
+    /// Stop a sandbox (or a running job): final status `completed`.
+    Stop {
+        /// Sandbox name, workspace or job id.
+        job: String,
+    },
+    /// Flush a sandbox's files to its disk.
+    Sync {
+        /// Sandbox name, workspace or job id.
+        job: String,
+    },
+    /// Change a sandbox's settings while it lives.
+    Set {
+        /// Sandbox name, workspace or job id.
+        job: String,
+        /// Never sleep.
+        #[arg(long, conflicts_with = "sleep")]
+        no_sleep: bool,
+        /// Sleep when idle (the default).
+        #[arg(long)]
+        sleep: bool,
+        /// Run this after every wake ("" removes it).
+        #[arg(long, value_name = "CMD")]
+        startup_command: Option<String>,
+        /// Idle seconds before sleeping (0: the server's default).
+        #[arg(long, value_name = "SECS")]
+        idle_timeout: Option<u64>,
     },
     /// Show a job's status.
     Status {
@@ -118,7 +193,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, doctor, jobs, run};
+    use commands::{auth, doctor, jobs, run, sandbox};
     match cli.command {
         Cmd::Run {
             script,
@@ -126,6 +201,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             workspace,
             env,
             disk,
+            persistent,
+            no_sleep,
+            startup_command,
             json,
         } => {
             run::run(run::RunArgs {
@@ -134,9 +212,60 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 workspace,
                 env,
                 disk,
+                persistent,
+                no_sleep,
+                startup_command,
                 json,
             })
             .await
+        }
+        Cmd::New {
+            name,
+            persist,
+            base,
+            disk,
+            no_sleep,
+            wait,
+        } => {
+            sandbox::new(sandbox::NewArgs {
+                name,
+                persist,
+                base,
+                disk,
+                no_sleep,
+                wait_secs: wait,
+            })
+            .await
+        }
+        Cmd::Exec {
+            job,
+            command,
+            timeout,
+            interactive,
+            tty,
+        } => {
+            if interactive || tty {
+                anyhow::bail!(
+                    "interactive exec (-it) is not available yet; run `mags exec {job} 'cmd'`"
+                );
+            }
+            sandbox::exec(&job, &command.join(" "), timeout).await
+        }
+        Cmd::Stop { job } => sandbox::stop(&job).await,
+        Cmd::Sync { job } => sandbox::sync(&job).await,
+        Cmd::Set {
+            job,
+            no_sleep,
+            sleep,
+            startup_command,
+            idle_timeout,
+        } => {
+            let req = mags_api::UpdateJobRequest {
+                startup_command,
+                no_sleep: (no_sleep || sleep).then_some(no_sleep),
+                idle_timeout_secs: idle_timeout,
+            };
+            sandbox::set(&job, req).await
         }
         Cmd::Status { job, json } => jobs::status(&job, json).await,
         Cmd::Logs { job, json } => jobs::logs(&job, json).await,

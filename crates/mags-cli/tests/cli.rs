@@ -169,6 +169,97 @@ fn status_logs_and_list_resolve_names() {
 }
 
 #[test]
+fn sandbox_commands_new_exec_set_stop() {
+    let s = start_server();
+    let out = s.run(&["new", "box"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "box\n");
+    let out = s.run(&["status", "box", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["status"].as_str(), v["persistent"].as_bool()),
+        (Some("running"), Some(true))
+    );
+    assert!(v["vm_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let out = s.run(&["new", "box"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // exec streams both outputs and exits with the command's code.
+    let out = s.run(&["exec", "box", "echo hi\necho err >&2\nexit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        (text(&out.stdout), text(&out.stderr)),
+        ("hi\n".into(), "err\n".into())
+    );
+    let out = s.run(&["exec", "box", "echo", "several", "words"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "several words\n".into())
+    );
+    let out = s.run(&["exec", "--timeout", "0.3", "box", "sleep 20"]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("timed out"));
+    let out = s.run(&["exec", "-it", "box", "bash"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not available yet"));
+    let out = s.run(&["exec", "nosuch", "echo"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no job found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = s.run(&["set", "box", "--no-sleep", "--startup-command", "echo up"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("never sleeps"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.run(&["status", "box"]);
+    assert!(text(&out.stdout).contains("never"), "{}", text(&out.stdout));
+    let out = s.run(&["set", "box", "--sleep", "--idle-timeout", "60"]);
+    assert!(
+        text(&out.stderr).contains("after 60 s idle"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.run(&["set", "box"]).status.code(), Some(1));
+    assert!(s.run(&["sync", "box"]).status.success());
+
+    let out = s.run(&["stop", "box"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.run(&["status", "box", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["status"], "completed");
+    let out = s.run(&["exec", "box", "echo"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("completed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // run -p: the script's output and exit code, the sandbox stays up.
+    let out = s.run(&["run", "-p", "-n", "kept", "echo setup\nexit 2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "setup\n");
+    assert!(
+        text(&out.stderr).contains("stays up"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.run(&["exec", "kept", "echo still"]);
+    assert_eq!(text(&out.stdout), "still\n");
+}
+
+#[test]
 fn login_saves_a_private_config_and_logout_forgets_it() {
     use std::os::unix::fs::PermissionsExt as _;
     let s = start_server();

@@ -1,10 +1,12 @@
-//! The commands, grouped: [`run`], [`jobs`] (status, logs, list), [`auth`]
-//! (login, logout, whoami), [`doctor`].
+//! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
+//! [`sandbox`] (new, exec, stop, sync, set), [`auth`] (login, logout,
+//! whoami), [`doctor`].
 
 pub mod auth;
 pub mod doctor;
 pub mod jobs;
 pub mod run;
+pub mod sandbox;
 
 use crate::config::{self, Source};
 use crate::local::LocalDir;

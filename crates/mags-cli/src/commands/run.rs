@@ -1,5 +1,5 @@
 //! `mags run`: create a job, stream its output as it is produced, exit
-//! with the script's exit code.
+//! with the script's exit code. With `-p` the sandbox stays up after it.
 
 use super::{connect, print_json};
 use anyhow::{bail, Context as _};
@@ -14,6 +14,9 @@ pub struct RunArgs {
     pub workspace: Option<String>,
     pub env: Vec<String>,
     pub disk: Option<u32>,
+    pub persistent: bool,
+    pub no_sleep: bool,
+    pub startup_command: Option<String>,
     pub json: bool,
 }
 
@@ -31,6 +34,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(gb) = args.disk {
         req.disk_gb = gb;
     }
+    req.persistent = args.persistent;
+    req.no_sleep = args.no_sleep;
+    req.startup_command = args.startup_command;
     let (client, _) = connect().await?;
     let created = client.create_job(&req).await?;
     let id = created.request_id;
@@ -77,6 +83,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     if args.json {
         print_json(&client.job_status(&id).await?)?;
+    } else if status.is_live() {
+        let name = req.name.or(req.workspace_id).unwrap_or_else(|| id.clone());
+        writeln!(
+            stderr,
+            "mags: the sandbox stays up: `mags exec {name} 'cmd'`, `mags stop {name}`"
+        )?;
     }
     Ok(match exit_code {
         Some(code) => u8::try_from(code).unwrap_or(1),

@@ -79,17 +79,14 @@ pub fn start_reaper() {
 }
 
 /// Spawns `cmd` in its own process group, registered with the reaper.
+///
+/// No `pre_exec` hook here: without one std uses `posix_spawn` (a vfork,
+/// not a copy of the agent's page tables), which under TCG is the
+/// difference between a few and tens of milliseconds per command. std
+/// resets the child's signal mask itself, so the SIGCHLD block the agent's
+/// threads carry does not leak into user processes (tested).
 pub fn spawn(cmd: &mut Command) -> io::Result<Child> {
     cmd.process_group(0);
-    // SAFETY: the closure only calls async-signal-safe functions.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
-    }
     let mut guard = state();
     let child = cmd.spawn()?;
     if let Some(st) = guard.as_mut() {

@@ -34,7 +34,8 @@ fn sh(script: &str) -> RunSpec {
 #[tokio::test]
 async fn runs_with_separate_streams_env_and_exit_code() {
     let (conn, _child) = agent().await;
-    let mut spec = sh("echo out; echo err >&2; echo $GREETING; exit 3");
+    let mut spec = sh("echo out; echo err >&2; echo $GREETING; \
+                       grep -q '^SigBlk:[[:space:]]*0*$' /proc/self/status || echo SIGNALS-BLOCKED; exit 3");
     spec.env.insert("GREETING".into(), "hello env".into());
     let (code, out, err) = conn
         .run(spec)

@@ -38,35 +38,73 @@ pub struct Server {
     pub url: String,
     pub token: String,
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Server {
     /// Starts `magsd serve` with extra `args`, waits until it answers.
     pub fn start(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("magsd.log")).expect("log");
-        let child = Command::new(bin("magsd"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--server-file")
-            .arg(dir.path().join("server.json"))
-            .arg("--local-token-file")
-            .arg(dir.path().join("token"))
-            .args(args)
-            .env("MAGS_IMAGES_DIR", images_dir())
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn magsd");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn_magsd(dir.path(), &args);
         let mut server = Server {
             child,
             url: String::new(),
             token: String::new(),
             dir,
+            args,
         };
+        server.wait_ready();
+        server
+    }
+
+    /// Stops the server (SIGTERM and a wait if `graceful`, else SIGKILL,
+    /// as a crash) and starts it again on the same data dir and port file.
+    pub fn restart(&mut self, graceful: bool) {
+        if graceful {
+            self.terminate();
+        } else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("server.json"));
+        self.child = spawn_magsd(self.dir.path(), &self.args);
+        self.wait_ready();
+    }
+
+    /// A token for `user` (created if missing), from `magsd token create`.
+    pub fn token_for(&self, user: &str) -> String {
+        let o = Command::new(bin("magsd"))
+            .args(["token", "create", "--user", user, "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .output()
+            .expect("magsd token create");
+        assert!(
+            o.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// SIGTERM, then SIGKILL after 60 s.
+    fn terminate(&mut self) {
+        // SAFETY: plain syscall on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&mut self) {
+        let server = self;
+        server.url.clear();
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -92,10 +130,9 @@ impl Server {
             .expect("token file")
             .trim()
             .to_string();
-        server
     }
 
-    /// The server's log so far.
+    /// The server's log so far (every start appends to it).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("magsd.log")).unwrap_or_default()
     }
@@ -119,18 +156,63 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: plain syscall on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.terminate();
     }
+}
+
+/// `magsd serve` on `dir` (data in `dir/data`), logging to `dir/magsd.log`.
+fn spawn_magsd(dir: &Path, args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("magsd.log"))
+        .expect("log");
+    Command::new(bin("magsd"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--server-file")
+        .arg(dir.join("server.json"))
+        .arg("--local-token-file")
+        .arg(dir.join("token"))
+        .args(args)
+        .env("MAGS_IMAGES_DIR", images_dir())
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn magsd")
+}
+
+/// A bare HTTP/1.1 request on loopback with a bearer token and a JSON
+/// body: (status, body as JSON, or as a string if it is not JSON).
+pub fn http_json(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> Option<(u16, serde_json::Value)> {
+    let addr = base.strip_prefix("http://")?.trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let text = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let value =
+        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.into()));
+    Some((code, value))
 }
 
 /// A bare HTTP/1.1 GET on loopback: (status, body).

@@ -63,3 +63,93 @@ print(json.dumps({"ok": r, "bad": bad, "jobs": jobs}))
         "newest first"
     );
 }
+
+#[test]
+fn the_sdk_drives_a_persistent_sandbox() {
+    let py = python();
+    let server = Server::start(&[]);
+    let script = r#"
+import json, time
+from mags import Mags
+from mags.client import MagsError
+m = Mags()
+out = {}
+t = time.perf_counter()
+out["new"] = m.new("sdkbox", timeout=180, poll_interval=0.2)
+out["new_s"] = time.perf_counter() - t
+out["found"] = m.find_job("sdkbox")
+out["exec"] = m.exec("sdkbox", "echo hi; echo oops >&2; pwd; hostname; exit 3")
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    m.exec("sdkbox", "true")
+    times.append(time.perf_counter() - t)
+out["exec_s"] = sorted(times)
+t = time.perf_counter()
+out["timeout"] = m.exec("sdkbox", "sleep 60", timeout=2)
+out["timeout_s"] = time.perf_counter() - t
+out["after_timeout"] = m.exec("sdkbox", "echo alive")
+out["update"] = m.update_job(out["new"]["request_id"], no_sleep=True, startup_command="echo up")
+out["stop"] = m.stop("sdkbox")
+out["found_after"] = m.find_job("sdkbox")
+try:
+    m.exec("sdkbox", "echo")
+    out["exec_after_stop"] = "accepted"
+except MagsError as e:
+    out["exec_after_stop"] = str(e)
+try:
+    m.exec("nosuch", "echo")
+    out["exec_unknown"] = "accepted"
+except MagsError as e:
+    out["exec_unknown"] = str(e)
+out["usage"] = m.usage()
+print(json.dumps(out))
+"#;
+    let o = Command::new(py)
+        .args(["-c", script])
+        .env("MAGS_API_URL", &server.url)
+        .env("MAGS_API_TOKEN", &server.token)
+        .output()
+        .expect("python");
+    assert!(
+        o.status.success(),
+        "python failed: {}\nserver log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        server.log()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    eprintln!(
+        "measured: SDK new() {:.2} s; SDK exec() round trips (s, sorted, find_job included): {}",
+        v["new_s"].as_f64().unwrap_or(0.0),
+        v["exec_s"]
+    );
+    assert_eq!(v["new"]["status"], "running", "{v}");
+    assert_eq!(v["found"]["status"], "running");
+    assert_eq!(v["found"]["workspace_id"], "sdkbox");
+    assert_eq!(
+        v["exec"],
+        serde_json::json!({"exit_code": 3, "output": "hi\n/root\nmags-vm\n", "stderr": "oops\n"}),
+        "{v}"
+    );
+    assert_eq!(v["timeout"]["exit_code"], 124, "{v}");
+    assert!(v["timeout_s"].as_f64().is_some_and(|s| s < 20.0), "{v}");
+    assert_eq!(v["after_timeout"]["output"], "alive\n");
+    assert_eq!(v["update"]["no_sleep"], true, "{v}");
+    assert_eq!(v["update"]["startup_command"], "echo up");
+    assert_eq!(v["stop"]["status"], "completed", "{v}");
+    assert_eq!(v["found_after"]["status"], "completed");
+    assert!(
+        v["exec_after_stop"]
+            .as_str()
+            .is_some_and(|e| e.contains("completed")),
+        "{v}"
+    );
+    assert!(
+        v["exec_unknown"]
+            .as_str()
+            .is_some_and(|e| e.contains("No running or sleeping VM")),
+        "{v}"
+    );
+    assert_eq!(v["usage"]["total_jobs"], 1, "{v}");
+    assert!(v["usage"]["vm_seconds"].as_f64().is_some_and(|s| s > 0.0));
+}

@@ -200,6 +200,58 @@ pub fn early() -> io::Result<File> {
 
 static ROOT_MOUNTED: AtomicBool = AtomicBool::new(false);
 
+/// The writable disk's root directory, opened before the chroot.
+static WRITABLE: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+/// Bumped by every freeze and thaw, so a stale auto-thaw timer does nothing.
+static FREEZE_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+
+fn writable_ioctl(req: libc::c_ulong) -> io::Result<()> {
+    let Some(dir) = WRITABLE.get() else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the writable disk is not mounted",
+        ));
+    };
+    let mut arg: libc::c_int = 0;
+    // SAFETY: FIFREEZE/FITHAW on an open directory fd of the mounted fs;
+    // the int argument is unused by the kernel but must be valid memory.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), req, &mut arg) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Flushes and freezes the writable disk's filesystem; thaws it by itself
+/// after `timeout` unless [`thaw`] comes first. Freezing twice is fine.
+pub fn freeze(timeout: Duration) -> io::Result<()> {
+    let epoch = FREEZE_EPOCH.fetch_add(1, Ordering::SeqCst) + 1;
+    match writable_ioctl(FIFREEZE) {
+        Ok(()) => {}
+        // Already frozen (a repeated request): keep it so, with a new timer.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        Err(e) => return Err(e),
+    }
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        if FREEZE_EPOCH.load(Ordering::SeqCst) == epoch {
+            let _ = writable_ioctl(FITHAW);
+        }
+    });
+    Ok(())
+}
+
+/// Thaws the writable disk's filesystem; fine if it is not frozen.
+pub fn thaw() -> io::Result<()> {
+    FREEZE_EPOCH.fetch_add(1, Ordering::SeqCst);
+    match writable_ioctl(FITHAW) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        r => r,
+    }
+}
+
 /// Second stage, on the host's `Setup`: mount the root (first time only)
 /// and take on the identity the host gives.
 pub fn setup(spec: &SetupSpec) -> io::Result<()> {
@@ -228,6 +280,8 @@ fn mount_root(disk_bytes: u64) -> io::Result<()> {
         wait_for_size(&disk, disk_bytes, deadline)?;
     }
     mount(&disk, "/mnt/rw", "ext4", libc::MS_NOATIME, "")?;
+    // Kept for freezing: /mnt/rw is out of reach once we chroot.
+    let _ = WRITABLE.set(File::open("/mnt/rw")?);
     fs::create_dir_all("/mnt/rw/upper")?;
     fs::create_dir_all("/mnt/rw/work")?;
     mount(

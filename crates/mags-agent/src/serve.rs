@@ -208,6 +208,17 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
             unsafe { libc::sync() };
             out.msg(stream, &GuestMsg::Ok);
         }
+        HostMsg::Freeze { timeout_ms } => {
+            let r = crate::init::freeze(Duration::from_millis(timeout_ms.clamp(100, 600_000)));
+            match r {
+                Ok(()) => out.msg(stream, &GuestMsg::Ok),
+                Err(e) => out.error(stream, format!("cannot freeze the disk: {e}")),
+            }
+        }
+        HostMsg::Thaw => match crate::init::thaw() {
+            Ok(()) => out.msg(stream, &GuestMsg::Ok),
+            Err(e) => out.error(stream, format!("cannot thaw the disk: {e}")),
+        },
         HostMsg::Shutdown => {
             // SAFETY: plain syscall.
             unsafe { libc::sync() };

@@ -71,6 +71,14 @@ pub enum HostMsg {
     WriteFile { path: String, mode: u32 },
     /// Flush all filesystems to disk. Answer: `Ok` or `Error`.
     Sync,
+    /// Flush and freeze the writable disk's filesystem (FIFREEZE), so the
+    /// host can read the disk image as a consistent whole. Writers in the
+    /// guest block until `Thaw`; the agent thaws by itself after
+    /// `timeout_ms` if no `Thaw` comes. Answer: `Ok` or `Error`.
+    Freeze { timeout_ms: u64 },
+    /// Thaw the writable disk's filesystem (FITHAW); fine if not frozen.
+    /// Answer: `Ok` or `Error`.
+    Thaw,
     /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
     Shutdown,
 }
@@ -124,6 +132,8 @@ mod tests {
                 path: "/root/a".into(),
                 mode: 0o644,
             },
+            HostMsg::Freeze { timeout_ms: 5000 },
+            HostMsg::Thaw,
         ];
         for m in msgs {
             let f = Frame::control(3, &m);

@@ -331,6 +331,56 @@ impl AgentConn {
         self.request(&HostMsg::Sync).await.map(|_| ())
     }
 
+    /// Flushes and freezes the guest's writable disk (it thaws by itself
+    /// after `auto_thaw`); call [`AgentConn::thaw`] when done reading it.
+    pub async fn freeze(&self, auto_thaw: Duration) -> Result<(), VmError> {
+        let timeout_ms = auto_thaw.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.request(&HostMsg::Freeze { timeout_ms })
+            .await
+            .map(|_| ())
+    }
+
+    /// Thaws the guest's writable disk.
+    pub async fn thaw(&self) -> Result<(), VmError> {
+        self.request(&HostMsg::Thaw).await.map(|_| ())
+    }
+
+    /// Creates or replaces a file in the guest with everything `reader`
+    /// yields, streamed in chunks (never whole in memory).
+    pub async fn write_file_from<R>(
+        &self,
+        path: &str,
+        mode: u32,
+        mut reader: R,
+    ) -> Result<(), VmError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let mut s = self.open();
+        let msg = HostMsg::WriteFile {
+            path: path.to_string(),
+            mode,
+        };
+        self.send_msg(s.id, &msg).await?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| VmError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            self.send(FrameKind::Input, s.id, &buf[..n]).await?;
+        }
+        self.send_msg(s.id, &HostMsg::CloseInput).await?;
+        match s.reply().await? {
+            GuestMsg::Ok => Ok(()),
+            GuestMsg::Error { message } => Err(VmError::Guest(message)),
+            other => Err(VmError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
     /// Asks the guest to sync and power off.
     pub async fn shutdown(&self) -> Result<(), VmError> {
         self.request(&HostMsg::Shutdown).await.map(|_| ())

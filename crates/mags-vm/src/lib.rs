@@ -23,7 +23,7 @@ pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent};
 pub use image::{GuestImage, ImageProgress};
 pub use pool::{Pool, PoolConfig, PoolStatus};
-pub use sandbox::{Runtime, RuntimeConfig, Sandbox, SandboxOptions};
+pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 
 /// Errors from the VM layer.
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,7 @@ pub struct QemuSpec {
     pub rootfs: PathBuf,
     /// The sandbox's own writable ext4 disk.
     pub disk: PathBuf,
+    pub disk_format: crate::sandbox::DiskFormat,
     pub agent_socket: PathBuf,
     pub qmp_socket: PathBuf,
     pub console_log: PathBuf,
@@ -116,8 +117,9 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
         ),
         "-drive".into(),
         format!(
-            "id=disk,file={},format=raw,if=none,discard=unmap",
-            p(&spec.disk)
+            "id=disk,file={},format={},if=none,discard=unmap",
+            p(&spec.disk),
+            spec.disk_format.as_str()
         ),
         "-device".into(),
         format!(
@@ -183,6 +185,7 @@ mod tests {
             initrd: "i".into(),
             rootfs: "r".into(),
             disk: "d".into(),
+            disk_format: crate::sandbox::DiskFormat::Qcow2,
             agent_socket: "a.sock".into(),
             qmp_socket: "q.sock".into(),
             console_log: "c.log".into(),
@@ -193,6 +196,7 @@ mod tests {
         assert!(a.contains("tsc_early_khz=2000000"));
         assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
         assert!(a.contains("readonly=on"));
+        assert!(a.contains("file=d,format=qcow2"));
         assert!(a.contains("mem-path=t/mem,share=off") && a.contains("-incoming defer"));
         let kvm = args(&QemuSpec {
             accel: Accel::Kvm,

@@ -48,7 +48,49 @@ pub struct SandboxOptions {
     pub id: String,
     pub memory_mb: u32,
     pub vcpus: u32,
+    /// Size of a [`DiskSource::Fresh`] disk.
     pub disk_gb: u32,
+    /// Which writable disk the guest mounts.
+    pub disk: DiskSource,
+}
+
+/// Image format of an existing disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    #[default]
+    Raw,
+    /// A copy-on-write overlay (e.g. over a read-only base image).
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// QEMU's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// The sandbox's writable disk (mounted as the overlay's upper layer).
+/// The guest only mounts it after a template restore, so any of these can
+/// be attached to a restored clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DiskSource {
+    /// A new sparse ext4 disk of `disk_gb` in the sandbox dir, removed with it.
+    #[default]
+    Fresh,
+    /// An ext4 image the caller owns (a workspace's disk, or an overlay
+    /// over a base); it outlives the sandbox.
+    Existing {
+        path: PathBuf,
+        format: DiskFormat,
+        /// Size the guest sees, in bytes.
+        bytes: u64,
+    },
 }
 
 impl SandboxOptions {
@@ -59,6 +101,7 @@ impl SandboxOptions {
             memory_mb: 256,
             vcpus: 1,
             disk_gb: 2,
+            disk: DiskSource::Fresh,
         }
     }
 }
@@ -207,12 +250,22 @@ impl Runtime {
         std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
         // A slept sandbox's files must survive a failed wake.
         let guard = (!matches!(boot, Boot::Wake(_))).then(|| DirGuard(dir.clone()));
-        let disk = dir.join("disk.ext4");
-        let disk_bytes = u64::from(opts.disk_gb) << 30;
-        match boot {
+        let (disk, disk_format, disk_bytes) = match &opts.disk {
+            DiskSource::Fresh => (
+                dir.join("disk.ext4"),
+                DiskFormat::Raw,
+                u64::from(opts.disk_gb) << 30,
+            ),
+            DiskSource::Existing {
+                path,
+                format,
+                bytes,
+            } => (path.clone(), *format, *bytes),
+        };
+        match (&boot, &opts.disk) {
             // A template never mounts its disk: a blank placeholder will do.
-            Boot::TemplateSource(_) => sparse_file(&disk, disk_bytes)?,
-            Boot::Wake(_) => {}
+            (Boot::TemplateSource(_), _) => sparse_file(&disk, disk_bytes)?,
+            (Boot::Wake(_), _) | (_, DiskSource::Existing { .. }) => {}
             _ => create_disk(&disk, disk_bytes).await?,
         }
         let (memory, incoming) = match &boot {
@@ -229,6 +282,7 @@ impl Runtime {
             initrd: image.initrd.clone(),
             rootfs: image.rootfs.clone(),
             disk,
+            disk_format,
             agent_socket: dir.join("agent.sock"),
             qmp_socket: dir.join("qmp.sock"),
             console_log: dir.join("console.log"),
@@ -365,7 +419,7 @@ fn sparse_file(path: &Path, bytes: u64) -> Result<(), VmError> {
 }
 
 /// Creates a sparse ext4 disk of `bytes`.
-async fn create_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
+pub async fn create_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
     sparse_file(path, bytes)?;
     let out = tokio::process::Command::new("mkfs.ext4")
         .args([
@@ -531,3 +585,16 @@ impl Drop for Sandbox {
 
 /// Shared handle, for callers that keep sandboxes in maps.
 pub type SharedSandbox = Arc<Sandbox>;
+
+/// Grows the writable disk of the running sandbox whose QMP socket is
+/// `qmp_socket` to `bytes` (QEMU extends the image; the guest kernel sees
+/// the new size at once, its filesystem is grown by the caller).
+pub async fn resize_disk(qmp_socket: &Path, bytes: u64) -> Result<(), VmError> {
+    let mut qmp = crate::qmp::Qmp::connect(qmp_socket, Duration::from_secs(5)).await?;
+    qmp.execute(
+        "block_resize",
+        serde_json::json!({"device": "disk", "size": bytes}),
+    )
+    .await
+    .map(|_| ())
+}

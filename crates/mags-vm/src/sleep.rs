@@ -22,6 +22,9 @@ pub struct SleepRecord {
     pub memory_mb: u32,
     pub vcpus: u32,
     pub disk_gb: u32,
+    /// The disk it had attached (absent in records of older versions: fresh).
+    #[serde(default)]
+    pub disk: crate::sandbox::DiskSource,
     pub accel: Accel,
     /// The image it was running: the same root must be attached on wake.
     pub image: GuestImage,
@@ -72,6 +75,7 @@ impl Sandbox {
             memory_mb: self.opts.memory_mb,
             vcpus: self.opts.vcpus,
             disk_gb: self.opts.disk_gb,
+            disk: self.opts.disk.clone(),
             accel: self.accel,
             image: self.image.clone(),
             state,
@@ -97,6 +101,7 @@ impl Runtime {
             memory_mb: record.memory_mb,
             vcpus: record.vcpus,
             disk_gb: record.disk_gb,
+            disk: record.disk.clone(),
         };
         let sb = self
             .launch(&record.image, record.accel, opts, Boot::Wake(record))

@@ -14,7 +14,7 @@ pub mod vm;
 pub use crate::sink::OutputSink;
 use futures::future::BoxFuture;
 pub use mags_proto::RunSpec;
-pub use mags_vm::{AgentConn, ProcessEvent};
+pub use mags_vm::{AgentConn, DiskSource, ProcessEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +98,18 @@ pub trait Vm: Send + Sync {
 pub trait Executor: Send + Sync + 'static {
     /// A fresh VM for `job`, up and ready to run processes.
     fn start(&self, job: &JobSpec) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>>;
+
+    /// Like [`Executor::start`], with the writable disk given (a workspace's
+    /// disk, or an overlay over a base).
+    /// Executors without real disks ignore it.
+    fn start_with_disk(
+        &self,
+        job: &JobSpec,
+        disk: DiskSource,
+    ) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>> {
+        let _ = disk;
+        self.start(job)
+    }
 
     /// Resumes the VM slept as `vm_id`, processes and files intact. On
     /// failure the snapshot is kept, so a later try may succeed.

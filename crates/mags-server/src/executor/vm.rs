@@ -11,8 +11,8 @@ use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
-    AgentConn, ImageProgress, Pool, PoolConfig, Process, ProcessEvent, Runtime, RuntimeConfig,
-    Sandbox, SandboxOptions, VmError,
+    AgentConn, DiskSource, ImageProgress, Pool, PoolConfig, Process, ProcessEvent, Runtime,
+    RuntimeConfig, Sandbox, SandboxOptions, VmError,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -78,7 +78,7 @@ impl VmExecutor {
     }
 
     /// A fresh sandbox from the warm pool (if the shape fits) or the template.
-    async fn start_vm(&self, job: &JobSpec) -> Result<Arc<dyn Vm>, ExecError> {
+    async fn start_vm(&self, job: &JobSpec, disk: DiskSource) -> Result<Arc<dyn Vm>, ExecError> {
         ensure_image(&self.runtime)
             .await
             .map_err(|e| ExecError::Start(format!("guest image unavailable: {e}")))?;
@@ -87,6 +87,7 @@ impl VmExecutor {
             memory_mb: self.memory_mb,
             vcpus: 1,
             disk_gb: job.disk_gb,
+            disk,
         };
         let pool = self.pool.get().cloned();
         let sandbox = match &pool {
@@ -122,7 +123,16 @@ impl VmExecutor {
 impl Executor for VmExecutor {
     fn start(&self, job: &JobSpec) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>> {
         let job = job.clone();
-        Box::pin(async move { self.start_vm(&job).await })
+        Box::pin(async move { self.start_vm(&job, DiskSource::Fresh).await })
+    }
+
+    fn start_with_disk(
+        &self,
+        job: &JobSpec,
+        disk: DiskSource,
+    ) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>> {
+        let job = job.clone();
+        Box::pin(async move { self.start_vm(&job, disk).await })
     }
 
     fn wake(&self, vm_id: &str) -> BoxFuture<'_, Result<Arc<dyn Vm>, ExecError>> {

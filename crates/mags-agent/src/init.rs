@@ -205,7 +205,46 @@ static WRITABLE: std::sync::OnceLock<File> = std::sync::OnceLock::new();
 /// Bumped by every freeze and thaw, so a stale auto-thaw timer does nothing.
 static FREEZE_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The writable disk's device (`/dev/vdX`).
+static WRITABLE_DEV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 const FIFREEZE: libc::c_ulong = 0xC004_5877;
+/// `_IOW('f', 16, __u64)`: grow a mounted ext4 to the given block count.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+
+/// Grows the writable disk's ext4 (online) to fill its device, if the
+/// device is bigger; returns the filesystem size in bytes afterwards.
+pub fn grow_writable() -> io::Result<u64> {
+    let (Some(dir), Some(dev)) = (WRITABLE.get(), WRITABLE_DEV.get()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the writable disk is not mounted",
+        ));
+    };
+    let name = dev.trim_start_matches("/dev/");
+    let sectors: u64 = fs::read_to_string(format!("/sys/block/{name}/size"))?
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::other("bad device size"))?;
+    // SAFETY: statvfs fills the zeroed struct for an open fd.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: dir is open; st is a valid out-pointer.
+    if unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bsize = st.f_frsize.max(1) as u64;
+    let want = sectors * 512 / bsize;
+    if want > st.f_blocks as u64 {
+        let mut blocks: u64 = want;
+        // SAFETY: EXT4_IOC_RESIZE_FS reads a u64 block count from a valid pointer.
+        if unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &mut blocks) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(want * bsize);
+    }
+    Ok(st.f_blocks as u64 * bsize)
+}
+
 const FITHAW: libc::c_ulong = 0xC004_5878;
 
 fn writable_ioctl(req: libc::c_ulong) -> io::Result<()> {
@@ -280,8 +319,13 @@ fn mount_root(disk_bytes: u64) -> io::Result<()> {
         wait_for_size(&disk, disk_bytes, deadline)?;
     }
     mount(&disk, "/mnt/rw", "ext4", libc::MS_NOATIME, "")?;
-    // Kept for freezing: /mnt/rw is out of reach once we chroot.
+    // Kept for freezing and growing: /mnt/rw is out of reach once we chroot.
     let _ = WRITABLE.set(File::open("/mnt/rw")?);
+    let _ = WRITABLE_DEV.set(disk.clone());
+    // A workspace disk may have been made bigger since its filesystem was.
+    if let Err(e) = grow_writable() {
+        eprintln!("mags-agent: cannot grow the disk's filesystem: {e}");
+    }
     fs::create_dir_all("/mnt/rw/upper")?;
     fs::create_dir_all("/mnt/rw/work")?;
     mount(

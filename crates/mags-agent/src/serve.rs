@@ -215,6 +215,10 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
                 Err(e) => out.error(stream, format!("cannot freeze the disk: {e}")),
             }
         }
+        HostMsg::GrowDisk => match crate::init::grow_writable() {
+            Ok(_) => out.msg(stream, &GuestMsg::Ok),
+            Err(e) => out.error(stream, format!("cannot grow the disk's filesystem: {e}")),
+        },
         HostMsg::Thaw => match crate::init::thaw() {
             Ok(()) => out.msg(stream, &GuestMsg::Ok),
             Err(e) => out.error(stream, format!("cannot thaw the disk: {e}")),

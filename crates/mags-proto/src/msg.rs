@@ -79,6 +79,9 @@ pub enum HostMsg {
     /// Thaw the writable disk's filesystem (FITHAW); fine if not frozen.
     /// Answer: `Ok` or `Error`.
     Thaw,
+    /// Grow the writable disk's filesystem (online) to fill its device,
+    /// after the host made the device bigger. Answer: `Ok` or `Error`.
+    GrowDisk,
     /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
     Shutdown,
 }

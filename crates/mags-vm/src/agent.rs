@@ -340,6 +340,11 @@ impl AgentConn {
             .map(|_| ())
     }
 
+    /// Grows the guest's writable filesystem to fill its (grown) disk.
+    pub async fn grow_disk(&self) -> Result<(), VmError> {
+        self.request(&HostMsg::GrowDisk).await.map(|_| ())
+    }
+
     /// Thaws the guest's writable disk.
     pub async fn thaw(&self) -> Result<(), VmError> {
         self.request(&HostMsg::Thaw).await.map(|_| ())

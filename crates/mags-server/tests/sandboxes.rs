@@ -21,6 +21,7 @@ struct Harness {
     store: Store,
     fake: FakeExecutor,
     token: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,13 +33,14 @@ async fn harness_with(limits: Limits) -> Harness {
     let alice = store.create_user("alice", false).await.expect("user");
     let (_, token) = store.create_token(&alice.id).await.expect("token");
     let fake = FakeExecutor::new();
-    let (state, _) = AppState::with_limits(store.clone(), Arc::new(fake.clone()), limits);
+    let (state, shutdown) = AppState::with_limits(store.clone(), Arc::new(fake.clone()), limits);
     Harness {
         app: router(state.clone()),
         state,
         store,
         fake,
         token,
+        shutdown,
         _dir: dir,
     }
 }
@@ -553,7 +555,7 @@ async fn a_restarted_server_brings_persistent_sandboxes_back() {
     let old_vm = h.status(&running).await["vm_id"].clone();
 
     // A new server on the same database and "host" (the fake keeps snapshots).
-    let (state2, _) =
+    let (state2, shutdown2) =
         AppState::with_limits(h.store.clone(), Arc::new(h.fake.clone()), Limits::new(4));
     let h2 = Harness {
         app: router(state2.clone()),
@@ -561,6 +563,7 @@ async fn a_restarted_server_brings_persistent_sandboxes_back() {
         store: h.store.clone(),
         fake: h.fake.clone(),
         token: h.token.clone(),
+        shutdown: shutdown2,
         _dir: tempfile::tempdir().expect("tempdir"),
     };
     h2.state.scheduler.recover().await.expect("recover");
@@ -632,4 +635,41 @@ async fn the_running_limit_puts_the_least_recently_used_sandbox_to_sleep() {
         .await;
     assert_eq!(code, StatusCode::OK);
     h.wait_status(&third, "running").await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_running_commands() {
+    let h = Arc::new(harness().await);
+    let id = h.new_sandbox(json!({})).await;
+    let (h1, h2) = (h.clone(), h.clone());
+    let (id1, id2) = (id.clone(), id.clone());
+    let stream = tokio::spawn(async move {
+        h1.call(
+            Method::POST,
+            &format!("/api/v1/mags-jobs/{id1}/exec/stream"),
+            Some(json!({"command": "echo started\nsleep 30"})),
+        )
+        .await
+    });
+    let buffered = tokio::spawn(async move {
+        h2.exec(&id2, json!({"command": "sleep 30", "timeout": 60}))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.shutdown.send(true).expect("signal");
+    let (code, v) = tokio::time::timeout(Duration::from_secs(3), stream)
+        .await
+        .expect("the stream ended")
+        .expect("task");
+    assert_eq!(code, StatusCode::OK);
+    let text = v.as_str().unwrap_or_default();
+    assert!(
+        text.contains("started") && text.contains("shutting down"),
+        "{text}"
+    );
+    let (code, v) = tokio::time::timeout(Duration::from_secs(3), buffered)
+        .await
+        .expect("the exec ended")
+        .expect("task");
+    assert_error(code, &v, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
 }

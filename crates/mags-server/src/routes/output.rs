@@ -164,7 +164,7 @@ impl Follower {
 
 /// Resolves once shutdown is signalled; never if the signal's sender is
 /// gone without signalling (as in tests).
-async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;

@@ -9,6 +9,7 @@
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::routes::jobs::{owned_job, MAX_IDLE_TIMEOUT_SECS};
+use crate::routes::output::shutting_down;
 use crate::sandboxes::{check_live, ExecRun};
 use crate::view::job_status;
 use crate::AppState;
@@ -82,7 +83,16 @@ pub async fn exec(
     let timeout = check_exec(&req, Some(DEFAULT_EXEC_TIMEOUT_SECS))?;
     let mut run = start_exec(&state, &user.id, &id, &req, timeout).await?;
     let (mut out, mut err) = (Capped::default(), Capped::default());
-    while let Some(ev) = run.next().await {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        // Dropping the run at shutdown kills the command.
+        let ev = tokio::select! {
+            ev = run.next() => ev,
+            _ = shutting_down(&mut shutdown) => {
+                return Err(ApiError::Unavailable("the server is shutting down".into()))
+            }
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Ok(ProcessEvent::Stdout(b)) => out.push(&b),
             Ok(ProcessEvent::Stderr(b)) => err.push(&b),
@@ -160,27 +170,38 @@ pub async fn exec_stream(
 ) -> Result<Response, ApiError> {
     let timeout = check_exec(&req, None)?;
     let run = start_exec(&state, &user.id, &id, &req, timeout).await?;
-    let stream = futures::stream::unfold(Some(run), |run| async move {
-        let mut run = run?;
-        let (event, more) = match run.next().await {
-            Some(Ok(ProcessEvent::Stdout(b))) => (output(OutputStream::Stdout, b), true),
-            Some(Ok(ProcessEvent::Stderr(b))) => (output(OutputStream::Stderr, b), true),
-            Some(Ok(ProcessEvent::Exited {
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold(Some((run, shutdown)), |state| async move {
+        let (mut run, mut shutdown) = state?;
+        let next = tokio::select! {
+            ev = run.next() => Some(ev),
+            _ = shutting_down(&mut shutdown) => None,
+        };
+        let (event, more) = match next {
+            Some(Some(Ok(ProcessEvent::Stdout(b)))) => (output(OutputStream::Stdout, b), true),
+            Some(Some(Ok(ProcessEvent::Stderr(b)))) => (output(OutputStream::Stderr, b), true),
+            Some(Some(Ok(ProcessEvent::Exited {
                 code, timed_out, ..
-            })) => (
+            }))) => (
                 ExecEvent::Exit {
                     exit_code: if timed_out { TIMEOUT_EXIT_CODE } else { code },
                     timed_out,
                 },
                 false,
             ),
-            Some(Err(e)) => (
+            Some(Some(Err(e))) => (
                 ExecEvent::Error {
                     error: format!("the sandbox failed while running the command: {e}"),
                 },
                 false,
             ),
             None => (
+                ExecEvent::Error {
+                    error: "the server is shutting down; the command was killed".into(),
+                },
+                false,
+            ),
+            Some(None) => (
                 ExecEvent::Error {
                     error: "the sandbox went away while running the command".into(),
                 },
@@ -189,7 +210,10 @@ pub async fn exec_stream(
         };
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
         line.push(b'\n');
-        Some((Ok::<_, Infallible>(Bytes::from(line)), more.then_some(run)))
+        Some((
+            Ok::<_, Infallible>(Bytes::from(line)),
+            more.then_some((run, shutdown)),
+        ))
     });
     Ok((
         [

@@ -12,6 +12,8 @@
 //! - [`sandboxes`]: the extra states of persistent jobs (sleep, wake,
 //!   script exit while live, live settings).
 //! - [`output`]: raw output chunks of a job, in order.
+//! - [`workspaces`]: workspace records (and their one-live-job claim) and
+//!   uploaded files.
 
 pub mod clock;
 pub mod jobs;
@@ -20,12 +22,14 @@ pub mod output;
 pub mod sandboxes;
 pub mod tokens;
 pub mod users;
+pub mod workspaces;
 
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use sandboxes::JobSettings;
 pub use tokens::{generate_token, hash_token, Authenticated, TokenInfo};
 pub use users::User;
+pub use workspaces::{Upload, WorkspaceRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _};

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "sandboxes",
         sql: include_str!("../migrations/0002_sandboxes.sql"),
     },
+    Migration {
+        version: 3,
+        name: "workspaces",
+        sql: include_str!("../migrations/0003_workspaces.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

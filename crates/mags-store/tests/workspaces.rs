@@ -1,0 +1,158 @@
+//! Workspace records: the one-live-job claim (it lapses when the holder
+//! ends), listing, deletion refused while held, and uploads. On SQLite,
+//! and on Postgres (`MAGS_TEST_POSTGRES_URL`, required like the other
+//! store tests: a test never skips itself).
+
+use mags_api::JobState;
+use mags_store::{clock, Finish, NewJob, Store, Upload};
+use sqlx::Executor as _;
+use std::collections::BTreeMap;
+
+fn job(user_id: &str, ws: &str) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name: Some(ws.to_string()),
+        workspace_id: Some(ws.to_string()),
+        base_workspace_id: None,
+        persistent: true,
+        no_sleep: false,
+        no_sync: false,
+        startup_command: None,
+        script: "true".into(),
+        environment: BTreeMap::new(),
+        file_ids: Vec::new(),
+        disk_gb: 2,
+        rootfs_type: None,
+        idle_timeout_secs: None,
+        created_at: clock::monotonic_ms(),
+    }
+}
+
+async fn exercise(store: &Store) {
+    let u = store.create_user("ws-user", false).await.expect("user");
+    let a = store.insert_job(&job(&u.id, "w1")).await.expect("job a");
+    let b = store.insert_job(&job(&u.id, "w1")).await.expect("job b");
+    assert_eq!(
+        store
+            .claim_workspace(&u.id, "w1", &a.id)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_workspace(&u.id, "w1", &b.id)
+            .await
+            .expect("claim"),
+        Some(a.id.clone()),
+        "a second live job is refused"
+    );
+    assert!(
+        !store.delete_workspace(&u.id, "w1").await.expect("delete"),
+        "held"
+    );
+    store.delete_accepted_job(&b.id).await.expect("delete job");
+    assert!(store.job(&b.id).await.expect("job").is_none());
+
+    let rows = store.workspaces(&u.id).await.expect("list");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].live_job_id.as_deref(), Some(a.id.as_str()));
+
+    // The claim lapses once the holder is final.
+    store
+        .finish_job(
+            &a.id,
+            &Finish {
+                status: JobState::Completed,
+                exit_code: Some(0),
+                error: None,
+                script_duration_ms: Some(1),
+            },
+        )
+        .await
+        .expect("finish");
+    let c = store.insert_job(&job(&u.id, "w1")).await.expect("job c");
+    assert_eq!(
+        store
+            .claim_workspace(&u.id, "w1", &c.id)
+            .await
+            .expect("claim"),
+        None
+    );
+
+    store
+        .touch_workspace(&u.id, "w1", 5 << 30, true)
+        .await
+        .expect("touch");
+    store
+        .touch_workspace(&u.id, "w1", 5 << 30, false)
+        .await
+        .expect("touch");
+    let w = store
+        .workspace(&u.id, "w1")
+        .await
+        .expect("get")
+        .expect("some");
+    assert!(w.persistent, "persistent is never unset");
+    assert_eq!(w.disk_bytes, 5 << 30);
+
+    store
+        .touch_workspace(&u.id, "w2", 1 << 30, false)
+        .await
+        .expect("touch");
+    assert!(store.delete_workspace(&u.id, "w2").await.expect("delete"));
+    assert!(store.workspace(&u.id, "w2").await.expect("get").is_none());
+    assert_eq!(store.all_workspaces().await.expect("all").len(), 1);
+
+    let up = Upload {
+        id: "f-1".into(),
+        user_id: u.id.clone(),
+        name: "data.bin".into(),
+        size: 42,
+        sha256: "ab".into(),
+        created_at: clock::now_ms(),
+    };
+    store.insert_upload(&up).await.expect("upload");
+    assert_eq!(store.upload(&u.id, "f-1").await.expect("get"), Some(up));
+    let other = store.create_user("ws-other", false).await.expect("user");
+    assert!(store.upload(&other.id, "f-1").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn sqlite_workspaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::connect(&url).await.expect("connect");
+    exercise(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_workspaces() {
+    let base = match std::env::var("MAGS_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
+             `eval \"$(scripts/test-postgres)\"`"
+        ),
+    };
+    sqlx::any::install_default_drivers();
+    let schema = format!("mags_ws_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("connect to Postgres");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let store = Store::connect(&url).await.expect("connect");
+    exercise(&store).await;
+    store.close().await;
+    admin
+        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+        .await
+        .expect("drop schema");
+}

@@ -195,8 +195,19 @@ pub fn early() -> io::Result<File> {
         Instant::now() + Duration::from_secs(10),
     )?;
     mount(&rootfs, "/mnt/ro", "squashfs", libc::MS_RDONLY, "")?;
+    // Every VM (templates too) has its writable disk attached from the start;
+    // finding it now keeps the sysfs walk out of every clone's Setup.
+    if let Ok(disk) = block_device(
+        mags_proto::DISK_SERIAL,
+        Instant::now() + Duration::from_secs(2),
+    ) {
+        let _ = DISK_DEV.set(disk);
+    }
     agent_port(Instant::now() + Duration::from_secs(10))
 }
+
+/// The writable disk's device node, found at boot.
+static DISK_DEV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 static ROOT_MOUNTED: AtomicBool = AtomicBool::new(false);
 
@@ -297,28 +308,53 @@ pub fn setup(spec: &SetupSpec) -> io::Result<()> {
     if std::process::id() != 1 {
         return Ok(()); // --stdio: not our machine to change.
     }
+    let t0 = Instant::now();
     if !ROOT_MOUNTED.load(Ordering::SeqCst) {
         mount_root(spec.disk_bytes)?;
         ROOT_MOUNTED.store(true, Ordering::SeqCst);
     }
+    mark(t0, "root mounted");
     set_clock(spec.unix_time_ns)?;
     add_entropy(&spec.entropy)?;
     set_hostname(&spec.hostname)?;
+    mark(t0, "identity set");
     if !spec.machine_id.is_empty() {
         fs::write("/etc/machine-id", format!("{}\n", spec.machine_id))?;
     }
+    mark(t0, "machine-id written");
+    let timeline = std::mem::take(&mut *TIMELINE.lock().unwrap_or_else(|p| p.into_inner()));
+    let _ = fs::write("/run/mags-setup.log", timeline);
     Ok(())
+}
+
+/// Where the last `Setup`'s time went (`/run/mags-setup.log` in the guest).
+static TIMELINE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn mark(t0: Instant, what: &str) {
+    use std::fmt::Write as _;
+    let mut t = TIMELINE.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = writeln!(t, "{:>8} us  {what}", t0.elapsed().as_micros());
 }
 
 /// Mounts the read-only root and the writable disk as an overlay and
 /// switches into it.
 fn mount_root(disk_bytes: u64) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let disk = block_device(mags_proto::DISK_SERIAL, deadline)?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(10);
+    let disk = match DISK_DEV.get() {
+        Some(d) => d.clone(),
+        None => block_device(mags_proto::DISK_SERIAL, deadline)?,
+    };
+    mark(t0, "disk found");
     if disk_bytes > 0 {
         wait_for_size(&disk, disk_bytes, deadline)?;
     }
-    mount(&disk, "/mnt/rw", "ext4", libc::MS_NOATIME, "")?;
+    mark(t0, "disk size seen");
+    // noinit_itable: the host made the filesystem with lazy inode tables;
+    // zeroing them in the background would cost guest CPU and allocate
+    // the sparse disk for nothing (uninitialised groups are flagged).
+    mount(&disk, "/mnt/rw", "ext4", libc::MS_NOATIME, "noinit_itable")?;
+    mark(t0, "ext4 mounted");
     // Kept for freezing and growing: /mnt/rw is out of reach once we chroot.
     let _ = WRITABLE.set(File::open("/mnt/rw")?);
     let _ = WRITABLE_DEV.set(disk.clone());
@@ -335,6 +371,7 @@ fn mount_root(disk_bytes: u64) -> io::Result<()> {
         0,
         "lowerdir=/mnt/ro,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work",
     )?;
+    mark(t0, "overlay mounted");
 
     // Switch root: the initramfs is rootfs and cannot be pivoted away from,
     // so move the new root over / and chroot into it (as switch_root does).
@@ -349,6 +386,7 @@ fn mount_root(disk_bytes: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     std::env::set_current_dir("/")?;
+    mark(t0, "switched root");
 
     fs::create_dir_all("/dev/pts")?;
     mount(

@@ -31,6 +31,7 @@ pub async fn raw_qemu_restore(
         initrd: image.initrd.clone(),
         rootfs: image.rootfs.clone(),
         disk,
+        disk_format: mags_vm::DiskFormat::Raw,
         agent_socket: dir.join("a.sock"),
         qmp_socket: dir.join("q.sock"),
         console_log: dir.join("console"),

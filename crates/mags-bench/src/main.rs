@@ -61,6 +61,11 @@ fn pss_mib(pid: u32) -> Option<f64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // RUST_LOG=mags_vm=debug shows each sandbox's start phases.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let quick = std::env::args().any(|a| a == "--quick");
     let n = |full: usize, q: usize| if quick { q } else { full };
     let bin_dir = std::env::current_exe()?

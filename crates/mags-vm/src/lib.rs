@@ -34,6 +34,8 @@ pub enum VmError {
     Spawn(std::io::Error),
     #[error("VM exited before its agent answered: {0}")]
     EarlyExit(String),
+    #[error("sandbox failed to start: {0}")]
+    Boot(String),
     #[error("agent did not answer within {0} s")]
     AgentTimeout(u64),
     #[error("agent speaks protocol version {guest}, host speaks {host}")]

@@ -304,18 +304,27 @@ impl Runtime {
             (Accel::Kvm, _) => Duration::from_secs(20),
             (Accel::Tcg, _) => Duration::from_secs(90),
         };
+        let spawned_ms = t0.elapsed().as_millis() as u64;
+        let (mut restored_ms, mut connected_ms) = (0, 0);
         let ready = async {
             match &boot {
                 Boot::Restore(t) => {
-                    template::restore_into(&spec.qmp_socket, &t.state, true, Some(disk_bytes))
-                        .await?
+                    template::restore_into(
+                        &spec.qmp_socket,
+                        &t.state,
+                        true,
+                        (disk_bytes != t.disk_bytes).then_some(disk_bytes),
+                    )
+                    .await?
                 }
                 Boot::Wake(w) => {
                     template::restore_into(&spec.qmp_socket, &w.state, false, None).await?
                 }
                 _ => {}
             }
+            restored_ms = t0.elapsed().as_millis() as u64;
             let agent = connect_agent(&spec.agent_socket, boot_timeout).await?;
+            connected_ms = t0.elapsed().as_millis() as u64;
             match &boot {
                 Boot::TemplateSource(_) => {}
                 // Same machine, new moment: clock and entropy, identity kept.
@@ -337,9 +346,13 @@ impl Runtime {
         };
         let agent = match agent {
             Ok(a) => a,
+            Err(VmError::EarlyExit(msg)) => {
+                let _ = child.start_kill();
+                return Err(VmError::EarlyExit(format!("{msg}; {}", diagnostics(&dir))));
+            }
             Err(e) => {
                 let _ = child.start_kill();
-                return Err(VmError::EarlyExit(format!("{e}; {}", diagnostics(&dir))));
+                return Err(VmError::Boot(format!("{e}; {}", diagnostics(&dir))));
             }
         };
         std::mem::forget(guard);
@@ -350,6 +363,13 @@ impl Runtime {
             Boot::Wake(_) => "wake",
         };
         tracing::info!(sandbox = %opts.id, %accel, how, ms = t0.elapsed().as_millis() as u64, "sandbox started");
+        tracing::debug!(
+            sandbox = %opts.id,
+            spawned_ms,
+            restored_ms,
+            connected_ms,
+            "start phases (ms since start: disk ready + QEMU spawned, snapshot loaded, agent answered)"
+        );
         Ok(Sandbox {
             id: opts.id.clone(),
             dir,

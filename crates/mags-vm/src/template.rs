@@ -30,6 +30,15 @@ pub struct Template {
     pub memory_mb: u32,
     /// How long the snapshot took, for the record.
     pub snapshot_ms: u64,
+    /// Size of the placeholder disk the template was booted with: a clone
+    /// with a disk of this size needs no resize (and no wait for the guest
+    /// to see one).
+    #[serde(default = "legacy_disk_bytes")]
+    pub disk_bytes: u64,
+}
+
+fn legacy_disk_bytes() -> u64 {
+    1 << 30
 }
 
 fn template_dir(images_dir: &Path, image: &GuestImage, accel: Accel, memory_mb: u32) -> PathBuf {
@@ -94,7 +103,9 @@ async fn snapshot(
     let mem = tmp.join("mem");
     let mut opts = SandboxOptions::new(format!("template-{}", uuid::Uuid::new_v4()));
     opts.memory_mb = memory_mb;
-    opts.disk_gb = 1;
+    // The default disk size, so the common clone needs no resize.
+    opts.disk_gb = SandboxOptions::new("").disk_gb;
+    let disk_bytes = u64::from(opts.disk_gb) << 30;
     let sb = rt
         .launch(image, accel, opts, Boot::TemplateSource(&mem))
         .await?;
@@ -128,6 +139,7 @@ async fn snapshot(
         accel,
         memory_mb,
         snapshot_ms,
+        disk_bytes,
     };
     let json = serde_json::to_vec_pretty(&t).map_err(|e| VmError::Other(e.to_string()))?;
     let path = tmp.join("template.json");

@@ -247,3 +247,36 @@ async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
     assert_eq!(String::from_utf8_lossy(&out), "kept\nalive\ncounting\n");
     sb.shutdown().await.expect("shutdown");
 }
+
+/// Not an assertion of speed (that is the benchmark's job): prints where a
+/// clone's `Setup` spent its time, from the guest's own record.
+#[tokio::test]
+async fn setup_timeline_is_recorded_in_the_guest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tmp.path());
+    rt.ensure_image(|_| {}).await.expect("image");
+    let sb = rt
+        .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
+        .await
+        .expect("start");
+    let (code, out, _) = sb
+        .agent()
+        .run(sh("cat /run/mags-setup.log"))
+        .await
+        .expect("run")
+        .collect()
+        .await
+        .expect("collect");
+    let out = String::from_utf8_lossy(&out);
+    eprintln!("{out}");
+    assert_eq!(code, 0);
+    for step in [
+        "ext4 mounted",
+        "overlay mounted",
+        "switched root",
+        "identity set",
+    ] {
+        assert!(out.contains(step), "{step} missing from {out}");
+    }
+    sb.shutdown().await.expect("shutdown");
+}

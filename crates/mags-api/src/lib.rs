@@ -9,10 +9,12 @@
 //! - [`jobs`]: creating, inspecting and listing jobs, their logs and the
 //!   NDJSON output stream used by our own CLI.
 //! - [`sandbox`]: long-lived sandboxes: exec, update, stop, sync.
+//! - [`workspaces`]: workspaces and uploaded files.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
 pub mod jobs;
 pub mod sandbox;
+pub mod workspaces;
 
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
@@ -21,6 +23,11 @@ pub use jobs::{
 pub use sandbox::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, UpdateJobRequest,
     DEFAULT_EXEC_TIMEOUT_SECS, TIMEOUT_EXIT_CODE,
+};
+
+pub use workspaces::{
+    ResizeRequest, UploadResponse, WorkspaceActionResponse, WorkspaceInfo, WorkspaceList,
+    MAX_UPLOAD_BYTES,
 };
 
 use serde::{Deserialize, Serialize};

@@ -58,6 +58,8 @@ impl DataArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub storage: crate::workspaces::StorageArgs,
     /// Address to listen on (port 0 picks a free one; see --server-file).
     #[arg(long, env = "MAGS_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,

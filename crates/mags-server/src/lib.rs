@@ -7,6 +7,8 @@
 //!   for tests), writing output through [`sink`].
 //! - [`sandboxes`]: the VMs of persistent jobs: exec, sleep when idle,
 //!   wake on demand, stop; and the seam the SSH gateway connects through.
+//! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
+//!   base, fork), saving it to object storage, and uploaded files.
 //! - [`logs`], [`view`]: how stored output and jobs look on the wire.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
@@ -24,6 +26,7 @@ pub mod scheduler;
 pub mod serve;
 pub mod sink;
 pub mod view;
+pub mod workspaces;
 
 use mags_store::Store;
 use sandboxes::{SandboxConfig, Sandboxes};
@@ -39,6 +42,7 @@ pub struct AppState {
     pub scheduler: Scheduler,
     pub sandboxes: Sandboxes,
     pub followers: Followers,
+    pub workspaces: workspaces::Workspaces,
     /// Becomes `true` when the server shuts down (ends output streams).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -83,6 +87,18 @@ impl AppState {
         executor: std::sync::Arc<dyn executor::Executor>,
         limits: Limits,
     ) -> (AppState, watch::Sender<bool>) {
+        Self::with_workspaces(store, executor, limits, workspaces::Workspaces::disabled())
+    }
+
+    /// Like [`AppState::with_limits`], with workspaces (the executor is
+    /// wrapped so jobs get their workspace disks).
+    pub fn with_workspaces(
+        store: Store,
+        executor: std::sync::Arc<dyn executor::Executor>,
+        limits: Limits,
+        workspaces: workspaces::Workspaces,
+    ) -> (AppState, watch::Sender<bool>) {
+        let executor = workspaces::executor::wrap(executor, &workspaces);
         let followers = Followers::default();
         let sandboxes = Sandboxes::new(
             store.clone(),
@@ -107,6 +123,7 @@ impl AppState {
                 scheduler,
                 sandboxes,
                 followers,
+                workspaces,
                 shutdown: rx,
             },
             tx,

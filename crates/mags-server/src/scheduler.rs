@@ -257,12 +257,18 @@ impl Inner {
             Ok(process) => run_to_end(process, &sink).await,
             Err(e) => Err(ExecError::Start(format!("cannot start the script: {e}"))),
         };
-        // The job's outcome does not wait for the VM to power off.
-        tokio::spawn(async move {
+        // The job's outcome does not wait for the VM to power off, except
+        // when its workspace is saved then: final means saved.
+        let down = async move {
             if let Err(e) = vm.shutdown().await {
                 tracing::warn!(error = %e, "sandbox shutdown failed");
             }
-        });
+        };
+        if job.workspace_id.is_some() || job.base_workspace_id.is_some() {
+            down.await;
+        } else {
+            tokio::spawn(down);
+        }
         result
     }
 

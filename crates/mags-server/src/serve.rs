@@ -38,6 +38,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("workspace storage: {0}")]
+    Workspaces(String),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -77,7 +79,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         max_sandboxes: args.max_sandboxes.unwrap_or(max_vms),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
     };
-    let (state, shutdown_tx) = AppState::with_limits(store.clone(), executor, limits);
+    let workspaces = match args.executor {
+        // The fake executor has no disks: workspaces would only be ignored.
+        ExecutorKind::Fake => crate::workspaces::Workspaces::disabled(),
+        ExecutorKind::Vm => {
+            crate::workspaces::Workspaces::start(store.clone(), &data_dir, &args.storage)
+                .map_err(|e| ServeError::Workspaces(e.to_string()))?
+        }
+    };
+    let (state, shutdown_tx) =
+        AppState::with_workspaces(store.clone(), executor, limits, workspaces);
     state.scheduler.recover().await?;
     let sandboxes = state.sandboxes.clone();
 

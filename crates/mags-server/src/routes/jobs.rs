@@ -35,15 +35,23 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
     let new = validate(req, &user.id)?;
-    if let Some(ws) = &new.workspace_id {
-        if let Some(live) = state.store.live_job_in_workspace(&user.id, ws).await? {
+    state
+        .workspaces
+        .check_files(&user.id, &new.file_ids)
+        .await?;
+    if let Some(base) = &new.base_workspace_id {
+        state.workspaces.check_base(&user.id, base).await?;
+    }
+    let job = state.store.insert_job(&new).await?;
+    // One live job per workspace, decided atomically in the database.
+    if let Some(ws) = &job.workspace_id {
+        if let Some(holder) = state.store.claim_workspace(&user.id, ws, &job.id).await? {
+            state.store.delete_accepted_job(&job.id).await?;
             return Err(ApiError::Conflict(format!(
-                "workspace {ws:?} already has a live job ({}); stop it first",
-                live.id
+                "workspace {ws:?} already has a live job ({holder}); stop it first"
             )));
         }
     }
-    let job = state.store.insert_job(&new).await?;
     tracing::info!(job = %job.id, user = %user.name, "job accepted");
     let job_id = job.id.clone();
     state.scheduler.submit(job);
@@ -98,8 +106,8 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
             return bad(format!("environment variable {k} contains a NUL byte"));
         }
     }
-    if let Some(id) = req.file_ids.first() {
-        return bad(format!("unknown file id {id:?}"));
+    if req.file_ids.len() > 100 {
+        return bad("at most 100 file_ids".into());
     }
     let workspace_id = non_empty(req.workspace_id);
     for ws in [&workspace_id, &req.base_workspace_id]

@@ -3,21 +3,24 @@
 //! - [`jobs`]: create, list, status, logs.
 //! - [`output`]: the NDJSON output stream our CLI follows.
 //! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
+//! - [`files`], [`workspaces`]: uploads, workspace list/delete/resize.
 //! - [`meta`]: health, usage, pool status, whoami.
 //!
 //! Unknown paths and methods answer JSON errors too.
 
+pub mod files;
 pub mod jobs;
 pub mod meta;
 pub mod output;
 pub mod sandbox;
+pub mod workspaces;
 
 use crate::error::ApiError;
 use crate::{auth, AppState};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use std::time::Instant;
 
@@ -38,6 +41,13 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))
         .route("/mags-jobs/{id}/sync", post(sandbox::sync))
+        .route(
+            "/mags-files",
+            post(files::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/mags-workspaces", get(workspaces::list))
+        .route("/mags-workspaces/{id}", delete(workspaces::delete))
+        .route("/mags-workspaces/{id}/resize", post(workspaces::resize))
         .route("/whoami", get(meta::whoami))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => mags_server::serve::serve(args).await?,
+        Command::Serve(args) => mags_server::serve::serve(*args).await?,
         Command::Token {
             command: TokenCommand::Create { data, user },
         } => {

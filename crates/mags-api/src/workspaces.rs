@@ -1,0 +1,61 @@
+//! Workspaces and uploaded files: `POST /mags-files`, `GET /mags-workspaces`,
+//! `DELETE /mags-workspaces/{id}`, `POST /mags-workspaces/{id}/resize`.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest uploaded file, in bytes (100 MB).
+pub const MAX_UPLOAD_BYTES: u64 = 100_000_000;
+
+/// Body of the answer to `POST /mags-files` (multipart, one part `file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadResponse {
+    /// Pass it in a job's `file_ids`.
+    pub file_id: String,
+    /// The file name it will have in the VM (`/root/<name>`, `/uploads/<name>`).
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One workspace in `GET /mags-workspaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceInfo {
+    pub workspace_id: String,
+    /// Synced to object storage (versions kept there).
+    pub persistent: bool,
+    /// Disk size, bytes.
+    pub size: u64,
+    /// Size of the disk in GB (rounded up).
+    pub disk_gb: u64,
+    /// RFC 3339.
+    pub last_used: String,
+    pub created_at: String,
+    /// Stored versions (0 for a local workspace).
+    pub versions: u32,
+    pub latest_version: Option<u64>,
+    /// Whether this host holds its disk (a local workspace's only copy).
+    pub cached: bool,
+    /// The live job using it, if any.
+    pub live_job_id: Option<String>,
+}
+
+/// Body of `GET /mags-workspaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceList {
+    pub workspaces: Vec<WorkspaceInfo>,
+    pub total: i64,
+}
+
+/// Body of `POST /mags-workspaces/{id}/resize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeRequest {
+    pub disk_gb: u32,
+}
+
+/// Answer to resize and delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceActionResponse {
+    pub success: bool,
+    pub workspace_id: String,
+    pub message: String,
+}

@@ -1,0 +1,61 @@
+//! `GET /mags-workspaces`, `DELETE /mags-workspaces/{id}` (409 while a job
+//! is live on it), `POST /mags-workspaces/{id}/resize` (ours: grow only).
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::AppState;
+use axum::extract::State;
+use axum::Json;
+use mags_api::{ResizeRequest, WorkspaceActionResponse, WorkspaceList};
+
+/// Largest disk a resize accepts (as for new jobs).
+const MAX_DISK_GB: u32 = crate::routes::jobs::MAX_DISK_GB;
+
+/// `GET /mags-workspaces`.
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<WorkspaceList>, ApiError> {
+    let workspaces = state.workspaces.list(&user.id).await?;
+    Ok(Json(WorkspaceList {
+        total: workspaces.len() as i64,
+        workspaces,
+    }))
+}
+
+/// `DELETE /mags-workspaces/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<WorkspaceActionResponse>, ApiError> {
+    state.workspaces.delete(&user.id, &id).await?;
+    Ok(Json(WorkspaceActionResponse {
+        success: true,
+        message: format!("workspace {id} deleted"),
+        workspace_id: id,
+    }))
+}
+
+/// `POST /mags-workspaces/{id}/resize` `{"disk_gb": N}`.
+pub async fn resize(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<ResizeRequest>,
+) -> Result<Json<WorkspaceActionResponse>, ApiError> {
+    if req.disk_gb == 0 || req.disk_gb > MAX_DISK_GB {
+        return Err(ApiError::BadRequest(format!(
+            "disk_gb must be between 1 and {MAX_DISK_GB}"
+        )));
+    }
+    let message = state
+        .workspaces
+        .resize(&state.sandboxes, &user.id, &id, req.disk_gb)
+        .await?;
+    Ok(Json(WorkspaceActionResponse {
+        success: true,
+        workspace_id: id,
+        message,
+    }))
+}

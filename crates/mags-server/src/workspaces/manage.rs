@@ -1,0 +1,216 @@
+//! Workspaces as the API shows them: list, delete, resize, and the
+//! one-live-job claim of a new job.
+
+use super::{ops, Workspaces, WsError};
+use crate::sandboxes::Sandboxes;
+use mags_api::{JobState, WorkspaceInfo};
+use mags_store::Job;
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl Workspaces {
+    /// Checks that base workspace `name` exists for `user_id`.
+    pub async fn check_base(&self, user_id: &str, name: &str) -> Result<(), WsError> {
+        let inner = self.inner()?;
+        let known = inner.store().workspace(user_id, name).await?.is_some()
+            || inner.ws_dir(user_id, name).join("disk.ext4").exists()
+            || inner
+                .engine
+                .latest(&format!("{user_id}/{name}"))
+                .await?
+                .is_some();
+        if known {
+            Ok(())
+        } else {
+            Err(WsError::NoBase(name.to_string()))
+        }
+    }
+
+    /// The user's workspaces, most recently used first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<WorkspaceInfo>, WsError> {
+        let inner = self.inner()?;
+        let mut out = Vec::new();
+        for row in inner.store().workspaces(user_id).await? {
+            let key = format!("{user_id}/{}", row.name);
+            let (versions, latest) = if row.persistent {
+                match inner.engine.info(&key).await {
+                    Ok(Some(i)) => (i.versions.len() as u32, Some(i.latest.version)),
+                    Ok(None) => (0, None),
+                    Err(e) => {
+                        tracing::warn!(workspace = %key, error = %e.chain(), "cannot read stored versions");
+                        (0, None)
+                    }
+                }
+            } else {
+                (0, None)
+            };
+            let dir = inner.ws_dir(user_id, &row.name);
+            out.push(WorkspaceInfo {
+                workspace_id: row.name.clone(),
+                persistent: row.persistent,
+                size: row.disk_bytes,
+                disk_gb: row.disk_bytes.div_ceil(1 << 30),
+                last_used: rfc3339(row.last_used_at),
+                created_at: rfc3339(row.created_at),
+                versions,
+                latest_version: latest,
+                cached: dir.join("disk.ext4").exists() || dir.join("overlay.qcow2").exists(),
+                live_job_id: row.live_job_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes a workspace: its record, its cached disk and every stored
+    /// version. Refused while a job is live on it.
+    pub async fn delete(&self, user_id: &str, name: &str) -> Result<(), WsError> {
+        let inner = self.inner()?;
+        let key = format!("{user_id}/{name}");
+        mags_workspace::manifest::check_key(&key)
+            .map_err(|_| WsError::NotFound(name.to_string()))?;
+        let _guard = inner.lock_ws(user_id, name).await;
+        let row = inner.store().workspace(user_id, name).await?;
+        let stored = inner.engine.latest(&key).await?.is_some();
+        let dir = inner.ws_dir(user_id, name);
+        if row.is_none() && !stored && !dir.exists() {
+            return Err(WsError::NotFound(name.to_string()));
+        }
+        if let Some(job) = row.as_ref().and_then(|r| r.live_job_id.clone()) {
+            return Err(WsError::InUse {
+                name: name.to_string(),
+                job,
+            });
+        }
+        if row.is_some() && !inner.store().delete_workspace(user_id, name).await? {
+            let job = inner
+                .store()
+                .workspace(user_id, name)
+                .await?
+                .and_then(|r| r.live_job_id)
+                .unwrap_or_else(|| "another job".into());
+            return Err(WsError::InUse {
+                name: name.to_string(),
+                job,
+            });
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| WsError::io(&dir, e))?;
+        }
+        if stored {
+            inner.engine.delete(&key).await?;
+        }
+        tracing::info!(workspace = %key, "workspace deleted");
+        Ok(())
+    }
+
+    /// Grows workspace `name` to `disk_gb`: online if a sandbox runs on
+    /// it (the guest sees the new size at once), else on its disk (stored
+    /// again if it is synced). Shrinking is refused.
+    pub async fn resize(
+        &self,
+        sandboxes: &Sandboxes,
+        user_id: &str,
+        name: &str,
+        disk_gb: u32,
+    ) -> Result<String, WsError> {
+        let inner = self.inner()?;
+        let row = inner
+            .store()
+            .workspace(user_id, name)
+            .await?
+            .ok_or_else(|| WsError::NotFound(name.to_string()))?;
+        let want = u64::from(disk_gb) << 30;
+        let gb = |b: u64| b.div_ceil(1 << 30);
+        if want < row.disk_bytes {
+            return Err(WsError::Invalid(format!(
+                "workspace {name} is {} GB; shrinking a disk is not supported (asked for {disk_gb} GB)",
+                gb(row.disk_bytes)
+            )));
+        }
+        if want == row.disk_bytes {
+            return Ok(format!("workspace {name} is already {disk_gb} GB"));
+        }
+        if let Some(job_id) = &row.live_job_id {
+            let job = inner.store().job(job_id).await?;
+            if job
+                .as_ref()
+                .is_some_and(|j| j.status.is_live() && j.persistent)
+            {
+                let conn = sandboxes
+                    .connect(user_id, job_id)
+                    .await
+                    .map_err(|e| WsError::Disk(e.to_string()))?;
+                let qmp = inner.sandboxes.join(&conn.vm_id).join("qmp.sock");
+                mags_vm::sandbox::resize_disk(&qmp, want)
+                    .await
+                    .map_err(|e| WsError::Disk(format!("growing the disk: {e}")))?;
+                conn.agent
+                    .grow_disk()
+                    .await
+                    .map_err(|e| WsError::Disk(format!("growing the filesystem: {e}")))?;
+                inner
+                    .store()
+                    .touch_workspace(user_id, name, want, row.persistent)
+                    .await?;
+                return Ok(format!("workspace {name} grown to {disk_gb} GB (online)"));
+            }
+            if job
+                .as_ref()
+                .is_some_and(|j| !j.status.is_final() && j.status != JobState::Sleeping)
+            {
+                return Err(WsError::InUse {
+                    name: name.to_string(),
+                    job: job_id.clone(),
+                });
+            }
+        }
+        // Offline: grow the cached disk (restored first if needed); the
+        // guest grows its filesystem when it next mounts it.
+        let job = maintenance_job(user_id, name, row.persistent, disk_gb);
+        let lease = inner.prepare(&job).await?.ok_or(WsError::Disabled)?;
+        inner.finish(&lease).await?;
+        let disk = inner.ws_dir(user_id, name).join("disk.ext4");
+        let bytes = ops::image_bytes(&disk).unwrap_or(want);
+        Ok(format!("workspace {name} grown to {} GB", gb(bytes)))
+    }
+}
+
+/// A job record that never runs, for preparing a workspace's disk outside
+/// a job (an offline resize).
+fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) -> Job {
+    Job {
+        id: format!("maintenance-{}", uuid::Uuid::new_v4()),
+        user_id: user_id.to_string(),
+        name: Some(name.to_string()),
+        workspace_id: Some(name.to_string()),
+        base_workspace_id: None,
+        persistent,
+        no_sleep: false,
+        no_sync: false,
+        startup_command: None,
+        script: String::new(),
+        environment: Default::default(),
+        file_ids: Vec::new(),
+        disk_gb,
+        rootfs_type: None,
+        idle_timeout_secs: None,
+        status: JobState::Running,
+        vm_id: None,
+        exit_code: None,
+        error: None,
+        script_duration_ms: None,
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+        vm_ms: 0,
+        vm_since: None,
+    }
+}

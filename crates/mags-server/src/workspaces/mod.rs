@@ -1,0 +1,613 @@
+//! Workspaces: which disk a job's sandbox gets, and what happens to it.
+//!
+//! A workspace is its ext4 disk image. Modes (mags-contract.md, Workspaces):
+//! - ephemeral (no workspace): a fresh disk in the sandbox dir, discarded;
+//! - local (`workspace_id`, not synced): the disk lives in
+//!   `<data>/workspaces/<user>/<name>/disk.ext4` and is reused by the next
+//!   job; the janitor removes it (and the workspace) after `cache_window` idle;
+//! - persistent (`persistent` and not `no_sync`): the same cache, plus a
+//!   snapshot into object storage ([`mags_workspace::Engine`]) at job end,
+//!   stop, sync and before sleep; restored when the cache is gone or older
+//!   than the stored version (another host, a wiped cache);
+//! - base (`base_workspace_id` only): a qcow2 overlay over a read-only raw
+//!   image of the base's acknowledged version (`base-v<N>.raw`, made once),
+//!   so any number of workers share it; the overlay is discarded;
+//! - fork (both): a new workspace whose first stored version is the base's
+//!   manifest (chunks shared, nothing copied) and whose first disk is an
+//!   overlay over the base image (so it starts as fast as an empty one); the
+//!   overlay is flattened to the fork's own raw disk when the job ends.
+//!
+//! [`executor::WsExecutor`] wraps the real executor: it prepares the disk
+//! before a VM starts, places uploaded files, and saves the disk when the
+//! VM syncs, sleeps or shuts down. One lease per job holds its workspace's
+//! lock from prepare to the end of the final save, so the next job on the
+//! workspace never sees a disk mid-save.
+
+pub mod executor;
+mod files;
+mod manage;
+mod ops;
+
+pub use files::clean_name;
+pub(crate) use files::place_files;
+
+use crate::executor::DiskSource;
+use mags_store::{Job, Store, StoreError};
+use mags_vm::DiskFormat;
+use mags_workspace::{Blobs, Engine, Manifest, ObjectConfig, Objects, S3Config};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OwnedMutexGuard;
+
+/// Where workspace snapshots and uploads are stored (flags of `magsd serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Object storage directory when no S3 bucket is set (default
+    /// <data-dir>/objects).
+    #[arg(long, env = "MAGS_OBJECTS_DIR")]
+    pub objects_dir: Option<PathBuf>,
+    /// S3 bucket for workspace snapshots and uploads (instead of a directory).
+    #[arg(long, env = "MAGS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS).
+    #[arg(long, env = "MAGS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "MAGS_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Access key (default: AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "MAGS_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// Secret key (default: AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "MAGS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Seconds an unused workspace disk stays cached on this host; a local
+    /// (not synced) workspace is gone after that.
+    #[arg(long, env = "MAGS_WORKSPACE_CACHE_SECS", default_value_t = 600)]
+    pub workspace_cache_secs: u64,
+    /// Stored versions kept per persistent workspace.
+    #[arg(long, env = "MAGS_WORKSPACE_VERSIONS", default_value_t = 5)]
+    pub workspace_versions: usize,
+}
+
+impl StorageArgs {
+    /// The object store these flags name.
+    pub fn object_config(&self, data_dir: &Path) -> ObjectConfig {
+        match &self.s3_bucket {
+            Some(bucket) => ObjectConfig::S3(S3Config {
+                endpoint: self.s3_endpoint.clone(),
+                bucket: bucket.clone(),
+                region: self.s3_region.clone(),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+            }),
+            None => ObjectConfig::Local(
+                self.objects_dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("objects")),
+            ),
+        }
+    }
+}
+
+/// Why a workspace operation failed; messages are for the API's caller.
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    #[error("workspace {0} not found")]
+    NotFound(String),
+    #[error("base workspace {0} not found (it has no stored version and no disk on this host)")]
+    NoBase(String),
+    #[error("workspace {name} is in use by job {job}; stop it first")]
+    InUse { name: String, job: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("workspace storage: {0}")]
+    Storage(String),
+    #[error("workspace disk: {0}")]
+    Disk(String),
+    #[error("workspaces are not available on this server")]
+    Disabled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WsError {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> WsError {
+        WsError::Disk(format!("{}: {e}", path.display()))
+    }
+}
+
+impl From<mags_workspace::Error> for WsError {
+    fn from(e: mags_workspace::Error) -> Self {
+        WsError::Storage(e.chain())
+    }
+}
+
+impl From<WsError> for crate::error::ApiError {
+    fn from(e: WsError) -> Self {
+        use crate::error::ApiError;
+        match e {
+            WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
+            WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
+            WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            WsError::Disabled => ApiError::Unavailable(e.to_string()),
+            WsError::Store(s) => ApiError::Store(s),
+            WsError::Storage(_) | WsError::Disk(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The workspace manager; cheap to clone. `Disabled` in router tests.
+#[derive(Clone)]
+pub struct Workspaces {
+    inner: Option<Arc<Inner>>,
+}
+
+pub(crate) struct Inner {
+    store: Store,
+    pub(crate) engine: Engine,
+    pub(crate) blobs: Blobs,
+    /// `<data>/workspaces`
+    root: PathBuf,
+    /// `<data>/overlays`: base-only overlays, one per job.
+    overlays: PathBuf,
+    /// `<data>/sandboxes`: for a running sandbox's QMP socket.
+    sandboxes: PathBuf,
+    cache_window: Duration,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    leases: Mutex<HashMap<String, Arc<Lease>>>,
+}
+
+/// What a job holds of a workspace from prepare to its final save.
+pub struct Lease {
+    pub job_id: String,
+    user_id: String,
+    /// The job's own workspace, if it has one.
+    ws: Option<WsLease>,
+    /// A base-only job's overlay (discarded at the end).
+    scratch: Option<PathBuf>,
+    /// The base image the overlay reads from (kept while leased).
+    base_image: Option<PathBuf>,
+    pub disk: DiskSource,
+    /// Set once [`Inner::finish`] ran: it runs once per lease.
+    finished: std::sync::atomic::AtomicBool,
+}
+
+struct WsLease {
+    name: String,
+    key: String,
+    dir: PathBuf,
+    /// Snapshot into object storage.
+    sync: bool,
+    guard: Mutex<Option<OwnedMutexGuard<()>>>,
+}
+
+impl WsLease {
+    fn disk(&self) -> PathBuf {
+        self.dir.join("disk.ext4")
+    }
+    fn overlay(&self) -> PathBuf {
+        self.dir.join("overlay.qcow2")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `cache.json`: which stored version the cached disk started from.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct CacheMeta {
+    version: Option<u64>,
+}
+
+fn read_meta(dir: &Path) -> CacheMeta {
+    std::fs::read(dir.join("cache.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_meta(dir: &Path, version: Option<u64>) -> Result<(), WsError> {
+    let body =
+        serde_json::to_vec(&CacheMeta { version }).map_err(|e| WsError::Disk(e.to_string()))?;
+    crate::files::write_atomic(&dir.join("cache.json"), &body, 0o600)
+        .map_err(|e| WsError::Disk(e.to_string()))
+}
+
+impl Workspaces {
+    /// No storage: job workspaces are ignored, the routes answer 503.
+    pub fn disabled() -> Workspaces {
+        Workspaces { inner: None }
+    }
+
+    /// A manager keeping disks under `data_dir` and snapshots and uploads
+    /// in the object store `args` names; starts the cache janitor.
+    pub fn start(store: Store, data_dir: &Path, args: &StorageArgs) -> Result<Workspaces, WsError> {
+        let objects = Objects::open(&args.object_config(data_dir))?;
+        tracing::info!(store = ?objects, "workspace storage");
+        let inner = Arc::new(Inner {
+            store,
+            engine: Engine::new(objects.clone(), args.workspace_versions),
+            blobs: Blobs::new(objects),
+            root: data_dir.join("workspaces"),
+            overlays: data_dir.join("overlays"),
+            sandboxes: data_dir.join("sandboxes"),
+            cache_window: Duration::from_secs(args.workspace_cache_secs),
+            locks: Mutex::default(),
+            leases: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let every =
+                (inner_window(&weak) / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = inner.expire_caches().await {
+                    tracing::warn!(error = %e, "workspace cache janitor failed");
+                }
+            }
+        });
+        Ok(Workspaces { inner: Some(inner) })
+    }
+
+    pub(crate) fn inner(&self) -> Result<&Arc<Inner>, WsError> {
+        self.inner.as_ref().ok_or(WsError::Disabled)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+}
+
+fn inner_window(weak: &std::sync::Weak<Inner>) -> Duration {
+    weak.upgrade()
+        .map_or(Duration::from_secs(60), |i| i.cache_window)
+}
+
+impl Inner {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn ws_dir(&self, user_id: &str, name: &str) -> PathBuf {
+        self.root.join(user_id).join(name)
+    }
+
+    async fn lock_ws(&self, user_id: &str, name: &str) -> OwnedMutexGuard<()> {
+        let m = lock(&self.locks)
+            .entry(format!("{user_id}/{name}"))
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    fn try_lock_ws(&self, user_id: &str, name: &str) -> Option<OwnedMutexGuard<()>> {
+        let m = lock(&self.locks)
+            .entry(format!("{user_id}/{name}"))
+            .or_default()
+            .clone();
+        m.try_lock_owned().ok()
+    }
+
+    /// The lease of job `job_id`, if this process holds one.
+    pub(crate) fn lease(&self, job_id: &str) -> Option<Arc<Lease>> {
+        lock(&self.leases).get(job_id).cloned()
+    }
+
+    /// The stored latest version of `key`; an unreachable store is an error
+    /// only when the workspace is synced there.
+    async fn latest(&self, key: &str, required: bool) -> Result<Option<Manifest>, WsError> {
+        match self.engine.latest(key).await {
+            Ok(m) => Ok(m),
+            Err(e) if !required => {
+                tracing::warn!(workspace = key, error = %e.chain(), "cannot read the stored version");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A read-only raw image of base workspace `name` for overlays: its
+    /// acknowledged stored version, or (never synced) a copy of its disk.
+    async fn base_image(
+        &self,
+        user_id: &str,
+        name: &str,
+    ) -> Result<(PathBuf, Option<Manifest>), WsError> {
+        let dir = self.ws_dir(user_id, name);
+        let key = format!("{user_id}/{name}");
+        let _guard = self.lock_ws(user_id, name).await;
+        if let Some(m) = self.latest(&key, false).await? {
+            let path = dir.join(format!("base-v{}.raw", m.version));
+            if !path.exists() {
+                self.engine.restore(&m, &path).await?;
+                ops::make_read_only(&path);
+            }
+            return Ok((path, Some(m)));
+        }
+        let disk = dir.join("disk.ext4");
+        let meta = std::fs::metadata(&disk).map_err(|_| WsError::NoBase(name.to_string()))?;
+        let stamp = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("base-local-{stamp}-{}.raw", meta.len()));
+        if !path.exists() {
+            ops::sparse_copy(&disk, &path).await?;
+            ops::make_read_only(&path);
+        }
+        Ok((path, None))
+    }
+
+    /// Gets the disk ready for `job` and leases it; `None` for a job with
+    /// neither a workspace nor a base (a fresh disk).
+    pub(crate) async fn prepare(&self, job: &Job) -> Result<Option<Arc<Lease>>, WsError> {
+        let want = u64::from(job.disk_gb) << 30;
+        let lease = match (&job.workspace_id, &job.base_workspace_id) {
+            (None, None) => return Ok(None),
+            (None, Some(base)) => {
+                let (image, _) = self.base_image(&job.user_id, base).await?;
+                let bytes = ops::image_bytes(&image)?.max(want);
+                std::fs::create_dir_all(&self.overlays)
+                    .map_err(|e| WsError::io(&self.overlays, e))?;
+                let overlay = self.overlays.join(format!("{}.qcow2", job.id));
+                ops::create_overlay(&image, &overlay, bytes).await?;
+                Lease {
+                    job_id: job.id.clone(),
+                    user_id: job.user_id.clone(),
+                    ws: None,
+                    scratch: Some(overlay.clone()),
+                    base_image: Some(image),
+                    disk: DiskSource::Existing {
+                        path: overlay,
+                        format: DiskFormat::Qcow2,
+                        bytes,
+                    },
+                    finished: Default::default(),
+                }
+            }
+            (Some(name), base) => self.prepare_ws(job, name, base.as_deref(), want).await?,
+        };
+        let lease = Arc::new(lease);
+        lock(&self.leases).insert(job.id.clone(), lease.clone());
+        Ok(Some(lease))
+    }
+
+    async fn prepare_ws(
+        &self,
+        job: &Job,
+        name: &str,
+        base: Option<&str>,
+        want: u64,
+    ) -> Result<Lease, WsError> {
+        let sync = job.persistent && !job.no_sync;
+        let guard = self.lock_ws(&job.user_id, name).await;
+        let dir = self.ws_dir(&job.user_id, name);
+        std::fs::create_dir_all(&dir).map_err(|e| WsError::io(&dir, e))?;
+        let ws = WsLease {
+            name: name.to_string(),
+            key: format!("{}/{name}", job.user_id),
+            dir: dir.clone(),
+            sync,
+            guard: Mutex::new(None),
+        };
+        // An overlay left by a job that did not finish saving: fold it in.
+        if ws.overlay().exists() {
+            ops::flatten(&ws.overlay(), &ws.disk(), false).await?;
+            let _ = std::fs::remove_file(ws.overlay());
+        }
+        let row = self.store.workspace(&job.user_id, name).await?;
+        let stored_required = sync || row.as_ref().is_some_and(|r| r.persistent);
+        let latest = self.latest(&ws.key, stored_required).await?;
+        let cached = read_meta(&dir).version;
+        let disk = ws.disk();
+        let mut base_image = None;
+        let source = if disk.exists()
+            && latest
+                .as_ref()
+                .is_none_or(|m| cached.is_some_and(|c| c >= m.version))
+        {
+            None
+        } else if let Some(m) = &latest {
+            self.engine.restore(m, &disk).await?;
+            write_meta(&dir, Some(m.version))?;
+            None
+        } else if let Some(b) = base {
+            let (image, manifest) = self.base_image(&job.user_id, b).await?;
+            let version = match (&manifest, sync) {
+                // Stored: the fork's first version is the base's, chunks shared.
+                (Some(m), true) => Some(self.engine.fork(m, &ws.key).await?.version),
+                _ => None,
+            };
+            write_meta(&dir, version)?;
+            let bytes = ops::image_bytes(&image)?.max(want);
+            ops::create_overlay(&image, &ws.overlay(), bytes).await?;
+            base_image = Some(image);
+            Some((ws.overlay(), bytes))
+        } else {
+            mags_vm::sandbox::create_disk(&disk, want)
+                .await
+                .map_err(|e| WsError::Disk(e.to_string()))?;
+            write_meta(&dir, None)?;
+            None
+        };
+        let disk = match source {
+            Some((path, bytes)) => DiskSource::Existing {
+                path,
+                format: DiskFormat::Qcow2,
+                bytes,
+            },
+            None => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&disk)
+                    .map_err(|e| WsError::io(&disk, e))?;
+                let mut bytes = f.metadata().map_err(|e| WsError::io(&disk, e))?.len();
+                if want > bytes {
+                    // The guest grows its filesystem when it mounts the disk.
+                    f.set_len(want).map_err(|e| WsError::io(&disk, e))?;
+                    bytes = want;
+                }
+                DiskSource::Existing {
+                    path: disk,
+                    format: DiskFormat::Raw,
+                    bytes,
+                }
+            }
+        };
+        let bytes = match &disk {
+            DiskSource::Existing { bytes, .. } => *bytes,
+            DiskSource::Fresh => want,
+        };
+        self.store
+            .touch_workspace(&job.user_id, name, bytes, sync)
+            .await?;
+        *lock(&ws.guard) = Some(guard);
+        Ok(Lease {
+            job_id: job.id.clone(),
+            user_id: job.user_id.clone(),
+            ws: Some(ws),
+            scratch: None,
+            base_image,
+            disk,
+            finished: Default::default(),
+        })
+    }
+
+    /// Leases the disk of a job whose VM already exists (woken after a
+    /// restart): nothing is created, the paths are the job's.
+    pub(crate) async fn relet(&self, job: &Job) -> Option<Arc<Lease>> {
+        if let Some(l) = self.lease(&job.id) {
+            return Some(l);
+        }
+        let lease = match (&job.workspace_id, &job.base_workspace_id) {
+            (None, None) => return None,
+            (None, Some(_)) => Lease {
+                job_id: job.id.clone(),
+                user_id: job.user_id.clone(),
+                ws: None,
+                scratch: Some(self.overlays.join(format!("{}.qcow2", job.id))),
+                base_image: None,
+                disk: DiskSource::Fresh,
+                finished: Default::default(),
+            },
+            (Some(name), _) => {
+                let guard = self.lock_ws(&job.user_id, name).await;
+                Lease {
+                    job_id: job.id.clone(),
+                    user_id: job.user_id.clone(),
+                    ws: Some(WsLease {
+                        name: name.clone(),
+                        key: format!("{}/{name}", job.user_id),
+                        dir: self.ws_dir(&job.user_id, name),
+                        sync: job.persistent && !job.no_sync,
+                        guard: Mutex::new(Some(guard)),
+                    }),
+                    scratch: None,
+                    base_image: None,
+                    disk: DiskSource::Fresh,
+                    finished: Default::default(),
+                }
+            }
+        };
+        let lease = Arc::new(lease);
+        lock(&self.leases).insert(job.id.clone(), lease.clone());
+        Some(lease)
+    }
+
+    /// Stores the workspace's current disk as a new version (if it is
+    /// synced). `live`: a VM has the disk open (its filesystem frozen).
+    pub(crate) async fn save(&self, lease: &Lease, live: bool) -> Result<Option<u64>, WsError> {
+        let Some(ws) = &lease.ws else { return Ok(None) };
+        if !ws.sync {
+            return Ok(None);
+        }
+        let report = if ws.overlay().exists() {
+            let flat = ws.dir.join(format!(".snapshot-{}.raw", lease.job_id));
+            ops::flatten(&ws.overlay(), &flat, live).await?;
+            let r = self.engine.snapshot(&ws.key, &flat).await;
+            let _ = std::fs::remove_file(&flat);
+            r?
+        } else {
+            self.engine.snapshot(&ws.key, &ws.disk()).await?
+        };
+        write_meta(&ws.dir, Some(report.version))?;
+        Ok(Some(report.version))
+    }
+
+    /// The job is over (its VM is gone): flattens a fork's overlay into the
+    /// workspace's own disk, saves it, discards a base overlay, and frees
+    /// the workspace for the next job.
+    pub(crate) async fn finish(&self, lease: &Lease) -> Result<(), WsError> {
+        if lease
+            .finished
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let result = async {
+            if let Some(ws) = &lease.ws {
+                if ws.overlay().exists() {
+                    ops::flatten(&ws.overlay(), &ws.disk(), false).await?;
+                    let _ = std::fs::remove_file(ws.overlay());
+                }
+                self.save(lease, false).await?;
+                let bytes = ops::image_bytes(&ws.disk()).unwrap_or(0);
+                self.store
+                    .touch_workspace(&lease.user_id, &ws.name, bytes, ws.sync)
+                    .await?;
+            }
+            Ok::<(), WsError>(())
+        }
+        .await;
+        if let Some(p) = &lease.scratch {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(ws) = &lease.ws {
+            lock(&ws.guard).take();
+        }
+        lock(&self.leases).remove(&lease.job_id);
+        result
+    }
+
+    /// Removes disks idle longer than the cache window; a local workspace
+    /// goes with its disk. Skips anything a job holds or uses as a base.
+    async fn expire_caches(&self) -> Result<(), WsError> {
+        let now = mags_store::clock::now_ms();
+        let window = i64::try_from(self.cache_window.as_millis()).unwrap_or(i64::MAX);
+        let in_use: Vec<PathBuf> = lock(&self.leases)
+            .values()
+            .filter_map(|l| {
+                l.base_image
+                    .as_ref()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+            })
+            .collect();
+        for row in self.store.all_workspaces().await? {
+            if row.live_job_id.is_some() || now - row.last_used_at < window {
+                continue;
+            }
+            let dir = self.ws_dir(&row.user_id, &row.name);
+            if in_use.contains(&dir) {
+                continue;
+            }
+            let Some(_guard) = self.try_lock_ws(&row.user_id, &row.name) else {
+                continue;
+            };
+            if row.persistent {
+                if dir.exists() {
+                    tracing::info!(workspace = %row.name, "dropping an idle workspace's cached disk (it is stored)");
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            } else if self.store.delete_workspace(&row.user_id, &row.name).await? {
+                tracing::info!(workspace = %row.name, "local workspace expired");
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        Ok(())
+    }
+}

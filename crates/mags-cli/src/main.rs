@@ -48,6 +48,14 @@ enum Cmd {
         /// Print the final job status as JSON instead of streaming output.
         #[arg(long)]
         json: bool,
+        /// Base workspace, mounted read-only (changes discarded); with -w,
+        /// the new workspace starts as a fork of it.
+        #[arg(long, value_name = "WORKSPACE")]
+        base: Option<String>,
+        /// Upload FILE and place it at /root/<name> (and /uploads/<name>)
+        /// before the script runs (repeatable).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
     /// until it runs; use it with exec, stop.
@@ -147,6 +155,19 @@ enum Cmd {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Grow a workspace's disk (online if its sandbox runs); never shrinks.
+    Resize {
+        /// The workspace.
+        name: String,
+        /// New size in GB.
+        #[arg(long = "disk", value_name = "GB")]
+        disk: u32,
+    },
+    /// Workspaces: list, delete.
+    Workspace {
+        #[command(subcommand)]
+        action: WorkspaceCmd,
+    },
     /// Forget the saved API URL and token.
     Logout,
     /// Show which server and user mags uses.
@@ -157,6 +178,20 @@ enum Cmd {
     Image {
         #[command(subcommand)]
         action: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCmd {
+    /// List your workspaces.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a workspace and all its stored data (refused while a job runs on it).
+    Delete {
+        /// The workspace.
+        id: String,
     },
 }
 
@@ -193,7 +228,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, doctor, jobs, run, sandbox};
+    use commands::{auth, doctor, jobs, run, sandbox, workspace};
     match cli.command {
         Cmd::Run {
             script,
@@ -205,6 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             no_sleep,
             startup_command,
             json,
+            base,
+            files,
         } => {
             run::run(run::RunArgs {
                 script,
@@ -216,9 +253,18 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 no_sleep,
                 startup_command,
                 json,
+                base,
+                files,
             })
             .await
         }
+        Cmd::Resize { name, disk } => workspace::resize(&name, disk).await,
+        Cmd::Workspace {
+            action: WorkspaceCmd::List { json },
+        } => workspace::list(json).await,
+        Cmd::Workspace {
+            action: WorkspaceCmd::Delete { id },
+        } => workspace::delete(&id).await,
         Cmd::New {
             name,
             persist,

@@ -8,6 +8,7 @@
 
 mod follow;
 mod sandbox;
+mod workspaces;
 
 pub use follow::{OutputFollower, OutputItem};
 pub use sandbox::{ExecItem, ExecStream};

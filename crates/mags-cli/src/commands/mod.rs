@@ -1,12 +1,13 @@
 //! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
 //! [`sandbox`] (new, exec, stop, sync, set), [`auth`] (login, logout,
-//! whoami), [`doctor`].
+//! whoami), [`doctor`], [`workspace`] (list, delete, resize).
 
 pub mod auth;
 pub mod doctor;
 pub mod jobs;
 pub mod run;
 pub mod sandbox;
+pub mod workspace;
 
 use crate::config::{self, Source};
 use crate::local::LocalDir;

@@ -18,6 +18,10 @@ pub struct RunArgs {
     pub no_sleep: bool,
     pub startup_command: Option<String>,
     pub json: bool,
+    /// Base workspace (read-only; with `-w`, the new workspace forks it).
+    pub base: Option<String>,
+    /// Files to upload and place at `/root/<name>` before the script.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// Runs the job; returns the process exit code.
@@ -37,7 +41,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     req.persistent = args.persistent;
     req.no_sleep = args.no_sleep;
     req.startup_command = args.startup_command;
+    req.base_workspace_id = args.base;
     let (client, _) = connect().await?;
+    for path in &args.files {
+        let up = client
+            .upload_file(path)
+            .await
+            .with_context(|| format!("cannot upload {}", path.display()))?;
+        req.file_ids.push(up.file_id);
+    }
     let created = client.create_job(&req).await?;
     let id = created.request_id;
 

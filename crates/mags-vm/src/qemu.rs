@@ -40,8 +40,12 @@ pub struct QemuSpec {
 
 /// Kernel command line. TCG hangs at "Marking TSC unstable" without
 /// `tsc_early_khz`.
+///
+/// `init_on_free=1`: freed guest pages are zeroed, so a sleep snapshot
+/// (which carries all guest RAM) sends them as zero pages, not stale data.
 pub fn kernel_cmdline(accel: Accel) -> String {
-    let mut cl = String::from("console=ttyS0 reboot=t panic=-1 quiet mitigations=off");
+    let mut cl =
+        String::from("console=ttyS0 reboot=t panic=-1 quiet mitigations=off init_on_free=1");
     if accel == Accel::Tcg {
         cl.push_str(" tsc_early_khz=2000000 no_timer_check");
     }

@@ -6,7 +6,7 @@
 //! attaches its own fresh disk of any size, and gets its own identity.
 //! RAM lives in a file (`x-ignore-shared`): the template maps it shared
 //! while booting, clones map it private, so they share its pages until they
-//! write. Layout: `<images>/<image hash>/templates/<accel>-<mem>m/{mem,state,template.json}`;
+//! write. Layout: `<images>/<image hash>/templates/v<N>-<accel>-<mem>m/{mem,state,template.json}`;
 //! `template.json` is written last and marks it complete.
 
 use crate::accel::Accel;
@@ -41,11 +41,15 @@ fn legacy_disk_bytes() -> u64 {
     1 << 30
 }
 
+/// Bumped whenever what goes into a template changes (kernel command line,
+/// warm-up, placeholder disk), so old snapshots are not reused.
+const TEMPLATE_VERSION: u32 = 2;
+
 fn template_dir(images_dir: &Path, image: &GuestImage, accel: Accel, memory_mb: u32) -> PathBuf {
     images_dir
         .join(&image.hash)
         .join("templates")
-        .join(format!("{accel}-{memory_mb}m"))
+        .join(format!("v{TEMPLATE_VERSION}-{accel}-{memory_mb}m"))
 }
 
 fn load(dir: &Path) -> Option<Template> {

@@ -76,7 +76,25 @@ impl Workspaces {
         let key = format!("{user_id}/{name}");
         mags_workspace::manifest::check_key(&key)
             .map_err(|_| WsError::NotFound(name.to_string()))?;
-        let _guard = inner.lock_ws(user_id, name).await;
+        let in_use = |job: String| WsError::InUse {
+            name: name.to_string(),
+            job,
+        };
+        if let Some(job) = inner
+            .store()
+            .workspace(user_id, name)
+            .await?
+            .and_then(|r| r.live_job_id)
+        {
+            return Err(in_use(job));
+        }
+        // A job that just ended may still be saving the disk: wait for it.
+        let _guard = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            inner.lock_ws(user_id, name),
+        )
+        .await
+        .map_err(|_| in_use("one that is still saving it".into()))?;
         let row = inner.store().workspace(user_id, name).await?;
         let stored = inner.engine.latest(&key).await?.is_some();
         let dir = inner.ws_dir(user_id, name);

@@ -319,7 +319,9 @@ impl Inner {
     ) -> Result<(PathBuf, Option<Manifest>), WsError> {
         let dir = self.ws_dir(user_id, name);
         let key = format!("{user_id}/{name}");
-        let _guard = self.lock_ws(user_id, name).await;
+        // Not the workspace's own lock: a live job holds that for its whole
+        // life, and readers of the base must not wait for it.
+        let _guard = self.lock_ws(user_id, &format!("{name}#base")).await;
         if let Some(m) = self.latest(&key, false).await? {
             let path = dir.join(format!("base-v{}.raw", m.version));
             if !path.exists() {

@@ -369,9 +369,13 @@ fn a_server_killed_mid_sync_leaves_the_old_or_the_new_version() {
     if acknowledged {
         assert_eq!(got, new, "an acknowledged sync was lost");
     }
+    // Chunks on disk that the stored version does not reference: what the
+    // cut-off sync had uploaded (evidence it was cut off mid-way).
+    let on_disk = walk(&data_dir(&server).join("objects").join("chunks")).len();
     eprintln!(
-        "kill -9 mid-sync: acknowledged={acknowledged}, stored={}",
-        if got == new { "new" } else { "old" }
+        "kill -9 mid-sync: acknowledged={acknowledged}, stored={}, unreferenced chunks={}",
+        if got == new { "new" } else { "old" },
+        on_disk.saturating_sub(m.chunks.len())
     );
 }
 
@@ -441,7 +445,8 @@ fn python_client_uploads_lists_syncs_and_deletes_workspaces() {
     std::fs::write(dir.path().join("hello.txt"), "hi from python\n").expect("write");
     let script = r#"
 import json, sys, time
-from mags import Mags, MagsError
+from mags import Mags
+from mags.client import MagsError
 m = Mags()
 ids = m.upload_files([sys.argv[1]])
 r = m.run_and_wait("cat /root/hello.txt /uploads/hello.txt", file_ids=ids, timeout=300, poll_interval=0.2)

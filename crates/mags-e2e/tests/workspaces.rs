@@ -158,6 +158,25 @@ fn fork_and_parallel_base_workers_never_change_the_base() {
         "from-fork\n"
     );
 
+    // A persistent fork is stored as its own workspace (sharing the base's
+    // chunks) and comes back from storage alone.
+    let out = run(
+        &server,
+        &[
+            "run",
+            "--base",
+            "base",
+            "-w",
+            "pfork",
+            "-p",
+            "cat /root/f; echo pf > /root/f; sync",
+        ],
+    );
+    assert_eq!(out, "from-base\n");
+    run(&server, &["stop", "pfork"]);
+    wipe_cache(&server);
+    assert_eq!(run(&server, &["run", "-w", "pfork", "cat /root/f"]), "pf\n");
+
     // Five workers at once on the base, each writing; none sees another's
     // write and the base stays as it was.
     let children: Vec<Child> = (0..5)

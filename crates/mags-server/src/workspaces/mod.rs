@@ -14,8 +14,11 @@
 //!   so any number of workers share it; the overlay is discarded;
 //! - fork (both): a new workspace whose first stored version is the base's
 //!   manifest (chunks shared, nothing copied) and whose first disk is an
-//!   overlay over the base image (so it starts as fast as an empty one); the
-//!   overlay is flattened to the fork's own raw disk when the job ends.
+//!   overlay over a hard link to the base image (so it starts as fast as an
+//!   empty one, and ends as fast: the overlay stays the fork's disk; a
+//!   synced fork is flattened to a temporary raw image for each snapshot).
+//!   Overlays always read a hard link of the immutable base image, so
+//!   dropping the base's cache never breaks them.
 //!
 //! [`executor::WsExecutor`] wraps the real executor: it prepares the disk
 //! before a VM starts, places uploaded files, and saves the disk when the
@@ -190,6 +193,9 @@ impl WsLease {
     fn overlay(&self) -> PathBuf {
         self.dir.join("overlay.qcow2")
     }
+    fn backing(&self) -> PathBuf {
+        self.dir.join("backing.raw")
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -357,7 +363,9 @@ impl Inner {
                 std::fs::create_dir_all(&self.overlays)
                     .map_err(|e| WsError::io(&self.overlays, e))?;
                 let overlay = self.overlays.join(format!("{}.qcow2", job.id));
-                ops::create_overlay(&image, &overlay, bytes).await?;
+                let backing = self.overlays.join(format!("{}.raw", job.id));
+                ops::link_or_copy(&image, &backing).await?;
+                ops::create_overlay(&backing, &overlay, bytes).await?;
                 Lease {
                     job_id: job.id.clone(),
                     user_id: job.user_id.clone(),
@@ -397,24 +405,28 @@ impl Inner {
             sync,
             guard: Mutex::new(None),
         };
-        // An overlay left by a job that did not finish saving: fold it in.
-        if ws.overlay().exists() {
-            ops::flatten(&ws.overlay(), &ws.disk(), false).await?;
-            let _ = std::fs::remove_file(ws.overlay());
-        }
         let row = self.store.workspace(&job.user_id, name).await?;
         let stored_required = sync || row.as_ref().is_some_and(|r| r.persistent);
         let latest = self.latest(&ws.key, stored_required).await?;
         let cached = read_meta(&dir).version;
         let disk = ws.disk();
         let mut base_image = None;
-        let source = if disk.exists()
-            && latest
-                .as_ref()
-                .is_none_or(|m| cached.is_some_and(|c| c >= m.version))
-        {
+        let fresh_enough = latest
+            .as_ref()
+            .is_none_or(|m| cached.is_some_and(|c| c >= m.version));
+        let source = if ws.overlay().exists() && fresh_enough {
+            // A fork's disk: its overlay over its own link to the base image.
+            let mut bytes = ops::image_bytes(&ws.overlay())?;
+            if want > bytes {
+                ops::grow_qcow2(&ws.overlay(), want).await?;
+                bytes = want;
+            }
+            Some((ws.overlay(), bytes))
+        } else if disk.exists() && fresh_enough {
             None
         } else if let Some(m) = &latest {
+            let _ = std::fs::remove_file(ws.overlay());
+            let _ = std::fs::remove_file(ws.backing());
             self.engine.restore(m, &disk).await?;
             write_meta(&dir, Some(m.version))?;
             None
@@ -427,7 +439,9 @@ impl Inner {
             };
             write_meta(&dir, version)?;
             let bytes = ops::image_bytes(&image)?.max(want);
-            ops::create_overlay(&image, &ws.overlay(), bytes).await?;
+            // A hard link: the fork keeps its base even if the base's cache goes.
+            ops::link_or_copy(&image, &ws.backing()).await?;
+            ops::create_overlay(&ws.backing(), &ws.overlay(), bytes).await?;
             base_image = Some(image);
             Some((ws.overlay(), bytes))
         } else {
@@ -541,8 +555,8 @@ impl Inner {
         Ok(Some(report.version))
     }
 
-    /// The job is over (its VM is gone): flattens a fork's overlay into the
-    /// workspace's own disk, saves it, discards a base overlay, and frees
+    /// The job is over (its VM is gone): saves the workspace's disk (a
+    /// fork's overlay stays its disk), discards a base overlay, and frees
     /// the workspace for the next job.
     pub(crate) async fn finish(&self, lease: &Lease) -> Result<(), WsError> {
         if lease
@@ -553,12 +567,13 @@ impl Inner {
         }
         let result = async {
             if let Some(ws) = &lease.ws {
-                if ws.overlay().exists() {
-                    ops::flatten(&ws.overlay(), &ws.disk(), false).await?;
-                    let _ = std::fs::remove_file(ws.overlay());
-                }
                 self.save(lease, false).await?;
-                let bytes = ops::image_bytes(&ws.disk()).unwrap_or(0);
+                let disk = if ws.overlay().exists() {
+                    ws.overlay()
+                } else {
+                    ws.disk()
+                };
+                let bytes = ops::image_bytes(&disk).unwrap_or(0);
                 self.store
                     .touch_workspace(&lease.user_id, &ws.name, bytes, ws.sync)
                     .await?;
@@ -568,6 +583,7 @@ impl Inner {
         .await;
         if let Some(p) = &lease.scratch {
             let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(p.with_extension("raw"));
         }
         if let Some(ws) = &lease.ws {
             lock(&ws.guard).take();

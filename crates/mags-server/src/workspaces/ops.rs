@@ -112,3 +112,19 @@ pub fn image_bytes(path: &Path) -> Result<u64, WsError> {
     }
     Ok(f.metadata().map_err(|e| WsError::io(path, e))?.len())
 }
+
+/// Grows a qcow2 image to `bytes` (its guest grows the filesystem).
+pub async fn grow_qcow2(path: &Path, bytes: u64) -> Result<(), WsError> {
+    let p = path.display().to_string();
+    qemu_img(&["resize", "-q", "-f", "qcow2", &p, &bytes.to_string()]).await
+}
+
+/// A hard link of the read-only image `src` at `dest` (a copy if linking
+/// is impossible, e.g. across filesystems); replaces `dest`.
+pub async fn link_or_copy(src: &Path, dest: &Path) -> Result<(), WsError> {
+    let _ = std::fs::remove_file(dest);
+    if std::fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    sparse_copy(src, dest).await
+}

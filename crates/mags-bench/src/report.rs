@@ -2,6 +2,16 @@
 
 use std::fmt::Write as _;
 
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Nearest-rank percentile of `v` (0 < p <= 1).
 pub fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -70,6 +80,7 @@ impl Row {
 
 pub struct Report {
     accel: String,
+    load_at_start: String,
     quick: bool,
     rows: Vec<Row>,
     pss_mib: f64,
@@ -80,6 +91,7 @@ impl Report {
     pub fn new(accel: String, quick: bool) -> Self {
         Report {
             accel,
+            load_at_start: loadavg(),
             quick,
             rows: Vec::new(),
             pss_mib: f64::NAN,
@@ -138,6 +150,13 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
+        let load = format!(
+            "- host load average (1/5/15 min) at start: {}, at end: {}; on this shared \
+             2-core machine other work often runs beside the benchmark, and under TCG every \
+             guest-side number moves with it\n",
+            self.load_at_start,
+            loadavg()
+        );
         let mut m = String::new();
         let _ = writeln!(m, "# Benchmarks\n");
         let _ = writeln!(
@@ -148,6 +167,7 @@ impl Report {
         );
         let _ = writeln!(m, "- machine: {}", Self::machine());
         let _ = writeln!(m, "- accelerator: **{}**", self.accel);
+        m.push_str(&load);
         let _ = writeln!(
             m,
             "- guest: 256 MiB, 1 vCPU, 2 GiB disk; sample counts in the table{}\n",

@@ -80,15 +80,32 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// Chunk offset -> (XXH3-128 of the content, SHA-256 of the same content),
+/// from a previous snapshot: a chunk whose fast hash is unchanged keeps its
+/// SHA-256 without computing it again (XXH3 runs at memory speed, SHA-256
+/// at ~2 GB/s). Only the guest could make two contents collide, and then
+/// only in its own workspace.
+pub type Memo = std::collections::HashMap<u64, (u128, String)>;
+
 /// Reads and hashes every data chunk of the disk at `path` on `threads`
 /// threads (blocking). Returns the disk size and its non-zero chunks in
 /// offset order.
 pub fn hash_disk(path: &Path, chunk: u64, threads: usize) -> Result<(u64, Vec<HashedChunk>)> {
+    hash_disk_memo(path, chunk, threads, &Memo::new()).map(|(s, c, _)| (s, c))
+}
+
+/// [`hash_disk`] reusing `memo`; also returns the memo of this disk.
+pub fn hash_disk_memo(
+    path: &Path,
+    chunk: u64,
+    threads: usize,
+    memo: &Memo,
+) -> Result<(u64, Vec<HashedChunk>, Memo)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let offsets = data_chunks(&file, size, chunk).map_err(|e| Error::io(path, e))?;
     let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<HashedChunk>> = Mutex::new(Vec::with_capacity(offsets.len()));
+    let found: Mutex<Vec<(HashedChunk, u128)>> = Mutex::new(Vec::with_capacity(offsets.len()));
     let failed: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -107,10 +124,12 @@ pub fn hash_disk(path: &Path, chunk: u64, threads: usize) -> Result<(u64, Vec<Ha
                     if is_zero(buf) {
                         continue;
                     }
-                    let h = HashedChunk {
-                        offset: off,
-                        hash: sha256_hex(buf),
+                    let fast = xxhash_rust::xxh3::xxh3_128(buf);
+                    let hash = match memo.get(&off) {
+                        Some((f, sha)) if *f == fast => sha.clone(),
+                        _ => sha256_hex(buf),
                     };
+                    let h = (HashedChunk { offset: off, hash }, fast);
                     found.lock().unwrap_or_else(|p| p.into_inner()).push(h);
                 }
             });
@@ -119,9 +138,14 @@ pub fn hash_disk(path: &Path, chunk: u64, threads: usize) -> Result<(u64, Vec<Ha
     if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let mut chunks = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    chunks.sort_by_key(|c| c.offset);
-    Ok((size, chunks))
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    found.sort_by_key(|(c, _)| c.offset);
+    let memo: Memo = found
+        .iter()
+        .map(|(c, f)| (c.offset, (*f, c.hash.clone())))
+        .collect();
+    let chunks = found.into_iter().map(|(c, _)| c).collect();
+    Ok((size, chunks, memo))
 }
 
 /// Reads `len` bytes at `offset` of `path` (blocking).

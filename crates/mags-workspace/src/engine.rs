@@ -68,6 +68,8 @@ pub struct Engine {
     gc_lock: Arc<RwLock<()>>,
     /// One snapshot/restore/delete per workspace at a time.
     per_ws: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Per workspace: chunk hashes of its last snapshot on this host.
+    memos: Arc<Mutex<HashMap<String, Arc<disk::Memo>>>>,
 }
 
 fn now_ms() -> i64 {
@@ -99,6 +101,7 @@ impl Engine {
             chunk_size: disk::CHUNK_SIZE,
             gc_lock: Arc::default(),
             per_ws: Arc::default(),
+            memos: Arc::default(),
         }
     }
 
@@ -184,8 +187,19 @@ impl Engine {
         let parent = self.latest(key).await?;
         let chunk_size = parent.as_ref().map_or(self.chunk_size, |p| p.chunk_size);
         let path = disk.to_path_buf();
-        let (size, chunks) =
-            blocking(move || disk::hash_disk(&path, chunk_size, threads())).await?;
+        let memo = self
+            .memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        let (size, chunks, memo) =
+            blocking(move || disk::hash_disk_memo(&path, chunk_size, threads(), &memo)).await?;
+        self.memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), Arc::new(memo));
         let hashed_ms = t0.elapsed().as_millis() as u64;
 
         let new_refs: Vec<ChunkRef> = chunks

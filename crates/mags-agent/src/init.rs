@@ -223,6 +223,27 @@ const FIFREEZE: libc::c_ulong = 0xC004_5877;
 /// `_IOW('f', 16, __u64)`: grow a mounted ext4 to the given block count.
 const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
 
+/// Waits (up to 5 s) until the writable disk's device is at least `bytes`
+/// (the kernel learns of a host-side resize asynchronously), then grows
+/// its filesystem like [`grow_writable`].
+pub fn grow_writable_to(bytes: u64) -> io::Result<u64> {
+    if let Some(dev) = WRITABLE_DEV.get() {
+        let name = dev.trim_start_matches("/dev/");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let sectors: u64 = fs::read_to_string(format!("/sys/block/{name}/size"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            if sectors * 512 >= bytes || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    grow_writable()
+}
+
 /// Grows the writable disk's ext4 (online) to fill its device, if the
 /// device is bigger; returns the filesystem size in bytes afterwards.
 pub fn grow_writable() -> io::Result<u64> {

@@ -215,7 +215,7 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
                 Err(e) => out.error(stream, format!("cannot freeze the disk: {e}")),
             }
         }
-        HostMsg::GrowDisk => match crate::init::grow_writable() {
+        HostMsg::GrowDisk { bytes } => match crate::init::grow_writable_to(bytes) {
             Ok(_) => out.msg(stream, &GuestMsg::Ok),
             Err(e) => out.error(stream, format!("cannot grow the disk's filesystem: {e}")),
         },

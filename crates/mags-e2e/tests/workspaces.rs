@@ -512,3 +512,30 @@ print(json.dumps({"run": r, "synced": synced, "listed": listed, "refused": refus
     assert!(find_ws(&v["after"], "pyws").is_none(), "{v}");
     let _ = bin("mags");
 }
+
+/// `mags resize`: online while the sandbox runs (the guest sees the new
+/// size at once), offline otherwise; shrinking is refused.
+#[test]
+fn resize_grows_online_and_offline_and_refuses_to_shrink() {
+    let server = Server::start(&[]);
+    let size_gb = |out: &str| -> u64 { out.trim().parse::<u64>().expect("df size") >> 30 };
+    let df = "df -B1 --output=size / | tail -1";
+    let out = run(&server, &["run", "-w", "grow", "-p", df]);
+    assert!(size_gb(&out) < 2, "{out}");
+    run(&server, &["resize", "grow", "--disk", "4"]);
+    let out = run(&server, &["exec", "grow", df]);
+    assert!((3..=4).contains(&size_gb(&out)), "online: {out}");
+    let o = server.mags_output(&["resize", "grow", "--disk", "3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("shrinking"), "{}", stderr(&o));
+    run(&server, &["stop", "grow"]);
+    run(&server, &["resize", "grow", "--disk", "6"]);
+    let out = run(&server, &["run", "-w", "grow", df]);
+    assert!((5..=6).contains(&size_gb(&out)), "offline: {out}");
+    let list = workspace_list(&server);
+    assert_eq!(
+        find_ws(&list, "grow").expect("listed")["disk_gb"],
+        6,
+        "{list}"
+    );
+}

@@ -80,8 +80,13 @@ pub enum HostMsg {
     /// Answer: `Ok` or `Error`.
     Thaw,
     /// Grow the writable disk's filesystem (online) to fill its device,
-    /// after the host made the device bigger. Answer: `Ok` or `Error`.
-    GrowDisk,
+    /// after the host made the device bigger; first waits (briefly) until
+    /// the kernel sees the device at `bytes` or more (0: no wait).
+    /// Answer: `Ok` or `Error`.
+    GrowDisk {
+        #[serde(default)]
+        bytes: u64,
+    },
     /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
     Shutdown,
 }

@@ -340,9 +340,10 @@ impl AgentConn {
             .map(|_| ())
     }
 
-    /// Grows the guest's writable filesystem to fill its (grown) disk.
-    pub async fn grow_disk(&self) -> Result<(), VmError> {
-        self.request(&HostMsg::GrowDisk).await.map(|_| ())
+    /// Grows the guest's writable filesystem to fill its disk, once the
+    /// guest sees the disk at `bytes` (the size just given to QEMU).
+    pub async fn grow_disk(&self, bytes: u64) -> Result<(), VmError> {
+        self.request(&HostMsg::GrowDisk { bytes }).await.map(|_| ())
     }
 
     /// Thaws the guest's writable disk.

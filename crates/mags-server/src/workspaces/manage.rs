@@ -171,7 +171,7 @@ impl Workspaces {
                     .await
                     .map_err(|e| WsError::Disk(format!("growing the disk: {e}")))?;
                 conn.agent
-                    .grow_disk()
+                    .grow_disk(want)
                     .await
                     .map_err(|e| WsError::Disk(format!("growing the filesystem: {e}")))?;
                 inner

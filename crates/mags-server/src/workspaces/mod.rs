@@ -245,6 +245,8 @@ impl Workspaces {
             leases: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
+        let first = inner.clone();
+        tokio::spawn(async move { first.remove_stale_overlays().await });
         tokio::spawn(async move {
             let every =
                 (inner_window(&weak) / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -590,6 +592,29 @@ impl Inner {
         }
         lock(&self.leases).remove(&lease.job_id);
         result
+    }
+
+    /// Removes base overlays (and their base links) of jobs that are no
+    /// longer live: what a crashed server left behind.
+    async fn remove_stale_overlays(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.overlays) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(job_id) = path.file_stem().map(|s| s.to_string_lossy().to_string()) else {
+                continue;
+            };
+            let live = match self.store.job(&job_id).await {
+                Ok(Some(j)) => !j.status.is_final(),
+                Ok(None) => false,
+                Err(_) => true, // unsure: keep it
+            };
+            if !live {
+                tracing::info!(job = %job_id, "removing a base overlay left by an ended job");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// Removes disks idle longer than the cache window; a local workspace

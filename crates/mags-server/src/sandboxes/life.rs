@@ -75,6 +75,9 @@ impl Shared {
                 let (entry, slot) = self.register(&job, Slot::Starting).await;
                 let what = if job.status == JobState::Sleeping {
                     "the sandbox's sleep snapshot is missing"
+                } else if job.workspace_id.is_some() {
+                    "the sandbox's VM was lost with it (memory and processes are gone; the \
+                     workspace's files are kept)"
                 } else {
                     "the sandbox's VM was lost with it (memory, processes and files are gone)"
                 };

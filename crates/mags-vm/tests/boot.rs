@@ -26,6 +26,14 @@ fn runtime(data_dir: &std::path::Path) -> Runtime {
     })
 }
 
+/// A runtime on a fresh data dir, its image ready.
+async fn ready_runtime() -> (tempfile::TempDir, Runtime) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(tmp.path());
+    rt.ensure_image(|_| {}).await.expect("image");
+    (tmp, rt)
+}
+
 fn sh(script: &str) -> RunSpec {
     RunSpec {
         argv: vec!["/bin/bash".into(), "-c".into(), script.into()],
@@ -35,9 +43,7 @@ fn sh(script: &str) -> RunSpec {
 
 #[tokio::test]
 async fn guest_is_its_own_machine() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rt = runtime(tmp.path());
-    rt.ensure_image(|_| {}).await.expect("image");
+    let (_tmp, rt) = ready_runtime().await;
     let sb = rt
         .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
         .await
@@ -107,9 +113,7 @@ async fn guest_is_its_own_machine() {
 
 #[tokio::test]
 async fn a_restarted_server_reaps_orphaned_vms() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rt = runtime(tmp.path());
-    rt.ensure_image(|_| {}).await.expect("image");
+    let (tmp, rt) = ready_runtime().await;
     let id = uuid::Uuid::new_v4().to_string();
     let sb = rt
         .start(SandboxOptions::new(id.clone()))
@@ -143,9 +147,7 @@ async fn a_restarted_server_reaps_orphaned_vms() {
 
 #[tokio::test]
 async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rt = runtime(tmp.path());
-    rt.ensure_image(|_| {}).await.expect("image");
+    let (_tmp, rt) = ready_runtime().await;
     let probe = "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /etc/machine-id; \
                  python3 -c 'import random; print(random.getrandbits(64))'; date +%s; \
                  df -k --output=size /root | tail -1";
@@ -204,9 +206,7 @@ async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
 
 #[tokio::test]
 async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rt = runtime(tmp.path());
-    rt.ensure_image(|_| {}).await.expect("image");
+    let (tmp, rt) = ready_runtime().await;
     let sb = rt
         .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
         .await
@@ -262,9 +262,7 @@ async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
 /// clone's `Setup` spent its time, from the guest's own record.
 #[tokio::test]
 async fn setup_timeline_is_recorded_in_the_guest() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rt = runtime(tmp.path());
-    rt.ensure_image(|_| {}).await.expect("image");
+    let (_tmp, rt) = ready_runtime().await;
     let sb = rt
         .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
         .await

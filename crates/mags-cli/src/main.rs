@@ -101,7 +101,8 @@ enum Cmd {
         /// Sandbox name, workspace or job id.
         job: String,
     },
-    /// Flush a sandbox's files to its disk.
+    /// Save a sandbox's files now: flushed to its disk and, for a persistent
+    /// workspace, a new snapshot in object storage.
     Sync {
         /// Sandbox name, workspace or job id.
         job: String,

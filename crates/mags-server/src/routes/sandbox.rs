@@ -322,8 +322,9 @@ pub async fn stop(
     }))
 }
 
-/// `POST /mags-jobs/{id}/sync`: flushes the sandbox's filesystems.
-/// (Uploading a persistent workspace comes with workspace storage.)
+/// `POST /mags-jobs/{id}/sync`: flushes the sandbox's filesystems and, for
+/// a persistent workspace, stores a new snapshot of it (acknowledged only
+/// once that version is durable).
 pub async fn sync(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

@@ -1,7 +1,6 @@
 //! Following a job's NDJSON output stream, with reconnects.
 
-use crate::{Client, ClientError};
-use base64::Engine as _;
+use crate::{ndjson, Client, ClientError};
 use mags_api::{JobState, OutputEvent, OutputStream};
 use reqwest::Response;
 use std::collections::VecDeque;
@@ -105,14 +104,11 @@ impl OutputFollower {
     }
 
     fn parse_lines(&mut self) -> Result<(), ClientError> {
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = line.trim_ascii();
-            if line.is_empty() || self.done {
+        while let Some(line) = ndjson::next_line(&mut self.buf) {
+            if self.done {
                 continue;
             }
-            let event: OutputEvent =
-                serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?;
+            let event: OutputEvent = ndjson::decode(&line)?;
             match event {
                 OutputEvent::Output {
                     seq,
@@ -125,13 +121,7 @@ impl OutputFollower {
                         continue;
                     }
                     self.after = seq;
-                    let bytes = match (data, data_b64) {
-                        (Some(s), _) => s.into_bytes(),
-                        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-                            .decode(b)
-                            .map_err(|e| ClientError::Decode(format!("data_b64: {e}")))?,
-                        (None, None) => Vec::new(),
-                    };
+                    let bytes = ndjson::output_bytes(data, data_b64)?;
                     self.pending.push_back(OutputItem::Output {
                         stream,
                         data: bytes,

@@ -7,6 +7,7 @@
 //! command's output from a persistent sandbox.
 
 mod follow;
+mod ndjson;
 mod sandbox;
 mod workspaces;
 

@@ -1,8 +1,7 @@
 //! Persistent sandboxes: exec (buffered, or streamed as [`ExecStream`]),
 //! settings, stop, sync.
 
-use crate::{seg, Client, ClientError};
-use base64::Engine as _;
+use crate::{ndjson, seg, Client, ClientError};
 use mags_api::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, JobStatus, OutputStream, UpdateJobRequest,
 };
@@ -135,27 +134,18 @@ impl ExecStream {
     }
 
     fn parse_lines(&mut self) -> Result<(), ClientError> {
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = line.trim_ascii();
-            if line.is_empty() || self.done {
+        while let Some(line) = ndjson::next_line(&mut self.buf) {
+            if self.done {
                 continue;
             }
-            let event: ExecEvent =
-                serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?;
+            let event: ExecEvent = ndjson::decode(&line)?;
             match event {
                 ExecEvent::Output {
                     stream,
                     data,
                     data_b64,
                 } => {
-                    let data = match (data, data_b64) {
-                        (Some(s), _) => s.into_bytes(),
-                        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-                            .decode(b)
-                            .map_err(|e| ClientError::Decode(format!("data_b64: {e}")))?,
-                        (None, None) => Vec::new(),
-                    };
+                    let data = ndjson::output_bytes(data, data_b64)?;
                     self.pending.push_back(ExecItem::Output { stream, data });
                 }
                 ExecEvent::Exit {

@@ -6,7 +6,7 @@
 //! into it, and takes the identity the host gives (hostname, machine id,
 //! RNG seed, clock). Template snapshots are taken between the two. Then it serves the protocol of
 //! `mags-proto` on the virtio-serial port ([`serve`]), running processes
-//! ([`process`]) and reaping every child, its own or orphaned.
+//! ([`process`], on a terminal with [`pty`]) and reaping every child, its own or orphaned.
 //!
 //! Run as any other PID (`mags-agent --stdio`) it skips the setup and serves
 //! the protocol on stdin/stdout, which lets the host test the protocol
@@ -14,6 +14,7 @@
 
 mod init;
 mod process;
+mod pty;
 mod serve;
 
 use std::fs::File;

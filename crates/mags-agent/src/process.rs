@@ -87,6 +87,12 @@ pub fn start_reaper() {
 /// threads carry does not leak into user processes (tested).
 pub fn spawn(cmd: &mut Command) -> io::Result<Child> {
     cmd.process_group(0);
+    spawn_as_is(cmd)
+}
+
+/// Spawns `cmd` registered with the reaper, without a process group of its
+/// own: for a child that makes its own session (a PTY's, see `pty`).
+pub fn spawn_as_is(cmd: &mut Command) -> io::Result<Child> {
     let mut guard = state();
     let child = cmd.spawn()?;
     if let Some(st) = guard.as_mut() {

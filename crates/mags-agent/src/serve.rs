@@ -93,6 +93,8 @@ enum Stream {
     Process {
         pid: u32,
         stdin: Option<mpsc::Sender<Vec<u8>>>,
+        /// The PTY master of a process on a terminal (for `Resize`).
+        pty: Option<Arc<File>>,
     },
     File {
         file: File,
@@ -223,6 +225,11 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
             Ok(()) => out.msg(stream, &GuestMsg::Ok),
             Err(e) => out.error(stream, format!("cannot thaw the disk: {e}")),
         },
+        HostMsg::Resize { rows, cols } => {
+            if let Some(Stream::Process { pty: Some(m), .. }) = lock(streams).get(&stream) {
+                let _ = crate::pty::resize(m, rows, cols);
+            }
+        }
         HostMsg::Shutdown => {
             // SAFETY: plain syscall.
             unsafe { libc::sync() };
@@ -354,14 +361,7 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         .env("LANG", "C.UTF-8")
         .env("HOSTNAME", "mags-vm")
         .envs(&spec.env)
-        .current_dir(&cwd)
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .current_dir(&cwd);
     if let Some(root) = &spec.chroot {
         let root = std::ffi::CString::new(root.as_str())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in chroot"))?;
@@ -376,9 +376,12 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
             });
         }
     }
-    let mut child = process::spawn(&mut cmd)?;
-    let pid = child.id();
-    let stdin_tx = child.stdin.take().map(|mut pipe| {
+    let spawned = match &spec.pty {
+        Some(p) => crate::pty::spawn(cmd, p)?,
+        None => spawn_piped(cmd, spec.stdin)?,
+    };
+    let pid = spawned.pid;
+    let stdin_tx = spawned.stdin.map(|mut pipe| {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         std::thread::spawn(move || {
             for chunk in rx {
@@ -394,30 +397,22 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         Stream::Process {
             pid,
             stdin: stdin_tx,
+            pty: spawned.pty.map(Arc::new),
         },
     );
     let session = out.session();
-    out.msg(stream, &GuestMsg::Started { pid });
+    out.msg(
+        stream,
+        &GuestMsg::Started {
+            pid,
+            pty: spec.pty.is_some(),
+        },
+    );
 
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let mut pipes = 0;
-    if let Some(pipe) = child.stdout.take() {
-        pipes += 1;
-        pump(
-            pipe,
-            (FrameKind::Stdout, stream, session),
-            out.clone(),
-            done_tx.clone(),
-        );
-    }
-    if let Some(pipe) = child.stderr.take() {
-        pipes += 1;
-        pump(
-            pipe,
-            (FrameKind::Stderr, stream, session),
-            out.clone(),
-            done_tx.clone(),
-        );
+    let pipes = spawned.outputs.len();
+    for (kind, pipe) in spawned.outputs {
+        pump(pipe, (kind, stream, session), out.clone(), done_tx.clone());
     }
     drop(done_tx);
 
@@ -460,6 +455,39 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         out.frame_in(Some(session), FrameKind::Control, stream, &payload);
     });
     Ok(())
+}
+
+/// A started process: its pid, where its stdin goes, where its output
+/// comes from (with the frame kind for each) and its PTY master, if any.
+pub(crate) struct Spawned {
+    pub pid: u32,
+    pub stdin: Option<Box<dyn Write + Send>>,
+    pub outputs: Vec<(FrameKind, Box<dyn Read + Send>)>,
+    pub pty: Option<File>,
+}
+
+/// Spawns `cmd` with pipes for stdout and stderr, and for stdin if `stdin`.
+fn spawn_piped(mut cmd: Command, stdin: bool) -> io::Result<Spawned> {
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = process::spawn(&mut cmd)?;
+    let mut outputs: Vec<(FrameKind, Box<dyn Read + Send>)> = Vec::new();
+    if let Some(p) = child.stdout.take() {
+        outputs.push((FrameKind::Stdout, Box::new(p)));
+    }
+    if let Some(p) = child.stderr.take() {
+        outputs.push((FrameKind::Stderr, Box::new(p)));
+    }
+    Ok(Spawned {
+        pid: child.id(),
+        stdin: child
+            .stdin
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Write + Send>),
+        outputs,
+        pty: None,
+    })
 }
 
 /// Forwards a pipe as frames of `kind` on `stream`, while `session` lasts.

@@ -21,7 +21,7 @@ mod frame;
 mod msg;
 
 pub use frame::{encode_frame, DecodeError, Decoder, Frame, FrameKind, MAX_PAYLOAD};
-pub use msg::{GuestInfo, GuestMsg, HostMsg, RunSpec, SetupSpec};
+pub use msg::{GuestInfo, GuestMsg, HostMsg, PtySpec, RunSpec, SetupSpec};
 
 /// Version of the protocol spoken by this build. Bump on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

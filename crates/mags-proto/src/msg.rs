@@ -26,6 +26,22 @@ pub struct RunSpec {
     /// mounted, to warm the page cache of a template from the read-only root.
     #[serde(default)]
     pub chroot: Option<String>,
+    /// Run on a new pseudo-terminal: the process leads a new session with
+    /// the terminal as its controlling tty and its stdin/stdout/stderr, so
+    /// all output comes as `Stdout` frames and `Input` frames are typed
+    /// into it (`stdin` is implied). [`HostMsg::Resize`] changes its size.
+    #[serde(default)]
+    pub pty: Option<PtySpec>,
+}
+
+/// The terminal of a [`RunSpec`] with a PTY.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PtySpec {
+    pub rows: u16,
+    pub cols: u16,
+    /// `TERM` for the process, e.g. `xterm-256color`; empty: `xterm`.
+    #[serde(default)]
+    pub term: String,
 }
 
 /// Identity and clock for a freshly booted or restored VM.
@@ -89,6 +105,10 @@ pub enum HostMsg {
     },
     /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
     Shutdown,
+    /// Set the window size of the PTY of the process on this stream
+    /// (TIOCSWINSZ; the process gets SIGWINCH). No answer; ignored for a
+    /// process without a PTY.
+    Resize { rows: u16, cols: u16 },
 }
 
 /// Guest -> host.
@@ -102,6 +122,10 @@ pub enum GuestMsg {
     Info(GuestInfo),
     Started {
         pid: u32,
+        /// The process runs on a PTY, as asked. An agent that predates
+        /// PTYs leaves it out (false), so the host can refuse to pretend.
+        #[serde(default)]
+        pty: bool,
     },
     /// The process ended: `code` is its exit status, or 128 + signal.
     Exited {
@@ -142,6 +166,19 @@ mod tests {
             },
             HostMsg::Freeze { timeout_ms: 5000 },
             HostMsg::Thaw,
+            HostMsg::Run(RunSpec {
+                argv: vec!["bash".into()],
+                pty: Some(PtySpec {
+                    rows: 24,
+                    cols: 80,
+                    term: "xterm".into(),
+                }),
+                ..Default::default()
+            }),
+            HostMsg::Resize {
+                rows: 50,
+                cols: 132,
+            },
         ];
         for m in msgs {
             let f = Frame::control(3, &m);
@@ -156,5 +193,22 @@ mod tests {
             Frame::control(1, &g).parse::<GuestMsg>().expect("parses"),
             g
         );
+    }
+}
+
+#[cfg(test)]
+mod compat_tests {
+    use super::*;
+
+    /// A host that predates PTYs sends no `pty`; an agent that predates
+    /// them sends no `pty` in `Started`.
+    #[test]
+    fn pty_fields_default_when_absent() {
+        let run: HostMsg =
+            serde_json::from_str(r#"{"type":"run","argv":["true"]}"#).expect("old run parses");
+        assert!(matches!(run, HostMsg::Run(RunSpec { pty: None, .. })));
+        let started: GuestMsg =
+            serde_json::from_str(r#"{"type":"started","pid":7}"#).expect("old started parses");
+        assert_eq!(started, GuestMsg::Started { pid: 7, pty: false });
     }
 }

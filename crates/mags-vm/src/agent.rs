@@ -168,6 +168,20 @@ impl Process {
             .await
     }
 
+    /// Sets the size of the process's terminal (one started with a PTY).
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), VmError> {
+        self.input().resize(rows, cols).await
+    }
+
+    /// A handle that sends to the process (stdin, resize, signals) while
+    /// another task reads its events.
+    pub fn input(&self) -> ProcessInput {
+        ProcessInput {
+            conn: self.stream.conn.clone(),
+            stream: self.stream.id,
+        }
+    }
+
     /// Runs to the end, collecting output: (exit code, stdout, stderr).
     pub async fn collect(mut self) -> Result<(i32, Vec<u8>, Vec<u8>), VmError> {
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -179,6 +193,43 @@ impl Process {
             }
         }
         Err(VmError::Disconnected)
+    }
+}
+
+/// Sends to a running process: see [`Process::input`]. Sending after the
+/// process ended is harmless (the guest ignores it).
+#[derive(Clone)]
+pub struct ProcessInput {
+    conn: AgentConn,
+    stream: u32,
+}
+
+impl ProcessInput {
+    /// Sends bytes to the process's stdin (or types them into its PTY).
+    pub async fn write(&self, data: &[u8]) -> Result<(), VmError> {
+        for chunk in data.chunks(CHUNK) {
+            self.conn.send(FrameKind::Input, self.stream, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the process's stdin (for a PTY: nothing to close; ignored).
+    pub async fn close(&self) -> Result<(), VmError> {
+        self.conn.send_msg(self.stream, &HostMsg::CloseInput).await
+    }
+
+    /// Sets the size of the process's terminal.
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), VmError> {
+        self.conn
+            .send_msg(self.stream, &HostMsg::Resize { rows, cols })
+            .await
+    }
+
+    /// Signals the process group.
+    pub async fn signal(&self, signal: i32) -> Result<(), VmError> {
+        self.conn
+            .send_msg(self.stream, &HostMsg::Signal { signal })
+            .await
     }
 }
 
@@ -267,14 +318,25 @@ impl AgentConn {
         }
     }
 
-    /// Starts a process.
+    /// Starts a process. With `spec.pty` it runs on a terminal, and an
+    /// agent too old to give it one is an error, not a silent pipe.
     pub async fn run(&self, spec: RunSpec) -> Result<Process, VmError> {
         let mut stream = self.open();
-        let stdin = spec.stdin;
+        let want_pty = spec.pty.is_some();
         self.send_msg(stream.id, &HostMsg::Run(spec)).await?;
         match stream.reply().await? {
-            GuestMsg::Started { pid } => {
-                let _ = stdin;
+            GuestMsg::Started { pid, pty } => {
+                if want_pty && !pty {
+                    let p = Process {
+                        stream,
+                        pid,
+                        done: false,
+                    };
+                    let _ = p.signal(9).await;
+                    return Err(VmError::Guest(
+                        "the guest agent is too old to run a process on a terminal".into(),
+                    ));
+                }
                 Ok(Process {
                     stream,
                     pid,

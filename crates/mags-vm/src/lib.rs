@@ -20,7 +20,7 @@ pub mod sleep;
 pub mod template;
 
 pub use accel::Accel;
-pub use agent::{AgentConn, Process, ProcessEvent};
+pub use agent::{AgentConn, Process, ProcessEvent, ProcessInput};
 pub use image::{GuestImage, ImageProgress};
 pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};

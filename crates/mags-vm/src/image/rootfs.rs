@@ -31,6 +31,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "nano",
     "nodejs",
     "openssh-client",
+    "openssh-sftp-server",
     "procps",
     "python3",
     "sudo",

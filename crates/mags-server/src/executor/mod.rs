@@ -139,6 +139,7 @@ pub fn bash(command: &str, env: &BTreeMap<String, String>, timeout_ms: Option<u6
         stdin: false,
         timeout_ms,
         chroot: None,
+        pty: None,
     }
 }
 

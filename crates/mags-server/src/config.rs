@@ -96,6 +96,16 @@ pub struct ServeArgs {
     /// Once listening, write {"url", "pid"} here (atomically).
     #[arg(long, env = "MAGS_SERVER_FILE")]
     pub server_file: Option<PathBuf>,
+    /// Address of the SSH gateway (`ssh`/`scp`/`sftp` into sandboxes with
+    /// the key `/access` gives). Default: the host of --listen with a free
+    /// port (clients learn it from `/access`); `off` turns it off.
+    #[arg(long, env = "MAGS_SSH_LISTEN")]
+    pub ssh_listen: Option<String>,
+    /// Host name `/access` gives SSH clients (default: the address the
+    /// gateway is bound to, or the host the API was reached at when bound
+    /// to all interfaces).
+    #[arg(long, env = "MAGS_SSH_HOST")]
+    pub ssh_host: Option<String>,
     /// Which executor runs jobs (`fake` is for tests only).
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,

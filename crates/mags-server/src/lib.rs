@@ -7,6 +7,8 @@
 //!   for tests), writing output through [`sink`].
 //! - [`sandboxes`]: the VMs of persistent jobs: exec, sleep when idle,
 //!   wake on demand, stop; and the seam the SSH gateway connects through.
+//! - [`ssh`]: the SSH gateway (`ssh`/`scp`/`sftp` into a sandbox with the
+//!   key `/access` gives).
 //! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
 //!   base, fork), saving it to object storage, and uploaded files.
 //! - [`logs`], [`view`]: how stored output and jobs look on the wire.
@@ -25,6 +27,7 @@ pub mod sandboxes;
 pub mod scheduler;
 pub mod serve;
 pub mod sink;
+pub mod ssh;
 pub mod view;
 pub mod workspaces;
 
@@ -45,6 +48,8 @@ pub struct AppState {
     pub workspaces: workspaces::Workspaces,
     /// Becomes `true` when the server shuts down (ends output streams).
     pub shutdown: watch::Receiver<bool>,
+    /// The SSH gateway, when it runs: what `/access` with port 22 returns.
+    pub ssh: Option<ssh::SshEndpoint>,
 }
 
 /// How much the server runs at once, and when sandboxes sleep.
@@ -125,6 +130,7 @@ impl AppState {
                 followers,
                 workspaces,
                 shutdown: rx,
+                ssh: None,
             },
             tx,
         )

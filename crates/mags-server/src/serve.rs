@@ -9,6 +9,7 @@
 use crate::config::{default_max_vms, runtime_config, ExecutorKind, ServeArgs};
 use crate::executor::{fake::FakeExecutor, vm::VmExecutor, Executor};
 use crate::files::{self, FileError};
+use crate::ssh::SshGateway;
 use crate::{router, AppState, Limits};
 use mags_store::{Store, StoreError};
 use std::os::unix::fs::DirBuilderExt as _;
@@ -40,6 +41,8 @@ pub enum ServeError {
     },
     #[error("workspace storage: {0}")]
     Workspaces(String),
+    #[error("SSH gateway: {0}")]
+    Ssh(#[from] crate::ssh::SshError),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -87,7 +90,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
                 .map_err(|e| ServeError::Workspaces(e.to_string()))?
         }
     };
-    let (state, shutdown_tx) =
+    let (mut state, shutdown_tx) =
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
     state.scheduler.recover().await?;
     let sandboxes = state.sandboxes.clone();
@@ -102,6 +105,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         addr: args.listen.clone(),
         source,
     })?;
+    let ssh = match args.ssh_listen.as_deref().map(str::trim) {
+        Some("off") => None,
+        ssh_listen => Some(
+            SshGateway::start(
+                &crate::ssh::listen_addr(ssh_listen, &args.listen),
+                args.ssh_host.clone(),
+                &data_dir,
+                store.clone(),
+                state.sandboxes.clone(),
+            )
+            .await?,
+        ),
+    };
+    state.ssh = ssh.as_ref().map(|g| g.endpoint.clone());
     let url = format!("http://{addr}");
     if let Some(path) = &args.server_file {
         files::write_server_file(path, &url)?;
@@ -118,6 +135,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .await;
     if let Some(path) = &args.server_file {
         files::remove_server_file(path);
+    }
+    if let Some(g) = &ssh {
+        g.shutdown();
     }
     // Running sandboxes sleep, so they come back with their processes.
     sandboxes.sleep_all(SHUTDOWN_SLEEP).await;

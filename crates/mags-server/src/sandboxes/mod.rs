@@ -207,6 +207,8 @@ pub struct Connected {
     /// The guest agent: run processes, write files.
     pub agent: AgentConn,
     pub vm_id: String,
+    /// The job's environment, for the processes the session starts.
+    pub environment: std::collections::BTreeMap<String, String>,
     /// Keeps the sandbox awake while the session lasts.
     pub busy: Busy,
 }
@@ -310,8 +312,17 @@ impl Sandboxes {
         Ok(Connected {
             agent,
             vm_id: vm.id().to_string(),
+            environment: entry.spec.environment.clone(),
             busy,
         })
+    }
+
+    /// Wakes the job's sandbox if it sleeps (a no-op if it runs) and counts
+    /// that as activity. The caller checks ownership and [`check_live`].
+    pub async fn wake(&self, job_id: &str) -> Result<(), SandboxError> {
+        let entry = self.inner.live_entry(job_id)?;
+        let (_vm, _busy) = self.inner.acquire(&entry).await?;
+        Ok(())
     }
 
     /// `(running, sleeping, most running)`.

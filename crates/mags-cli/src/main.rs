@@ -83,18 +83,32 @@ enum Cmd {
     Exec {
         /// Sandbox name, workspace or job id.
         job: String,
-        /// The command (bash), run in /root.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The command (bash), run in /root; with -it, default a login shell.
+        #[arg(
+            required_unless_present_any = ["interactive", "tty"],
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
         command: Vec<String>,
-        /// Kill the command after this many seconds (default: no limit).
-        #[arg(long, value_name = "SECS")]
+        /// Kill the command after this many seconds (default: no limit;
+        /// not with -it).
+        #[arg(long, value_name = "SECS", conflicts_with_all = ["interactive", "tty"])]
         timeout: Option<f64>,
-        /// Interactive terminal: not available yet.
-        #[arg(short = 'i', long, hide = true)]
+        /// Interactive: keystrokes go to the command (use with -t).
+        #[arg(short = 'i', long)]
         interactive: bool,
-        /// Interactive terminal: not available yet.
-        #[arg(short = 't', long, hide = true)]
+        /// On a terminal (raw mode here, a PTY there; resizes follow).
+        #[arg(short = 't', long)]
         tty: bool,
+    },
+    /// A shell in a sandbox over SSH (started if none is live), or a
+    /// command with its exit code; needs the OpenSSH client.
+    Ssh {
+        /// Sandbox name or job id.
+        name: String,
+        /// Command to run instead of a shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Stop a sandbox (or a running job): final status `completed`.
     Stop {
@@ -229,7 +243,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, doctor, jobs, run, sandbox, workspace};
+    use commands::{auth, doctor, jobs, run, sandbox, shell, workspace};
     match cli.command {
         Cmd::Run {
             script,
@@ -292,12 +306,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             tty,
         } => {
             if interactive || tty {
-                anyhow::bail!(
-                    "interactive exec (-it) is not available yet; run `mags exec {job} 'cmd'`"
-                );
+                return shell::exec_tty(&job, &command.join(" ")).await;
             }
             sandbox::exec(&job, &command.join(" "), timeout).await
         }
+        Cmd::Ssh { name, command } => shell::ssh(&name, &command).await,
         Cmd::Stop { job } => sandbox::stop(&job).await,
         Cmd::Sync { job } => sandbox::sync(&job).await,
         Cmd::Set {

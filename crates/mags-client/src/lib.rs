@@ -4,13 +4,16 @@
 //! Errors carry the server's `{"error": "..."}` message. [`OutputFollower`]
 //! reads a job's NDJSON output stream and reconnects (resuming after the
 //! last chunk it saw) if the connection drops; [`ExecStream`] reads a
-//! command's output from a persistent sandbox.
+//! command's output from a persistent sandbox; [`TtySession`] is a
+//! command on a terminal (`mags exec -it`) over a WebSocket.
 
+mod access;
 mod follow;
 mod ndjson;
 mod sandbox;
 mod workspaces;
 
+pub use access::{TtyEvent, TtyReader, TtySession, TtyWriter};
 pub use follow::{OutputFollower, OutputItem};
 pub use sandbox::{ExecItem, ExecStream};
 

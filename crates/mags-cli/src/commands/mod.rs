@@ -1,5 +1,5 @@
 //! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
-//! [`sandbox`] (new, exec, stop, sync, set), [`auth`] (login, logout,
+//! [`sandbox`] (new, exec, stop, sync, set), [`shell`] (ssh, exec -it), [`auth`] (login, logout,
 //! whoami), [`doctor`], [`workspace`] (list, delete, resize).
 
 pub mod auth;
@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod jobs;
 pub mod run;
 pub mod sandbox;
+pub mod shell;
 pub mod workspace;
 
 use crate::config::{self, Source};

@@ -5,7 +5,7 @@
 use super::connect;
 use anyhow::{bail, Context as _};
 use mags_api::{CreateJobRequest, JobState, OutputStream, UpdateJobRequest};
-use mags_client::ExecItem;
+use mags_client::{Client, ExecItem};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -23,26 +23,51 @@ pub struct NewArgs {
 /// `mags new NAME`: an idle persistent sandbox on workspace NAME, waited
 /// for until it runs (as the SDK's `new()` does).
 pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
+    let (client, _) = connect().await?;
+    let id = start(&client, &args).await?;
+    println!("{}", args.name);
+    eprintln!(
+        "mags: sandbox {} is running (job {id}); `mags exec {} 'cmd'` runs commands in it",
+        args.name, args.name
+    );
+    Ok(0)
+}
+
+/// Creates the sandbox of `args` and waits until it runs; returns its job id.
+pub async fn start(client: &Client, args: &NewArgs) -> anyhow::Result<String> {
     let mut req = CreateJobRequest::new("sleep infinity");
     req.workspace_id = Some(args.name.clone());
     req.persistent = true;
     req.no_sync = !args.persist;
     req.no_sleep = args.no_sleep;
-    req.base_workspace_id = args.base;
+    req.base_workspace_id = args.base.clone();
     if let Some(gb) = args.disk {
         req.disk_gb = gb;
     }
-    let (client, _) = connect().await?;
     let id = client.create_job(&req).await?.request_id;
-    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    wait_running(client, &id, &args.name, args.wait_secs).await?;
+    Ok(id)
+}
+
+/// Waits until job `id` (called `name`) runs with a VM.
+pub async fn wait_running(
+    client: &Client,
+    id: &str,
+    name: &str,
+    wait_secs: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let mut said_queued = false;
     loop {
-        let st = client.job_status(&id).await?;
+        let st = client.job_status(id).await?;
         match st.status {
-            JobState::Running if st.vm_id.as_deref().is_some_and(|v| !v.is_empty()) => break,
+            JobState::Running if st.vm_id.as_deref().is_some_and(|v| !v.is_empty()) => {
+                return Ok(())
+            }
+            JobState::Sleeping => return Ok(()),
             JobState::Completed | JobState::Error => {
                 let why = st.error.unwrap_or_else(|| st.status.to_string());
-                bail!("sandbox {} ended before it was ready: {why}", args.name);
+                bail!("sandbox {name} ended before it was ready: {why}");
             }
             JobState::Queued if !said_queued => {
                 eprintln!("mags: waiting for room to run another sandbox...");
@@ -51,21 +76,10 @@ pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
             _ => {}
         }
         if Instant::now() > deadline {
-            bail!(
-                "sandbox {} ({id}) is not running after {} s; see `mags status {}`",
-                args.name,
-                args.wait_secs,
-                args.name
-            );
+            bail!("sandbox {name} ({id}) is not running after {wait_secs} s; see `mags status {name}`");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("{}", args.name);
-    eprintln!(
-        "mags: sandbox {} is running (job {id}); `mags exec {} 'cmd'` runs commands in it",
-        args.name, args.name
-    );
-    Ok(0)
 }
 
 /// `mags exec NAME COMMAND`: streams the command's output; exits with its

@@ -9,9 +9,11 @@
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
 //! QEMU restore baseline, `bwrap` baseline); part B starts the release
-//! `magsd` and measures through the real `mags` CLI and the REST API.
+//! `magsd` and measures through the real `mags` CLI, the REST API and the
+//! SSH gateway ([`remote`]).
 
 mod baseline;
+mod remote;
 mod report;
 
 use anyhow::{bail, Context};
@@ -24,7 +26,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -290,6 +292,9 @@ async fn main() -> anyhow::Result<()> {
         while follow.next().await?.is_some() {}
     }
     report.push(Row::new("API: submit to first output byte", first));
+
+    eprintln!("exec in a sandbox: SDK and SSH...");
+    remote::exec_rows(&client, tmp.path(), n(30, 10), &mut report).await?;
 
     drop(server);
     report.print();

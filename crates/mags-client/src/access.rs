@@ -2,7 +2,7 @@
 //! a command on a terminal over the WebSocket `GET /exec/tty` (its frames
 //! are documented in `mags_api::access` and the server's `routes::tty`).
 
-use crate::{Client, ClientError};
+use crate::{seg, Client, ClientError};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
 use mags_api::{AccessRequest, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
@@ -46,7 +46,7 @@ impl Client {
     /// fresh private key for this sandbox (woken if it sleeps).
     pub async fn ssh_access(&self, id: &str) -> Result<SshAccessResponse, ClientError> {
         let req = self
-            .request(Method::POST, &format!("/mags-jobs/{id}/access"))
+            .request(Method::POST, &format!("/mags-jobs/{}/access", seg(id)))
             .json(&AccessRequest { port: SSH_PORT });
         self.json(req).await
     }
@@ -60,8 +60,9 @@ impl Client {
         } else {
             return Err(ClientError::InvalidUrl(self.base.clone()));
         };
-        let mut url = reqwest::Url::parse(&format!("{ws_base}/api/v1/mags-jobs/{id}/exec/tty"))
-            .map_err(|_| ClientError::InvalidUrl(self.base.clone()))?;
+        let mut url =
+            reqwest::Url::parse(&format!("{ws_base}/api/v1/mags-jobs/{}/exec/tty", seg(id)))
+                .map_err(|_| ClientError::InvalidUrl(self.base.clone()))?;
         {
             let mut pairs = url.query_pairs_mut();
             if let Some(c) = &q.command {

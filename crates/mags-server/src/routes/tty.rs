@@ -28,7 +28,7 @@ use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
 use mags_api::{TtyClientMsg, TtyQuery, TtyServerMsg};
 use mags_proto::{PtySpec, RunSpec};
-use mags_vm::{Process, ProcessEvent};
+use mags_vm::{Process, ProcessEvent, ProcessInput};
 
 /// SIGHUP.
 const SIGHUP: i32 = 1;
@@ -74,11 +74,27 @@ pub async fn tty(
         .map_err(|e| ApiError::Unavailable(format!("cannot start the command: {e}")))?;
     tracing::info!(job = %job.id, "terminal session started");
     let shutdown = state.shutdown.clone();
+    // Also if the upgrade never completes, the command does not linger.
+    let hangup = HangUp(process.input());
     Ok(ws.on_upgrade(move |socket| async move {
         // The sandbox stays awake while the session lasts.
         let _sandbox = sandbox;
+        let _hangup = hangup;
         session(socket, process, shutdown).await;
     }))
+}
+
+/// Hangs up the command when dropped: when the session ends for any
+/// reason (a no-op for one that has exited).
+struct HangUp(ProcessInput);
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        let input = self.0.clone();
+        tokio::spawn(async move {
+            let _ = input.signal(SIGHUP).await;
+        });
+    }
 }
 
 /// Pumps the socket and the process until the process exits or the
@@ -95,7 +111,6 @@ async fn session(
             ev = process.next_event() => match ev {
                 Ok(Some(ProcessEvent::Stdout(b) | ProcessEvent::Stderr(b))) => {
                     if tx.send(Message::Binary(b.into())).await.is_err() {
-                        let _ = input.signal(SIGHUP).await;
                         return;
                     }
                 }
@@ -116,13 +131,9 @@ async fn session(
                     Err(e) => tracing::debug!(error = %e, "ignoring a bad terminal message"),
                 },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    let _ = input.signal(SIGHUP).await;
-                    return;
-                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
             },
             _ = shutting_down(&mut shutdown) => {
-                let _ = input.signal(SIGHUP).await;
                 break TtyServerMsg::Error { error: "the server is shutting down".into() };
             }
         }

@@ -146,6 +146,10 @@ impl Conn {
         what: Start,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
+        if self.input(channel).is_some() {
+            // One process per channel, as in sshd.
+            return session.channel_failure(channel);
+        }
         let handle = session.handle();
         let sandbox = match self.sandbox().await {
             Ok(s) => s,

@@ -10,17 +10,14 @@
 //!   NDJSON output stream used by our own CLI.
 //! - [`sandbox`]: long-lived sandboxes: exec, update, stop, sync.
 //! - [`workspaces`]: workspaces and uploaded files.
-//! - [`access`]: SSH access keys and the terminal WebSocket.
+//! - [`ssh`]: SSH access keys and the terminal WebSocket.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
-pub mod access;
 pub mod jobs;
 pub mod sandbox;
+pub mod ssh;
 pub mod workspaces;
 
-pub use access::{
-    AccessError, AccessRequest, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT,
-};
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
     OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,
@@ -30,6 +27,7 @@ pub use sandbox::{
     DEFAULT_EXEC_TIMEOUT_SECS, TIMEOUT_EXIT_CODE,
 };
 
+pub use ssh::{SshAccessError, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
 pub use workspaces::{
     ResizeRequest, UploadResponse, WorkspaceActionResponse, WorkspaceInfo, WorkspaceList,
     MAX_UPLOAD_BYTES,

@@ -7,14 +7,14 @@
 //! command's output from a persistent sandbox; [`TtySession`] is a
 //! command on a terminal (`mags exec -it`) over a WebSocket.
 
-mod access;
 mod follow;
+mod interactive;
 mod ndjson;
 mod sandbox;
 mod workspaces;
 
-pub use access::{TtyEvent, TtyReader, TtySession, TtyWriter};
 pub use follow::{OutputFollower, OutputItem};
+pub use interactive::{TtyEvent, TtyReader, TtySession, TtyWriter};
 pub use sandbox::{ExecItem, ExecStream};
 
 use mags_api::{

@@ -3,18 +3,18 @@
 //! - [`jobs`]: create, list, status, logs.
 //! - [`output`]: the NDJSON output stream our CLI follows.
 //! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
-//! - [`access`]: SSH access keys; [`tty`]: the terminal WebSocket.
+//! - [`ssh`]: SSH access keys (`/access`, port 22); [`tty`]: the terminal WebSocket.
 //! - [`files`], [`workspaces`]: uploads, workspace list/delete/resize.
 //! - [`meta`]: health, usage, pool status, whoami.
 //!
 //! Unknown paths and methods answer JSON errors too.
 
-pub mod access;
 pub mod files;
 pub mod jobs;
 pub mod meta;
 pub mod output;
 pub mod sandbox;
+pub mod ssh;
 pub mod tty;
 pub mod workspaces;
 
@@ -44,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))
         .route("/mags-jobs/{id}/sync", post(sandbox::sync))
-        .route("/mags-jobs/{id}/access", post(access::access))
+        .route("/mags-jobs/{id}/access", post(ssh::access))
         .route("/mags-jobs/{id}/exec/tty", get(tty::tty))
         .route(
             "/mags-files",

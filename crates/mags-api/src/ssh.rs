@@ -1,17 +1,11 @@
-//! Reaching into a live sandbox: `POST /mags-jobs/{id}/access` for SSH
-//! (port 22), and the terminal WebSocket of `mags exec -it`.
+//! Reaching into a live sandbox as a user would at a terminal: SSH access
+//! (`POST /mags-jobs/{id}/access` with port 22) and the terminal WebSocket
+//! of `mags exec -it`.
 
 use serde::{Deserialize, Serialize};
 
 /// The port that asks `/access` for SSH rather than a URL.
 pub const SSH_PORT: u16 = 22;
-
-/// `POST /mags-jobs/{id}/access` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessRequest {
-    /// 22 for SSH; any other port is a URL to that port in the VM.
-    pub port: u16,
-}
 
 /// `POST /mags-jobs/{id}/access` with port 22: where to connect and a key
 /// that opens this sandbox (and no other) until it stops. A fresh key
@@ -28,9 +22,9 @@ pub struct SshAccessResponse {
     pub ssh_user: String,
 }
 
-/// Body of a failed `/access`: `{"success": false, "error"}`.
+/// Body of a failed SSH `/access`: `{"success": false, "error"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessError {
+pub struct SshAccessError {
     pub success: bool,
     pub error: String,
 }

@@ -1,9 +1,11 @@
-//! `POST /mags-jobs/{id}/access`: a way into a live sandbox. Port 22 gives
-//! SSH: the gateway's host and port and a fresh access key for this
-//! sandbox only ([`crate::ssh`]). Other ports (URLs) are not served here
-//! yet. Failures answer `{"success": false, "error"}` with the status of
-//! the error; another user's job is a 404 like a missing one. Access on a
-//! sleeping sandbox wakes it.
+//! SSH access: `POST /mags-jobs/{id}/access` with port 22 gives the
+//! gateway's host and port and a fresh access key for this sandbox only
+//! ([`crate::ssh`]). Failures answer `{"success": false, "error"}` with the
+//! status of the error; another user's job is a 404 like a missing one.
+//! Access wakes a sleeping sandbox.
+//!
+//! [`ssh_access`] is the port-22 branch of `/access`; [`access`] is the
+//! route for a server without URL access (other ports are refused).
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
@@ -15,9 +17,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mags_api::{AccessError, AccessRequest, SshAccessResponse, SSH_PORT};
+use mags_api::{SshAccessError, SshAccessResponse, SSH_PORT};
+use mags_store::Job;
 
-/// An [`ApiError`] in the `/access` shape.
+/// An [`ApiError`] in the SSH `/access` shape.
 pub struct Failed(ApiError);
 
 impl<E: Into<ApiError>> From<E> for Failed {
@@ -35,7 +38,7 @@ impl IntoResponse for Failed {
         } else {
             self.0.to_string()
         };
-        let body = AccessError {
+        let body = SshAccessError {
             success: false,
             error,
         };
@@ -43,13 +46,19 @@ impl IntoResponse for Failed {
     }
 }
 
-/// `POST /mags-jobs/{id}/access` `{"port"}`.
+/// `POST /mags-jobs/{id}/access` body.
+#[derive(serde::Deserialize)]
+pub struct PortRequest {
+    pub port: u16,
+}
+
+/// `POST /mags-jobs/{id}/access` `{"port"}`: SSH for port 22.
 pub async fn access(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<AccessRequest>,
+    ApiJson(req): ApiJson<PortRequest>,
 ) -> Result<Json<SshAccessResponse>, Failed> {
     if req.port != SSH_PORT {
         return Err(ApiError::BadRequest(format!(
@@ -59,7 +68,18 @@ pub async fn access(
         .into());
     }
     let job = owned_job(&state, &user.id, &id).await?;
-    check_live(&job, "SSH access")?;
+    ssh_access(&state, &job, &headers).await
+}
+
+/// SSH access to `job` (already found to be the caller's): wakes it, makes
+/// and records a key, says where to connect (`headers` give the host the
+/// client reached the API at).
+pub async fn ssh_access(
+    state: &AppState,
+    job: &Job,
+    headers: &HeaderMap,
+) -> Result<Json<SshAccessResponse>, Failed> {
+    check_live(job, "SSH access")?;
     let Some(endpoint) = &state.ssh else {
         return Err(ApiError::Unavailable("this server runs no SSH gateway".into()).into());
     };
@@ -72,7 +92,7 @@ pub async fn access(
     }
     state
         .store
-        .add_ssh_key(&key.fingerprint, &job.id, &user.id)
+        .add_ssh_key(&key.fingerprint, &job.id, &job.user_id)
         .await?;
     tracing::info!(job = %job.id, fingerprint = %key.fingerprint, "SSH access key issued");
     let api_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());

@@ -1,11 +1,11 @@
 //! Ways into a live sandbox: SSH access keys (`POST /access`, port 22) and
 //! a command on a terminal over the WebSocket `GET /exec/tty` (its frames
-//! are documented in `mags_api::access` and the server's `routes::tty`).
+//! are documented in `mags_api::ssh` and the server's `routes::tty`).
 
 use crate::{seg, Client, ClientError};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
-use mags_api::{AccessRequest, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
+use mags_api::{SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
 use reqwest::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -47,7 +47,7 @@ impl Client {
     pub async fn ssh_access(&self, id: &str) -> Result<SshAccessResponse, ClientError> {
         let req = self
             .request(Method::POST, &format!("/mags-jobs/{}/access", seg(id)))
-            .json(&AccessRequest { port: SSH_PORT });
+            .json(&serde_json::json!({ "port": SSH_PORT }));
         self.json(req).await
     }
 

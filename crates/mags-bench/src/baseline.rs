@@ -112,6 +112,8 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub token: String,
+    /// Its `--data-dir`.
+    pub data: PathBuf,
     home: PathBuf,
 }
 
@@ -156,6 +158,7 @@ impl Server {
             child,
             url,
             token,
+            data: dir.join("data"),
             home: dir.join("home"),
         })
     }

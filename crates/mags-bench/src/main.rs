@@ -5,14 +5,17 @@
 //! cargo build --release --workspace && ./scripts/build-agent
 //! cargo run --release -p mags-bench            # full run, writes BENCHMARKS.md
 //! cargo run --release -p mags-bench -- --quick # fewer samples
+//! cargo run --release -p mags-bench -- --workspaces # only part C, prints the table
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
 //! QEMU restore baseline, `bwrap` baseline); part B starts the release
-//! `magsd` and measures through the real `mags` CLI and the REST API.
+//! `magsd` and measures through the real `mags` CLI and the REST API; part C
+//! measures workspaces (sync, restore, fork) through that server.
 
 mod baseline;
 mod report;
+mod workspaces;
 
 use anyhow::{bail, Context};
 use mags_client::OutputItem;
@@ -89,6 +92,14 @@ async fn main() -> anyhow::Result<()> {
     let accel = rt.accel().await?;
     let template = rt.template(&image, accel, 256).await?;
     let mut report = Report::new(accel.to_string(), quick);
+    if std::env::args().any(|a| a == "--workspaces") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
+        report.print();
+        return Ok(());
+    }
 
     // ---- Part A: sandbox start paths and baselines -------------------
     eprintln!("cold boots...");
@@ -290,6 +301,9 @@ async fn main() -> anyhow::Result<()> {
         while follow.next().await?.is_some() {}
     }
     report.push(Row::new("API: submit to first output byte", first));
+
+    // ---- Part C: workspaces ------------------------------------------
+    workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
 
     drop(server);
     report.print();

@@ -90,7 +90,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;
     let accel = rt.accel().await?;
-    let template = rt.template(&image, accel, 256).await?;
+    let template = rt
+        .template(&image, accel, 256, mags_vm::template::TemplateKind::Mounted)
+        .await?;
     let mut report = Report::new(accel.to_string(), quick);
     if std::env::args().any(|a| a == "--workspaces") {
         let server = baseline::Server::start(&magsd, tmp.path())?;

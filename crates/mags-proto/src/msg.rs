@@ -55,9 +55,12 @@ pub enum HostMsg {
     /// Describe the guest. Answer: `Info`.
     Info,
     /// Make this VM a machine of its own: mount its root and disk (once,
-    /// the first time) and give it a fresh identity. Sent after every
-    /// boot or restore, before any user code runs; a template snapshot is
-    /// taken before it, so every clone gets its own. Answer: `Ok` or `Error`.
+    /// the first time; later ones grow the mounted disk's filesystem to
+    /// `disk_bytes`) and give it a fresh identity. Sent after every boot or
+    /// restore, before any user code runs. A blank template is snapshotted
+    /// before any `Setup`; a mounted one after a `Setup` with no identity
+    /// (no entropy, no clock, a placeholder machine id), so every clone still gets
+    /// its own. Answer: `Ok` or `Error`.
     Setup(SetupSpec),
     /// Start a process on this stream. Answers: `Started`, then `Stdout`/`Stderr`
     /// frames, then `Exited` (or `Error` if it could not start).

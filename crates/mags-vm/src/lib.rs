@@ -10,6 +10,7 @@
 
 pub mod accel;
 pub mod agent;
+pub mod disk;
 pub mod image;
 pub mod locate;
 pub mod pool;

@@ -447,7 +447,7 @@ impl Inner {
             base_image = Some(image);
             Some((ws.overlay(), bytes))
         } else {
-            mags_vm::sandbox::create_disk(&disk, want)
+            mags_vm::disk::create_disk(&disk, want)
                 .await
                 .map_err(|e| WsError::Disk(e.to_string()))?;
             write_meta(&dir, None)?;

@@ -10,12 +10,15 @@
 //!   NDJSON output stream used by our own CLI.
 //! - [`sandbox`]: long-lived sandboxes: exec, update, stop, sync.
 //! - [`workspaces`]: workspaces and uploaded files.
+//! - [`cron`]: scheduled jobs.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
+pub mod cron;
 pub mod jobs;
 pub mod sandbox;
 pub mod workspaces;
 
+pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
     OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cron;
 pub mod doctor;
 pub mod error;
 pub mod executor;

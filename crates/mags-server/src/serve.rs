@@ -90,6 +90,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let (state, shutdown_tx) =
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
     state.scheduler.recover().await?;
+    // After recovery: a cron run missed while no server ran starts once now.
+    crate::cron::start(state.clone(), state.shutdown.clone());
     let sandboxes = state.sandboxes.clone();
 
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -16,6 +16,7 @@
 //!   uploaded files.
 
 pub mod clock;
+pub mod cron;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
@@ -24,6 +25,7 @@ pub mod tokens;
 pub mod users;
 pub mod workspaces;
 
+pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use sandboxes::JobSettings;

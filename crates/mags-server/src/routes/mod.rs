@@ -4,10 +4,12 @@
 //! - [`output`]: the NDJSON output stream our CLI follows.
 //! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
 //! - [`files`], [`workspaces`]: uploads, workspace list/delete/resize.
+//! - [`cron`]: scheduled jobs.
 //! - [`meta`]: health, usage, pool status, whoami.
 //!
 //! Unknown paths and methods answer JSON errors too.
 
+pub mod cron;
 pub mod files;
 pub mod jobs;
 pub mod meta;
@@ -48,6 +50,11 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-workspaces", get(workspaces::list))
         .route("/mags-workspaces/{id}", delete(workspaces::delete))
         .route("/mags-workspaces/{id}/resize", post(workspaces::resize))
+        .route("/mags-cron", get(cron::list).post(cron::create))
+        .route(
+            "/mags-cron/{id}",
+            get(cron::get).patch(cron::update).delete(cron::delete),
+        )
         .route("/whoami", get(meta::whoami))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

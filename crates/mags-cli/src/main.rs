@@ -169,6 +169,11 @@ enum Cmd {
         #[command(subcommand)]
         action: WorkspaceCmd,
     },
+    /// Scheduled jobs: add, list, remove, enable, disable.
+    Cron {
+        #[command(subcommand)]
+        action: CronCmd,
+    },
     /// Forget the saved API URL and token.
     Logout,
     /// Show which server and user mags uses.
@@ -192,6 +197,53 @@ enum WorkspaceCmd {
     /// Delete a workspace and all its stored data (refused while a job runs on it).
     Delete {
         /// The workspace.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CronCmd {
+    /// Schedule a script; each run is an ordinary job (see `mags list`).
+    Add {
+        /// A name for it (unique among your cron jobs).
+        #[arg(long)]
+        name: String,
+        /// When, in UTC: 5 fields (`min hour day-of-month month
+        /// day-of-week`, e.g. "0 */2 * * *") or @hourly/@daily/@weekly/@monthly/@yearly.
+        #[arg(long, value_name = "EXPR")]
+        schedule: String,
+        /// Workspace every run uses.
+        #[arg(short = 'w', long)]
+        workspace: Option<String>,
+        /// Keep the workspace in object storage (synced after each run).
+        #[arg(short = 'p', long, requires = "workspace")]
+        persistent: bool,
+        /// Environment variable for the script (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
+        env: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// The script (bash).
+        script: String,
+    },
+    /// List your cron jobs with their next and last runs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a cron job (its past runs stay in `mags list`).
+    Remove {
+        /// Id or name.
+        id: String,
+    },
+    /// Resume a disabled cron job.
+    Enable {
+        /// Id or name.
+        id: String,
+    },
+    /// Stop scheduling runs (a run in progress finishes).
+    Disable {
+        /// Id or name.
         id: String,
     },
 }
@@ -229,7 +281,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, doctor, jobs, run, sandbox, workspace};
+    use commands::{auth, cron, doctor, jobs, run, sandbox, workspace};
     match cli.command {
         Cmd::Run {
             script,
@@ -260,6 +312,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             .await
         }
         Cmd::Resize { name, disk } => workspace::resize(&name, disk).await,
+        Cmd::Cron { action } => match action {
+            CronCmd::Add {
+                name,
+                schedule,
+                workspace,
+                persistent,
+                env,
+                json,
+                script,
+            } => {
+                cron::add(cron::AddArgs {
+                    name,
+                    schedule,
+                    script,
+                    workspace,
+                    persistent,
+                    env,
+                    json,
+                })
+                .await
+            }
+            CronCmd::List { json } => cron::list(json).await,
+            CronCmd::Remove { id } => cron::remove(&id).await,
+            CronCmd::Enable { id } => cron::set_enabled(&id, true).await,
+            CronCmd::Disable { id } => cron::set_enabled(&id, false).await,
+        },
         Cmd::Workspace {
             action: WorkspaceCmd::List { json },
         } => workspace::list(json).await,

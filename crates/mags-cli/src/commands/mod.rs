@@ -3,6 +3,7 @@
 //! whoami), [`doctor`], [`workspace`] (list, delete, resize).
 
 pub mod auth;
+pub mod cron;
 pub mod doctor;
 pub mod jobs;
 pub mod run;

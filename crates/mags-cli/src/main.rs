@@ -180,6 +180,11 @@ enum Cmd {
     Whoami,
     /// Check this machine and the server.
     Doctor,
+    /// Serve the Model Context Protocol on stdin/stdout (tools to run
+    /// scripts and use sandboxes), for any MCP-capable agent.
+    Mcp,
+    /// Install a Claude Code skill that teaches it to use mags.
+    SetupClaude,
     /// The guest image of the local server.
     Image {
         #[command(subcommand)]
@@ -403,6 +408,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Logout => auth::logout(),
         Cmd::Whoami => auth::whoami().await,
         Cmd::Doctor => doctor::doctor().await,
+        Cmd::Mcp => commands::mcp::serve().await,
+        Cmd::SetupClaude => commands::claude::setup(),
         Cmd::Image {
             action: ImageCmd::Build,
         } => {

@@ -3,9 +3,11 @@
 //! whoami), [`doctor`], [`workspace`] (list, delete, resize).
 
 pub mod auth;
+pub mod claude;
 pub mod cron;
 pub mod doctor;
 pub mod jobs;
+pub mod mcp;
 pub mod run;
 pub mod sandbox;
 pub mod workspace;

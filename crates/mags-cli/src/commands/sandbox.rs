@@ -23,6 +23,26 @@ pub struct NewArgs {
 /// `mags new NAME`: an idle persistent sandbox on workspace NAME, waited
 /// for until it runs (as the SDK's `new()` does).
 pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
+    let (client, _) = connect().await?;
+    let name = args.name.clone();
+    let id = start(&client, args, |_| {
+        eprintln!("mags: waiting for room to run another sandbox...")
+    })
+    .await?;
+    println!("{name}");
+    eprintln!(
+        "mags: sandbox {name} is running (job {id}); `mags exec {name} 'cmd'` runs commands in it"
+    );
+    Ok(0)
+}
+
+/// Creates the sandbox `args` describes and waits until it runs; returns
+/// its job id. `queued` is called once if it has to wait for room.
+pub async fn start(
+    client: &mags_client::Client,
+    args: NewArgs,
+    queued: impl FnOnce(&str),
+) -> anyhow::Result<String> {
     let mut req = CreateJobRequest::new("sleep infinity");
     req.workspace_id = Some(args.name.clone());
     req.persistent = true;
@@ -32,10 +52,9 @@ pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
     if let Some(gb) = args.disk {
         req.disk_gb = gb;
     }
-    let (client, _) = connect().await?;
     let id = client.create_job(&req).await?.request_id;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
-    let mut said_queued = false;
+    let mut queued = Some(queued);
     loop {
         let st = client.job_status(&id).await?;
         match st.status {
@@ -44,9 +63,10 @@ pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
                 let why = st.error.unwrap_or_else(|| st.status.to_string());
                 bail!("sandbox {} ended before it was ready: {why}", args.name);
             }
-            JobState::Queued if !said_queued => {
-                eprintln!("mags: waiting for room to run another sandbox...");
-                said_queued = true;
+            JobState::Queued => {
+                if let Some(q) = queued.take() {
+                    q(&id)
+                }
             }
             _ => {}
         }
@@ -60,12 +80,7 @@ pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("{}", args.name);
-    eprintln!(
-        "mags: sandbox {} is running (job {id}); `mags exec {} 'cmd'` runs commands in it",
-        args.name, args.name
-    );
-    Ok(0)
+    Ok(id)
 }
 
 /// `mags exec NAME COMMAND`: streams the command's output; exits with its

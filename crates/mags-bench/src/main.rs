@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         agent_bin,
         accel: None,
         images_dir: Some(images_dir()),
+        egress_socket: None,
     }));
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;

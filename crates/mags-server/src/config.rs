@@ -136,6 +136,7 @@ pub fn runtime_config(
         agent_bin,
         accel: accel.map(Into::into),
         images_dir: data.images_dir.clone(),
+        egress_socket: None,
     }
 }
 

@@ -9,19 +9,23 @@
 //!   starts them and reaps what a previous server left behind.
 
 pub mod accel;
+pub mod egress;
 pub mod agent;
 pub mod image;
 pub mod locate;
+pub mod net;
 pub mod pool;
 pub mod qemu;
 pub mod qmp;
 pub mod sandbox;
 pub mod sleep;
 pub mod template;
+pub mod tunnel;
 
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent};
 pub use image::{GuestImage, ImageProgress};
+pub use tunnel::TunnelStream;
 pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 

@@ -43,7 +43,7 @@ fn legacy_disk_bytes() -> u64 {
 
 /// Bumped whenever what goes into a template changes (kernel command line,
 /// warm-up, placeholder disk), so old snapshots are not reused.
-const TEMPLATE_VERSION: u32 = 2;
+const TEMPLATE_VERSION: u32 = 3;
 
 fn template_dir(images_dir: &Path, image: &GuestImage, accel: Accel, memory_mb: u32) -> PathBuf {
     images_dir

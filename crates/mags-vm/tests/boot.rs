@@ -23,6 +23,7 @@ fn runtime(data_dir: &std::path::Path) -> Runtime {
         agent_bin,
         accel: None,
         images_dir: Some(images_dir()),
+        egress_socket: None,
     })
 }
 

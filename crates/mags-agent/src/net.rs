@@ -13,6 +13,11 @@ use std::sync::Mutex;
 
 /// The proxy URL handed to processes, once set up.
 static PROXY: Mutex<Option<String>> = Mutex::new(None);
+/// Whether extra CAs were added to the system bundle.
+static EXTRA_CAS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Debian's CA bundle, which the extra CAs are appended to.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Hosts that must never go through the proxy.
 const NO_PROXY: &str = "localhost,127.0.0.1,::1";
@@ -29,6 +34,12 @@ pub(crate) fn proxy_env() -> Vec<(String, String)> {
     }
     env.push(("no_proxy".into(), NO_PROXY.into()));
     env.push(("NO_PROXY".into(), NO_PROXY.into()));
+    if EXTRA_CAS.load(std::sync::atomic::Ordering::Relaxed) {
+        // Tools with bundles of their own (node, pip in a venv) use the system's.
+        for k in ["NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE"] {
+            env.push((k.to_string(), CA_BUNDLE.to_string()));
+        }
+    }
     env
 }
 
@@ -50,7 +61,26 @@ pub(crate) fn configure(spec: &NetworkSpec) -> io::Result<()> {
     if let Some(url) = &spec.proxy {
         write_proxy_files(url)?;
     }
+    if !spec.ca_certs.trim().is_empty() {
+        add_cas(&spec.ca_certs)?;
+        EXTRA_CAS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(())
+}
+
+/// Appends the CAs to the system bundle (once: a wake sends them again)
+/// and keeps a copy where `update-ca-certificates` finds them.
+fn add_cas(pem: &str) -> io::Result<()> {
+    let bundle = std::fs::read_to_string(CA_BUNDLE).unwrap_or_default();
+    if !bundle.contains(pem.trim()) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(CA_BUNDLE)?;
+        std::io::Write::write_all(&mut f, format!("\n{}\n", pem.trim()).as_bytes())?;
+    }
+    std::fs::create_dir_all("/usr/local/share/ca-certificates")?;
+    std::fs::write("/usr/local/share/ca-certificates/mags-host.crt", pem)
 }
 
 /// For login shells (SSH) and for apt, which read files, not our env.

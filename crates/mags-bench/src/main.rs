@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         accel: None,
         images_dir: Some(images_dir()),
         egress_socket: None,
+        extra_ca_certs: String::new(),
     }));
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;

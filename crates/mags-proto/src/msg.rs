@@ -63,6 +63,10 @@ pub struct NetworkSpec {
     /// and apt). `None`: no outbound access.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Extra CA certificates (PEM) the guest trusts, e.g. those of a
+    /// TLS-inspecting proxy the host's own traffic goes through.
+    #[serde(default)]
+    pub ca_certs: String,
 }
 
 /// Host -> guest.

@@ -137,6 +137,7 @@ pub fn runtime_config(
         accel: accel.map(Into::into),
         images_dir: data.images_dir.clone(),
         egress_socket: None,
+        extra_ca_certs: String::new(),
     }
 }
 

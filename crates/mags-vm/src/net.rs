@@ -60,7 +60,37 @@ pub fn setup(internet: bool) -> NetworkSpec {
         address: GUEST_ADDRESS.into(),
         gateway: None,
         proxy: internet.then(|| format!("http://{PROXY_IP}:{PROXY_PORT}")),
+        ca_certs: String::new(),
     }
+}
+
+/// The CA certificates this host's administrator added
+/// (`/usr/local/share/ca-certificates/**/*.crt`, Debian's place for local
+/// CAs), as one PEM text: guests go out through this host, so they meet
+/// the same TLS-inspecting proxies and need the same extra trust.
+pub fn local_ca_certs() -> String {
+    let mut pem = String::new();
+    let mut dirs = vec![std::path::PathBuf::from("/usr/local/share/ca-certificates")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "crt") {
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    if text.contains("BEGIN CERTIFICATE") {
+                        pem.push_str(text.trim());
+                        pem.push('\n');
+                    }
+                }
+            }
+        }
+    }
+    pem
 }
 
 fn quote(s: &str) -> String {

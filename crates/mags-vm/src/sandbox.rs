@@ -34,6 +34,9 @@ pub struct RuntimeConfig {
     /// The egress proxy's unix socket ([`crate::egress`]); `None`: guests
     /// have no outbound network at all.
     pub egress_socket: Option<PathBuf>,
+    /// Extra CA certificates (PEM) guests trust; see
+    /// [`crate::net::local_ca_certs`].
+    pub extra_ca_certs: String,
 }
 
 impl RuntimeConfig {
@@ -396,7 +399,9 @@ impl Runtime {
     /// A fresh identity, and the network as this runtime provides it.
     fn identity(&self, disk_bytes: u64) -> Result<SetupSpec, VmError> {
         let mut id = fresh_identity(disk_bytes)?;
-        id.network = Some(crate::net::setup(self.cfg.egress_socket.is_some()));
+        let mut net = crate::net::setup(self.cfg.egress_socket.is_some());
+        net.ca_certs = self.cfg.extra_ca_certs.clone();
+        id.network = Some(net);
         Ok(id)
     }
 }

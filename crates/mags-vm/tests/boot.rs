@@ -24,6 +24,7 @@ fn runtime(data_dir: &std::path::Path) -> Runtime {
         accel: None,
         images_dir: Some(images_dir()),
         egress_socket: None,
+        extra_ca_certs: String::new(),
     })
 }
 

@@ -15,6 +15,7 @@
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
 
+pub mod access;
 pub mod clock;
 pub mod jobs;
 pub mod migrate;
@@ -24,6 +25,7 @@ pub mod tokens;
 pub mod users;
 pub mod workspaces;
 
+pub use access::{Access, Alias, Route};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use sandboxes::JobSettings;

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "workspaces",
         sql: include_str!("../migrations/0003_workspaces.sql"),
     },
+    Migration {
+        version: 4,
+        name: "access",
+        sql: include_str!("../migrations/0004_access.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

@@ -12,10 +12,14 @@
 //! - [`workspaces`]: workspaces and uploaded files.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
+pub mod access;
 pub mod jobs;
 pub mod sandbox;
 pub mod workspaces;
 
+pub use access::{
+    valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest,
+};
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
     OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,

@@ -18,6 +18,8 @@ pub struct NewArgs {
     pub disk: Option<u32>,
     pub no_sleep: bool,
     pub wait_secs: u64,
+    /// Give this port a public URL once running.
+    pub url: Option<u16>,
 }
 
 /// `mags new NAME`: an idle persistent sandbox on workspace NAME, waited
@@ -61,6 +63,9 @@ pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("{}", args.name);
+    if let Some(port) = args.url {
+        super::url::announce(&client, &id, port).await?;
+    }
     eprintln!(
         "mags: sandbox {} is running (job {id}); `mags exec {} 'cmd'` runs commands in it",
         args.name, args.name

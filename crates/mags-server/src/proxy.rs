@@ -231,12 +231,40 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
             let (Ok(client), Ok(server)) = tokio::join!(client_upgrade, server_upgrade) else {
                 return;
             };
-            let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            splice(TokioIo::new(client), TokioIo::new(server)).await;
             drop(busy);
         });
     }
     Ok(resp.map(Body::new))
+}
+
+/// How long an upgraded connection may go on one way after the other
+/// way ended (WebSocket peers rarely half-close on purpose; a server that
+/// keeps its socket open must not keep the sandbox awake forever).
+const HALF_CLOSED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Copies both ways between two upgraded connections; see [`HALF_CLOSED_GRACE`].
+async fn splice<A, B>(a: A, b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let up = async {
+        let _ = tokio::io::copy(&mut ar, &mut bw).await;
+        let _ = bw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, down).await; }
+        _ = &mut down => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, up).await; }
+    }
 }
 
 #[cfg(test)]

@@ -316,6 +316,8 @@ fn the_guest_reaches_registries_and_nothing_of_the_host() {
 
     // Denied through the proxy: loopback, the host's LAN address, the API,
     // metadata, private ranges. Each attempt is a 403 from the policy.
+    // (`--noproxy ''`: even loopback goes to the proxy, as a program that
+    // ignores no_proxy would send it.)
     for target in [
         format!("http://127.0.0.1:{lo_port}/"),
         format!("http://{lan}:{lan_port}/"),
@@ -329,7 +331,7 @@ fn the_guest_reaches_registries_and_nothing_of_the_host() {
         let out = exec_ok(
             &server,
             "box",
-            &format!("curl -sS -m 10 -w ' %{{http_code}}' {target} 2>&1 || true"),
+            &format!("curl -sS -m 10 --noproxy '' -w ' %{{http_code}}' {target} 2>&1 || true"),
         );
         assert!(out.ends_with(" 403"), "{target}: {out}");
         assert!(out.contains("not reachable from a sandbox"), "{target}: {out}");

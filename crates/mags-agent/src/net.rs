@@ -36,7 +36,12 @@ pub(crate) fn proxy_env() -> Vec<(String, String)> {
     env.push(("NO_PROXY".into(), NO_PROXY.into()));
     if EXTRA_CAS.load(std::sync::atomic::Ordering::Relaxed) {
         // Tools with bundles of their own (node, pip in a venv) use the system's.
-        for k in ["NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE"] {
+        for k in [
+            "NODE_EXTRA_CA_CERTS",
+            "REQUESTS_CA_BUNDLE",
+            "PIP_CERT",
+            "SSL_CERT_FILE",
+        ] {
             env.push((k.to_string(), CA_BUNDLE.to_string()));
         }
     }
@@ -85,11 +90,15 @@ fn add_cas(pem: &str) -> io::Result<()> {
 
 /// For login shells (SSH) and for apt, which read files, not our env.
 fn write_proxy_files(url: &str) -> io::Result<()> {
-    let mut profile = String::from("# Written by the Mags agent: outbound traffic goes through the host's egress proxy.\n");
+    let mut profile = String::from(
+        "# Written by the Mags agent: outbound traffic goes through the host's egress proxy.\n",
+    );
     for k in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
         profile.push_str(&format!("export {k}={url}\n"));
     }
-    profile.push_str(&format!("export no_proxy={NO_PROXY}\nexport NO_PROXY={NO_PROXY}\n"));
+    profile.push_str(&format!(
+        "export no_proxy={NO_PROXY}\nexport NO_PROXY={NO_PROXY}\n"
+    ));
     std::fs::create_dir_all("/etc/profile.d")?;
     std::fs::write("/etc/profile.d/mags-proxy.sh", profile)?;
     std::fs::create_dir_all("/etc/apt/apt.conf.d")?;
@@ -105,7 +114,9 @@ fn invalid(msg: String) -> io::Error {
 
 fn parse_cidr(s: &str) -> io::Result<(Ipv4Addr, u8)> {
     let (a, p) = s.split_once('/').unwrap_or((s, "24"));
-    let addr: Ipv4Addr = a.parse().map_err(|_| invalid(format!("bad address {s:?}")))?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| invalid(format!("bad address {s:?}")))?;
     let prefix: u8 = p
         .parse()
         .ok()

@@ -60,7 +60,13 @@ impl Out {
     }
 
     /// Writes a frame, unless `session` is given and is no longer current.
-    pub(crate) fn frame_in(&self, session: Option<u64>, kind: FrameKind, stream: u32, payload: &[u8]) {
+    pub(crate) fn frame_in(
+        &self,
+        session: Option<u64>,
+        kind: FrameKind,
+        stream: u32,
+        payload: &[u8],
+    ) {
         let mut buf = Vec::with_capacity(payload.len() + 9);
         encode_frame(kind, stream, payload, &mut buf);
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());

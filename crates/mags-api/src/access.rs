@@ -57,8 +57,7 @@ pub struct AliasList {
 /// or ending with `-`.
 pub fn valid_subdomain(s: &str) -> bool {
     (1..=63).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')

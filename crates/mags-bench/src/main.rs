@@ -5,6 +5,7 @@
 //! cargo build --release --workspace && ./scripts/build-agent
 //! cargo run --release -p mags-bench            # full run, writes BENCHMARKS.md
 //! cargo run --release -p mags-bench -- --quick # fewer samples
+//! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
@@ -13,6 +14,7 @@
 
 mod baseline;
 mod report;
+mod urlproxy;
 
 use anyhow::{bail, Context};
 use mags_client::OutputItem;
@@ -91,6 +93,18 @@ async fn main() -> anyhow::Result<()> {
     let accel = rt.accel().await?;
     let template = rt.template(&image, accel, 256).await?;
     let mut report = Report::new(accel.to_string(), quick);
+
+    if std::env::args().any(|a| a == "--url-only") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+            report.push(row);
+        }
+        drop(server);
+        report.print();
+        return Ok(());
+    }
 
     // ---- Part A: sandbox start paths and baselines -------------------
     eprintln!("cold boots...");
@@ -292,6 +306,11 @@ async fn main() -> anyhow::Result<()> {
         while follow.next().await?.is_some() {}
     }
     report.push(Row::new("API: submit to first output byte", first));
+
+    eprintln!("URL proxy...");
+    for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+        report.push(row);
+    }
 
     drop(server);
     report.print();

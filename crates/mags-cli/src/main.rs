@@ -314,14 +314,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             .await
         }
         Cmd::Url {
-            alias: Some(UrlCmd::Alias { action, subdomain, name }),
+            alias:
+                Some(UrlCmd::Alias {
+                    action,
+                    subdomain,
+                    name,
+                }),
             ..
         } => match (action, subdomain, name) {
             (Some(AliasCmd::List { json }), _, _) => url::alias_list(json).await,
             (Some(AliasCmd::Remove { subdomain }), _, _) => url::alias_remove(&subdomain).await,
             (None, Some(sub), Some(name)) => url::alias_create(&sub, &name).await,
             (None, _, _) => {
-                anyhow::bail!("usage: mags url alias <subdomain> <name> | list | remove <subdomain>")
+                anyhow::bail!(
+                    "usage: mags url alias <subdomain> <name> | list | remove <subdomain>"
+                )
             }
         },
         Cmd::Url {

@@ -55,7 +55,11 @@ fn status(server: &Server, name: &str) -> serde_json::Value {
 fn wait_status(server: &Server, name: &str, want: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while status(server, name)["status"] != want {
-        assert!(Instant::now() < deadline, "{name} never {want}\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "{name} never {want}\n{}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -63,7 +67,13 @@ fn wait_status(server: &Server, name: &str, want: &str, within: Duration) {
 /// `mags exec NAME CMD`, which must succeed; its stdout.
 fn exec_ok(server: &Server, name: &str, cmd: &str) -> String {
     let o = server.mags_output(&["exec", name, cmd]);
-    assert_eq!(o.status.code(), Some(0), "{cmd}: {}\n{}", stderr(&o), stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{cmd}: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     stdout(&o)
 }
 
@@ -98,7 +108,10 @@ async fn get_ok(c: &reqwest::Client, url: &str) -> String {
             Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
             Err(e) => e.to_string(),
         };
-        assert!(Instant::now() < deadline, "{url} never answered 200: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered 200: {last}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -123,20 +136,33 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
     let o = server.mags_output(&["run", "-p", "-n", "web", "--url", "--port", "8080", &script]);
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stderr(&o), server.log());
     let url = printed_url(&stderr(&o));
-    assert!(url.starts_with("http://") && url.contains(".localhost:"), "{url}");
+    assert!(
+        url.starts_with("http://") && url.contains(".localhost:"),
+        "{url}"
+    );
     let st = status(&server, "web");
     assert_eq!(st["url"], url.as_str(), "status carries the url");
 
     // HTTP with a real client, by Host header.
     let c = client();
-    assert_eq!(get_ok(&c, &format!("{url}/index.txt")).await, "hello-from-the-sandbox\n");
+    assert_eq!(
+        get_ok(&c, &format!("{url}/index.txt")).await,
+        "hello-from-the-sandbox\n"
+    );
     // A 20 MB download streams through intact.
     let t0 = Instant::now();
-    let big = c.get(format!("{url}/big.bin")).send().await.expect("get big");
+    let big = c
+        .get(format!("{url}/big.bin"))
+        .send()
+        .await
+        .expect("get big");
     assert_eq!(big.status(), 200);
     let bytes = big.bytes().await.expect("big body");
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!("20 MB through the URL proxy in {secs:.2} s ({:.1} MB/s)", 20.0 / secs);
+    eprintln!(
+        "20 MB through the URL proxy in {secs:.2} s ({:.1} MB/s)",
+        20.0 / secs
+    );
     let want = get_ok(&c, &format!("{url}/big.sha")).await;
     let got = {
         use sha2::Digest as _;
@@ -196,7 +222,10 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
     let r = c.get(format!("{url}/index.txt")).send().await.expect("get");
     assert_eq!(r.status(), 200, "{}", server.log());
     assert_eq!(r.text().await.expect("body"), "hello-from-the-sandbox\n");
-    eprintln!("request to a sleeping sandbox answered in {:?}", t0.elapsed());
+    eprintln!(
+        "request to a sleeping sandbox answered in {:?}",
+        t0.elapsed()
+    );
     assert_eq!(status(&server, "web")["status"], "running");
 
     // Port 22 is the SSH gateway's (not here yet): a clear refusal.
@@ -232,7 +261,10 @@ async fn an_alias_follows_its_workspace_across_stop_and_rerun() {
     let o = server.mags_output(&["url", "alias", "mysite", "site"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let alias_url = stdout(&o).trim().to_string();
-    assert!(alias_url.starts_with("http://mysite.localhost:"), "{alias_url}");
+    assert!(
+        alias_url.starts_with("http://mysite.localhost:"),
+        "{alias_url}"
+    );
     assert_eq!(get_ok(&c, &alias_url).await, "first\n");
 
     // A second alias with the same subdomain: 409.
@@ -301,7 +333,11 @@ fn the_guest_reaches_registries_and_nothing_of_the_host() {
     let lan = lan_ip();
     let (lo_port, lo_hits) = host_server("127.0.0.1");
     let (lan_port, lan_hits) = host_server(&lan);
-    let api_port = server.url.rsplit_once(':').map(|(_, p)| p.to_string()).expect("port");
+    let api_port = server
+        .url
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .expect("port");
     let o = server.mags_output(&["new", "box"]);
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stderr(&o), server.log());
 
@@ -334,7 +370,10 @@ fn the_guest_reaches_registries_and_nothing_of_the_host() {
             &format!("curl -sS -m 10 --noproxy '' -w ' %{{http_code}}' {target} 2>&1 || true"),
         );
         assert!(out.ends_with(" 403"), "{target}: {out}");
-        assert!(out.contains("not reachable from a sandbox"), "{target}: {out}");
+        assert!(
+            out.contains("not reachable from a sandbox"),
+            "{target}: {out}"
+        );
     }
     // And around the proxy: the user-mode network is restricted.
     for target in [
@@ -348,11 +387,24 @@ fn the_guest_reaches_registries_and_nothing_of_the_host() {
             "box",
             &format!("curl -sS -m 5 --noproxy '*' {target}"),
         ]);
-        assert_ne!(o.status.code(), Some(0), "{target} reachable directly: {}", stdout(&o));
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{target} reachable directly: {}",
+            stdout(&o)
+        );
         assert!(!stdout(&o).contains("HOST-SECRET"));
     }
-    assert_eq!(lo_hits.load(Ordering::SeqCst), 0, "host loopback was reached");
-    assert_eq!(lan_hits.load(Ordering::SeqCst), 0, "host LAN address was reached");
+    assert_eq!(
+        lo_hits.load(Ordering::SeqCst),
+        0,
+        "host loopback was reached"
+    );
+    assert_eq!(
+        lan_hits.load(Ordering::SeqCst),
+        0,
+        "host LAN address was reached"
+    );
 
     // Another sandbox: its server is reachable neither directly nor
     // through its public URL from inside a guest.

@@ -150,7 +150,9 @@ pub enum GuestMsg {
         message: String,
     },
     /// On a tunnel: the guest passed `bytes` more of the host's data on.
-    TunnelAck { bytes: u64 },
+    TunnelAck {
+        bytes: u64,
+    },
     /// On a tunnel: the guest's end finished sending (it may still read).
     /// After `TunnelEof` and the host's `CloseInput` the stream is done.
     TunnelEof,

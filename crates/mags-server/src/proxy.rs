@@ -143,7 +143,10 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
     let internal = |e: mags_store::StoreError| {
         let e = ApiError::from(e);
         tracing::error!(error = %e, "URL proxy lookup failed");
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error".to_string(),
+        )
     };
     let route = state.store.route(sub).await.map_err(internal)?;
     let (job_id, user_id, port) = match route {

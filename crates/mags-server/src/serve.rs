@@ -66,10 +66,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         None
     } else {
         let sock = data_dir.join("egress.sock");
-        let proxy = mags_vm::egress::EgressProxy::start(&sock, args.egress.policy())
-            .map_err(|source| ServeError::Bind {
-                addr: sock.display().to_string(),
-                source,
+        let proxy =
+            mags_vm::egress::EgressProxy::start(&sock, args.egress.policy()).map_err(|source| {
+                ServeError::Bind {
+                    addr: sock.display().to_string(),
+                    source,
+                }
             })?;
         Some(proxy)
     };
@@ -125,12 +127,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let url = format!("http://{addr}");
     // The URL proxy: on its own listener, or on the API's (told apart by Host).
     let apps_listener = match &args.apps.apps_listen {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| {
-            ServeError::Bind {
-                addr: a.clone(),
-                source,
-            }
-        })?),
+        Some(a) => {
+            Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: a.clone(),
+                        source,
+                    })?,
+            )
+        }
         None => None,
     };
     let proxy_port = match &apps_listener {

@@ -104,7 +104,14 @@ async fn exercise(store: &Store) {
     assert_eq!(store.aliases(&u.id).await.expect("list").len(), 1);
     assert!(store.delete_alias(&u.id, "mysite").await.expect("delete"));
     assert!(!store.delete_alias(&u.id, "mysite").await.expect("delete"));
-    assert_eq!(store.first_access(&a.id).await.expect("first").map(|a| a.port), Some(8080));
+    assert_eq!(
+        store
+            .first_access(&a.id)
+            .await
+            .expect("first")
+            .map(|a| a.port),
+        Some(8080)
+    );
 }
 
 #[tokio::test]

@@ -240,7 +240,12 @@ impl AgentConn {
         }
     }
 
-    pub(crate) async fn send(&self, kind: FrameKind, stream: u32, payload: &[u8]) -> Result<(), VmError> {
+    pub(crate) async fn send(
+        &self,
+        kind: FrameKind,
+        stream: u32,
+        payload: &[u8],
+    ) -> Result<(), VmError> {
         let mut buf = Vec::with_capacity(payload.len() + 9);
         encode_frame(kind, stream, payload, &mut buf);
         let mut guard = self.inner.writer.lock().await;

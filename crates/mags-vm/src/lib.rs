@@ -9,8 +9,8 @@
 //!   starts them and reaps what a previous server left behind.
 
 pub mod accel;
-pub mod egress;
 pub mod agent;
+pub mod egress;
 pub mod image;
 pub mod locate;
 pub mod net;
@@ -25,9 +25,9 @@ pub mod tunnel;
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent};
 pub use image::{GuestImage, ImageProgress};
-pub use tunnel::TunnelStream;
 pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
+pub use tunnel::TunnelStream;
 
 /// Errors from the VM layer.
 #[derive(Debug, thiserror::Error)]

@@ -203,7 +203,9 @@ mod tests {
             egress_cmd: "/bin/false".into(),
         };
         let a = args(&spec).join(" ");
-        assert!(a.contains("restrict=on") && a.contains("guestfwd=tcp:10.0.2.100:3128-cmd:/bin/false"));
+        assert!(
+            a.contains("restrict=on") && a.contains("guestfwd=tcp:10.0.2.100:3128-cmd:/bin/false")
+        );
         assert!(a.contains("tsc_early_khz=2000000"));
         assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
         assert!(a.contains("readonly=on"));

@@ -138,7 +138,11 @@ async fn pump(mut s: StreamHandle, ours: DuplexStream) {
                     return;
                 }
                 let bytes = data.len() as u64;
-                if conn.send_msg(id, &HostMsg::TunnelAck { bytes }).await.is_err() {
+                if conn
+                    .send_msg(id, &HostMsg::TunnelAck { bytes })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -162,7 +166,11 @@ async fn pump(mut s: StreamHandle, ours: DuplexStream) {
             }
             match f.parse::<GuestMsg>() {
                 Ok(GuestMsg::TunnelAck { bytes }) => {
-                    credit.add_permits(usize::try_from(bytes).unwrap_or(usize::MAX).min(TUNNEL_WINDOW as usize));
+                    credit.add_permits(
+                        usize::try_from(bytes)
+                            .unwrap_or(usize::MAX)
+                            .min(TUNNEL_WINDOW as usize),
+                    );
                 }
                 Ok(GuestMsg::TunnelEof) => data_tx = None,
                 Ok(GuestMsg::Error { message }) => {

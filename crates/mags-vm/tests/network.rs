@@ -65,17 +65,28 @@ async fn tunnel_and_egress() {
     .await;
     assert_eq!(code, 0, "{out}");
     let mut t = sb.agent().open_tunnel(8080).await.expect("tunnel");
-    t.write_all(b"GET /index.txt HTTP/1.0\r\n\r\n").await.expect("write");
+    t.write_all(b"GET /index.txt HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
     let mut resp = Vec::new();
     t.read_to_end(&mut resp).await.expect("read");
     let resp = String::from_utf8_lossy(&resp);
     assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
     assert!(resp.ends_with("hello-tunnel\n"), "{resp}");
-    let err = sb.agent().open_tunnel(8081).await.err().expect("nothing on 8081");
+    let err = sb
+        .agent()
+        .open_tunnel(8081)
+        .await
+        .err()
+        .expect("nothing on 8081");
     assert!(err.to_string().contains("8081"), "{err}");
 
     // Out through the proxy to a registry.
-    let (code, out) = run(&sb, "curl -sS -o /dev/null -w '%{http_code}' https://pypi.org/simple/pip/").await;
+    let (code, out) = run(
+        &sb,
+        "curl -sS -o /dev/null -w '%{http_code}' https://pypi.org/simple/pip/",
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "200"));
     // Not to the host, via the gateway, loopback or its own address.
     let (code, out) = run(&sb, "curl -sS -m 5 http://10.0.2.2:22/ ; echo; curl -sS -m 5 http://127.0.0.1:1/; echo; env -u http_proxy curl -sS -m 5 --noproxy '*' http://10.0.2.2:22/").await;

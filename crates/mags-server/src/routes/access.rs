@@ -56,7 +56,8 @@ pub async fn access(
     // Access wakes a sleeping sandbox (in the background: the URL works
     // either way, its first request waits for the wake).
     if job.status == mags_api::JobState::Sleeping {
-        let (sandboxes, user_id, job_id) = (state.sandboxes.clone(), user.id.clone(), job.id.clone());
+        let (sandboxes, user_id, job_id) =
+            (state.sandboxes.clone(), user.id.clone(), job.id.clone());
         tokio::spawn(async move {
             if let Err(e) = sandboxes.connect(&user_id, &job_id).await {
                 tracing::warn!(job = %job_id, "wake for URL access failed: {e}");
@@ -118,7 +119,13 @@ pub async fn create_alias(
     let id = uuid::Uuid::new_v4().to_string();
     let alias = state
         .store
-        .create_alias(&id, &sub, &user.id, req.workspace_id.trim(), req.domain.as_deref())
+        .create_alias(
+            &id,
+            &sub,
+            &user.id,
+            req.workspace_id.trim(),
+            req.domain.as_deref(),
+        )
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => taken(),

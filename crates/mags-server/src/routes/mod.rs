@@ -51,7 +51,10 @@ pub fn router(state: AppState) -> Router {
             "/mags-url-aliases",
             get(access::list_aliases).post(access::create_alias),
         )
-        .route("/mags-url-aliases/{subdomain}", delete(access::delete_alias))
+        .route(
+            "/mags-url-aliases/{subdomain}",
+            delete(access::delete_alias),
+        )
         .route(
             "/mags-files",
             post(files::upload).layer(DefaultBodyLimit::disable()),
@@ -80,9 +83,7 @@ pub fn router(state: AppState) -> Router {
 
 /// A listener that serves only the URL proxy (`--apps-listen`).
 pub fn apps_router(state: AppState) -> Router {
-    Router::new()
-        .fallback(crate::proxy::only)
-        .with_state(state)
+    Router::new().fallback(crate::proxy::only).with_state(state)
 }
 
 async fn not_found() -> ApiError {

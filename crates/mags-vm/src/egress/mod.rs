@@ -115,9 +115,13 @@ async fn handle(
     sandbox: &str,
 ) -> Response<Body> {
     let target = if req.method() == Method::CONNECT {
-        req.uri().authority().map(|a| (a.host().to_string(), a.port_u16().unwrap_or(443)))
+        req.uri()
+            .authority()
+            .map(|a| (a.host().to_string(), a.port_u16().unwrap_or(443)))
     } else {
-        req.uri().host().map(|h| (h.to_string(), req.uri().port_u16().unwrap_or(80)))
+        req.uri()
+            .host()
+            .map(|h| (h.to_string(), req.uri().port_u16().unwrap_or(80)))
     };
     let Some((host, port)) = target else {
         return text(
@@ -125,7 +129,10 @@ async fn handle(
             "mags egress proxy: send CONNECT host:port or an absolute http:// URL".into(),
         );
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dial(policy, &host, port)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(DialError::Denied(d))) => {
@@ -133,10 +140,16 @@ async fn handle(
             return text(StatusCode::FORBIDDEN, format!("mags egress policy: {d}"));
         }
         Ok(Err(DialError::Failed(e))) => {
-            return text(StatusCode::BAD_GATEWAY, format!("cannot reach {host}:{port}: {e}"))
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach {host}:{port}: {e}"),
+            )
         }
         Err(_) => {
-            return text(StatusCode::GATEWAY_TIMEOUT, format!("timed out connecting to {host}:{port}"))
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("timed out connecting to {host}:{port}"),
+            )
         }
     };
     tracing::debug!(sandbox, %host, port, "egress allowed");
@@ -148,7 +161,11 @@ async fn handle(
                 let _ = tokio::io::copy_bidirectional(&mut up, &mut tcp).await;
             }
         });
-        return Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+        return Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
     }
     forward(req, tcp, &host, port).await
 }
@@ -179,7 +196,11 @@ async fn forward(
         h.remove(name);
     }
     if !h.contains_key(hyper::header::HOST) {
-        let value = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+        let value = if port == 80 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
         if let Ok(v) = value.parse() {
             h.insert(hyper::header::HOST, v);
         }

@@ -38,7 +38,10 @@ impl std::str::FromStr for Rule {
             };
             return Ok(Rule::Net(ip, prefix));
         }
-        let host = s.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
+        let host = s
+            .trim_start_matches("*.")
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         let valid = !host.is_empty()
             && prefix.is_none()
             && host
@@ -191,10 +194,18 @@ impl EgressPolicy {
             },
             why: why.to_string(),
         };
-        if self.deny.iter().any(|r| r.matches_ip(ip) || r.matches_host(host)) {
+        if self
+            .deny
+            .iter()
+            .any(|r| r.matches_ip(ip) || r.matches_host(host))
+        {
             return Err(denied("denied by the egress policy"));
         }
-        if self.allow.iter().any(|r| r.matches_ip(ip) || r.matches_host(host)) {
+        if self
+            .allow
+            .iter()
+            .any(|r| r.matches_ip(ip) || r.matches_host(host))
+        {
             return Ok(());
         }
         if self.allow_only {
@@ -229,7 +240,9 @@ pub fn host_addresses() -> Vec<IpAddr> {
             if family == libc::AF_INET {
                 // SAFETY: AF_INET means a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
             } else if family == libc::AF_INET6 {
                 // SAFETY: AF_INET6 means a sockaddr_in6.
                 let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
@@ -258,9 +271,19 @@ mod tests {
             ..Default::default()
         };
         for bad in [
-            "127.0.0.1", "10.0.0.1", "10.0.2.2", "172.20.1.1", "192.168.1.1",
-            "169.254.169.254", "192.0.2.2", "::1", "fe80::1", "fd00::1",
-            "::ffff:127.0.0.1", "0.0.0.0", "100.64.0.1",
+            "127.0.0.1",
+            "10.0.0.1",
+            "10.0.2.2",
+            "172.20.1.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "192.0.2.2",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "100.64.0.1",
         ] {
             assert!(p.check("h", ip(bad)).is_err(), "{bad} must be denied");
         }

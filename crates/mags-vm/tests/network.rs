@@ -91,5 +91,25 @@ async fn tunnel_and_egress() {
     // Not to the host, via the gateway, loopback or its own address.
     let (code, out) = run(&sb, "curl -sS -m 5 http://10.0.2.2:22/ ; echo; curl -sS -m 5 http://127.0.0.1:1/; echo; env -u http_proxy curl -sS -m 5 --noproxy '*' http://10.0.2.2:22/").await;
     assert_ne!(code, 0, "{out}");
-    eprintln!("{out}");
+    assert!(out.contains("not reachable from a sandbox"), "{out}");
+
+    // Sleep with an egress connection open (user-mode network state goes
+    // into the snapshot), then wake: the VM comes back and goes out again.
+    let (code, out) = run(
+        &sb,
+        "(setsid curl -sS --limit-rate 2k -o /tmp/slow https://pypi.org/simple/ >/dev/null 2>&1 &);          for i in $(seq 100); do test -s /tmp/slow && echo downloading && exit 0; sleep 0.2; done; exit 1",
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "downloading"));
+    let rec = sb.sleep().await.expect("sleep with a connection open");
+    let sb = rt
+        .wake(&rec)
+        .await
+        .expect("wake with a connection in the snapshot");
+    let (code, out) = run(
+        &sb,
+        "curl -sS -o /dev/null -w '%{http_code}' https://pypi.org/simple/pip/",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "200"));
 }

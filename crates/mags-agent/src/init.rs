@@ -348,6 +348,10 @@ pub fn setup(spec: &SetupSpec) -> io::Result<()> {
         fs::write("/etc/machine-id", format!("{}\n", spec.machine_id))?;
     }
     mark(t0, "machine-id written");
+    if let Some(net) = &spec.network {
+        crate::net::configure(net)?;
+        mark(t0, "network configured");
+    }
     let timeline = std::mem::take(&mut *TIMELINE.lock().unwrap_or_else(|p| p.into_inner()));
     let _ = fs::write("/run/mags-setup.log", timeline);
     Ok(())

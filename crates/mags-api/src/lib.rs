@@ -13,11 +13,15 @@
 //! - [`cron`]: scheduled jobs.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
+pub mod access;
 pub mod cron;
 pub mod jobs;
 pub mod sandbox;
 pub mod workspaces;
 
+pub use access::{
+    valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest,
+};
 pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,

@@ -47,6 +47,7 @@ pub async fn raw_qemu_restore(
         console_log: dir.join("console"),
         memory: Memory::PrivateFile(t.mem.clone()),
         incoming: true,
+        egress_cmd: "/bin/false".into(),
     };
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new("qemu-system-x86_64")

@@ -6,6 +6,7 @@
 //! cargo run --release -p mags-bench            # full run, writes BENCHMARKS.md
 //! cargo run --release -p mags-bench -- --quick # fewer samples
 //! cargo run --release -p mags-bench -- --workspaces # only part C, prints the table
+//! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
@@ -15,6 +16,7 @@
 
 mod baseline;
 mod report;
+mod urlproxy;
 mod workspaces;
 
 use anyhow::{bail, Context};
@@ -86,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         agent_bin,
         accel: None,
         images_dir: Some(images_dir()),
+        egress_socket: None,
+        extra_ca_certs: String::new(),
     }));
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;
@@ -99,6 +103,18 @@ async fn main() -> anyhow::Result<()> {
         let client = mags_client::Client::new(&server.url, &server.token)?;
         wait_for_async(&client).await?;
         workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
+        report.print();
+        return Ok(());
+    }
+
+    if std::env::args().any(|a| a == "--url-only") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+            report.push(row);
+        }
+        drop(server);
         report.print();
         return Ok(());
     }
@@ -303,6 +319,11 @@ async fn main() -> anyhow::Result<()> {
         while follow.next().await?.is_some() {}
     }
     report.push(Row::new("API: submit to first output byte", first));
+
+    eprintln!("URL proxy...");
+    for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+        report.push(row);
+    }
 
     // ---- Part C: workspaces ------------------------------------------
     workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod local;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -56,6 +57,12 @@ enum Cmd {
         /// before the script runs (repeatable).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
+        /// With -p: give a port of the sandbox a public URL (printed).
+        #[arg(long, requires = "persistent")]
+        url: bool,
+        /// The port --url exposes.
+        #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
+        port: u16,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
     /// until it runs; use it with exec, stop.
@@ -77,6 +84,23 @@ enum Cmd {
         /// How long to wait for it to run, in seconds.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         wait: u64,
+        /// Give a port of the sandbox a public URL (printed).
+        #[arg(long)]
+        url: bool,
+        /// The port --url exposes.
+        #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
+        port: u16,
+    },
+    /// Public URL of a port in a sandbox (default 8080), or URL aliases.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Url {
+        #[command(subcommand)]
+        alias: Option<UrlCmd>,
+        /// Sandbox name, workspace or job id.
+        #[arg(required = true)]
+        name: Option<String>,
+        /// The port in the sandbox.
+        port: Option<u16>,
     },
     /// Run a command in a sandbox (woken if it sleeps), streaming its
     /// output; exits with the command's exit code.
@@ -254,6 +278,33 @@ enum CronCmd {
 }
 
 #[derive(Subcommand)]
+enum UrlCmd {
+    /// URL aliases: stable subdomains that follow a workspace's live sandbox.
+    Alias {
+        #[command(subcommand)]
+        action: Option<AliasCmd>,
+        /// The subdomain (to create an alias).
+        subdomain: Option<String>,
+        /// The sandbox name or workspace it follows.
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AliasCmd {
+    /// List your aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an alias.
+    Remove {
+        /// The subdomain.
+        subdomain: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ImageCmd {
     /// Build the guest image now (also done on first use); a no-op when it
     /// is already built.
@@ -286,7 +337,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, cron, doctor, jobs, run, sandbox, workspace};
+    use commands::{auth, cron, doctor, jobs, run, sandbox, url, workspace};
     match cli.command {
         Cmd::Run {
             script,
@@ -300,6 +351,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             base,
             files,
+            url,
+            port,
         } => {
             run::run(run::RunArgs {
                 script,
@@ -313,8 +366,35 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 json,
                 base,
                 files,
+                url: url.then_some(port),
             })
             .await
+        }
+        Cmd::Url {
+            alias:
+                Some(UrlCmd::Alias {
+                    action,
+                    subdomain,
+                    name,
+                }),
+            ..
+        } => match (action, subdomain, name) {
+            (Some(AliasCmd::List { json }), _, _) => url::alias_list(json).await,
+            (Some(AliasCmd::Remove { subdomain }), _, _) => url::alias_remove(&subdomain).await,
+            (None, Some(sub), Some(name)) => url::alias_create(&sub, &name).await,
+            (None, _, _) => {
+                anyhow::bail!(
+                    "usage: mags url alias <subdomain> <name> | list | remove <subdomain>"
+                )
+            }
+        },
+        Cmd::Url {
+            alias: None,
+            name,
+            port,
+        } => {
+            let name = name.context("usage: mags url <name|id> [port]")?;
+            url::url(&name, port).await
         }
         Cmd::Resize { name, disk } => workspace::resize(&name, disk).await,
         Cmd::Cron { action } => match action {
@@ -356,6 +436,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             disk,
             no_sleep,
             wait,
+            url,
+            port,
         } => {
             sandbox::new(sandbox::NewArgs {
                 name,
@@ -364,6 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 disk,
                 no_sleep,
                 wait_secs: wait,
+                url: url.then_some(port),
             })
             .await
         }

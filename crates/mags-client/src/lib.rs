@@ -6,6 +6,7 @@
 //! last chunk it saw) if the connection drops; [`ExecStream`] reads a
 //! command's output from a persistent sandbox.
 
+mod access;
 mod cron;
 mod follow;
 mod ndjson;

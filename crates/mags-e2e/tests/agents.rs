@@ -26,6 +26,7 @@ async def main():
             out["write"] = text(await s.call_tool("write_file", {"sandbox": "mcpbox", "path": "/root/d/n.txt", "content": "it's\nhere\n"}))
             out["read"] = text(await s.call_tool("read_file", {"sandbox": "mcpbox", "path": "/root/d/n.txt"}))
             out["exec"] = text(await s.call_tool("exec", {"sandbox": "mcpbox", "command": "cat /root/d/n.txt | wc -l"}))
+            out["url"] = text(await s.call_tool("get_url", {"sandbox": "mcpbox", "port": 8080}))
             out["missing"] = text(await s.call_tool("read_file", {"sandbox": "mcpbox", "path": "/nope"}))
             out["stop"] = text(await s.call_tool("stop_sandbox", {"sandbox": "mcpbox"}))
             out["unknown_sandbox"] = text(await s.call_tool("exec", {"sandbox": "nosuch", "command": "true"}))
@@ -83,6 +84,11 @@ fn an_mcp_client_runs_code_and_uses_a_sandbox() {
     assert_eq!(
         v["exec"]["data"]["stdout"].as_str().map(str::trim),
         Some("2")
+    );
+    let url = v["url"]["data"]["url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with("http://") && url.contains(".localhost"),
+        "{v}"
     );
     assert_eq!(v["missing"]["error"], true, "{v}");
     assert_eq!(v["stop"]["error"], false, "{v}");

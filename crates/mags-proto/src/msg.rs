@@ -44,6 +44,29 @@ pub struct SetupSpec {
     /// disk may differ from the template's). 0 = do not wait.
     #[serde(default)]
     pub disk_bytes: u64,
+    /// The guest's network, if it has a NIC; `None` leaves it unconfigured.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
+}
+
+/// Static network settings of the guest (no DHCP): its address on the
+/// user-mode network and the egress proxy every program is pointed at.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// IPv4 address and prefix length, e.g. `10.0.2.15/24`.
+    pub address: String,
+    /// Default gateway, if any route beyond the local network is wanted.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// `http://host:port` of the host-side egress proxy, exported to every
+    /// process as `http_proxy`/`https_proxy` (and written for login shells
+    /// and apt). `None`: no outbound access.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Extra CA certificates (PEM) the guest trusts, e.g. those of a
+    /// TLS-inspecting proxy the host's own traffic goes through.
+    #[serde(default)]
+    pub ca_certs: String,
 }
 
 /// Host -> guest.
@@ -92,6 +115,19 @@ pub enum HostMsg {
     },
     /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
     Shutdown,
+    /// Open a TCP connection to `127.0.0.1:port` in the guest on this
+    /// stream: a tunnel (the URL proxy's way in). Answer: `Ok` once
+    /// connected, or `Error`. Then bytes flow as `Input` frames (host ->
+    /// guest) and `Stdout` frames (guest -> host). Each side keeps at most
+    /// [`crate::TUNNEL_WINDOW`] bytes unacknowledged and acknowledges what it
+    /// has passed on with `TunnelAck`. `CloseInput` half-closes the guest
+    /// socket (shutdown of its write side); the guest says `TunnelEof` when
+    /// its side has finished sending, `Error` if the connection broke.
+    Connect { port: u16 },
+    /// On a tunnel: the host passed `bytes` more of the guest's data on.
+    TunnelAck { bytes: u64 },
+    /// On a tunnel: tear it down both ways. No answer.
+    TunnelClose,
 }
 
 /// Guest -> host.
@@ -116,6 +152,13 @@ pub enum GuestMsg {
     Error {
         message: String,
     },
+    /// On a tunnel: the guest passed `bytes` more of the host's data on.
+    TunnelAck {
+        bytes: u64,
+    },
+    /// On a tunnel: the guest's end finished sending (it may still read).
+    /// After `TunnelEof` and the host's `CloseInput` the stream is done.
+    TunnelEof,
 }
 
 /// Facts about the guest, for diagnostics and tests.
@@ -145,6 +188,9 @@ mod tests {
             },
             HostMsg::Freeze { timeout_ms: 5000 },
             HostMsg::Thaw,
+            HostMsg::Connect { port: 8080 },
+            HostMsg::TunnelAck { bytes: 65536 },
+            HostMsg::TunnelClose,
         ];
         for m in msgs {
             let f = Frame::control(3, &m);

@@ -12,6 +12,8 @@
 //! - [`logs`], [`view`]: how stored output and jobs look on the wire.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
+//! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
+//!   sandbox, through the agent's tunnel).
 
 pub mod auth;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod executor;
 pub mod files;
 pub mod logs;
+pub mod proxy;
 pub mod routes;
 pub mod sandboxes;
 pub mod scheduler;
@@ -46,6 +49,8 @@ pub struct AppState {
     pub workspaces: workspaces::Workspaces,
     /// Becomes `true` when the server shuts down (ends output streams).
     pub shutdown: watch::Receiver<bool>,
+    /// Where public URLs live (the URL proxy's domain).
+    pub apps: std::sync::Arc<proxy::Apps>,
 }
 
 /// How much the server runs at once, and when sandboxes sleep.
@@ -126,6 +131,7 @@ impl AppState {
                 followers,
                 workspaces,
                 shutdown: rx,
+                apps: Default::default(),
             },
             tx,
         )

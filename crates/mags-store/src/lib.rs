@@ -15,6 +15,7 @@
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
 
+pub mod access;
 pub mod clock;
 pub mod cron;
 pub mod jobs;
@@ -25,6 +26,7 @@ pub mod tokens;
 pub mod users;
 pub mod workspaces;
 
+pub use access::{Access, Alias, Route};
 pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "cron",
         sql: include_str!("../migrations/0004_cron.sql"),
     },
+    Migration {
+        version: 5,
+        name: "access",
+        sql: include_str!("../migrations/0005_access.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

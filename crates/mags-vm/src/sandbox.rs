@@ -32,6 +32,12 @@ pub struct RuntimeConfig {
     /// Where guest images are cached; `<data_dir>/images` when `None`.
     /// Several servers (and test runs) on one host can share it.
     pub images_dir: Option<PathBuf>,
+    /// The egress proxy's unix socket ([`crate::egress`]); `None`: guests
+    /// have no outbound network at all.
+    pub egress_socket: Option<PathBuf>,
+    /// Extra CA certificates (PEM) guests trust; see
+    /// [`crate::net::local_ca_certs`].
+    pub extra_ca_certs: String,
 }
 
 impl RuntimeConfig {
@@ -312,6 +318,11 @@ impl Runtime {
             console_log: dir.join("console.log"),
             memory,
             incoming,
+            egress_cmd: crate::net::egress_cmd(
+                &self.cfg.agent_bin,
+                self.cfg.egress_socket.as_deref(),
+                &opts.id,
+            ),
         };
         check_socket_path(&spec.agent_socket)?;
         let log_path = dir.join("qemu.log");
@@ -353,16 +364,16 @@ impl Runtime {
                 Boot::TemplateSource(_) => {}
                 // Same machine, new moment: clock and entropy, identity kept.
                 Boot::Wake(_) => {
-                    let mut id = fresh_identity(0)?;
+                    let mut id = self.identity(0)?;
                     id.machine_id.clear();
                     agent.setup(id).await?;
                 }
                 // A clone of the mounted template whose disk kept the
                 // template's size has nothing to wait for or grow.
                 Boot::Restore(t) if t.disk.is_some() && disk_bytes == t.disk_bytes => {
-                    agent.setup(fresh_identity(0)?).await?
+                    agent.setup(self.identity(0)?).await?
                 }
-                _ => agent.setup(fresh_identity(disk_bytes)?).await?,
+                _ => agent.setup(self.identity(disk_bytes)?).await?,
             }
             Ok::<_, VmError>(agent)
         };
@@ -413,6 +424,17 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// A fresh identity, and the network as this runtime provides it.
+    fn identity(&self, disk_bytes: u64) -> Result<SetupSpec, VmError> {
+        let mut id = fresh_identity(disk_bytes)?;
+        let mut net = crate::net::setup(self.cfg.egress_socket.is_some());
+        net.ca_certs = self.cfg.extra_ca_certs.clone();
+        id.network = Some(net);
+        Ok(id)
+    }
+}
+
 /// How a VM comes to life.
 pub(crate) enum Boot<'a> {
     Cold,
@@ -439,6 +461,7 @@ fn fresh_identity(disk_bytes: u64) -> Result<SetupSpec, VmError> {
         entropy,
         unix_time_ns,
         disk_bytes,
+        network: None,
     })
 }
 

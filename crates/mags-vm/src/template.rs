@@ -65,7 +65,7 @@ fn legacy_disk_bytes() -> u64 {
 
 /// Bumped whenever what goes into a template changes (kernel command line,
 /// warm-up, placeholder disk), so old snapshots are not reused.
-const TEMPLATE_VERSION: u32 = 3;
+const TEMPLATE_VERSION: u32 = 4;
 
 fn template_dir(
     images_dir: &Path,

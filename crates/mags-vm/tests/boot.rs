@@ -23,6 +23,8 @@ fn runtime(data_dir: &std::path::Path) -> Runtime {
         agent_bin,
         accel: None,
         images_dir: Some(images_dir()),
+        egress_socket: None,
+        extra_ca_certs: String::new(),
     })
 }
 

@@ -45,8 +45,9 @@ touch this machine.
 - Prefer `mags run` for anything that installs packages or runs code you
   did not write.
 - Scripts run as root in `/root` under bash; check exit codes.
+- `mags url NAME PORT` gives a public URL to a port in a sandbox.
 - An MCP server is available too: `mags mcp` (tools run_script,
-  new_sandbox, exec, read_file, write_file, stop_sandbox).
+  new_sandbox, exec, read_file, write_file, get_url, stop_sandbox).
 "#;
 
 /// Where Claude Code keeps its user configuration.

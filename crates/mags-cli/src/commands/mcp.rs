@@ -154,6 +154,14 @@ fn tools() -> Vec<Value> {
             }},
         }),
         json!({
+            "name": "get_url",
+            "description": "A public URL for a port in a sandbox (e.g. a web server you started \
+                there); requests to it wake the sandbox.",
+            "inputSchema": {"type": "object", "required": ["sandbox", "port"], "properties": {
+                "sandbox": sandbox, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            }},
+        }),
+        json!({
             "name": "stop_sandbox",
             "description": "Stop a sandbox (a persistent workspace is synced first).",
             "inputSchema": {"type": "object", "required": ["sandbox"], "properties": {"sandbox": sandbox}},
@@ -201,6 +209,7 @@ async fn call(c: &Client, name: &str, args: &Value) -> anyhow::Result<Value> {
                 disk: None,
                 no_sleep: false,
                 wait_secs: 300,
+                url: None,
             };
             let id = sandbox::start(c, new, |_| {}).await?;
             Ok(text_result(
@@ -251,6 +260,20 @@ async fn call(c: &Client, name: &str, args: &Value) -> anyhow::Result<Value> {
             Ok(text_result(
                 text.clone(),
                 json!({"path": path, "content": text}),
+            ))
+        }
+        "get_url" => {
+            let port = args
+                .get("port")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| anyhow::anyhow!("port must be 1-65535"))?;
+            let id = c.resolve_job(arg(args, "sandbox")?).await?;
+            let r = c.access(&id, port).await?;
+            Ok(text_result(
+                r.url.clone(),
+                json!({"url": r.url, "port": r.port}),
             ))
         }
         "stop_sandbox" => {

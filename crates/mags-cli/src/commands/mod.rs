@@ -1,6 +1,7 @@
 //! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
 //! [`sandbox`] (new, exec, stop, sync, set), [`auth`] (login, logout,
-//! whoami), [`doctor`], [`workspace`] (list, delete, resize).
+//! whoami), [`doctor`], [`workspace`] (list, delete, resize), [`url`]
+//! (public URLs and aliases).
 
 pub mod auth;
 pub mod claude;
@@ -10,6 +11,7 @@ pub mod jobs;
 pub mod mcp;
 pub mod run;
 pub mod sandbox;
+pub mod url;
 pub mod workspace;
 
 use crate::config::{self, Source};

@@ -18,18 +18,23 @@ pub struct NewArgs {
     pub disk: Option<u32>,
     pub no_sleep: bool,
     pub wait_secs: u64,
+    /// Give this port a public URL once running.
+    pub url: Option<u16>,
 }
 
 /// `mags new NAME`: an idle persistent sandbox on workspace NAME, waited
 /// for until it runs (as the SDK's `new()` does).
 pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
     let (client, _) = connect().await?;
-    let name = args.name.clone();
+    let (name, url) = (args.name.clone(), args.url);
     let id = start(&client, args, |_| {
         eprintln!("mags: waiting for room to run another sandbox...")
     })
     .await?;
     println!("{name}");
+    if let Some(port) = url {
+        super::url::announce(&client, &id, port).await?;
+    }
     eprintln!(
         "mags: sandbox {name} is running (job {id}); `mags exec {name} 'cmd'` runs commands in it"
     );

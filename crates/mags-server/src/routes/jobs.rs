@@ -210,7 +210,12 @@ pub async fn status(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobStatus>, ApiError> {
     let job = owned_job(&state, &user.id, &id).await?;
-    Ok(Json(job_status(&job)))
+    let mut view = job_status(&job);
+    if let Some(a) = state.store.first_access(&job.id).await? {
+        view.url = Some(state.apps.url(&a.subdomain));
+        view.subdomain = Some(a.subdomain);
+    }
+    Ok(Json(view))
 }
 
 /// `GET /mags-jobs/{id}/logs`: the output so far, as lines.

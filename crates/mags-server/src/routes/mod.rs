@@ -6,9 +6,14 @@
 //! - [`files`], [`workspaces`]: uploads, workspace list/delete/resize.
 //! - [`cron`]: scheduled jobs.
 //! - [`meta`]: health, usage, pool status, whoami.
+//! - [`access`]: public URLs and URL aliases.
+//!
+//! Requests whose Host is under the apps domain never reach these: the
+//! [URL proxy](crate::proxy) takes them first.
 //!
 //! Unknown paths and methods answer JSON errors too.
 
+pub mod access;
 pub mod cron;
 pub mod files;
 pub mod jobs;
@@ -43,6 +48,15 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))
         .route("/mags-jobs/{id}/sync", post(sandbox::sync))
+        .route("/mags-jobs/{id}/access", post(access::access))
+        .route(
+            "/mags-url-aliases",
+            get(access::list_aliases).post(access::create_alias),
+        )
+        .route(
+            "/mags-url-aliases/{subdomain}",
+            delete(access::delete_alias),
+        )
         .route(
             "/mags-files",
             post(files::upload).layer(DefaultBodyLimit::disable()),
@@ -67,7 +81,16 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::dispatch,
+        ))
         .with_state(state)
+}
+
+/// A listener that serves only the URL proxy (`--apps-listen`).
+pub fn apps_router(state: AppState) -> Router {
+    Router::new().fallback(crate::proxy::only).with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -323,8 +323,9 @@ pub fn thaw() -> io::Result<()> {
     }
 }
 
-/// Second stage, on the host's `Setup`: mount the root (first time only)
-/// and take on the identity the host gives.
+/// Second stage, on the host's `Setup`: mount the root (first time only;
+/// afterwards grow the disk's filesystem if the disk grew) and take on the
+/// identity the host gives.
 pub fn setup(spec: &SetupSpec) -> io::Result<()> {
     if std::process::id() != 1 {
         return Ok(()); // --stdio: not our machine to change.
@@ -333,6 +334,10 @@ pub fn setup(spec: &SetupSpec) -> io::Result<()> {
     if !ROOT_MOUNTED.load(Ordering::SeqCst) {
         mount_root(spec.disk_bytes)?;
         ROOT_MOUNTED.store(true, Ordering::SeqCst);
+    } else if spec.disk_bytes > 0 {
+        // A clone of a template that had its disk mounted: the host may
+        // have given this clone a bigger one.
+        grow_writable_to(spec.disk_bytes)?;
     }
     mark(t0, "root mounted");
     set_clock(spec.unix_time_ns)?;
@@ -343,6 +348,10 @@ pub fn setup(spec: &SetupSpec) -> io::Result<()> {
         fs::write("/etc/machine-id", format!("{}\n", spec.machine_id))?;
     }
     mark(t0, "machine-id written");
+    if let Some(net) = &spec.network {
+        crate::net::configure(net)?;
+        mark(t0, "network configured");
+    }
     let timeline = std::mem::take(&mut *TIMELINE.lock().unwrap_or_else(|p| p.into_inner()));
     let _ = fs::write("/run/mags-setup.log", timeline);
     Ok(())

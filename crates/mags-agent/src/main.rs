@@ -8,14 +8,20 @@
 //! `mags-proto` on the virtio-serial port ([`serve`]), running processes
 //! ([`process`], on a terminal with [`pty`]) and reaping every child, its own or orphaned.
 //!
+//! On the host, `mags-agent --egress-pipe SOCKET ID` joins a guest's
+//! connection to the egress proxy ([`pipe`]).
+//!
 //! Run as any other PID (`mags-agent --stdio`) it skips the setup and serves
 //! the protocol on stdin/stdout, which lets the host test the protocol
 //! without a VM.
 
 mod init;
+mod net;
+mod pipe;
 mod process;
 mod pty;
 mod serve;
+mod tunnel;
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
@@ -25,6 +31,11 @@ fn main() {
     // reaper thread through sigtimedwait.
     process::block_sigchld();
     let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, socket, id] = args.as_slice() {
+        if flag == "--egress-pipe" {
+            std::process::exit(pipe::run(socket, id));
+        }
+    }
     if args.iter().any(|a| a == "--stdio") {
         // SAFETY: fds 0 and 1 are open for the lifetime of the process and
         // owned by nothing else in this program.

@@ -37,7 +37,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Frames to the host. Each frame is written whole under the lock.
 #[derive(Clone)]
-struct Out {
+pub(crate) struct Out {
     file: Arc<Mutex<File>>,
     /// The current session (see the module docs).
     session: Arc<AtomicU64>,
@@ -51,7 +51,7 @@ impl Out {
         }
     }
 
-    fn session(&self) -> u64 {
+    pub(crate) fn session(&self) -> u64 {
         self.session.load(Ordering::SeqCst)
     }
 
@@ -60,7 +60,13 @@ impl Out {
     }
 
     /// Writes a frame, unless `session` is given and is no longer current.
-    fn frame_in(&self, session: Option<u64>, kind: FrameKind, stream: u32, payload: &[u8]) {
+    pub(crate) fn frame_in(
+        &self,
+        session: Option<u64>,
+        kind: FrameKind,
+        stream: u32,
+        payload: &[u8],
+    ) {
         let mut buf = Vec::with_capacity(payload.len() + 9);
         encode_frame(kind, stream, payload, &mut buf);
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,6 +83,12 @@ impl Out {
             stream,
             &Frame::control(stream, msg).payload,
         );
+    }
+
+    /// Writes a control message, unless `session` is no longer current.
+    pub(crate) fn msg_in(&self, session: Option<u64>, stream: u32, msg: &GuestMsg) {
+        let payload = Frame::control(stream, msg).payload;
+        self.frame_in(session, FrameKind::Control, stream, &payload);
     }
 
     fn error(&self, stream: u32, message: impl Into<String>) {
@@ -156,7 +168,9 @@ fn read_loop(mut input: impl Read, out: &Out, streams: &Streams) {
 fn handle(frame: Frame, out: &Out, streams: &Streams) {
     let stream = frame.stream;
     if frame.kind == FrameKind::Input {
-        input(stream, frame.payload, out, streams);
+        if let Some(data) = crate::tunnel::input(stream, frame.payload) {
+            input(stream, data, out, streams);
+        }
         return;
     }
     let msg: HostMsg = match frame.parse() {
@@ -184,7 +198,11 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
                 out.error(stream, format!("cannot start process: {e}"));
             }
         }
-        HostMsg::CloseInput => close_input(stream, out, streams),
+        HostMsg::CloseInput => {
+            if !crate::tunnel::close_input(stream) {
+                close_input(stream, out, streams)
+            }
+        }
         HostMsg::Signal { signal } => {
             if let Some(Stream::Process { pid, .. }) = lock(streams).get(&stream) {
                 process::kill_group(*pid, signal);
@@ -241,6 +259,9 @@ fn handle(frame: Frame, out: &Out, streams: &Streams) {
                 std::process::exit(0);
             }
         }
+        HostMsg::Connect { port } => crate::tunnel::connect(stream, port, out),
+        HostMsg::TunnelAck { bytes } => crate::tunnel::ack(stream, bytes),
+        HostMsg::TunnelClose => crate::tunnel::close(stream),
     }
 }
 
@@ -252,6 +273,7 @@ fn new_session(out: &Out, streams: &Streams) {
     let file = out.file.lock().unwrap_or_else(|p| p.into_inner());
     out.session.fetch_add(1, Ordering::SeqCst);
     drop(file);
+    crate::tunnel::close_all();
     for (_, s) in lock(streams).drain() {
         if let Stream::File { tmp, .. } = s {
             let _ = fs::remove_file(tmp);
@@ -360,6 +382,7 @@ fn run(stream: u32, spec: RunSpec, out: &Out, streams: &Streams) -> io::Result<(
         .env("SHELL", "/bin/bash")
         .env("LANG", "C.UTF-8")
         .env("HOSTNAME", "mags-vm")
+        .envs(crate::net::proxy_env())
         .envs(&spec.env)
         .current_dir(&cwd);
     if let Some(root) = &spec.chroot {

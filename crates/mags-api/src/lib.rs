@@ -10,14 +10,21 @@
 //!   NDJSON output stream used by our own CLI.
 //! - [`sandbox`]: long-lived sandboxes: exec, update, stop, sync.
 //! - [`workspaces`]: workspaces and uploaded files.
+//! - [`cron`]: scheduled jobs.
 //! - [`ssh`]: SSH access keys and the terminal WebSocket.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
+pub mod access;
+pub mod cron;
 pub mod jobs;
 pub mod sandbox;
 pub mod ssh;
 pub mod workspaces;
 
+pub use access::{
+    valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest,
+};
+pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
     OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,

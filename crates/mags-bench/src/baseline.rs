@@ -21,8 +21,18 @@ pub async fn raw_qemu_restore(
 ) -> anyhow::Result<f64> {
     let dir = scratch.join(format!("raw-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir)?;
+    // The disk a clone of this template needs, made before the clock starts.
     let disk = dir.join("disk");
-    std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    let disk_format = match &t.disk {
+        Some(base) => {
+            mags_vm::disk::create_overlay(base, &disk, t.disk_bytes).await?;
+            mags_vm::DiskFormat::Qcow2
+        }
+        None => {
+            std::fs::File::create(&disk)?.set_len(t.disk_bytes)?;
+            mags_vm::DiskFormat::Raw
+        }
+    };
     let spec = QemuSpec {
         accel: t.accel,
         memory_mb: t.memory_mb,
@@ -31,12 +41,13 @@ pub async fn raw_qemu_restore(
         initrd: image.initrd.clone(),
         rootfs: image.rootfs.clone(),
         disk,
-        disk_format: mags_vm::DiskFormat::Raw,
+        disk_format,
         agent_socket: dir.join("a.sock"),
         qmp_socket: dir.join("q.sock"),
         console_log: dir.join("console"),
         memory: Memory::PrivateFile(t.mem.clone()),
         incoming: true,
+        egress_cmd: "/bin/false".into(),
     };
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new("qemu-system-x86_64")
@@ -112,6 +123,8 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub token: String,
+    /// Its `--data-dir`.
+    pub data: PathBuf,
     home: PathBuf,
 }
 
@@ -156,6 +169,7 @@ impl Server {
             child,
             url,
             token,
+            data: dir.join("data"),
             home: dir.join("home"),
         })
     }

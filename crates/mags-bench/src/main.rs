@@ -5,16 +5,21 @@
 //! cargo build --release --workspace && ./scripts/build-agent
 //! cargo run --release -p mags-bench            # full run, writes BENCHMARKS.md
 //! cargo run --release -p mags-bench -- --quick # fewer samples
+//! cargo run --release -p mags-bench -- --workspaces # only part C, prints the table
+//! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
 //! QEMU restore baseline, `bwrap` baseline); part B starts the release
 //! `magsd` and measures through the real `mags` CLI, the REST API and the
-//! SSH gateway ([`remote`]).
+//! SSH gateway ([`remote`]); part C measures workspaces (sync, restore,
+//! fork) through that server.
 
 mod baseline;
 mod remote;
 mod report;
+mod urlproxy;
+mod workspaces;
 
 use anyhow::{bail, Context};
 use mags_client::OutputItem;
@@ -85,12 +90,36 @@ async fn main() -> anyhow::Result<()> {
         agent_bin,
         accel: None,
         images_dir: Some(images_dir()),
+        egress_socket: None,
+        extra_ca_certs: String::new(),
     }));
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;
     let accel = rt.accel().await?;
-    let template = rt.template(&image, accel, 256).await?;
+    let template = rt
+        .template(&image, accel, 256, mags_vm::template::TemplateKind::Mounted)
+        .await?;
     let mut report = Report::new(accel.to_string(), quick);
+    if std::env::args().any(|a| a == "--workspaces") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
+        report.print();
+        return Ok(());
+    }
+
+    if std::env::args().any(|a| a == "--url-only") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+            report.push(row);
+        }
+        drop(server);
+        report.print();
+        return Ok(());
+    }
 
     // ---- Part A: sandbox start paths and baselines -------------------
     eprintln!("cold boots...");
@@ -293,8 +322,16 @@ async fn main() -> anyhow::Result<()> {
     }
     report.push(Row::new("API: submit to first output byte", first));
 
+    eprintln!("URL proxy...");
+    for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+        report.push(row);
+    }
+
     eprintln!("exec in a sandbox: SDK and SSH...");
     remote::exec_rows(&client, tmp.path(), n(30, 10), &mut report).await?;
+
+    // ---- Part C: workspaces ------------------------------------------
+    workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
 
     drop(server);
     report.print();

@@ -140,12 +140,14 @@ impl Report {
                 c[0], c[1], c[2], c[3], c[4], c[5]
             );
         }
-        let fit = (16.0 * 1024.0 / self.pss_mib).floor();
-        let _ = writeln!(
-            t,
-            "| host memory per idle sandbox (PSS, template pages shared) | {} | {:.1} MiB | | | {fit} fit in 16 GiB |",
-            self.pss_n, self.pss_mib
-        );
+        if self.pss_n > 0 {
+            let fit = (16.0 * 1024.0 / self.pss_mib).floor();
+            let _ = writeln!(
+                t,
+                "| host memory per idle sandbox (PSS, template pages shared) | {} | {:.1} MiB | | | {fit} fit in 16 GiB |",
+                self.pss_n, self.pss_mib
+            );
+        }
         t
     }
 
@@ -182,7 +184,11 @@ impl Report {
              - *take from the warm pool* is what a job waits for when an idle sandbox is ready; \
              the pool refills in the background.\n\
              - end-to-end rows include starting the `mags` process, the HTTP calls, storing the \
-             output and the final status.\n",
+             output and the final status.\n\
+             - *workspace* rows use the default object store (a local directory) and a 4 GiB \
+             disk holding 1 GiB of random data; a sync freezes the guest's filesystem, hashes \
+             the disk's changed 4 MiB chunks, uploads the ones storage lacks and then writes \
+             the version's manifest. The empty-cache start restores every chunk first.\n",
         );
         m
     }

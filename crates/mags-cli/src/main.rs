@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod local;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -56,6 +57,12 @@ enum Cmd {
         /// before the script runs (repeatable).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
+        /// With -p: give a port of the sandbox a public URL (printed).
+        #[arg(long, requires = "persistent")]
+        url: bool,
+        /// The port --url exposes.
+        #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
+        port: u16,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
     /// until it runs; use it with exec, stop.
@@ -77,6 +84,23 @@ enum Cmd {
         /// How long to wait for it to run, in seconds.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         wait: u64,
+        /// Give a port of the sandbox a public URL (printed).
+        #[arg(long)]
+        url: bool,
+        /// The port --url exposes.
+        #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
+        port: u16,
+    },
+    /// Public URL of a port in a sandbox (default 8080), or URL aliases.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Url {
+        #[command(subcommand)]
+        alias: Option<UrlCmd>,
+        /// Sandbox name, workspace or job id.
+        #[arg(required = true)]
+        name: Option<String>,
+        /// The port in the sandbox.
+        port: Option<u16>,
     },
     /// Run a command in a sandbox (woken if it sleeps), streaming its
     /// output; exits with the command's exit code.
@@ -183,12 +207,22 @@ enum Cmd {
         #[command(subcommand)]
         action: WorkspaceCmd,
     },
+    /// Scheduled jobs: add, list, remove, enable, disable.
+    Cron {
+        #[command(subcommand)]
+        action: CronCmd,
+    },
     /// Forget the saved API URL and token.
     Logout,
     /// Show which server and user mags uses.
     Whoami,
     /// Check this machine and the server.
     Doctor,
+    /// Serve the Model Context Protocol on stdin/stdout (tools to run
+    /// scripts and use sandboxes), for any MCP-capable agent.
+    Mcp,
+    /// Install a Claude Code skill that teaches it to use mags.
+    SetupClaude,
     /// The guest image of the local server.
     Image {
         #[command(subcommand)]
@@ -207,6 +241,80 @@ enum WorkspaceCmd {
     Delete {
         /// The workspace.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CronCmd {
+    /// Schedule a script; each run is an ordinary job (see `mags list`).
+    Add {
+        /// A name for it (unique among your cron jobs).
+        #[arg(long)]
+        name: String,
+        /// When, in UTC: 5 fields (`min hour day-of-month month
+        /// day-of-week`, e.g. "0 */2 * * *") or @hourly/@daily/@weekly/@monthly/@yearly.
+        #[arg(long, value_name = "EXPR")]
+        schedule: String,
+        /// Workspace every run uses.
+        #[arg(short = 'w', long)]
+        workspace: Option<String>,
+        /// Keep the workspace in object storage (synced after each run).
+        #[arg(short = 'p', long, requires = "workspace")]
+        persistent: bool,
+        /// Environment variable for the script (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
+        env: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// The script (bash).
+        script: String,
+    },
+    /// List your cron jobs with their next and last runs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a cron job (its past runs stay in `mags list`).
+    Remove {
+        /// Id or name.
+        id: String,
+    },
+    /// Resume a disabled cron job.
+    Enable {
+        /// Id or name.
+        id: String,
+    },
+    /// Stop scheduling runs (a run in progress finishes).
+    Disable {
+        /// Id or name.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UrlCmd {
+    /// URL aliases: stable subdomains that follow a workspace's live sandbox.
+    Alias {
+        #[command(subcommand)]
+        action: Option<AliasCmd>,
+        /// The subdomain (to create an alias).
+        subdomain: Option<String>,
+        /// The sandbox name or workspace it follows.
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AliasCmd {
+    /// List your aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an alias.
+    Remove {
+        /// The subdomain.
+        subdomain: String,
     },
 }
 
@@ -243,7 +351,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, doctor, jobs, run, sandbox, shell, workspace};
+    use commands::{auth, cron, doctor, jobs, run, sandbox, shell, url, workspace};
     match cli.command {
         Cmd::Run {
             script,
@@ -257,6 +365,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             base,
             files,
+            url,
+            port,
         } => {
             run::run(run::RunArgs {
                 script,
@@ -270,10 +380,63 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 json,
                 base,
                 files,
+                url: url.then_some(port),
             })
             .await
         }
+        Cmd::Url {
+            alias:
+                Some(UrlCmd::Alias {
+                    action,
+                    subdomain,
+                    name,
+                }),
+            ..
+        } => match (action, subdomain, name) {
+            (Some(AliasCmd::List { json }), _, _) => url::alias_list(json).await,
+            (Some(AliasCmd::Remove { subdomain }), _, _) => url::alias_remove(&subdomain).await,
+            (None, Some(sub), Some(name)) => url::alias_create(&sub, &name).await,
+            (None, _, _) => {
+                anyhow::bail!(
+                    "usage: mags url alias <subdomain> <name> | list | remove <subdomain>"
+                )
+            }
+        },
+        Cmd::Url {
+            alias: None,
+            name,
+            port,
+        } => {
+            let name = name.context("usage: mags url <name|id> [port]")?;
+            url::url(&name, port).await
+        }
         Cmd::Resize { name, disk } => workspace::resize(&name, disk).await,
+        Cmd::Cron { action } => match action {
+            CronCmd::Add {
+                name,
+                schedule,
+                workspace,
+                persistent,
+                env,
+                json,
+                script,
+            } => {
+                cron::add(cron::AddArgs {
+                    name,
+                    schedule,
+                    script,
+                    workspace,
+                    persistent,
+                    env,
+                    json,
+                })
+                .await
+            }
+            CronCmd::List { json } => cron::list(json).await,
+            CronCmd::Remove { id } => cron::remove(&id).await,
+            CronCmd::Enable { id } => cron::set_enabled(&id, true).await,
+            CronCmd::Disable { id } => cron::set_enabled(&id, false).await,
+        },
         Cmd::Workspace {
             action: WorkspaceCmd::List { json },
         } => workspace::list(json).await,
@@ -287,6 +450,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             disk,
             no_sleep,
             wait,
+            url,
+            port,
         } => {
             sandbox::new(sandbox::NewArgs {
                 name,
@@ -295,6 +460,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 disk,
                 no_sleep,
                 wait_secs: wait,
+                url: url.then_some(port),
             })
             .await
         }
@@ -338,6 +504,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Logout => auth::logout(),
         Cmd::Whoami => auth::whoami().await,
         Cmd::Doctor => doctor::doctor().await,
+        Cmd::Mcp => commands::mcp::serve().await,
+        Cmd::SetupClaude => commands::claude::setup(),
         Cmd::Image {
             action: ImageCmd::Build,
         } => {

@@ -7,6 +7,8 @@
 //! command's output from a persistent sandbox; [`TtySession`] is a
 //! command on a terminal (`mags exec -it`) over a WebSocket.
 
+mod access;
+mod cron;
 mod follow;
 mod interactive;
 mod ndjson;

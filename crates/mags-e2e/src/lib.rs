@@ -148,6 +148,35 @@ impl Server {
         c
     }
 
+    /// Runs `script` with the published Python client's interpreter
+    /// (`MAGS_TEST_PYTHON`), aimed at this server, `args` as `sys.argv[1:]`;
+    /// returns the JSON it prints. Panics with its stderr and the server
+    /// log if it fails.
+    pub fn python(&self, script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+        let py = match std::env::var("MAGS_TEST_PYTHON") {
+            Ok(p) if !p.is_empty() => p,
+            _ => panic!(
+                "MAGS_TEST_PYTHON is not set: run `eval \"$(scripts/test-python)\"` to install \
+                 magpie-mags==1.3.8 in a virtualenv first"
+            ),
+        };
+        let o = Command::new(py)
+            .args(["-c", script])
+            .args(args)
+            .env("MAGS_API_URL", &self.url)
+            .env("MAGS_API_TOKEN", &self.token)
+            .output()
+            .expect("python");
+        let log = self.log();
+        assert!(
+            o.status.success(),
+            "python failed: {}\nserver log (end):\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            &log[log.len().saturating_sub(8000)..]
+        );
+        serde_json::from_slice(&o.stdout).expect("the script prints JSON")
+    }
+
     /// Runs `mags ARGS` to completion.
     pub fn mags_output(&self, args: &[&str]) -> Output {
         self.mags().args(args).output().expect("run mags")

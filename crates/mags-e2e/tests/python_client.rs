@@ -3,21 +3,9 @@
 //! `MAGS_TEST_PYTHON` (`eval "$(scripts/test-python)"` makes one).
 
 use mags_e2e::Server;
-use std::process::Command;
-
-fn python() -> String {
-    match std::env::var("MAGS_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => panic!(
-            "MAGS_TEST_PYTHON is not set: run `eval \"$(scripts/test-python)\"` to install \
-             magpie-mags==1.3.8 in a virtualenv first"
-        ),
-    }
-}
 
 #[test]
 fn run_and_wait_reports_completed_with_logs() {
-    let py = python();
     let server = Server::start(&[]);
     let script = r#"
 import json
@@ -28,19 +16,7 @@ bad = m.run_and_wait("echo nope >&2; exit 7", timeout=300, poll_interval=0.2)
 jobs = m.list_jobs()
 print(json.dumps({"ok": r, "bad": bad, "jobs": jobs}))
 "#;
-    let o = Command::new(py)
-        .args(["-c", script])
-        .env("MAGS_API_URL", &server.url)
-        .env("MAGS_API_TOKEN", &server.token)
-        .output()
-        .expect("python");
-    assert!(
-        o.status.success(),
-        "python failed: {}\nserver log:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        server.log()
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = server.python(script, &[]);
     assert_eq!(v["ok"]["status"], "completed", "{v}");
     assert_eq!(v["ok"]["exit_code"], 0);
     let logs = v["ok"]["logs"].as_array().expect("logs");
@@ -66,7 +42,6 @@ print(json.dumps({"ok": r, "bad": bad, "jobs": jobs}))
 
 #[test]
 fn the_sdk_drives_a_persistent_sandbox() {
-    let py = python();
     let server = Server::start(&[]);
     let script = r#"
 import json, time
@@ -105,19 +80,7 @@ except MagsError as e:
 out["usage"] = m.usage()
 print(json.dumps(out))
 "#;
-    let o = Command::new(py)
-        .args(["-c", script])
-        .env("MAGS_API_URL", &server.url)
-        .env("MAGS_API_TOKEN", &server.token)
-        .output()
-        .expect("python");
-    assert!(
-        o.status.success(),
-        "python failed: {}\nserver log:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        server.log()
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = server.python(script, &[]);
     eprintln!(
         "measured: SDK new() {:.2} s; SDK exec() round trips (s, sorted, find_job included): {}",
         v["new_s"].as_f64().unwrap_or(0.0),

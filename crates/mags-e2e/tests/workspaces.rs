@@ -455,10 +455,6 @@ fn uploads_arrive_whole_and_oversized_ones_leave_nothing() {
 /// The published Python client's upload, workspace and sync calls.
 #[test]
 fn python_client_uploads_lists_syncs_and_deletes_workspaces() {
-    let py = match std::env::var("MAGS_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => panic!("MAGS_TEST_PYTHON is not set: run `eval \"$(scripts/test-python)\"` first"),
-    };
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("hello.txt"), "hi from python\n").expect("write");
@@ -484,20 +480,8 @@ deleted = m.delete_workspace("pyws")
 after = m.list_workspaces()
 print(json.dumps({"run": r, "synced": synced, "listed": listed, "refused": refused, "deleted": deleted, "after": after}))
 "#;
-    let o = Command::new(py)
-        .args(["-c", script])
-        .arg(dir.path().join("hello.txt"))
-        .env("MAGS_API_URL", &server.url)
-        .env("MAGS_API_TOKEN", &server.token)
-        .output()
-        .expect("python");
-    assert!(
-        o.status.success(),
-        "python failed: {}\nserver log:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        tail(&server.log())
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let file = dir.path().join("hello.txt");
+    let v = server.python(script, &[file.as_os_str()]);
     assert_eq!(v["run"]["status"], "completed", "{v}");
     let msgs: Vec<&str> = v["run"]["logs"]
         .as_array()

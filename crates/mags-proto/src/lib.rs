@@ -21,10 +21,14 @@ mod frame;
 mod msg;
 
 pub use frame::{encode_frame, DecodeError, Decoder, Frame, FrameKind, MAX_PAYLOAD};
-pub use msg::{GuestInfo, GuestMsg, HostMsg, PtySpec, RunSpec, SetupSpec};
+pub use msg::{GuestInfo, GuestMsg, HostMsg, NetworkSpec, PtySpec, RunSpec, SetupSpec};
 
 /// Version of the protocol spoken by this build. Bump on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Most bytes of a tunnel (see [`HostMsg::Connect`]) either side may have
+/// in flight without an acknowledgement.
+pub const TUNNEL_WINDOW: u64 = 1 << 20;
 
 /// Name of the virtio-serial port the agent listens on.
 pub const AGENT_PORT_NAME: &str = "org.mags.agent";

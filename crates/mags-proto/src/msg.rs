@@ -60,6 +60,29 @@ pub struct SetupSpec {
     /// disk may differ from the template's). 0 = do not wait.
     #[serde(default)]
     pub disk_bytes: u64,
+    /// The guest's network, if it has a NIC; `None` leaves it unconfigured.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
+}
+
+/// Static network settings of the guest (no DHCP): its address on the
+/// user-mode network and the egress proxy every program is pointed at.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// IPv4 address and prefix length, e.g. `10.0.2.15/24`.
+    pub address: String,
+    /// Default gateway, if any route beyond the local network is wanted.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// `http://host:port` of the host-side egress proxy, exported to every
+    /// process as `http_proxy`/`https_proxy` (and written for login shells
+    /// and apt). `None`: no outbound access.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Extra CA certificates (PEM) the guest trusts, e.g. those of a
+    /// TLS-inspecting proxy the host's own traffic goes through.
+    #[serde(default)]
+    pub ca_certs: String,
 }
 
 /// Host -> guest.
@@ -71,9 +94,12 @@ pub enum HostMsg {
     /// Describe the guest. Answer: `Info`.
     Info,
     /// Make this VM a machine of its own: mount its root and disk (once,
-    /// the first time) and give it a fresh identity. Sent after every
-    /// boot or restore, before any user code runs; a template snapshot is
-    /// taken before it, so every clone gets its own. Answer: `Ok` or `Error`.
+    /// the first time; later ones grow the mounted disk's filesystem to
+    /// `disk_bytes`) and give it a fresh identity. Sent after every boot or
+    /// restore, before any user code runs. A blank template is snapshotted
+    /// before any `Setup`; a mounted one after a `Setup` with no identity
+    /// (no entropy, no clock, a placeholder machine id), so every clone still gets
+    /// its own. Answer: `Ok` or `Error`.
     Setup(SetupSpec),
     /// Start a process on this stream. Answers: `Started`, then `Stdout`/`Stderr`
     /// frames, then `Exited` (or `Error` if it could not start).
@@ -105,6 +131,19 @@ pub enum HostMsg {
     },
     /// Sync and power the VM off. Answer: `Ok`, then the VM stops.
     Shutdown,
+    /// Open a TCP connection to `127.0.0.1:port` in the guest on this
+    /// stream: a tunnel (the URL proxy's way in). Answer: `Ok` once
+    /// connected, or `Error`. Then bytes flow as `Input` frames (host ->
+    /// guest) and `Stdout` frames (guest -> host). Each side keeps at most
+    /// [`crate::TUNNEL_WINDOW`] bytes unacknowledged and acknowledges what it
+    /// has passed on with `TunnelAck`. `CloseInput` half-closes the guest
+    /// socket (shutdown of its write side); the guest says `TunnelEof` when
+    /// its side has finished sending, `Error` if the connection broke.
+    Connect { port: u16 },
+    /// On a tunnel: the host passed `bytes` more of the guest's data on.
+    TunnelAck { bytes: u64 },
+    /// On a tunnel: tear it down both ways. No answer.
+    TunnelClose,
     /// Set the window size of the PTY of the process on this stream
     /// (TIOCSWINSZ; the process gets SIGWINCH). No answer; ignored for a
     /// process without a PTY.
@@ -137,6 +176,13 @@ pub enum GuestMsg {
     Error {
         message: String,
     },
+    /// On a tunnel: the guest passed `bytes` more of the host's data on.
+    TunnelAck {
+        bytes: u64,
+    },
+    /// On a tunnel: the guest's end finished sending (it may still read).
+    /// After `TunnelEof` and the host's `CloseInput` the stream is done.
+    TunnelEof,
 }
 
 /// Facts about the guest, for diagnostics and tests.
@@ -166,6 +212,9 @@ mod tests {
             },
             HostMsg::Freeze { timeout_ms: 5000 },
             HostMsg::Thaw,
+            HostMsg::Connect { port: 8080 },
+            HostMsg::TunnelAck { bytes: 65536 },
+            HostMsg::TunnelClose,
             HostMsg::Run(RunSpec {
                 argv: vec!["bash".into()],
                 pty: Some(PtySpec {

@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// Once listening, write {"url", "pid"} here (atomically).
     #[arg(long, env = "MAGS_SERVER_FILE")]
     pub server_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub apps: AppsArgs,
+    #[command(flatten)]
+    pub egress: EgressArgs,
     /// Address of the SSH gateway (`ssh`/`scp`/`sftp` into sandboxes with
     /// the key `/access` gives). Default: the host of --listen with a free
     /// port (clients learn it from `/access`); `off` turns it off.
@@ -109,6 +113,69 @@ pub struct ServeArgs {
     /// Which executor runs jobs (`fake` is for tests only).
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,
+}
+
+/// Public URLs (the URL proxy).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppsArgs {
+    /// URLs are `<subdomain>.<apps domain>`; requests with such a Host are
+    /// proxied into sandboxes. `localhost` works in a local browser with
+    /// no DNS; elsewhere point a wildcard DNS record here.
+    #[arg(long, env = "MAGS_APPS_DOMAIN", default_value = "localhost")]
+    pub apps_domain: String,
+    /// A separate address for the URL proxy (default: the API's listener
+    /// serves both, told apart by Host).
+    #[arg(long, env = "MAGS_APPS_LISTEN")]
+    pub apps_listen: Option<String>,
+    /// Port written in URLs (default: the port the proxy listens on); e.g.
+    /// 443 behind a TLS-terminating front, with --apps-scheme https.
+    #[arg(long, env = "MAGS_APPS_PUBLIC_PORT")]
+    pub apps_public_port: Option<u16>,
+    /// Scheme written in URLs.
+    #[arg(long, env = "MAGS_APPS_SCHEME", default_value = "http", value_parser = ["http", "https"])]
+    pub apps_scheme: String,
+}
+
+/// Guest outbound networking and its policy (see `mags_vm::egress`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EgressArgs {
+    /// No outbound network for any sandbox.
+    #[arg(long, env = "MAGS_NO_EGRESS")]
+    pub no_egress: bool,
+    /// Destinations sandboxes may reach even if a built-in rule denies them
+    /// (CIDRs or hostnames, comma-separated or repeated).
+    #[arg(long, env = "MAGS_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<mags_vm::egress::Rule>,
+    /// Destinations sandboxes may never reach (CIDRs or hostnames).
+    #[arg(long, env = "MAGS_EGRESS_DENY", value_delimiter = ',')]
+    pub egress_deny: Vec<mags_vm::egress::Rule>,
+    /// Only --egress-allow destinations are reachable.
+    #[arg(long, env = "MAGS_EGRESS_ALLOW_ONLY")]
+    pub egress_allow_only: bool,
+    /// PEM file of extra CA certificates guests trust (default: the
+    /// host's locally added ones, /usr/local/share/ca-certificates).
+    #[arg(long, env = "MAGS_GUEST_CA_CERTS")]
+    pub guest_ca_certs: Option<PathBuf>,
+}
+
+impl EgressArgs {
+    /// The policy these flags give, on top of the built-in denials.
+    pub fn policy(&self) -> mags_vm::egress::EgressPolicy {
+        mags_vm::egress::EgressPolicy {
+            allow: self.egress_allow.clone(),
+            deny: self.egress_deny.clone(),
+            allow_only: self.egress_allow_only,
+            ..mags_vm::egress::EgressPolicy::for_this_host()
+        }
+    }
+
+    /// The extra CAs guests trust, as PEM.
+    pub fn ca_certs(&self) -> std::io::Result<String> {
+        match &self.guest_ca_certs {
+            Some(p) => std::fs::read_to_string(p),
+            None => Ok(mags_vm::net::local_ca_certs()),
+        }
+    }
 }
 
 /// `/var/lib/mags` for root, else `$XDG_DATA_HOME/mags` or
@@ -146,6 +213,8 @@ pub fn runtime_config(
         agent_bin,
         accel: accel.map(Into::into),
         images_dir: data.images_dir.clone(),
+        egress_socket: None,
+        extra_ca_certs: String::new(),
     }
 }
 

@@ -14,14 +14,18 @@
 //! - [`logs`], [`view`]: how stored output and jobs look on the wire.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
+//! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
+//!   sandbox, through the agent's tunnel).
 
 pub mod auth;
 pub mod config;
+pub mod cron;
 pub mod doctor;
 pub mod error;
 pub mod executor;
 pub mod files;
 pub mod logs;
+pub mod proxy;
 pub mod routes;
 pub mod sandboxes;
 pub mod scheduler;
@@ -48,6 +52,8 @@ pub struct AppState {
     pub workspaces: workspaces::Workspaces,
     /// Becomes `true` when the server shuts down (ends output streams).
     pub shutdown: watch::Receiver<bool>,
+    /// Where public URLs live (the URL proxy's domain).
+    pub apps: std::sync::Arc<proxy::Apps>,
     /// The SSH gateway, when it runs: what `/access` with port 22 returns.
     pub ssh: Option<ssh::SshEndpoint>,
 }
@@ -130,6 +136,7 @@ impl AppState {
                 followers,
                 workspaces,
                 shutdown: rx,
+                apps: Default::default(),
                 ssh: None,
             },
             tx,

@@ -64,13 +64,35 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         files::ensure_local_token(&store, path).await?;
     }
 
+    // Guests' only way out; lives as long as the server.
+    let egress = if args.egress.no_egress || args.executor == ExecutorKind::Fake {
+        None
+    } else {
+        let sock = data_dir.join("egress.sock");
+        let proxy =
+            mags_vm::egress::EgressProxy::start(&sock, args.egress.policy()).map_err(|source| {
+                ServeError::Bind {
+                    addr: sock.display().to_string(),
+                    source,
+                }
+            })?;
+        Some(proxy)
+    };
+    let mut rt_config = runtime_config(&args.data, args.agent_bin.clone(), args.accel);
+    rt_config.egress_socket = egress.as_ref().map(|p| p.socket().to_path_buf());
+    rt_config.extra_ca_certs = args
+        .egress
+        .ca_certs()
+        .map_err(|e| ServeError::Workspaces(format!("cannot read --guest-ca-certs: {e}")))?;
+    tracing::info!(egress = egress.is_some(), "guest networking");
+
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Fake => {
             tracing::warn!("using the fake executor: jobs are interpreted, no VM runs");
             Arc::new(FakeExecutor::new())
         }
         ExecutorKind::Vm => Arc::new(VmExecutor::start(
-            runtime_config(&args.data, args.agent_bin.clone(), args.accel),
+            rt_config,
             args.vm_memory_mb,
             args.pool_size
                 .unwrap_or_else(|| mags_vm::PoolConfig::for_this_host().size),
@@ -93,6 +115,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let (mut state, shutdown_tx) =
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
     state.scheduler.recover().await?;
+    // After recovery: a cron run missed while no server ran starts once now.
+    crate::cron::start(state.clone(), state.shutdown.clone());
     let sandboxes = state.sandboxes.clone();
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -120,11 +144,47 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     state.ssh = ssh.as_ref().map(|g| g.endpoint.clone());
     let url = format!("http://{addr}");
+    // The URL proxy: on its own listener, or on the API's (told apart by Host).
+    let apps_listener = match &args.apps.apps_listen {
+        Some(a) => {
+            Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: a.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let proxy_port = match &apps_listener {
+        Some(l) => l.local_addr().map(|a| a.port()).unwrap_or(addr.port()),
+        None => addr.port(),
+    };
+    state.apps = Arc::new(crate::proxy::Apps {
+        domain: args.apps.apps_domain.trim_matches('.').to_ascii_lowercase(),
+        scheme: args.apps.apps_scheme.clone(),
+        port: Some(args.apps.apps_public_port.unwrap_or(proxy_port)),
+    });
+    tracing::info!(example = %state.apps.url("<subdomain>"), "URL proxy");
     if let Some(path) = &args.server_file {
         files::write_server_file(path, &url)?;
     }
     tracing::info!(%url, max_vms, max_sandboxes = limits.max_sandboxes, "magsd listening");
 
+    if let Some(l) = apps_listener {
+        let apps = crate::routes::apps_router(state.clone());
+        let mut stop = state.shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
+                tracing::error!("URL proxy listener failed: {e}");
+            }
+        });
+    }
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -133,6 +193,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
             let _ = shutdown_tx.send(true);
         })
         .await;
+    drop(egress);
     if let Some(path) = &args.server_file {
         files::remove_server_file(path);
     }

@@ -1,123 +1,14 @@
 //! The router in-process (`tower::ServiceExt::oneshot`) over a real SQLite
 //! store, with the fake executor standing in for VMs.
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{harness, harness_with};
 use mags_api::JobState;
-use mags_server::executor::fake::FakeExecutor;
-use mags_server::{router, AppState};
-use mags_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt as _;
-
-struct Harness {
-    app: Router,
-    state: AppState,
-    shutdown: tokio::sync::watch::Sender<bool>,
-    store: Store,
-    token: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness_with(max_vms: u32) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
-        .await
-        .expect("store");
-    let alice = store.create_user("alice", false).await.expect("user");
-    let (_, token) = store.create_token(&alice.id).await.expect("token");
-    let (state, shutdown) = AppState::new(store.clone(), Arc::new(FakeExecutor::new()), max_vms);
-    Harness {
-        app: router(state.clone()),
-        state,
-        shutdown,
-        store,
-        token,
-        _dir: dir,
-    }
-}
-
-async fn harness() -> Harness {
-    harness_with(4).await
-}
-
-impl Harness {
-    /// Sends a request the way the Python client does (JSON content type
-    /// even without a body); returns status and parsed JSON (or the text).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json");
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = req
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .expect("request");
-        let resp = self.app.clone().oneshot(req).await.expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(&self.token.clone()), None)
-            .await
-    }
-
-    async fn create(&self, body: Value) -> (StatusCode, Value) {
-        let t = self.token.clone();
-        self.call(
-            Method::POST,
-            "/api/v1/mags-jobs",
-            Some(&t),
-            Some(&body.to_string()),
-        )
-        .await
-    }
-
-    async fn create_ok(&self, script: &str) -> String {
-        let (status, body) = self
-            .create(json!({"script": script, "persistent": false}))
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        body["request_id"].as_str().expect("request_id").to_string()
-    }
-
-    async fn wait_final(&self, id: &str) -> Value {
-        for _ in 0..250 {
-            let (status, body) = self.get(&format!("/api/v1/mags-jobs/{id}/status")).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            if matches!(body["status"].as_str(), Some("completed" | "error")) {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("job {id} did not finish");
-    }
-
-    async fn job_count(&self) -> i64 {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs")
-            .fetch_one(self.store.pool())
-            .await
-            .expect("count");
-        sqlx::Row::try_get(&row, "n").expect("n")
-    }
-}
 
 fn assert_json_error(status: StatusCode, body: &Value, want: StatusCode) {
     assert_eq!(status, want, "{body}");

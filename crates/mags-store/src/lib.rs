@@ -15,7 +15,9 @@
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
 
+pub mod access;
 pub mod clock;
+pub mod cron;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
@@ -25,6 +27,8 @@ pub mod tokens;
 pub mod users;
 pub mod workspaces;
 
+pub use access::{Access, Alias, Route};
+pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use sandboxes::JobSettings;

@@ -35,8 +35,18 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
+        name: "cron",
+        sql: include_str!("../migrations/0004_cron.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "access",
+        sql: include_str!("../migrations/0005_access.sql"),
+    },
+    Migration {
+        version: 6,
         name: "ssh_keys",
-        sql: include_str!("../migrations/0004_ssh_keys.sql"),
+        sql: include_str!("../migrations/0006_ssh_keys.sql"),
     },
 ];
 

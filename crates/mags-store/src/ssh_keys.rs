@@ -1,4 +1,4 @@
-//! SSH access keys of sandboxes, by fingerprint (see migration 0004): the
+//! SSH access keys of sandboxes, by fingerprint (see migration 0006): the
 //! gateway turns a verified public key into the job and user it opens.
 
 use crate::{clock, get, Store, StoreError};

@@ -161,6 +161,26 @@ impl Store {
         Ok(())
     }
 
+    /// Marks workspace `name` persistent (synced to object storage by every
+    /// job on it from now on), creating its record if new.
+    pub async fn mark_workspace_persistent(
+        &self,
+        user_id: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let now = clock::now_ms();
+        sqlx::query(
+            "INSERT INTO workspaces (user_id, name, persistent, created_at, last_used_at) \
+             VALUES ($1, $2, 1, $3, $3) ON CONFLICT (user_id, name) DO UPDATE SET persistent = 1",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Deletes a workspace record unless a live job holds it; whether it
     /// was deleted (`false`: held, or absent).
     pub async fn delete_workspace(&self, user_id: &str, name: &str) -> Result<bool, StoreError> {

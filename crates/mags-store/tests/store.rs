@@ -3,9 +3,10 @@
 //! a missing server fails the test rather than skipping it). Each Postgres test works in a
 //! fresh schema that it drops afterwards.
 
+mod common;
+
 use mags_api::{JobState, OutputStream};
 use mags_store::{clock, Finish, JobSettings, NewChunk, NewJob, Store, StoreError};
-use sqlx::Executor as _;
 use std::collections::BTreeMap;
 
 /// The same checks for every backend.
@@ -318,9 +319,7 @@ async fn output_round_trip(store: &Store) {
 
 #[tokio::test]
 async fn sqlite_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/mags.db", dir.path().display());
-    let store = Store::connect(&url).await.expect("connect");
+    let (store, url, _dir) = common::sqlite().await;
     exercise(&store).await;
     store.close().await;
 
@@ -335,42 +334,13 @@ async fn sqlite_store() {
     assert_eq!(mode.to_lowercase(), "wal");
 }
 
-/// `MAGS_TEST_POSTGRES_URL`, or a clear failure: a test never skips itself.
-fn postgres_url() -> Option<String> {
-    match std::env::var("MAGS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => panic!(
-            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
-             `eval \"$(scripts/test-postgres)\"` (or point it at any server, e.g. \
-             postgres://mags:mags@127.0.0.1:5432/mags_test)"
-        ),
-    }
-}
-
 #[tokio::test]
 async fn postgres_store() {
-    let Some(base) = postgres_url() else { return };
-    sqlx::any::install_default_drivers();
-    let schema = format!("mags_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&base)
-        .await
-        .expect("connect to Postgres");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("create schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-
-    let store = Store::connect(&url).await.expect("connect");
+    let (store, schema) = common::postgres("mags_test").await;
     exercise(&store).await;
     store.close().await;
-    let store = Store::connect(&url).await.expect("reconnect");
+    let store = Store::connect(&schema.url).await.expect("reconnect");
     assert!(store.user_by_name("alice").await.expect("query").is_some());
     store.close().await;
-
-    admin
-        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-        .await
-        .expect("drop schema");
+    schema.drop().await;
 }

@@ -3,9 +3,10 @@
 //! and on Postgres (`MAGS_TEST_POSTGRES_URL`, required like the other
 //! store tests: a test never skips itself).
 
+mod common;
+
 use mags_api::JobState;
 use mags_store::{clock, Finish, NewJob, Store, Upload};
-use sqlx::Executor as _;
 use std::collections::BTreeMap;
 
 fn job(user_id: &str, ws: &str) -> NewJob {
@@ -121,38 +122,15 @@ async fn exercise(store: &Store) {
 
 #[tokio::test]
 async fn sqlite_workspaces() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = Store::connect(&url).await.expect("connect");
+    let (store, _, _dir) = common::sqlite().await;
     exercise(&store).await;
     store.close().await;
 }
 
 #[tokio::test]
 async fn postgres_workspaces() {
-    let base = match std::env::var("MAGS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => panic!(
-            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
-             `eval \"$(scripts/test-postgres)\"`"
-        ),
-    };
-    sqlx::any::install_default_drivers();
-    let schema = format!("mags_ws_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&base)
-        .await
-        .expect("connect to Postgres");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("create schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let store = Store::connect(&url).await.expect("connect");
+    let (store, schema) = common::postgres("mags_ws").await;
     exercise(&store).await;
     store.close().await;
-    admin
-        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-        .await
-        .expect("drop schema");
+    schema.drop().await;
 }

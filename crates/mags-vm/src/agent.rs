@@ -59,10 +59,10 @@ pub enum ProcessEvent {
 }
 
 /// One open stream: frames for it arrive on `rx`; dropping it unroutes it.
-struct StreamHandle {
-    id: u32,
+pub(crate) struct StreamHandle {
+    pub(crate) id: u32,
     rx: mpsc::UnboundedReceiver<Frame>,
-    conn: AgentConn,
+    pub(crate) conn: AgentConn,
 }
 
 impl Drop for StreamHandle {
@@ -75,11 +75,11 @@ impl Drop for StreamHandle {
 
 impl StreamHandle {
     /// Next control message on this stream, skipping nothing.
-    async fn recv(&mut self) -> Result<Frame, VmError> {
+    pub(crate) async fn recv(&mut self) -> Result<Frame, VmError> {
         self.rx.recv().await.ok_or(VmError::Disconnected)
     }
 
-    async fn reply(&mut self) -> Result<GuestMsg, VmError> {
+    pub(crate) async fn reply(&mut self) -> Result<GuestMsg, VmError> {
         loop {
             let f = self.recv().await?;
             if f.kind == FrameKind::Control {
@@ -277,7 +277,7 @@ impl AgentConn {
         }
     }
 
-    fn open(&self) -> StreamHandle {
+    pub(crate) fn open(&self) -> StreamHandle {
         let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         // After a disconnect `tx` is dropped here, so the stream reports it.
@@ -291,7 +291,12 @@ impl AgentConn {
         }
     }
 
-    async fn send(&self, kind: FrameKind, stream: u32, payload: &[u8]) -> Result<(), VmError> {
+    pub(crate) async fn send(
+        &self,
+        kind: FrameKind,
+        stream: u32,
+        payload: &[u8],
+    ) -> Result<(), VmError> {
         let mut buf = Vec::with_capacity(payload.len() + 9);
         encode_frame(kind, stream, payload, &mut buf);
         let mut guard = self.inner.writer.lock().await;
@@ -300,7 +305,7 @@ impl AgentConn {
         w.flush().await.map_err(|_| VmError::Disconnected)
     }
 
-    async fn send_msg(&self, stream: u32, msg: &HostMsg) -> Result<(), VmError> {
+    pub(crate) async fn send_msg(&self, stream: u32, msg: &HostMsg) -> Result<(), VmError> {
         self.send(
             FrameKind::Control,
             stream,

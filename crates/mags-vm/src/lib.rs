@@ -10,20 +10,25 @@
 
 pub mod accel;
 pub mod agent;
+pub mod disk;
+pub mod egress;
 pub mod image;
 pub mod locate;
+pub mod net;
 pub mod pool;
 pub mod qemu;
 pub mod qmp;
 pub mod sandbox;
 pub mod sleep;
 pub mod template;
+pub mod tunnel;
 
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent, ProcessInput};
 pub use image::{GuestImage, ImageProgress};
 pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
+pub use tunnel::TunnelStream;
 
 /// Errors from the VM layer.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,10 @@ pub struct QemuSpec {
     pub memory: Memory,
     /// Wait for an incoming migration (`-incoming defer`) instead of booting.
     pub incoming: bool,
+    /// What a guest connection to the egress proxy address runs on the
+    /// host (see [`crate::net`]); every VM has the same NIC, so any
+    /// snapshot restores into any VM.
+    pub egress_cmd: String,
 }
 
 /// Kernel command line. TCG hangs at "Marking TSC unstable" without
@@ -131,6 +135,7 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
             mags_proto::DISK_SERIAL
         ),
     ]);
+    a.extend(crate::net::qemu_args(&spec.egress_cmd));
     let backend = |path: &PathBuf, share: &str| {
         format!(
             "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
@@ -195,8 +200,12 @@ mod tests {
             console_log: "c.log".into(),
             memory: Memory::PrivateFile("t/mem".into()),
             incoming: true,
+            egress_cmd: "/bin/false".into(),
         };
         let a = args(&spec).join(" ");
+        assert!(
+            a.contains("restrict=on") && a.contains("guestfwd=tcp:10.0.2.100:3128-cmd:/bin/false")
+        );
         assert!(a.contains("tsc_early_khz=2000000"));
         assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
         assert!(a.contains("readonly=on"));

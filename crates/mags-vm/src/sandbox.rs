@@ -6,10 +6,11 @@
 
 use crate::accel::{self, Accel};
 use crate::agent::AgentConn;
+use crate::disk::{create_disk, create_overlay, sparse_file};
 use crate::image::{self, GuestImage, ImageConfig, ImageProgress};
 use crate::qemu::{self, Memory, QemuSpec};
 use crate::sleep::SleepRecord;
-use crate::template::{self, Template};
+use crate::template::{self, Template, TemplateKind};
 use crate::VmError;
 use mags_proto::SetupSpec;
 use std::collections::HashMap;
@@ -31,6 +32,12 @@ pub struct RuntimeConfig {
     /// Where guest images are cached; `<data_dir>/images` when `None`.
     /// Several servers (and test runs) on one host can share it.
     pub images_dir: Option<PathBuf>,
+    /// The egress proxy's unix socket ([`crate::egress`]); `None`: guests
+    /// have no outbound network at all.
+    pub egress_socket: Option<PathBuf>,
+    /// Extra CA certificates (PEM) guests trust; see
+    /// [`crate::net::local_ca_certs`].
+    pub extra_ca_certs: String,
 }
 
 impl RuntimeConfig {
@@ -111,7 +118,7 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     image: OnceCell<GuestImage>,
     accel: OnceCell<Accel>,
-    templates: tokio::sync::Mutex<HashMap<(Accel, u32), Template>>,
+    templates: tokio::sync::Mutex<HashMap<(Accel, u32, TemplateKind), Template>>,
 }
 
 impl Runtime {
@@ -204,7 +211,11 @@ impl Runtime {
     pub async fn start(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
         let image = self.ensure_image(|_| {}).await?;
         let accel = self.accel().await?;
-        match self.template(&image, accel, opts.memory_mb).await {
+        let kind = match opts.disk {
+            DiskSource::Fresh => TemplateKind::Mounted,
+            DiskSource::Existing { .. } => TemplateKind::Blank,
+        };
+        match self.template(&image, accel, opts.memory_mb, kind).await {
             Ok(t) => self.launch(&image, accel, opts, Boot::Restore(&t)).await,
             Err(e) => {
                 tracing::warn!("no template snapshot, cold-booting: {e}");
@@ -220,19 +231,21 @@ impl Runtime {
         self.launch(&image, accel, opts, Boot::Cold).await
     }
 
-    /// The template for this image/accelerator/memory size, made if missing.
+    /// The template of this kind for this image/accelerator/memory size,
+    /// made if missing.
     pub async fn template(
         &self,
         image: &GuestImage,
         accel: Accel,
         memory_mb: u32,
+        kind: TemplateKind,
     ) -> Result<Template, VmError> {
         let mut made = self.templates.lock().await;
-        if let Some(t) = made.get(&(accel, memory_mb)) {
+        if let Some(t) = made.get(&(accel, memory_mb, kind)) {
             return Ok(t.clone());
         }
-        let t = template::find_or_create(self, image, accel, memory_mb).await?;
-        made.insert((accel, memory_mb), t.clone());
+        let t = template::find_or_create(self, image, accel, memory_mb, kind).await?;
+        made.insert((accel, memory_mb, kind), t.clone());
         Ok(t)
     }
 
@@ -250,7 +263,19 @@ impl Runtime {
         std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
         // A slept sandbox's files must survive a failed wake.
         let guard = (!matches!(boot, Boot::Wake(_))).then(|| DirGuard(dir.clone()));
+        // A fresh disk is an overlay of a mounted template's disk (qcow2),
+        // or a new ext4 image (raw).
+        let overlay = dir.join("disk.qcow2");
+        let template_disk = match &boot {
+            Boot::Restore(t) => t.disk.as_deref(),
+            _ => None,
+        };
+        let fresh_overlay =
+            template_disk.is_some() || (matches!(boot, Boot::Wake(_)) && overlay.exists());
         let (disk, disk_format, disk_bytes) = match &opts.disk {
+            DiskSource::Fresh if fresh_overlay => {
+                (overlay, DiskFormat::Qcow2, u64::from(opts.disk_gb) << 30)
+            }
             DiskSource::Fresh => (
                 dir.join("disk.ext4"),
                 DiskFormat::Raw,
@@ -263,9 +288,14 @@ impl Runtime {
             } => (path.clone(), *format, *bytes),
         };
         match (&boot, &opts.disk) {
-            // A template never mounts its disk: a blank placeholder will do.
-            (Boot::TemplateSource(_), _) => sparse_file(&disk, disk_bytes)?,
             (Boot::Wake(_), _) | (_, DiskSource::Existing { .. }) => {}
+            // A blank template never mounts its disk: a placeholder will do.
+            (Boot::TemplateSource(_), _) => sparse_file(&disk, disk_bytes)?,
+            // Made at the template's size; QEMU grows it after the restore.
+            (Boot::Restore(t), _) => match &t.disk {
+                Some(base) => create_overlay(base, &disk, t.disk_bytes).await?,
+                None => create_disk(&disk, disk_bytes).await?,
+            },
             _ => create_disk(&disk, disk_bytes).await?,
         }
         let (memory, incoming) = match &boot {
@@ -288,6 +318,11 @@ impl Runtime {
             console_log: dir.join("console.log"),
             memory,
             incoming,
+            egress_cmd: crate::net::egress_cmd(
+                &self.cfg.agent_bin,
+                self.cfg.egress_socket.as_deref(),
+                &opts.id,
+            ),
         };
         check_socket_path(&spec.agent_socket)?;
         let log_path = dir.join("qemu.log");
@@ -329,11 +364,16 @@ impl Runtime {
                 Boot::TemplateSource(_) => {}
                 // Same machine, new moment: clock and entropy, identity kept.
                 Boot::Wake(_) => {
-                    let mut id = fresh_identity(0)?;
+                    let mut id = self.identity(0)?;
                     id.machine_id.clear();
                     agent.setup(id).await?;
                 }
-                _ => agent.setup(fresh_identity(disk_bytes)?).await?,
+                // A clone of the mounted template whose disk kept the
+                // template's size has nothing to wait for or grow.
+                Boot::Restore(t) if t.disk.is_some() && disk_bytes == t.disk_bytes => {
+                    agent.setup(self.identity(0)?).await?
+                }
+                _ => agent.setup(self.identity(disk_bytes)?).await?,
             }
             Ok::<_, VmError>(agent)
         };
@@ -384,6 +424,17 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// A fresh identity, and the network as this runtime provides it.
+    fn identity(&self, disk_bytes: u64) -> Result<SetupSpec, VmError> {
+        let mut id = fresh_identity(disk_bytes)?;
+        let mut net = crate::net::setup(self.cfg.egress_socket.is_some());
+        net.ca_certs = self.cfg.extra_ca_certs.clone();
+        id.network = Some(net);
+        Ok(id)
+    }
+}
+
 /// How a VM comes to life.
 pub(crate) enum Boot<'a> {
     Cold,
@@ -410,6 +461,7 @@ fn fresh_identity(disk_bytes: u64) -> Result<SetupSpec, VmError> {
         entropy,
         unix_time_ns,
         disk_bytes,
+        network: None,
     })
 }
 
@@ -428,40 +480,6 @@ fn check_socket_path(p: &Path) -> Result<(), VmError> {
         return Err(VmError::Other(format!(
             "socket path {} is too long for a unix socket; use a shorter data dir",
             p.display()
-        )));
-    }
-    Ok(())
-}
-
-fn sparse_file(path: &Path, bytes: u64) -> Result<(), VmError> {
-    let f = std::fs::File::create(path).map_err(|e| VmError::io(path, e))?;
-    f.set_len(bytes).map_err(|e| VmError::io(path, e))
-}
-
-/// Creates a sparse ext4 disk of `bytes`.
-pub async fn create_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
-    sparse_file(path, bytes)?;
-    let out = tokio::process::Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-E",
-            "lazy_itable_init=1,lazy_journal_init=1",
-        ])
-        .arg(path)
-        .output()
-        .await
-        .map_err(|e| {
-            VmError::Other(format!(
-                "mkfs.ext4 not runnable ({e}): apt-get install e2fsprogs"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(VmError::Other(format!(
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
     Ok(())

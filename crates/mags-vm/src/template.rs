@@ -1,18 +1,27 @@
 //! Template snapshots: boot the image once, snapshot it, start every
 //! sandbox by restoring it (DESIGN.md §1: never cold-boot on the request path).
 //!
-//! The template is taken after the agent's first stage (modules loaded, port
-//! open) and before `Setup`, so no disk is mounted in it: each clone
-//! attaches its own fresh disk of any size, and gets its own identity.
+//! Two kinds, per image, accelerator and memory size:
+//! - [`TemplateKind::Mounted`], for sandboxes with a fresh disk (the warm
+//!   pool, ephemeral jobs): the template mounts its own freshly made disk
+//!   and switches into the root before the snapshot. Each clone attaches a
+//!   qcow2 overlay over that (read-only) disk, which is exactly the disk
+//!   the snapshot's page cache and mounts describe, as in a migration with
+//!   shared storage; its `Setup` is then only a new identity.
+//! - [`TemplateKind::Blank`], for sandboxes on an existing disk (a
+//!   workspace, a base): taken after the agent's first stage (modules
+//!   loaded, port open) and before `Setup`, so no disk is mounted in it and
+//!   each clone mounts the disk it brings.
+//!
 //! RAM lives in a file (`x-ignore-shared`): the template maps it shared
 //! while booting, clones map it private, so they share its pages until they
-//! write. Layout: `<images>/<image hash>/templates/v<N>-<accel>-<mem>m/{mem,state,template.json}`;
+//! write. Layout: `<images>/<image hash>/templates/v<N>-<accel>-<mem>m[-mounted]/{mem,state,disk,template.json}`;
 //! `template.json` is written last and marks it complete.
 
 use crate::accel::Accel;
 use crate::image::GuestImage;
 use crate::qmp::Qmp;
-use crate::sandbox::{Boot, Runtime, SandboxOptions};
+use crate::sandbox::{Boot, DiskFormat, DiskSource, Runtime, SandboxOptions};
 use crate::VmError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -35,6 +44,19 @@ pub struct Template {
     /// to see one).
     #[serde(default = "legacy_disk_bytes")]
     pub disk_bytes: u64,
+    /// The mounted template's disk (read-only from now on): clones get a
+    /// qcow2 overlay over it. `None` for a blank template.
+    #[serde(default)]
+    pub disk: Option<PathBuf>,
+}
+
+/// Which state the template's guest is in; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TemplateKind {
+    /// No disk mounted: clones mount their own (workspaces, bases).
+    Blank,
+    /// Root switched onto the template's own disk: clones overlay it.
+    Mounted,
 }
 
 fn legacy_disk_bytes() -> u64 {
@@ -43,19 +65,30 @@ fn legacy_disk_bytes() -> u64 {
 
 /// Bumped whenever what goes into a template changes (kernel command line,
 /// warm-up, placeholder disk), so old snapshots are not reused.
-const TEMPLATE_VERSION: u32 = 2;
+const TEMPLATE_VERSION: u32 = 4;
 
-fn template_dir(images_dir: &Path, image: &GuestImage, accel: Accel, memory_mb: u32) -> PathBuf {
+fn template_dir(
+    images_dir: &Path,
+    image: &GuestImage,
+    accel: Accel,
+    memory_mb: u32,
+    kind: TemplateKind,
+) -> PathBuf {
+    let suffix = match kind {
+        TemplateKind::Blank => "",
+        TemplateKind::Mounted => "-mounted",
+    };
     images_dir
         .join(&image.hash)
         .join("templates")
-        .join(format!("v{TEMPLATE_VERSION}-{accel}-{memory_mb}m"))
+        .join(format!("v{TEMPLATE_VERSION}-{accel}-{memory_mb}m{suffix}"))
 }
 
 fn load(dir: &Path) -> Option<Template> {
     let t: Template =
         serde_json::from_slice(&std::fs::read(dir.join("template.json")).ok()?).ok()?;
-    (t.mem.is_file() && t.state.is_file()).then_some(t)
+    let disk_ok = t.disk.as_ref().is_none_or(|d| d.is_file());
+    (t.mem.is_file() && t.state.is_file() && disk_ok).then_some(t)
 }
 
 /// Returns the template, making it if it does not exist yet.
@@ -64,8 +97,9 @@ pub(crate) async fn find_or_create(
     image: &GuestImage,
     accel: Accel,
     memory_mb: u32,
+    kind: TemplateKind,
 ) -> Result<Template, VmError> {
-    let dir = template_dir(&rt.config().images_dir(), image, accel, memory_mb);
+    let dir = template_dir(&rt.config().images_dir(), image, accel, memory_mb, kind);
     if let Some(t) = load(&dir) {
         return Ok(t);
     }
@@ -74,7 +108,7 @@ pub(crate) async fn find_or_create(
     // concurrent server never sees half a template.
     let tmp = dir.with_file_name(format!(".tmp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&tmp).map_err(|e| VmError::io(&tmp, e))?;
-    let result = snapshot(rt, image, accel, memory_mb, &tmp, &dir).await;
+    let result = snapshot(rt, image, accel, memory_mb, kind, &tmp, &dir).await;
     if let Err(e) = &result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(VmError::Other(format!(
@@ -92,7 +126,7 @@ pub(crate) async fn find_or_create(
         }
     }
     let t = load(&dir).ok_or_else(|| VmError::Other("template vanished after creation".into()))?;
-    tracing::info!(%accel, memory_mb, ms = t0.elapsed().as_millis() as u64, "template snapshot made");
+    tracing::info!(%accel, memory_mb, ?kind, ms = t0.elapsed().as_millis() as u64, "template snapshot made");
     Ok(t)
 }
 
@@ -101,6 +135,7 @@ async fn snapshot(
     image: &GuestImage,
     accel: Accel,
     memory_mb: u32,
+    kind: TemplateKind,
     tmp: &Path,
     final_dir: &Path,
 ) -> Result<(), VmError> {
@@ -110,10 +145,38 @@ async fn snapshot(
     // The default disk size, so the common clone needs no resize.
     opts.disk_gb = SandboxOptions::new("").disk_gb;
     let disk_bytes = u64::from(opts.disk_gb) << 30;
+    let disk = match kind {
+        TemplateKind::Blank => None,
+        TemplateKind::Mounted => {
+            let path = tmp.join("disk");
+            crate::disk::create_disk(&path, disk_bytes).await?;
+            opts.disk = DiskSource::Existing {
+                path,
+                format: DiskFormat::Raw,
+                bytes: disk_bytes,
+            };
+            Some(final_dir.join("disk"))
+        }
+    };
     let sb = rt
         .launch(image, accel, opts, Boot::TemplateSource(&mem))
         .await?;
-    warm_page_cache(&sb).await;
+    let chroot = match kind {
+        TemplateKind::Blank => Some("/mnt/ro"),
+        TemplateKind::Mounted => {
+            // Mount and switch root now; clones only take on an identity.
+            // The placeholder machine-id puts the file on the disk's upper
+            // layer now, so a clone writing its own does no copy-up.
+            let no_identity = mags_proto::SetupSpec {
+                hostname: "mags-vm".into(),
+                machine_id: "0".repeat(32),
+                ..Default::default()
+            };
+            sb.agent().setup(no_identity).await?;
+            None
+        }
+    };
+    warm_page_cache(&sb, chroot).await;
     let qmp_path = sb.qmp_socket();
     // Hang up so the snapshot holds an agent waiting for its next host.
     sb.disconnect_agent().await;
@@ -136,6 +199,12 @@ async fn snapshot(
     let snapshot_ms = t0.elapsed().as_millis() as u64;
     drop(qmp);
     sb.kill().await;
+    if let Some(d) = &disk {
+        // Clones read it through their overlays; nothing may write it again.
+        let path = tmp.join(d.file_name().unwrap_or_default());
+        let _ =
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o444));
+    }
     let t = Template {
         dir: final_dir.to_path_buf(),
         mem: final_dir.join("mem"),
@@ -144,23 +213,25 @@ async fn snapshot(
         memory_mb,
         snapshot_ms,
         disk_bytes,
+        disk,
     };
     let json = serde_json::to_vec_pretty(&t).map_err(|e| VmError::Other(e.to_string()))?;
     let path = tmp.join("template.json");
     std::fs::write(&path, json).map_err(|e| VmError::io(&path, e))
 }
 
-/// What a template runs once from the read-only root, so the files a job
-/// usually touches first are already in the (shared) guest page cache.
+/// What a template runs once (from the read-only root, or the mounted one),
+/// so the files a job usually touches first are already in the (shared)
+/// guest page cache.
 const WARM_UP: &str =
     "true; ls / >/dev/null; cat /etc/os-release >/dev/null; uname -r >/dev/null; \
      hostname >/dev/null; head -1 /etc/passwd >/dev/null; python3 -c pass; git --version; \
      curl --version; node -e 0";
 
-async fn warm_page_cache(sb: &crate::Sandbox) {
+async fn warm_page_cache(sb: &crate::Sandbox, chroot: Option<&str>) {
     let spec = mags_proto::RunSpec {
         argv: vec!["/bin/bash".into(), "-c".into(), WARM_UP.into()],
-        chroot: Some("/mnt/ro".into()),
+        chroot: chroot.map(str::to_string),
         timeout_ms: Some(60_000),
         ..Default::default()
     };

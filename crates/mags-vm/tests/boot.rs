@@ -23,6 +23,8 @@ fn runtime(data_dir: &std::path::Path) -> Runtime {
         agent_bin,
         accel: None,
         images_dir: Some(images_dir()),
+        egress_socket: None,
+        extra_ca_certs: String::new(),
     })
 }
 
@@ -148,9 +150,12 @@ async fn a_restarted_server_reaps_orphaned_vms() {
 #[tokio::test]
 async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
     let (_tmp, rt) = ready_runtime().await;
+    // Each clone also checks that no earlier clone's file is on its disk
+    // (they all overlay the one template disk), then leaves one there.
     let probe = "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /etc/machine-id; \
                  python3 -c 'import random; print(random.getrandbits(64))'; date +%s; \
-                 df -k --output=size /root | tail -1";
+                 df -k --output=size /root | tail -1; \
+                 test ! -e /root/clone-was-here && echo mine > /root/clone-was-here && sync";
     let mut seen = Vec::new();
     for disk_gb in [2u32, 3] {
         let mut opts = SandboxOptions::new(uuid::Uuid::new_v4().to_string());
@@ -262,11 +267,42 @@ async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
 /// clone's `Setup` spent its time, from the guest's own record.
 #[tokio::test]
 async fn setup_timeline_is_recorded_in_the_guest() {
-    let (_tmp, rt) = ready_runtime().await;
-    let sb = rt
+    let (tmp, rt) = ready_runtime().await;
+    // A fresh disk: a clone of the mounted template only takes an identity.
+    let fresh = rt
         .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
         .await
         .expect("start");
+    let log = setup_log(&fresh).await;
+    assert!(log.contains("identity set"), "{log}");
+    assert!(!log.contains("ext4 mounted"), "mounted again: {log}");
+    fresh.shutdown().await.expect("shutdown");
+
+    // A disk of its own (a workspace's): mounted by the clone's Setup.
+    let disk = tmp.path().join("own.ext4");
+    mags_vm::disk::create_disk(&disk, 2 << 30)
+        .await
+        .expect("disk");
+    let mut opts = SandboxOptions::new(uuid::Uuid::new_v4().to_string());
+    opts.disk = mags_vm::DiskSource::Existing {
+        path: disk,
+        format: mags_vm::DiskFormat::Raw,
+        bytes: 2 << 30,
+    };
+    let own = rt.start(opts).await.expect("start on an existing disk");
+    let log = setup_log(&own).await;
+    for step in [
+        "ext4 mounted",
+        "overlay mounted",
+        "switched root",
+        "identity set",
+    ] {
+        assert!(log.contains(step), "{step} missing from {log}");
+    }
+    own.shutdown().await.expect("shutdown");
+}
+
+async fn setup_log(sb: &mags_vm::Sandbox) -> String {
     let (code, out, _) = sb
         .agent()
         .run(sh("cat /run/mags-setup.log"))
@@ -275,16 +311,8 @@ async fn setup_timeline_is_recorded_in_the_guest() {
         .collect()
         .await
         .expect("collect");
-    let out = String::from_utf8_lossy(&out);
+    let out = String::from_utf8_lossy(&out).to_string();
     eprintln!("{out}");
     assert_eq!(code, 0);
-    for step in [
-        "ext4 mounted",
-        "overlay mounted",
-        "switched root",
-        "identity set",
-    ] {
-        assert!(out.contains(step), "{step} missing from {out}");
-    }
-    sb.shutdown().await.expect("shutdown");
+    out
 }

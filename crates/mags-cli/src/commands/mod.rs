@@ -1,13 +1,18 @@
 //! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
 //! [`sandbox`] (new, exec, stop, sync, set), [`shell`] (ssh, exec -it), [`auth`] (login, logout,
-//! whoami), [`doctor`], [`workspace`] (list, delete, resize).
+//! whoami), [`doctor`], [`workspace`] (list, delete, resize), [`url`]
+//! (public URLs and aliases).
 
 pub mod auth;
+pub mod claude;
+pub mod cron;
 pub mod doctor;
 pub mod jobs;
+pub mod mcp;
 pub mod run;
 pub mod sandbox;
 pub mod shell;
+pub mod url;
 pub mod workspace;
 
 use crate::config::{self, Source};

@@ -22,6 +22,8 @@ pub struct RunArgs {
     pub base: Option<String>,
     /// Files to upload and place at `/root/<name>` before the script.
     pub files: Vec<std::path::PathBuf>,
+    /// With `persistent`: give this port a public URL once running.
+    pub url: Option<u16>,
 }
 
 /// Runs the job; returns the process exit code.
@@ -52,6 +54,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let created = client.create_job(&req).await?;
     let id = created.request_id;
+    // The URL is printed as soon as the sandbox runs, while the script's
+    // output streams.
+    let announce = args.url.map(|port| {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = super::url::announce(&client, &id, port).await {
+                eprintln!("mags: {e:#}");
+            }
+        })
+    });
 
     let mut follower = client.follow_output(&id);
     let mut stdout = std::io::stdout().lock();
@@ -93,6 +105,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             None => bail!("the output of job {id} ended without its exit status"),
         }
     };
+    if let Some(task) = announce {
+        let _ = task.await;
+    }
     if args.json {
         print_json(&client.job_status(&id).await?)?;
     } else if status.is_live() {

@@ -5,7 +5,7 @@
 use super::connect;
 use anyhow::{bail, Context as _};
 use mags_api::{CreateJobRequest, JobState, OutputStream, UpdateJobRequest};
-use mags_client::{Client, ExecItem};
+use mags_client::ExecItem;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -18,68 +18,74 @@ pub struct NewArgs {
     pub disk: Option<u32>,
     pub no_sleep: bool,
     pub wait_secs: u64,
+    /// Give this port a public URL once running.
+    pub url: Option<u16>,
 }
 
 /// `mags new NAME`: an idle persistent sandbox on workspace NAME, waited
 /// for until it runs (as the SDK's `new()` does).
 pub async fn new(args: NewArgs) -> anyhow::Result<u8> {
     let (client, _) = connect().await?;
-    let id = start(&client, &args).await?;
-    println!("{}", args.name);
+    let (name, url) = (args.name.clone(), args.url);
+    let id = start(&client, args, |_| {
+        eprintln!("mags: waiting for room to run another sandbox...")
+    })
+    .await?;
+    println!("{name}");
+    if let Some(port) = url {
+        super::url::announce(&client, &id, port).await?;
+    }
     eprintln!(
-        "mags: sandbox {} is running (job {id}); `mags exec {} 'cmd'` runs commands in it",
-        args.name, args.name
+        "mags: sandbox {name} is running (job {id}); `mags exec {name} 'cmd'` runs commands in it"
     );
     Ok(0)
 }
 
-/// Creates the sandbox of `args` and waits until it runs; returns its job id.
-pub async fn start(client: &Client, args: &NewArgs) -> anyhow::Result<String> {
+/// Creates the sandbox `args` describes and waits until it runs; returns
+/// its job id. `queued` is called once if it has to wait for room.
+pub async fn start(
+    client: &mags_client::Client,
+    args: NewArgs,
+    queued: impl FnOnce(&str),
+) -> anyhow::Result<String> {
     let mut req = CreateJobRequest::new("sleep infinity");
     req.workspace_id = Some(args.name.clone());
     req.persistent = true;
     req.no_sync = !args.persist;
     req.no_sleep = args.no_sleep;
-    req.base_workspace_id = args.base.clone();
+    req.base_workspace_id = args.base;
     if let Some(gb) = args.disk {
         req.disk_gb = gb;
     }
     let id = client.create_job(&req).await?.request_id;
-    wait_running(client, &id, &args.name, args.wait_secs).await?;
-    Ok(id)
-}
-
-/// Waits until job `id` (called `name`) runs with a VM.
-pub async fn wait_running(
-    client: &Client,
-    id: &str,
-    name: &str,
-    wait_secs: u64,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(wait_secs);
-    let mut said_queued = false;
+    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    let mut queued = Some(queued);
     loop {
-        let st = client.job_status(id).await?;
+        let st = client.job_status(&id).await?;
         match st.status {
-            JobState::Running if st.vm_id.as_deref().is_some_and(|v| !v.is_empty()) => {
-                return Ok(())
-            }
-            JobState::Sleeping => return Ok(()),
+            JobState::Running if st.vm_id.as_deref().is_some_and(|v| !v.is_empty()) => break,
             JobState::Completed | JobState::Error => {
                 let why = st.error.unwrap_or_else(|| st.status.to_string());
-                bail!("sandbox {name} ended before it was ready: {why}");
+                bail!("sandbox {} ended before it was ready: {why}", args.name);
             }
-            JobState::Queued if !said_queued => {
-                eprintln!("mags: waiting for room to run another sandbox...");
-                said_queued = true;
+            JobState::Queued => {
+                if let Some(q) = queued.take() {
+                    q(&id)
+                }
             }
             _ => {}
         }
         if Instant::now() > deadline {
-            bail!("sandbox {name} ({id}) is not running after {wait_secs} s; see `mags status {name}`");
+            bail!(
+                "sandbox {} ({id}) is not running after {} s; see `mags status {}`",
+                args.name,
+                args.wait_secs,
+                args.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(id)
 }
 
 /// `mags exec NAME COMMAND`: streams the command's output; exits with its

@@ -22,9 +22,11 @@ async fn live_sandbox(client: &Client, name: &str) -> anyhow::Result<String> {
         Ok(id) => {
             let st = client.job_status(&id).await?;
             match st.status {
+                // A sleeping one wakes at `/access`; one still starting is
+                // waited for by `/access` refusing until it runs.
                 JobState::Running | JobState::Sleeping => return Ok(id),
                 JobState::Accepted | JobState::Queued => {
-                    sandbox::wait_running(client, &id, name, START_WAIT_SECS).await?;
+                    wait_running(client, &id, name).await?;
                     return Ok(id);
                 }
                 JobState::Completed | JobState::Error => {}
@@ -44,8 +46,32 @@ async fn live_sandbox(client: &Client, name: &str) -> anyhow::Result<String> {
         disk: None,
         no_sleep: false,
         wait_secs: START_WAIT_SECS,
+        url: None,
     };
-    sandbox::start(client, &args).await
+    sandbox::start(client, args, |_| {
+        eprintln!("mags: waiting for room to run another sandbox...")
+    })
+    .await
+}
+
+/// Waits until job `id` (called `name`), accepted or queued, runs.
+async fn wait_running(client: &Client, id: &str, name: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(START_WAIT_SECS);
+    loop {
+        let st = client.job_status(id).await?;
+        match st.status {
+            JobState::Running | JobState::Sleeping => return Ok(()),
+            JobState::Completed | JobState::Error => {
+                let why = st.error.unwrap_or_else(|| st.status.to_string());
+                bail!("sandbox {name} ended before it was ready: {why}");
+            }
+            JobState::Accepted | JobState::Queued => {}
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("sandbox {name} ({id}) is not running after {START_WAIT_SECS} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// A private directory holding the access key; removed on drop.

@@ -34,35 +34,41 @@ pub async fn create(
     AuthUser(user): AuthUser,
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
-    let new = validate(req, &user.id)?;
-    state
-        .workspaces
-        .check_files(&user.id, &new.file_ids)
-        .await?;
+    let job = submit(&state, &user.id, req).await?;
+    tracing::info!(job = %job.id, user = %user.name, "job accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CreateJobResponse {
+            request_id: job.id,
+            status: "accepted".into(),
+            message: "job accepted".into(),
+        }),
+    ))
+}
+
+/// Checks, stores and schedules a job for `user_id` (the API and cron).
+pub(crate) async fn submit(
+    state: &AppState,
+    user_id: &str,
+    req: CreateJobRequest,
+) -> Result<Job, ApiError> {
+    let new = validate(req, user_id)?;
+    state.workspaces.check_files(user_id, &new.file_ids).await?;
     if let Some(base) = &new.base_workspace_id {
-        state.workspaces.check_base(&user.id, base).await?;
+        state.workspaces.check_base(user_id, base).await?;
     }
     let job = state.store.insert_job(&new).await?;
     // One live job per workspace, decided atomically in the database.
     if let Some(ws) = &job.workspace_id {
-        if let Some(holder) = state.store.claim_workspace(&user.id, ws, &job.id).await? {
+        if let Some(holder) = state.store.claim_workspace(user_id, ws, &job.id).await? {
             state.store.delete_accepted_job(&job.id).await?;
             return Err(ApiError::Conflict(format!(
                 "workspace {ws:?} already has a live job ({holder}); stop it first"
             )));
         }
     }
-    tracing::info!(job = %job.id, user = %user.name, "job accepted");
-    let job_id = job.id.clone();
-    state.scheduler.submit(job);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(CreateJobResponse {
-            request_id: job_id,
-            status: "accepted".into(),
-            message: "job accepted".into(),
-        }),
-    ))
+    state.scheduler.submit(job.clone());
+    Ok(job)
 }
 
 /// Checks a create request and makes the job to store.
@@ -145,7 +151,7 @@ fn non_empty(s: Option<String>) -> Option<String> {
 }
 
 /// Workspace ids become directory and object names: keep them plain.
-fn check_workspace_id(ws: &str) -> Result<(), ApiError> {
+pub(crate) fn check_workspace_id(ws: &str) -> Result<(), ApiError> {
     let ok = ws.len() <= 128
         && !ws.starts_with('.')
         && ws
@@ -204,7 +210,12 @@ pub async fn status(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobStatus>, ApiError> {
     let job = owned_job(&state, &user.id, &id).await?;
-    Ok(Json(job_status(&job)))
+    let mut view = job_status(&job);
+    if let Some(a) = state.store.first_access(&job.id).await? {
+        view.url = Some(state.apps.url(&a.subdomain));
+        view.subdomain = Some(a.subdomain);
+    }
+    Ok(Json(view))
 }
 
 /// `GET /mags-jobs/{id}/logs`: the output so far, as lines.

@@ -5,10 +5,17 @@
 //! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
 //! - [`ssh`]: SSH access keys (`/access`, port 22); [`tty`]: the terminal WebSocket.
 //! - [`files`], [`workspaces`]: uploads, workspace list/delete/resize.
+//! - [`cron`]: scheduled jobs.
 //! - [`meta`]: health, usage, pool status, whoami.
+//! - [`access`]: public URLs and URL aliases.
+//!
+//! Requests whose Host is under the apps domain never reach these: the
+//! [URL proxy](crate::proxy) takes them first.
 //!
 //! Unknown paths and methods answer JSON errors too.
 
+pub mod access;
+pub mod cron;
 pub mod files;
 pub mod jobs;
 pub mod meta;
@@ -44,7 +51,15 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))
         .route("/mags-jobs/{id}/sync", post(sandbox::sync))
-        .route("/mags-jobs/{id}/access", post(ssh::access))
+        .route("/mags-jobs/{id}/access", post(access::access))
+        .route(
+            "/mags-url-aliases",
+            get(access::list_aliases).post(access::create_alias),
+        )
+        .route(
+            "/mags-url-aliases/{subdomain}",
+            delete(access::delete_alias),
+        )
         .route("/mags-jobs/{id}/exec/tty", get(tty::tty))
         .route(
             "/mags-files",
@@ -53,6 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-workspaces", get(workspaces::list))
         .route("/mags-workspaces/{id}", delete(workspaces::delete))
         .route("/mags-workspaces/{id}/resize", post(workspaces::resize))
+        .route("/mags-cron", get(cron::list).post(cron::create))
+        .route(
+            "/mags-cron/{id}",
+            get(cron::get).patch(cron::update).delete(cron::delete),
+        )
         .route("/whoami", get(meta::whoami))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -65,7 +85,16 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::dispatch,
+        ))
         .with_state(state)
+}
+
+/// A listener that serves only the URL proxy (`--apps-listen`).
+pub fn apps_router(state: AppState) -> Router {
+    Router::new().fallback(crate::proxy::only).with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -4,21 +4,17 @@
 //! status of the error; another user's job is a 404 like a missing one.
 //! Access wakes a sleeping sandbox.
 //!
-//! [`ssh_access`] is the port-22 branch of `/access`; [`access`] is the
-//! route for a server without URL access (other ports are refused).
+//! [`ssh_access`] is the port-22 branch of `/access` (`routes/access.rs`).
 
-use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::ApiError;
 use crate::routes::jobs::owned_job;
 use crate::sandboxes::check_live;
 use crate::ssh::keys;
 use crate::AppState;
-use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mags_api::{SshAccessError, SshAccessResponse, SSH_PORT};
-use mags_store::Job;
+use mags_api::{SshAccessError, SshAccessResponse};
 
 /// An [`ApiError`] in the SSH `/access` shape.
 pub struct Failed(ApiError);
@@ -46,40 +42,17 @@ impl IntoResponse for Failed {
     }
 }
 
-/// `POST /mags-jobs/{id}/access` body.
-#[derive(serde::Deserialize)]
-pub struct PortRequest {
-    pub port: u16,
-}
-
-/// `POST /mags-jobs/{id}/access` `{"port"}`: SSH for port 22.
-pub async fn access(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-    ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<PortRequest>,
-) -> Result<Json<SshAccessResponse>, Failed> {
-    if req.port != SSH_PORT {
-        return Err(ApiError::BadRequest(format!(
-            "access to port {} is not available on this server; port 22 gives SSH",
-            req.port
-        ))
-        .into());
-    }
-    let job = owned_job(&state, &user.id, &id).await?;
-    ssh_access(&state, &job, &headers).await
-}
-
-/// SSH access to `job` (already found to be the caller's): wakes it, makes
-/// and records a key, says where to connect (`headers` give the host the
-/// client reached the API at).
+/// SSH access to `user_id`'s job `id`: wakes it, makes and records a key,
+/// says where to connect (`headers` give the host the client reached the
+/// API at).
 pub async fn ssh_access(
     state: &AppState,
-    job: &Job,
+    user_id: &str,
+    id: &str,
     headers: &HeaderMap,
 ) -> Result<Json<SshAccessResponse>, Failed> {
-    check_live(job, "SSH access")?;
+    let job = owned_job(state, user_id, id).await?;
+    check_live(&job, "SSH access")?;
     let Some(endpoint) = &state.ssh else {
         return Err(ApiError::Unavailable("this server runs no SSH gateway".into()).into());
     };

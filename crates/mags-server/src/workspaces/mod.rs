@@ -396,8 +396,12 @@ impl Inner {
         base: Option<&str>,
         want: u64,
     ) -> Result<Lease, WsError> {
-        let sync = job.persistent && !job.no_sync;
         let guard = self.lock_ws(&job.user_id, name).await;
+        let row = self.store.workspace(&job.user_id, name).await?;
+        let stored = row.as_ref().is_some_and(|r| r.persistent);
+        // A persistent workspace stays synced: any job on it (a one-shot
+        // run, a cron run) saves its changes, unless it opted out.
+        let sync = (job.persistent || stored) && !job.no_sync;
         let dir = self.ws_dir(&job.user_id, name);
         std::fs::create_dir_all(&dir).map_err(|e| WsError::io(&dir, e))?;
         let ws = WsLease {
@@ -407,8 +411,7 @@ impl Inner {
             sync,
             guard: Mutex::new(None),
         };
-        let row = self.store.workspace(&job.user_id, name).await?;
-        let stored_required = sync || row.as_ref().is_some_and(|r| r.persistent);
+        let stored_required = sync || stored;
         let latest = self.latest(&ws.key, stored_required).await?;
         let cached = read_meta(&dir).version;
         let disk = ws.disk();
@@ -447,7 +450,7 @@ impl Inner {
             base_image = Some(image);
             Some((ws.overlay(), bytes))
         } else {
-            mags_vm::sandbox::create_disk(&disk, want)
+            mags_vm::disk::create_disk(&disk, want)
                 .await
                 .map_err(|e| WsError::Disk(e.to_string()))?;
             write_meta(&dir, None)?;

@@ -36,22 +36,9 @@ pub fn tmp_of(path: &Path) -> PathBuf {
 /// A qcow2 overlay at `overlay` over the raw image `base` (read-only,
 /// never written through the overlay), `bytes` big.
 pub async fn create_overlay(base: &Path, overlay: &Path, bytes: u64) -> Result<(), WsError> {
-    let tmp = tmp_of(overlay);
-    let (b, t) = (base.display().to_string(), tmp.display().to_string());
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        &b,
-        "-F",
-        "raw",
-        &t,
-        &bytes.to_string(),
-    ])
-    .await?;
-    std::fs::rename(&tmp, overlay).map_err(|e| WsError::io(overlay, e))
+    mags_vm::disk::create_overlay(base, overlay, bytes)
+        .await
+        .map_err(|e| WsError::Disk(e.to_string()))
 }
 
 /// Writes what `overlay` (with its base) holds as a sparse raw image at

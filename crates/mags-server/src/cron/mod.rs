@@ -1,0 +1,132 @@
+//! Scheduled jobs: each due run becomes an ordinary job.
+//!
+//! [`tick`] looks for cron jobs whose `next_run_at` has passed, moves each
+//! one's `next_run_at` to its next fire time after *now* with a
+//! compare-and-set in the store (so of several hosts, or a server and its
+//! restarted self, exactly one starts the run, and ticks missed while no
+//! server ran collapse into one run), then starts the run, or skips it if
+//! the previous run of that cron is still live (never two at once) or the
+//! workspace is busy, recording why.
+
+pub mod expr;
+
+use crate::error::ApiError;
+use crate::view::rfc3339;
+use crate::AppState;
+use expr::CronExpr;
+use mags_api::{CreateJobRequest, CronJob};
+use mags_store::CronRow;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often the server looks for due runs.
+pub const TICK_EVERY: Duration = Duration::from_secs(1);
+
+/// Job states in which a run still counts as running.
+const LIVE: [&str; 4] = ["accepted", "queued", "running", "sleeping"];
+
+/// The wire shape of a stored cron job.
+pub fn view(c: &CronRow) -> CronJob {
+    CronJob {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        cron_expression: c.expression.clone(),
+        script: c.script.clone(),
+        persistent: c.persistent,
+        workspace_id: c.workspace_id.clone(),
+        environment: c.environment.clone(),
+        enabled: c.enabled,
+        next_run_at: c.next_run_at.map(rfc3339),
+        last_run_at: c.last_run_at.map(rfc3339),
+        last_job_id: c.last_job_id.clone(),
+        last_status: c.last_job_status.clone(),
+        last_skip_reason: c.last_skip.clone(),
+        run_count: c.run_count,
+        skipped_runs: c.skip_count,
+        created_at: rfc3339(c.created_at),
+        updated_at: rfc3339(c.updated_at),
+    }
+}
+
+/// Parses an expression for the API: a clear 400 when it is bad.
+pub fn parse(expression: &str) -> Result<CronExpr, ApiError> {
+    CronExpr::parse(expression).map_err(|e| ApiError::BadRequest(format!("cron_expression: {e}")))
+}
+
+/// What one [`tick`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    pub started: Vec<String>,
+    pub skipped: usize,
+}
+
+/// Starts (or skips) every run due at `now` (unix ms).
+pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
+    let mut report = TickReport::default();
+    for c in state.store.due_crons(now).await? {
+        let Some(due) = c.next_run_at else { continue };
+        // A stored expression was valid when written; if not, stop it.
+        let next = CronExpr::parse(&c.expression)
+            .ok()
+            .and_then(|e| e.next_after(now));
+        if !state.store.claim_cron_run(&c.id, due, next).await? {
+            continue; // another host (or tick) took this run
+        }
+        if let Some(status) = c.last_job_status.as_deref().filter(|s| LIVE.contains(s)) {
+            let why = format!(
+                "previous run {} is still {status}",
+                c.last_job_id.as_deref().unwrap_or("?")
+            );
+            tracing::info!(cron = %c.name, "{why}; run skipped");
+            state.store.record_cron_skip(&c.id, &why).await?;
+            report.skipped += 1;
+            continue;
+        }
+        match crate::routes::jobs::submit(state, &c.user_id, run_request(&c)).await {
+            Ok(job) => {
+                tracing::info!(cron = %c.name, job = %job.id, "cron run started");
+                state.store.record_cron_run(&c.id, &job.id, now).await?;
+                report.started.push(job.id);
+            }
+            Err(e @ (ApiError::Conflict(_) | ApiError::BadRequest(_) | ApiError::NotFound(_))) => {
+                let why = format!("not started: {e}");
+                tracing::warn!(cron = %c.name, "{why}");
+                state.store.record_cron_skip(&c.id, &why).await?;
+                report.skipped += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
+}
+
+/// The job one run of `c` submits: a one-shot job named after the cron.
+fn run_request(c: &CronRow) -> CreateJobRequest {
+    let mut req: CreateJobRequest =
+        serde_json::from_value(serde_json::json!({ "script": c.script }))
+            .expect("a script alone is a valid request");
+    req.name = Some(c.name.clone());
+    req.workspace_id = c.workspace_id.clone();
+    req.environment = c.environment.clone();
+    req
+}
+
+/// Runs [`tick`] every [`TICK_EVERY`] until shutdown.
+pub fn start(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(TICK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = tick(&state, mags_store::clock::now_ms()).await {
+                tracing::warn!(error = %e, "cron tick failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,298 @@
+//! The URL proxy: a request whose Host is `<subdomain>.<apps domain>` goes
+//! to a port in a sandbox, through the guest agent's tunnel
+//! ([`mags_vm::AgentConn::open_tunnel`]), never through the guest network.
+//!
+//! The subdomain is a job's access record or a URL alias (which follows
+//! the live job of its workspace, see [`mags_store::Route`]). The proxy is
+//! public (no token: the URL is the capability), so the job is resolved
+//! first and then reached as its owner through [`Sandboxes::connect`],
+//! which wakes a sleeping sandbox and keeps it awake while the request (or
+//! WebSocket) lasts; the request counts as activity for the idle timer.
+//!
+//! Each request gets its own tunnel and HTTP/1.1 connection to the guest,
+//! with bodies streamed both ways; `101 Switching Protocols` (WebSockets)
+//! turns into a byte pipe between the two upgraded connections.
+//!
+//! [`Sandboxes::connect`]: crate::sandboxes::Sandboxes::connect
+
+use crate::error::ApiError;
+use crate::sandboxes::SandboxError;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use mags_store::Route;
+use std::sync::Arc;
+
+/// Where public URLs live; see `magsd serve --apps-domain`.
+#[derive(Debug, Clone)]
+pub struct Apps {
+    /// URLs are `<sub>.<domain>`; `localhost` works in a browser with no DNS.
+    pub domain: String,
+    /// `http` or `https` (behind a TLS-terminating front).
+    pub scheme: String,
+    /// Port in URLs; `None` for the scheme's default.
+    pub port: Option<u16>,
+}
+
+impl Default for Apps {
+    fn default() -> Self {
+        Apps {
+            domain: "localhost".into(),
+            scheme: "http".into(),
+            port: None,
+        }
+    }
+}
+
+impl Apps {
+    /// The public URL of `subdomain`.
+    pub fn url(&self, subdomain: &str) -> String {
+        let default_port = if self.scheme == "https" { 443 } else { 80 };
+        match self.port {
+            Some(p) if p != default_port => {
+                format!("{}://{subdomain}.{}:{p}", self.scheme, self.domain)
+            }
+            _ => format!("{}://{subdomain}.{}", self.scheme, self.domain),
+        }
+    }
+
+    /// The subdomain a Host header names, if it is under the apps domain.
+    pub fn subdomain<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let host = strip_port(host);
+        let suffix_len = self.domain.len() + 1;
+        if host.len() <= suffix_len {
+            return None;
+        }
+        let (sub, rest) = host.split_at(host.len() - suffix_len);
+        (rest.starts_with('.')
+            && rest[1..].eq_ignore_ascii_case(&self.domain)
+            && !sub.contains('.'))
+        .then_some(sub)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') => h,
+        _ => host,
+    }
+}
+
+/// The request's host: the `Host` header, or the authority of an
+/// absolute-form URI (HTTP/2 and proxies send that).
+fn request_host(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
+/// Middleware in front of the API: requests for the apps domain are proxied.
+pub async fn dispatch(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let host = request_host(&req);
+    match host.as_deref().and_then(|h| state.apps.subdomain(h)) {
+        Some(sub) => {
+            let sub = sub.to_ascii_lowercase();
+            proxy(&state, &sub, req).await
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// The whole of a listener that serves only the proxy (`--apps-listen`).
+pub async fn only(State(state): State<AppState>, req: Request) -> Response {
+    let host = request_host(&req);
+    match host.as_deref().and_then(|h| state.apps.subdomain(h)) {
+        Some(sub) => {
+            let sub = sub.to_ascii_lowercase();
+            proxy(&state, &sub, req).await
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("this address serves <name>.{} only", state.apps.domain),
+        ),
+    }
+}
+
+/// A plain-text error page (a browser shows it; the API's JSON shape is
+/// for API clients).
+fn error(status: StatusCode, msg: String) -> Response {
+    let mut resp = (status, format!("mags: {msg}\n")).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn proxy(state: &AppState, sub: &str, req: Request) -> Response {
+    match try_proxy(state, sub, req).await {
+        Ok(resp) => resp,
+        Err((status, msg)) => error(status, msg),
+    }
+}
+
+type Failure = (StatusCode, String);
+
+async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Response, Failure> {
+    let internal = |e: mags_store::StoreError| {
+        let e = ApiError::from(e);
+        tracing::error!(error = %e, "URL proxy lookup failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error".to_string(),
+        )
+    };
+    let route = state.store.route(sub).await.map_err(internal)?;
+    let (job_id, user_id, port) = match route {
+        None => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("no sandbox has the address {sub}.{}", state.apps.domain),
+            ))
+        }
+        Some(Route::NoLiveJob { workspace_id }) => {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no sandbox is running in workspace {workspace_id}; run it again"),
+            ))
+        }
+        Some(Route::Job {
+            job_id,
+            user_id,
+            port,
+        }) => (job_id, user_id, port),
+    };
+    let conn = state
+        .sandboxes
+        .connect(&user_id, &job_id)
+        .await
+        .map_err(|e| match e {
+            SandboxError::NotFound(_) | SandboxError::NotLive { .. } => (
+                StatusCode::NOT_FOUND,
+                format!("the sandbox behind {sub} has ended"),
+            ),
+            SandboxError::Starting { .. } | SandboxError::Busy(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            other => (StatusCode::BAD_GATEWAY, other.to_string()),
+        })?;
+    let tunnel = conn.agent.open_tunnel(port).await.map_err(|e| {
+        (
+            StatusCode::BAD_GATEWAY,
+            format!("nothing answers on port {port} in the sandbox: {e}"),
+        )
+    })?;
+    // Held until the response (or the upgraded connection) is done.
+    let busy = Arc::new(conn.busy);
+
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tunnel))
+            .await
+            .map_err(|e| (StatusCode::BAD_GATEWAY, format!("port {port}: {e}")))?;
+    {
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+            drop(busy);
+        });
+    }
+
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let host = request_host(&req).unwrap_or_default();
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|_| (StatusCode::BAD_REQUEST, "bad request path".to_string()))?;
+    *req.version_mut() = axum::http::Version::HTTP_11;
+    let h = req.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        h.insert(header::HOST, v.clone());
+        h.insert("x-forwarded-host", v);
+    }
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_str(&state.apps.scheme).unwrap_or(HeaderValue::from_static("http")),
+    );
+
+    let mut resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| (StatusCode::BAD_GATEWAY, format!("port {port}: {e}")))?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let server_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(server)) = tokio::join!(client_upgrade, server_upgrade) else {
+                return;
+            };
+            splice(TokioIo::new(client), TokioIo::new(server)).await;
+            drop(busy);
+        });
+    }
+    Ok(resp.map(Body::new))
+}
+
+/// How long an upgraded connection may go on one way after the other
+/// way ended (WebSocket peers rarely half-close on purpose; a server that
+/// keeps its socket open must not keep the sandbox awake forever).
+const HALF_CLOSED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Copies both ways between two upgraded connections; see [`HALF_CLOSED_GRACE`].
+async fn splice<A, B>(a: A, b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let up = async {
+        let _ = tokio::io::copy(&mut ar, &mut bw).await;
+        let _ = bw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, down).await; }
+        _ = &mut down => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, up).await; }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_urls() {
+        let apps = Apps {
+            port: Some(7070),
+            ..Apps::default()
+        };
+        assert_eq!(apps.subdomain("abc.localhost:7070"), Some("abc"));
+        assert_eq!(apps.subdomain("abc.LOCALHOST"), Some("abc"));
+        assert_eq!(apps.subdomain("localhost:7070"), None);
+        assert_eq!(apps.subdomain("a.b.localhost"), None);
+        assert_eq!(apps.subdomain("abclocalhost"), None);
+        assert_eq!(apps.subdomain("127.0.0.1:7070"), None);
+        assert_eq!(apps.url("abc"), "http://abc.localhost:7070");
+        let tls = Apps {
+            domain: "apps.example.com".into(),
+            scheme: "https".into(),
+            port: Some(443),
+        };
+        assert_eq!(tls.url("x"), "https://x.apps.example.com");
+        assert_eq!(tls.subdomain("x.apps.example.com"), Some("x"));
+    }
+}

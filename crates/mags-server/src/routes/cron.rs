@@ -1,0 +1,220 @@
+//! `POST/GET /mags-cron`, `GET/PATCH/DELETE /mags-cron/{id}` (id or name).
+//! Another user's cron job is a 404, exactly like a missing one.
+
+use crate::auth::AuthUser;
+use crate::cron::{self, expr::CronExpr};
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::routes::jobs::check_workspace_id;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
+use mags_store::{clock, CronRow, CronUpdate, NewCron, StoreError};
+use std::collections::BTreeMap;
+
+/// Most cron jobs one user may have.
+const MAX_CRONS_PER_USER: usize = 100;
+const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("cron job {id} not found"))
+}
+
+fn store_err(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+        e => ApiError::Store(e),
+    }
+}
+
+fn check_fields(
+    name: &str,
+    script: &str,
+    persistent: bool,
+    workspace_id: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let bad = |m: &str| Err(ApiError::BadRequest(m.to_string()));
+    if name.trim().is_empty() || name.len() > 256 {
+        return bad("name is required (up to 256 characters)");
+    }
+    if script.trim().is_empty() {
+        return bad("script is required");
+    }
+    if script.len() > MAX_SCRIPT_BYTES {
+        return bad("script is larger than 1 MiB");
+    }
+    if let Some(ws) = workspace_id {
+        check_workspace_id(ws)?;
+    }
+    if persistent && workspace_id.is_none() {
+        return bad("persistent needs a workspace_id: the workspace each run keeps");
+    }
+    if env.keys().any(|k| {
+        k.is_empty()
+            || k.starts_with(|c: char| c.is_ascii_digit())
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }) {
+        return bad("environment variable names are letters, digits and '_'");
+    }
+    Ok(())
+}
+
+/// The next fire time after now, if enabled.
+fn next_run(expr: &CronExpr, enabled: bool) -> Option<i64> {
+    enabled.then(|| expr.next_after(clock::now_ms())).flatten()
+}
+
+/// `POST /mags-cron` -> 201 with the cron job.
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<CronCreateRequest>,
+) -> Result<(StatusCode, Json<CronJob>), ApiError> {
+    let expr = cron::parse(&req.cron_expression)?;
+    let ws = req.workspace_id.filter(|w| !w.trim().is_empty());
+    check_fields(
+        &req.name,
+        &req.script,
+        req.persistent,
+        ws.as_deref(),
+        &req.environment,
+    )?;
+    if state.store.crons(&user.id).await?.len() >= MAX_CRONS_PER_USER {
+        return Err(ApiError::Conflict(format!(
+            "at most {MAX_CRONS_PER_USER} cron jobs per user; delete one first"
+        )));
+    }
+    if let (true, Some(ws)) = (req.persistent, &ws) {
+        state.store.mark_workspace_persistent(&user.id, ws).await?;
+    }
+    let row = state
+        .store
+        .insert_cron(&NewCron {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            name: req.name.trim().to_string(),
+            expression: req.cron_expression.trim().to_string(),
+            script: req.script,
+            persistent: req.persistent,
+            workspace_id: ws,
+            environment: req.environment,
+            enabled: req.enabled,
+            next_run_at: next_run(&expr, req.enabled),
+        })
+        .await
+        .map_err(store_err)?;
+    tracing::info!(cron = %row.name, user = %user.name, "cron job created");
+    Ok((StatusCode::CREATED, Json(cron::view(&row))))
+}
+
+/// `GET /mags-cron`.
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<CronList>, ApiError> {
+    let cron_jobs: Vec<CronJob> = state
+        .store
+        .crons(&user.id)
+        .await?
+        .iter()
+        .map(cron::view)
+        .collect();
+    Ok(Json(CronList {
+        total: cron_jobs.len(),
+        cron_jobs,
+    }))
+}
+
+async fn owned(state: &AppState, user_id: &str, id: &str) -> Result<CronRow, ApiError> {
+    state
+        .store
+        .cron(user_id, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// `GET /mags-cron/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<CronJob>, ApiError> {
+    Ok(Json(cron::view(&owned(&state, &user.id, &id).await?)))
+}
+
+/// `PATCH /mags-cron/{id}`: any subset of the fields; the next run is
+/// recomputed from the (new) schedule.
+pub async fn update(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<CronUpdateRequest>,
+) -> Result<Json<CronJob>, ApiError> {
+    let cur = owned(&state, &user.id, &id).await?;
+    let expression = req
+        .cron_expression
+        .clone()
+        .unwrap_or(cur.expression.clone());
+    let expr = cron::parse(&expression)?;
+    let ws = match &req.workspace_id {
+        Some(w) if w.trim().is_empty() => None,
+        Some(w) => Some(w.clone()),
+        None => cur.workspace_id.clone(),
+    };
+    let persistent = req.persistent.unwrap_or(cur.persistent);
+    let enabled = req.enabled.unwrap_or(cur.enabled);
+    check_fields(
+        req.name.as_deref().unwrap_or(&cur.name),
+        req.script.as_deref().unwrap_or(&cur.script),
+        persistent,
+        ws.as_deref(),
+        req.environment.as_ref().unwrap_or(&cur.environment),
+    )?;
+    if let (true, Some(ws)) = (persistent, &ws) {
+        state.store.mark_workspace_persistent(&user.id, ws).await?;
+    }
+    // Unchanged schedule and still enabled: keep the run already due.
+    let next = match (req.cron_expression.is_none(), cur.enabled, enabled) {
+        (true, true, true) => cur.next_run_at,
+        _ => next_run(&expr, enabled),
+    };
+    let row = state
+        .store
+        .update_cron(
+            &user.id,
+            &cur.id,
+            &CronUpdate {
+                name: req.name.map(|n| n.trim().to_string()),
+                expression: req.cron_expression.map(|e| e.trim().to_string()),
+                script: req.script,
+                persistent: req.persistent,
+                workspace_id: Some(ws),
+                environment: req.environment,
+                enabled: req.enabled,
+                next_run_at: next,
+            },
+        )
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(cron::view(&row)))
+}
+
+/// `DELETE /mags-cron/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cur = owned(&state, &user.id, &id).await?;
+    if !state.store.delete_cron(&user.id, &cur.id).await? {
+        return Err(not_found(&id));
+    }
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "id": cur.id,
+        "message": format!("cron job {} deleted", cur.name),
+    })))
+}

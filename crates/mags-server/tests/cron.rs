@@ -1,0 +1,259 @@
+//! Cron jobs through the router (fake executor, real SQLite store), with
+//! the ticker driven by hand at chosen times instead of waiting minutes.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::harness;
+use mags_server::cron;
+use mags_store::clock;
+use serde_json::{json, Value};
+
+const MINUTE: i64 = 60_000;
+
+async fn create(h: &common::Harness, body: Value) -> (StatusCode, Value) {
+    let t = h.token.clone();
+    h.call(
+        Method::POST,
+        "/api/v1/mags-cron",
+        Some(&t),
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+async fn cron_count(h: &common::Harness) -> usize {
+    let (status, body) = h.get("/api/v1/mags-cron").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["total"].as_u64().expect("total") as usize
+}
+
+#[tokio::test]
+async fn bad_cron_requests_are_400_and_create_nothing() {
+    let h = harness().await;
+    for (body, needle) in [
+        (
+            json!({"name": "a", "cron_expression": "* * * *", "script": "echo"}),
+            "5",
+        ),
+        (
+            json!({"name": "a", "cron_expression": "61 * * * *", "script": "echo"}),
+            "minute",
+        ),
+        (
+            json!({"name": "a", "cron_expression": "@reboot", "script": "echo"}),
+            "macro",
+        ),
+        (
+            json!({"name": "a", "cron_expression": "0 0 30 2 *", "script": "echo"}),
+            "never",
+        ),
+        (
+            json!({"name": "", "cron_expression": "* * * * *", "script": "echo"}),
+            "name",
+        ),
+        (
+            json!({"name": "a", "cron_expression": "* * * * *", "script": " "}),
+            "script",
+        ),
+        (
+            json!({"name": "a", "cron_expression": "* * * * *", "script": "x", "persistent": true}),
+            "workspace",
+        ),
+        (
+            json!({"name": "a", "cron_expression": "* * * * *", "script": "x", "workspace_id": "../x"}),
+            "workspace",
+        ),
+        (json!({"name": "a", "script": "x"}), "cron_expression"),
+    ] {
+        let (status, resp) = create(&h, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {resp}");
+        let msg = resp["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle),
+            "{body}: {msg:?} should mention {needle}"
+        );
+    }
+    assert_eq!(cron_count(&h).await, 0);
+    assert_eq!(h.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn crud_by_id_and_name_scoped_to_the_owner() {
+    let h = harness().await;
+    let (status, c) = create(
+        &h,
+        json!({"name": "nightly", "cron_expression": "0 3 * * *", "script": "echo hi",
+               "environment": {"A": "1"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().expect("id").to_string();
+    assert_eq!(c["enabled"], true);
+    assert!(
+        c["next_run_at"]
+            .as_str()
+            .expect("next")
+            .contains("T03:00:00"),
+        "{c}"
+    );
+    let (status, dup) = create(
+        &h,
+        json!({"name": "nightly", "cron_expression": "@hourly", "script": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{dup}");
+
+    let (status, by_name) = h.get("/api/v1/mags-cron/nightly").await;
+    assert_eq!(
+        (status, by_name["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+
+    let t = h.token.clone();
+    let path = format!("/api/v1/mags-cron/{id}");
+    let (status, off) = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&t),
+            Some(r#"{"enabled": false}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{off}");
+    assert_eq!(
+        (off["enabled"].clone(), off["next_run_at"].clone()),
+        (json!(false), Value::Null)
+    );
+    assert_eq!(off["script"], "echo hi", "untouched fields stay");
+    let (status, bad) = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&t),
+            Some(r#"{"cron_expression": "nope"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
+    // Another user sees nothing and changes nothing.
+    let bob = h.store.create_user("bob", false).await.expect("bob");
+    let (_, bob_token) = h.store.create_token(&bob.id).await.expect("token");
+    for method in [Method::GET, Method::DELETE] {
+        let (status, _) = h.call(method, &path, Some(&bob_token), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (status, _) = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&bob_token),
+            Some(r#"{"enabled": true}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, _) = h.call(Method::DELETE, &path, Some(&t), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cron_count(&h).await, 0);
+    let (status, _) = h.get(&path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn due_runs_become_jobs_once_and_never_overlap() {
+    let h = harness().await;
+    let (status, c) = create(
+        &h,
+        json!({"name": "every-minute", "cron_expression": "* * * * *", "script": "echo tick"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().expect("id").to_string();
+
+    // Not due yet: nothing happens.
+    let now = clock::now_ms();
+    let r = cron::tick(&h.state, now).await.expect("tick");
+    assert!(r.started.is_empty());
+
+    // A minute later the run is due; two servers ticking at once (or a
+    // server and its restarted self) start it exactly once.
+    let later = now + MINUTE + 1_000;
+    let (a, b) = tokio::join!(cron::tick(&h.state, later), cron::tick(&h.state, later));
+    let started: Vec<String> = [a, b]
+        .into_iter()
+        .flat_map(|r| r.expect("tick").started)
+        .collect();
+    assert_eq!(started.len(), 1, "one run, not two: {started:?}");
+    // A restarted server (a new state over the same database) ticking at
+    // the same moment finds nothing left to start.
+    let (restarted, _stop) = mags_server::AppState::new(
+        h.store.clone(),
+        std::sync::Arc::new(mags_server::executor::fake::FakeExecutor::new()),
+        4,
+    );
+    let r = cron::tick(&restarted, later).await.expect("tick");
+    assert!(r.started.is_empty(), "a restart must not run it again");
+    let done = h.wait_final(&started[0]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, logs) = h
+        .get(&format!("/api/v1/mags-jobs/{}/logs", started[0]))
+        .await;
+    assert!(logs.to_string().contains("tick"), "{logs}");
+    let (_, c) = h.get(&format!("/api/v1/mags-cron/{id}")).await;
+    assert_eq!(c["last_job_id"].as_str(), Some(started[0].as_str()), "{c}");
+    assert_eq!(c["last_status"], "completed");
+    assert_eq!(c["run_count"], 1);
+
+    // Hours of missed ticks (the server was down) collapse into one run.
+    let much_later = later + 180 * MINUTE;
+    let r = cron::tick(&h.state, much_later).await.expect("tick");
+    assert_eq!(r.started.len(), 1);
+    h.wait_final(&r.started[0]).await;
+    let r = cron::tick(&h.state, much_later + 1_000)
+        .await
+        .expect("tick");
+    assert!(r.started.is_empty(), "the backlog ran once");
+
+    // A run still going when the next one is due: the next is skipped and
+    // the skip is recorded.
+    let t = h.token.clone();
+    h.call(
+        Method::PATCH,
+        &format!("/api/v1/mags-cron/{id}"),
+        Some(&t),
+        Some(r#"{"script": "sleep 30"}"#),
+    )
+    .await;
+    let t1 = much_later + 10 * MINUTE;
+    let r = cron::tick(&h.state, t1).await.expect("tick");
+    assert_eq!(r.started.len(), 1);
+    let r = cron::tick(&h.state, t1 + MINUTE).await.expect("tick");
+    assert_eq!((r.started.len(), r.skipped), (0, 1));
+    let (_, c) = h.get(&format!("/api/v1/mags-cron/{id}")).await;
+    assert_eq!(c["skipped_runs"], 1, "{c}");
+    assert!(
+        c["last_skip_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still"),
+        "{c}"
+    );
+    assert_eq!(h.job_count().await, 3);
+}
+
+#[tokio::test]
+async fn a_disabled_cron_never_runs() {
+    let h = harness().await;
+    let (_, c) = create(
+        &h,
+        json!({"name": "off", "cron_expression": "* * * * *", "script": "echo", "enabled": false}),
+    )
+    .await;
+    assert_eq!(c["enabled"], false, "{c}");
+    let r = cron::tick(&h.state, clock::now_ms() + 10 * MINUTE)
+        .await
+        .expect("tick");
+    assert!(r.started.is_empty());
+    assert_eq!(h.job_count().await, 0);
+}

@@ -1,0 +1,153 @@
+//! Public URLs: access records and aliases, and how a subdomain resolves
+//! (an alias follows the live job of its workspace). On SQLite and on
+//! Postgres (`MAGS_TEST_POSTGRES_URL`, required like the other store
+//! tests: a test never skips itself).
+
+use mags_api::JobState;
+use mags_store::{clock, Finish, NewJob, Route, Store, StoreError};
+use sqlx::Executor as _;
+use std::collections::BTreeMap;
+
+fn job(user_id: &str, ws: &str) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name: Some(ws.to_string()),
+        workspace_id: Some(ws.to_string()),
+        base_workspace_id: None,
+        persistent: true,
+        no_sleep: false,
+        no_sync: false,
+        startup_command: None,
+        script: "true".into(),
+        environment: BTreeMap::new(),
+        file_ids: Vec::new(),
+        disk_gb: 2,
+        rootfs_type: None,
+        idle_timeout_secs: None,
+        created_at: clock::monotonic_ms(),
+    }
+}
+
+async fn exercise(store: &Store) {
+    let u = store.create_user("url-user", false).await.expect("user");
+    let a = store.insert_job(&job(&u.id, "site")).await.expect("job a");
+    store.mark_running(&a.id, "vm-a").await.expect("running");
+    let acc = store
+        .ensure_access(&a.id, &u.id, 8080, "sub-a")
+        .await
+        .expect("access");
+    assert_eq!((acc.subdomain.as_str(), acc.port), ("sub-a", 8080));
+    // Asking again keeps the first subdomain.
+    let again = store
+        .ensure_access(&a.id, &u.id, 8080, "sub-other")
+        .await
+        .expect("access");
+    assert_eq!(again.subdomain, "sub-a");
+    assert!(store.subdomain_taken("sub-a").await.expect("taken"));
+    assert_eq!(
+        store.route("sub-a").await.expect("route"),
+        Some(Route::Job {
+            job_id: a.id.clone(),
+            user_id: u.id.clone(),
+            port: 8080
+        })
+    );
+    assert_eq!(store.route("nope").await.expect("route"), None);
+
+    store
+        .create_alias("al-1", "mysite", &u.id, "site", Some("localhost"))
+        .await
+        .expect("alias");
+    assert!(matches!(
+        store.create_alias("al-2", "mysite", &u.id, "x", None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.route("mysite").await.expect("route"),
+        Some(Route::Job {
+            job_id: a.id.clone(),
+            user_id: u.id.clone(),
+            port: 8080
+        })
+    );
+    // The job ends: no live job; a new one in the workspace takes over.
+    store
+        .finish_job(
+            &a.id,
+            &Finish {
+                status: JobState::Completed,
+                exit_code: Some(0),
+                error: None,
+                script_duration_ms: Some(1),
+            },
+        )
+        .await
+        .expect("finish");
+    assert_eq!(
+        store.route("mysite").await.expect("route"),
+        Some(Route::NoLiveJob {
+            workspace_id: "site".into()
+        })
+    );
+    let b = store.insert_job(&job(&u.id, "site")).await.expect("job b");
+    store.mark_running(&b.id, "vm-b").await.expect("running");
+    assert_eq!(
+        store.route("mysite").await.expect("route"),
+        Some(Route::Job {
+            job_id: b.id.clone(),
+            user_id: u.id.clone(),
+            port: 8080
+        }),
+        "the alias follows the workspace, with the port it last used"
+    );
+    assert_eq!(store.aliases(&u.id).await.expect("list").len(), 1);
+    assert!(store.delete_alias(&u.id, "mysite").await.expect("delete"));
+    assert!(!store.delete_alias(&u.id, "mysite").await.expect("delete"));
+    assert_eq!(
+        store
+            .first_access(&a.id)
+            .await
+            .expect("first")
+            .map(|a| a.port),
+        Some(8080)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_access() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::connect(&url).await.expect("connect");
+    exercise(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_access() {
+    let base = match std::env::var("MAGS_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
+             `eval \"$(scripts/test-postgres)\"`"
+        ),
+    };
+    sqlx::any::install_default_drivers();
+    let schema = format!("mags_url_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("connect to Postgres");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let store = Store::connect(&url).await.expect("connect");
+    exercise(&store).await;
+    store.close().await;
+    admin
+        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+        .await
+        .expect("drop schema");
+}

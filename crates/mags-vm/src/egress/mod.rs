@@ -1,0 +1,248 @@
+//! The host-side egress proxy: the only way out of a sandbox
+//! (see [`crate::net`]).
+//!
+//! Guests reach it as `http://10.0.2.100:3128` (their `http_proxy` and
+//! `https_proxy`); QEMU hands each such connection to `mags-agent
+//! --egress-pipe`, which connects to this proxy's unix socket and sends
+//! the sandbox id as a first line. Then it is an ordinary HTTP/1.1 proxy:
+//! `CONNECT host:port` (HTTPS, git, anything over TLS) is spliced to a TCP
+//! connection, `GET http://host/...` is forwarded. Every destination is
+//! resolved here and checked against the [`EgressPolicy`] before a
+//! connection is made, to the very address checked.
+
+mod policy;
+
+pub use policy::{host_addresses, Denied, EgressPolicy, Rule};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+
+/// How long resolving plus connecting to a destination may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A running egress proxy; stops when dropped.
+pub struct EgressProxy {
+    socket: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EgressProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl EgressProxy {
+    /// Listens on `socket` (replacing a stale one). Call within tokio.
+    pub fn start(socket: &Path, policy: EgressPolicy) -> std::io::Result<EgressProxy> {
+        let _ = std::fs::remove_file(socket);
+        if let Some(dir) = socket.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let listener = UnixListener::bind(socket)?;
+        let policy = Arc::new(policy);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                tokio::spawn(serve(conn, policy.clone()));
+            }
+        });
+        Ok(EgressProxy {
+            socket: socket.to_path_buf(),
+            task,
+        })
+    }
+
+    /// The unix socket guests' connections arrive on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+/// Reads the sandbox id line, then serves HTTP proxy requests.
+async fn serve(mut conn: UnixStream, policy: Arc<EgressPolicy>) {
+    let mut id = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        match conn.read(&mut b).await {
+            Ok(1) if b[0] == b'\n' => break,
+            Ok(1) if id.len() < 128 => id.push(b[0]),
+            _ => return,
+        }
+    }
+    let sandbox: Arc<str> = String::from_utf8_lossy(&id).into();
+    let service = hyper::service::service_fn(move |req| {
+        let (policy, sandbox) = (policy.clone(), sandbox.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &policy, &sandbox).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(conn), service)
+        .with_upgrades()
+        .await;
+}
+
+fn text(status: StatusCode, msg: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{msg}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    policy: &EgressPolicy,
+    sandbox: &str,
+) -> Response<Body> {
+    let target = if req.method() == Method::CONNECT {
+        req.uri()
+            .authority()
+            .map(|a| (a.host().to_string(), a.port_u16().unwrap_or(443)))
+    } else {
+        req.uri()
+            .host()
+            .map(|h| (h.to_string(), req.uri().port_u16().unwrap_or(80)))
+    };
+    let Some((host, port)) = target else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "mags egress proxy: send CONNECT host:port or an absolute http:// URL".into(),
+        );
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dial(policy, &host, port)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(DialError::Denied(d))) => {
+            tracing::info!(sandbox, dest = %d.dest, port, "egress denied: {}", d.why);
+            return text(StatusCode::FORBIDDEN, format!("mags egress policy: {d}"));
+        }
+        Ok(Err(DialError::Failed(e))) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach {host}:{port}: {e}"),
+            )
+        }
+        Err(_) => {
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("timed out connecting to {host}:{port}"),
+            )
+        }
+    };
+    tracing::debug!(sandbox, %host, port, "egress allowed");
+    if req.method() == Method::CONNECT {
+        tokio::spawn(async move {
+            if let Ok(up) = hyper::upgrade::on(req).await {
+                let mut up = TokioIo::new(up);
+                let mut tcp = tcp;
+                let _ = tokio::io::copy_bidirectional(&mut up, &mut tcp).await;
+            }
+        });
+        return Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
+    forward(req, tcp, &host, port).await
+}
+
+/// A plain-HTTP request in absolute form, sent on to the origin in origin form.
+async fn forward(
+    mut req: Request<hyper::body::Incoming>,
+    tcp: TcpStream,
+    host: &str,
+    port: u16,
+) -> Response<Body> {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(x) => x,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, format!("{host}:{port}: {e}")),
+    };
+    tokio::spawn(conn);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    *req.uri_mut() = match path.parse() {
+        Ok(u) => u,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request path".into()),
+    };
+    let h = req.headers_mut();
+    for name in ["proxy-connection", "proxy-authorization", "keep-alive"] {
+        h.remove(name);
+    }
+    if !h.contains_key(hyper::header::HOST) {
+        let value = if port == 80 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        if let Ok(v) = value.parse() {
+            h.insert(hyper::header::HOST, v);
+        }
+    }
+    match sender.send_request(req).await {
+        Ok(resp) => resp.map(|b| b.boxed()),
+        Err(e) => text(StatusCode::BAD_GATEWAY, format!("{host}:{port}: {e}")),
+    }
+}
+
+enum DialError {
+    Denied(Denied),
+    Failed(std::io::Error),
+}
+
+/// Resolves `host`, keeps the addresses the policy allows (IPv4 first) and
+/// connects to the first that answers.
+async fn dial(policy: &EgressPolicy, host: &str, port: u16) -> Result<TcpStream, DialError> {
+    policy.check_host(host).map_err(DialError::Denied)?;
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(DialError::Failed)?
+        .collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    let mut denied = None;
+    let mut last_err = None;
+    for addr in addrs {
+        if let Err(d) = policy.check(host, addr.ip()) {
+            denied.get_or_insert(d);
+            continue;
+        }
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match (last_err, denied) {
+        (Some(e), _) => Err(DialError::Failed(e)),
+        (None, Some(d)) => Err(DialError::Denied(d)),
+        (None, None) => Err(DialError::Failed(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no address found",
+        ))),
+    }
+}

@@ -128,6 +128,11 @@ fn ssh_runs_commands_with_its_key_and_refuses_everything_else() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "/root\npiped in\n");
 
+    // No command: a login shell reading its commands from stdin.
+    let o = ssh(&a, &[], b"echo from-stdin $((6*7))\nexit 9\n");
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
+    assert!(stdout(&o).contains("from-stdin 42"), "{}", stdout(&o));
+
     // A key of our own making opens nothing.
     let wrong = keys.path().join("wrong");
     let g = Command::new("ssh-keygen")
@@ -231,6 +236,9 @@ fn terminals_sftp_and_waking_a_sleeping_sandbox() {
         t0.elapsed()
     );
     assert_eq!(status_of(&server, "box"), "running", "access woke it");
+    // From here on it stays up: the rest is about terminals and files.
+    let o = server.mags_output(&["set", "box", "--idle-timeout", "600"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 
     // ssh with a terminal: its size comes from ours.
     let ssh_cmd = format!(

@@ -30,5 +30,8 @@ export function errorForStatus(status: number, text: string): MagsError {
     const b = body as Record<string, unknown>;
     message = (b.error as string) || (b.message as string) || undefined;
   }
-  return new MagsError(message ? String(message) : text.trim() || `HTTP ${status}`, status, body);
+  // Not our server's JSON (a proxy's HTML page, say): keep it short.
+  const trimmed = text.trim();
+  const fallback = trimmed ? `HTTP ${status}: ${trimmed.slice(0, 300)}` : `HTTP ${status}`;
+  return new MagsError(message ? String(message) : fallback, status, body);
 }

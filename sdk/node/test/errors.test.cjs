@@ -66,6 +66,37 @@ test("configuration follows the CLI's order", () => {
   }
 });
 
+test("url() and aliases use the server's own URLs (stub server: main has no /access yet)", async () => {
+  const JOB = "11111111-2222-3333-4444-555555555555";
+  const seen = [];
+  const http = require("node:http");
+  const server = http.createServer((req, res) => {
+    let raw = "";
+    req.on("data", (d) => (raw += d));
+    req.on("end", () => {
+      const body = raw ? JSON.parse(raw) : null;
+      seen.push([req.method, req.url, body]);
+      let answer;
+      if (req.method === "GET") answer = { request_id: JOB, status: "running", url: null };
+      else if (req.url.endsWith("/access") && body.port === 9999) answer = { success: false, error: "port 9999 is not open" };
+      else if (req.url.endsWith("/access")) answer = { success: true, url: "http://sub.apps.example.test:7070", port: body.port };
+      else answer = { id: "a1", subdomain: body.subdomain, url: `http://${body.subdomain}.apps.example.test` };
+      res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(answer));
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const m = new Mags({ apiUrl: `http://127.0.0.1:${server.address().port}`, apiToken: "t" });
+    assert.equal((await m.url(JOB, { port: 3000 })).url, "http://sub.apps.example.test:7070");
+    assert.deepEqual(seen[0], ["POST", `/api/v1/mags-jobs/${JOB}/access`, { port: 3000 }]);
+    await assert.rejects(m.url(JOB, { port: 9999 }), /port 9999 is not open/);
+    assert.equal((await m.urlAliasCreate("docs", "ws1")).url, "http://docs.apps.example.test");
+    assert.deepEqual(seen.at(-1), ["POST", "/api/v1/mags-url-aliases", { subdomain: "docs", workspace_id: "ws1" }]);
+  } finally {
+    server.close();
+  }
+});
+
 test("the whole surface is there", () => {
   const methods = [
     "run", "runAndWait", "status", "logs", "listJobs", "new", "exec", "execStream", "streamOutput",

@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 from .errors import MagsError
 from .types import (
+    AccessInfo,
+    Logs,
     ExecExit,
     ExecResult,
     JobExit,
@@ -131,7 +133,7 @@ def exec_result(resp: Dict[str, Any]) -> ExecResult:
     }
 
 
-def run_result(request_id: str, status: JobStatus, logs: Dict[str, Any]) -> RunResult:
+def run_result(request_id: str, status: JobStatus, logs: Logs) -> RunResult:
     return {
         "request_id": request_id,
         "status": str(status.get("status")),
@@ -169,13 +171,14 @@ def alias_payload(subdomain: str, workspace_id: str, domain: Optional[str]) -> D
     return body
 
 
-def access_url(resp: Dict[str, Any], status: Optional[JobStatus]) -> Dict[str, Any]:
+def access_url(resp: AccessInfo, status: Optional[JobStatus]) -> AccessInfo:
     """``url()``'s result: the server's own ``url`` (never a guessed domain),
     from the access answer or else the job's status."""
-    if not resp.get("url") and status and status.get("url"):
-        resp["url"] = status["url"]
+    url = status.get("url") if status else None
+    if not resp.get("url") and url:
+        resp["url"] = url
     if not resp.get("url") and resp.get("success") is False:
-        raise MagsError(str(resp.get("error") or "the server refused access"), body=resp)
+        raise MagsError(str(resp.get("error") or "the server refused access"), body=dict(resp))
     return resp
 
 

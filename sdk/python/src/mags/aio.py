@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional, Union
+from typing import Any, AsyncGenerator, AsyncIterator, Dict, List, Optional, Union
 
 import httpx
 
@@ -98,7 +98,7 @@ class AsyncMags:
         method: str,
         path: str,
         json: Any = None,
-        params: Optional[dict] = None,
+        params: Optional[Dict[str, Any]] = None,
         timeout: Optional[float] = None,
     ) -> Any:
         kw: Dict[str, Any] = {"params": params, "timeout": timeout or self.timeout}
@@ -442,7 +442,7 @@ class AsyncOutputStream:
     def after(self) -> Optional[int]:
         return self._decoder.after
 
-    async def _run(self) -> AsyncIterator[OutputEvent]:
+    async def _run(self) -> AsyncGenerator[OutputEvent, None]:
         failures = 0
         while True:
             seen = self._decoder.after

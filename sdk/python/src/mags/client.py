@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Union, overload
+from typing import Any, Dict, Generator, Iterator, List, Literal, Optional, Union, overload
 
 import httpx
 
@@ -128,7 +128,7 @@ class Mags:
         method: str,
         path: str,
         json: Any = None,
-        params: Optional[dict] = None,
+        params: Optional[Dict[str, Any]] = None,
         timeout: Optional[float] = None,
     ) -> Any:
         kw: Dict[str, Any] = {"params": params, "timeout": timeout or self.timeout}
@@ -601,7 +601,7 @@ class OutputStream:
         )
         return self._resp.iter_lines()
 
-    def _run(self) -> Iterator[OutputEvent]:
+    def _run(self) -> Generator[OutputEvent, None, None]:
         failures = 0
         while True:
             seen = self._decoder.after

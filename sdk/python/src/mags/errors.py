@@ -75,6 +75,8 @@ def error_for_status(status: int, body: Any, text: str) -> MagsError:
     if isinstance(body, dict):
         msg = body.get("error") or body.get("message")
     if not msg:
-        msg = text.strip() or f"HTTP {status}"
+        text = text.strip()
+        # Not our server's JSON (a proxy's HTML page, say): keep it short.
+        msg = f"HTTP {status}: {text[:300]}" if text else f"HTTP {status}"
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else MagsError)
     return cls(str(msg), status_code=status, body=body)

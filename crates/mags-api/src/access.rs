@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /mags-jobs/{id}/access`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccessRequest {
     /// The guest port to expose; 22 asks for SSH access.
     #[serde(default = "default_port")]
@@ -15,7 +15,7 @@ fn default_port() -> u16 {
 }
 
 /// Answer of `POST /mags-jobs/{id}/access` (URL access).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccessResponse {
     pub success: bool,
     /// `http://<subdomain>.<apps domain>[:port]`; use this, not the subdomain.
@@ -25,7 +25,7 @@ pub struct AccessResponse {
 }
 
 /// Body of `POST /mags-url-aliases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateAliasRequest {
     pub subdomain: String,
     pub workspace_id: String,
@@ -35,7 +35,7 @@ pub struct CreateAliasRequest {
 }
 
 /// One URL alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AliasInfo {
     pub id: String,
     pub subdomain: String,
@@ -47,7 +47,7 @@ pub struct AliasInfo {
 }
 
 /// Answer of `GET /mags-url-aliases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AliasList {
     pub aliases: Vec<AliasInfo>,
     pub total: usize,

@@ -10,7 +10,7 @@ pub const SSH_PORT: u16 = 22;
 /// `POST /mags-jobs/{id}/access` with port 22: where to connect and a key
 /// that opens this sandbox (and no other) until it stops. A fresh key
 /// every call; the server keeps only its public half's fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SshAccessResponse {
     pub success: bool,
     pub ssh_host: String,
@@ -23,7 +23,7 @@ pub struct SshAccessResponse {
 }
 
 /// Body of a failed SSH `/access`: `{"success": false, "error"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SshAccessError {
     pub success: bool,
     pub error: String,
@@ -31,7 +31,7 @@ pub struct SshAccessError {
 
 /// Query of `GET /mags-jobs/{id}/exec/tty` (a WebSocket upgrade): what to
 /// run on a terminal of what size. Without `command`, a login shell.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TtyQuery {
     #[serde(default)]
     pub command: Option<String>,
@@ -46,7 +46,7 @@ pub struct TtyQuery {
 
 /// Text frames the client sends on the terminal WebSocket. Binary frames
 /// are keystrokes (bytes typed into the terminal, Ctrl-C included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TtyClientMsg {
     /// The client's terminal changed size.
@@ -55,7 +55,7 @@ pub enum TtyClientMsg {
 
 /// Text frames the server sends on the terminal WebSocket, each the last
 /// before it closes. Binary frames are the terminal's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TtyServerMsg {
     /// The command ended with this exit code (128 + signal if killed).

@@ -228,7 +228,8 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
     );
     assert_eq!(status(&server, "web")["status"], "running");
 
-    // Port 22 is the SSH gateway's (not here yet): a clear refusal.
+    // Port 22 is the SSH gateway's: host, port and a key (tests/ssh.rs
+    // goes further).
     let id = st["request_id"].as_str().expect("id");
     let (code, body) = http_json(
         &server.url,
@@ -238,7 +239,11 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
         Some(&serde_json::json!({"port": 22})),
     )
     .expect("access 22");
-    assert_eq!((code, &body["success"]), (501, &serde_json::json!(false)));
+    assert_eq!((code, &body["success"]), (200, &serde_json::json!(true)));
+    assert!(body["ssh_port"].as_u64().is_some_and(|p| p > 0), "{body}");
+    assert!(body["ssh_private_key"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")));
     let o = server.mags_output(&["stop", "web"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = c.get(format!("{url}/index.txt")).send().await.expect("get");

@@ -91,6 +91,15 @@ enum Cmd {
         #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
         port: u16,
     },
+    /// Start a headless Chromium sandbox (or find the live one of this
+    /// name) and print its CDP endpoints; `mags stop NAME` ends it.
+    Browser {
+        /// Session name (a live browser session of this name is reused).
+        name: Option<String>,
+        /// Print the whole answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Public URL of a port in a sandbox (default 8080), or URL aliases.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Url {
@@ -396,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let name = name.context("usage: mags url <name|id> [port]")?;
             url::url(&name, port).await
         }
+        Cmd::Browser { name, json } => commands::browser::start(name.as_deref(), json).await,
         Cmd::Resize { name, disk } => workspace::resize(&name, disk).await,
         Cmd::Cron { action } => match action {
             CronCmd::Add {

@@ -16,6 +16,7 @@
 //!   sandbox, through the agent's tunnel).
 
 pub mod auth;
+pub mod browser;
 pub mod config;
 pub mod cron;
 pub mod doctor;

@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "access",
         sql: include_str!("../migrations/0005_access.sql"),
     },
+    Migration {
+        version: 6,
+        name: "browser",
+        sql: include_str!("../migrations/0006_browser.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

@@ -57,6 +57,10 @@ enum Cmd {
         /// before the script runs (repeatable).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
+        /// The sandbox reaches nothing outside itself (no internet, no
+        /// registries), whatever the server allows.
+        #[arg(long)]
+        no_internet: bool,
         /// With -p: give a port of the sandbox a public URL (printed).
         #[arg(long, requires = "persistent")]
         url: bool,
@@ -81,6 +85,10 @@ enum Cmd {
         /// Never sleep.
         #[arg(long)]
         no_sleep: bool,
+        /// The sandbox reaches nothing outside itself (no internet, no
+        /// registries), whatever the server allows.
+        #[arg(long)]
+        no_internet: bool,
         /// How long to wait for it to run, in seconds.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         wait: u64,
@@ -360,6 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             base,
             files,
+            no_internet,
             url,
             port,
         } => {
@@ -375,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 json,
                 base,
                 files,
+                no_internet,
                 url: url.then_some(port),
             })
             .await
@@ -445,6 +455,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             base,
             disk,
             no_sleep,
+            no_internet,
             wait,
             url,
             port,
@@ -455,6 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 base,
                 disk,
                 no_sleep,
+                no_internet,
                 wait_secs: wait,
                 url: url.then_some(port),
             })

@@ -66,13 +66,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         None
     } else {
         let sock = data_dir.join("egress.sock");
-        let proxy =
-            mags_vm::egress::EgressProxy::start(&sock, args.egress.policy()).map_err(|source| {
-                ServeError::Bind {
-                    addr: sock.display().to_string(),
-                    source,
-                }
-            })?;
+        let proxy = mags_vm::egress::EgressProxy::start(
+            &sock,
+            args.egress.policy(),
+            Some(data_dir.join("sandboxes")),
+        )
+        .map_err(|source| ServeError::Bind {
+            addr: sock.display().to_string(),
+            source,
+        })?;
         Some(proxy)
     };
     let mut rt_config = runtime_config(&args.data, args.agent_bin.clone(), args.accel);

@@ -45,7 +45,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "browser",
+        name: "browser_and_no_internet",
         sql: include_str!("../migrations/0006_browser.sql"),
     },
 ];

@@ -599,6 +599,14 @@ impl Sandbox {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Narrows the egress policy for this sandbox from now on (a job's
+    /// `no_internet`); kept in its dir, so it holds across sleep and wake.
+    pub fn set_egress(&self, rules: &crate::egress::SandboxEgress) -> Result<(), VmError> {
+        rules
+            .write(&self.dir)
+            .map_err(|e| VmError::io(self.dir.join("egress.json"), e))
+    }
+
     /// The sandbox's QMP socket.
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join("qmp.sock")

@@ -33,6 +33,8 @@ pub struct JobSpec {
     /// Which guest image: `rootfs_type: "browser"` is the Chromium image,
     /// anything else the standard one.
     pub variant: mags_vm::ImageVariant,
+    /// The sandbox reaches nothing outside itself.
+    pub no_internet: bool,
 }
 
 impl JobSpec {
@@ -45,6 +47,7 @@ impl JobSpec {
             disk_gb: job.disk_gb,
             timeout_ms: None,
             variant: variant_of(job.rootfs_type.as_deref()),
+            no_internet: job.no_internet,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
+use mags_vm::egress::SandboxEgress;
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
     AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
@@ -104,7 +105,24 @@ impl VmExecutor {
             None => self.runtime.start(opts).await,
         }
         .map_err(|e| ExecError::Start(e.to_string()))?;
-        Ok(Arc::new(VmHandle::new(sandbox, pool)))
+        let handle = VmHandle::new(sandbox, pool);
+        if job.no_internet {
+            // In place before the script runs; a pool VM, named `pool-...`,
+            // is matched by the egress proxy through its own dir.
+            let rules = SandboxEgress {
+                no_internet: true,
+                deny: Vec::new(),
+            };
+            let set = lock(&handle.sandbox)
+                .as_ref()
+                .map(|sb| sb.set_egress(&rules));
+            if let Some(Err(e)) = set {
+                return Err(ExecError::Start(format!(
+                    "cannot set the egress rules: {e}"
+                )));
+            }
+        }
+        Ok(Arc::new(handle))
     }
 
     async fn wake_vm(&self, vm_id: &str) -> Result<Arc<dyn Vm>, ExecError> {

@@ -9,10 +9,19 @@
 //! connection, `GET http://host/...` is forwarded. Every destination is
 //! resolved here and checked against the [`EgressPolicy`] before a
 //! connection is made, to the very address checked.
+//!
+//! Per sandbox, the server's policy can be narrowed: a [`SandboxEgress`]
+//! file in the sandbox's dir (`<sandboxes>/<id>/egress.json`, written when a
+//! job takes the sandbox, see [`crate::Sandbox::set_egress`]) is read on
+//! every connection, so it follows the sandbox through sleep, wake and a
+//! server restart, and a warm-pool VM (named `pool-...`) gets its job's
+//! rules the moment the job takes it.
 
 mod policy;
+mod sandbox;
 
 pub use policy::{host_addresses, Denied, EgressPolicy, Rule};
+pub use sandbox::SandboxEgress;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -45,20 +54,29 @@ impl Drop for EgressProxy {
 
 impl EgressProxy {
     /// Listens on `socket` (replacing a stale one). Call within tokio.
-    pub fn start(socket: &Path, policy: EgressPolicy) -> std::io::Result<EgressProxy> {
+    /// Per-sandbox rules are looked up under `sandboxes` (the runtime's
+    /// `<data dir>/sandboxes`), if given.
+    pub fn start(
+        socket: &Path,
+        policy: EgressPolicy,
+        sandboxes: Option<PathBuf>,
+    ) -> std::io::Result<EgressProxy> {
         let _ = std::fs::remove_file(socket);
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let listener = UnixListener::bind(socket)?;
-        let policy = Arc::new(policy);
+        let policies = Arc::new(Policies {
+            server: Arc::new(policy),
+            sandboxes,
+        });
         let task = tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                tokio::spawn(serve(conn, policy.clone()));
+                tokio::spawn(serve(conn, policies.clone()));
             }
         });
         Ok(EgressProxy {
@@ -73,8 +91,28 @@ impl EgressProxy {
     }
 }
 
+/// The server's policy and where per-sandbox rules live.
+struct Policies {
+    server: Arc<EgressPolicy>,
+    sandboxes: Option<PathBuf>,
+}
+
+impl Policies {
+    /// The policy for `sandbox`: the server's, narrowed by its own rules.
+    fn for_sandbox(&self, sandbox: &str) -> Arc<EgressPolicy> {
+        let own = self
+            .sandboxes
+            .as_ref()
+            .and_then(|dir| SandboxEgress::load(dir, sandbox));
+        match own {
+            Some(own) => Arc::new(own.narrow(&self.server)),
+            None => self.server.clone(),
+        }
+    }
+}
+
 /// Reads the sandbox id line, then serves HTTP proxy requests.
-async fn serve(mut conn: UnixStream, policy: Arc<EgressPolicy>) {
+async fn serve(mut conn: UnixStream, policies: Arc<Policies>) {
     let mut id = Vec::new();
     loop {
         let mut b = [0u8; 1];
@@ -85,6 +123,9 @@ async fn serve(mut conn: UnixStream, policy: Arc<EgressPolicy>) {
         }
     }
     let sandbox: Arc<str> = String::from_utf8_lossy(&id).into();
+    // Read once per connection: a job's rules are in place before its
+    // script runs, and a proxy connection does not outlive its sandbox.
+    let policy = policies.for_sandbox(&sandbox);
     let service = hyper::service::service_fn(move |req| {
         let (policy, sandbox) = (policy.clone(), sandbox.clone());
         async move { Ok::<_, std::convert::Infallible>(handle(req, &policy, &sandbox).await) }

@@ -280,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn browser_variant_is_the_standard_root_plus_chromium() {
+        let k = kernel("6.1.192-2");
+        let standard = Recipe::new(&k, ImageVariant::Standard).unwrap();
+        let browser = Recipe::new(&k, ImageVariant::Browser).unwrap();
+        assert_ne!(standard.key(), browser.key());
+        assert!(!standard.packages.iter().any(|p| p == "chromium"));
+        assert!(browser.packages.iter().any(|p| p == "chromium"));
+        assert!(standard
+            .packages
+            .iter()
+            .all(|p| browser.packages.contains(p)));
+    }
+
+    #[test]
     fn mirrors_env_syntax() {
         let m = parse_mirrors(
             "deb http://a/debian bookworm main | deb http://b/sec bookworm-security main\n",

@@ -30,6 +30,7 @@ pub mod sandboxes;
 pub mod scheduler;
 pub mod serve;
 pub mod sink;
+pub mod tls;
 pub mod view;
 pub mod workspaces;
 

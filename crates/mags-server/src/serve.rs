@@ -40,6 +40,8 @@ pub enum ServeError {
     },
     #[error("workspace storage: {0}")]
     Workspaces(String),
+    #[error("URL proxy TLS: {0}")]
+    Tls(String),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -149,7 +151,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     state.apps = Arc::new(crate::proxy::Apps {
         domain: args.apps.apps_domain.trim_matches('.').to_ascii_lowercase(),
-        scheme: args.apps.apps_scheme.clone(),
+        scheme: args.apps.scheme(),
         port: Some(args.apps.apps_public_port.unwrap_or(proxy_port)),
     });
     tracing::info!(example = %state.apps.url("<subdomain>"), "URL proxy");
@@ -161,14 +163,33 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     if let Some(l) = apps_listener {
         let apps = crate::routes::apps_router(state.clone());
         let mut stop = state.shutdown.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
-                tracing::error!("URL proxy listener failed: {e}");
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match (&args.apps.apps_tls_cert, &args.apps.apps_tls_key) {
+            (Some(cert), Some(key)) => {
+                let cfg = crate::tls::server_config(cert, key)
+                    .map_err(|e| ServeError::Tls(e.to_string()))?;
+                let l =
+                    crate::tls::TlsListener::new(l, cfg).map_err(|source| ServeError::Bind {
+                        addr: args.apps.apps_listen.clone().unwrap_or_default(),
+                        source,
+                    })?;
+                tracing::info!("URL proxy serves TLS");
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
+                        tracing::error!("URL proxy listener failed: {e}");
+                    }
+                });
             }
-        });
+            _ => {
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
+                        tracing::error!("URL proxy listener failed: {e}");
+                    }
+                });
+            }
+        }
     }
     let app = router(state);
     let result = axum::serve(listener, app)

@@ -7,6 +7,7 @@
 //! cargo run --release -p mags-bench -- --quick # fewer samples
 //! cargo run --release -p mags-bench -- --workspaces # only part C, prints the table
 //! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
+//! cargo run --release -p mags-bench -- --browser-only # just the browser session rows
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
@@ -15,6 +16,7 @@
 //! measures workspaces (sync, restore, fork) through that server.
 
 mod baseline;
+mod browser;
 mod report;
 mod urlproxy;
 mod workspaces;
@@ -103,6 +105,18 @@ async fn main() -> anyhow::Result<()> {
         let client = mags_client::Client::new(&server.url, &server.token)?;
         wait_for_async(&client).await?;
         workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
+        report.print();
+        return Ok(());
+    }
+
+    if std::env::args().any(|a| a == "--browser-only") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        for row in browser::rows(&client, n(5, 2)).await? {
+            report.push(row);
+        }
+        drop(server);
         report.print();
         return Ok(());
     }
@@ -322,6 +336,11 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("URL proxy...");
     for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+        report.push(row);
+    }
+
+    eprintln!("browser sessions...");
+    for row in browser::rows(&client, n(5, 2)).await? {
         report.push(row);
     }
 

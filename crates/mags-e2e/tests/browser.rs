@@ -1,8 +1,8 @@
 //! Browser sessions end to end, with real VMs: `mags browser` starts
 //! Chromium in a sandbox from the browser image; a CDP client (plain CDP
 //! over WebSocket, as Playwright's `connect_over_cdp` speaks it) connects
-//! to `wsEndpoint` through the URL proxy, opens a page served by a
-//! sandbox and reads its title; the endpoint refuses requests without the
+//! to `wsEndpoint` through the URL proxy, opens a page served by another
+//! sandbox at its public URL and reads its title; the endpoint refuses requests without the
 //! session's secret or its owner's token; `mags stop` ends it.
 
 use futures::{SinkExt, StreamExt};
@@ -176,15 +176,31 @@ async fn browser_session_serves_cdp_behind_its_secret_and_reads_a_page_title() {
         ),
     }
 
-    // A page served by the sandbox (a python http.server in the same VM).
+    // A page served by another sandbox, at its public URL: the browser
+    // reaches it through its egress proxy, which hands the server's own
+    // apps domain to the URL proxy.
     let serve = format!(
         "mkdir -p /root/site && printf '<html><head><title>{TITLE}</title></head><body>hi</body></html>' \
          > /root/site/index.html && cd /root/site && \
-         (setsid python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &) && \
-         for i in $(seq 100); do curl -sf --noproxy '*' -o /dev/null http://127.0.0.1:8000/ && exit 0; sleep 0.2; done; exit 1"
+         (setsid python3 -m http.server 8080 >/dev/null 2>&1 &) && \
+         for i in $(seq 100); do curl -sf --noproxy '*' -o /dev/null http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; exit 1"
     );
-    let o = server.mags_output(&["exec", "shop", &serve]);
+    let o = server.mags_output(&["run", "-p", "-n", "site", "--url", "--port", "8080", &serve]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    let page_url = err
+        .split_once("URL (port 8080): ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .expect("the site's URL was printed")
+        .to_string();
+    assert!(page_url.contains(".localhost:"), "{page_url}");
+    // The page is there for anyone holding the URL (e.g. this test).
+    let r = c
+        .get(format!("{page_url}/"))
+        .send()
+        .await
+        .expect("get page");
+    assert_eq!(r.status(), 200);
 
     // A real CDP session through the URL proxy.
     let mut cdp = Cdp::connect(&ws).await;
@@ -211,7 +227,7 @@ async fn browser_session_serves_cdp_behind_its_secret_and_reads_a_page_title() {
         .call(
             Some(&session),
             "Page.navigate",
-            json!({"url": "http://127.0.0.1:8000/"}),
+            json!({"url": format!("{page_url}/")}),
         )
         .await;
     assert!(nav.get("errorText").is_none(), "navigation failed: {nav}");
@@ -247,11 +263,7 @@ async fn browser_session_serves_cdp_behind_its_secret_and_reads_a_page_title() {
                 json!({"expression": "location.href + ' ' + document.documentElement.outerHTML", "returnByValue": true}),
             )
             .await;
-        let o = server.mags_output(&[
-            "exec",
-            "shop",
-            "curl -s --noproxy '*' http://127.0.0.1:8000/; tail -n 20 /tmp/chromium.log",
-        ]);
+        let o = server.mags_output(&["exec", "shop", "tail -n 20 /tmp/chromium.log"]);
         panic!("title {title:?}; page: {r}; in the guest: {}", stdout(&o));
     }
     drop(cdp);
@@ -262,6 +274,9 @@ async fn browser_session_serves_cdp_behind_its_secret_and_reads_a_page_title() {
     let again: Value = serde_json::from_str(&stdout(&o)).expect("browser --json");
     assert_eq!(again["request_id"], s["request_id"]);
     assert_eq!(again["wsEndpoint"], ws.as_str());
+
+    let o = server.mags_output(&["stop", "site"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     // Stop ends it: the endpoint is gone.
     let o = server.mags_output(&["stop", "shop"]);

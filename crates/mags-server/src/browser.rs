@@ -30,14 +30,19 @@ pub fn guest_host() -> String {
 /// The session's script: start Chromium in its own session (it outlives
 /// the script) and return once its DevTools endpoint answers, so the job's
 /// exit code says whether the browser is up. Outbound traffic goes through
-/// the egress proxy when the guest has one; loopback stays direct.
+/// the egress proxy when the guest has one; the guest's own loopback stays
+/// direct, but `*.localhost` (the default apps domain, which Chromium
+/// would otherwise send to the guest's loopback) goes to the proxy, which
+/// routes the server's public URLs to its URL proxy.
 pub const LAUNCH_SCRIPT: &str = r#"set -u
-proxy=""
-if [ -n "${http_proxy:-}" ]; then proxy="--proxy-server=${http_proxy}"; fi
+proxy=()
+if [ -n "${http_proxy:-}" ]; then
+  proxy=(--proxy-server="$http_proxy" '--proxy-bypass-list=127.0.0.1;localhost;[::1];<-loopback>')
+fi
 setsid chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
   --no-first-run --no-default-browser-check --disable-extensions \
   --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \
-  --remote-allow-origins='*' --user-data-dir=/root/.mags-chromium $proxy \
+  --remote-allow-origins='*' --user-data-dir=/root/.mags-chromium "${proxy[@]}" \
   about:blank </dev/null >/tmp/chromium.log 2>&1 &
 for _ in $(seq 1 1200); do
   if curl -sf --noproxy '*' -o /dev/null http://127.0.0.1:9222/json/version; then

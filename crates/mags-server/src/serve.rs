@@ -155,6 +155,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         port: Some(args.apps.apps_public_port.unwrap_or(proxy_port)),
     });
     tracing::info!(example = %state.apps.url("<subdomain>"), "URL proxy");
+    // Sandboxes may open the server's public URLs (through the URL proxy,
+    // never a host service): the egress proxy routes them here.
+    if let (Some(egress), Some(public_port)) = (&egress, state.apps.port) {
+        let mut target = match &apps_listener {
+            Some(l) => l.local_addr().unwrap_or(addr),
+            None => addr,
+        };
+        if target.ip().is_unspecified() {
+            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        egress.set_apps_route(mags_vm::egress::AppsRoute {
+            domain: state.apps.domain.clone(),
+            port: public_port,
+            target,
+            shared_with_api: apps_listener.is_none(),
+        });
+    }
     if let Some(path) = &args.server_file {
         files::write_server_file(path, &url)?;
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /mags-jobs/{id}/access`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccessRequest {
     /// The guest port to expose; 22 asks for SSH access.
     #[serde(default = "default_port")]
@@ -15,7 +15,7 @@ fn default_port() -> u16 {
 }
 
 /// Answer of `POST /mags-jobs/{id}/access` (URL access).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccessResponse {
     pub success: bool,
     /// `http://<subdomain>.<apps domain>[:port]`; use this, not the subdomain.
@@ -25,7 +25,7 @@ pub struct AccessResponse {
 }
 
 /// Body of `POST /mags-url-aliases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateAliasRequest {
     pub subdomain: String,
     pub workspace_id: String,
@@ -35,7 +35,7 @@ pub struct CreateAliasRequest {
 }
 
 /// One URL alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AliasInfo {
     pub id: String,
     pub subdomain: String,
@@ -47,7 +47,7 @@ pub struct AliasInfo {
 }
 
 /// Answer of `GET /mags-url-aliases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AliasList {
     pub aliases: Vec<AliasInfo>,
     pub total: usize,
@@ -79,7 +79,7 @@ mod tests {
 }
 
 /// Body of `POST /mags-browser`: start (or find) a browser session.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrowserRequest {
     /// The session's job name; a live browser job of this name is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,7 @@ pub struct BrowserRequest {
 /// carries the session's secret in its path (the proxy refuses CDP
 /// requests without it, or without the owner's bearer token), so treat
 /// them like a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrowserSession {
     pub success: bool,
     /// The job behind the session (`mags stop` ends it).

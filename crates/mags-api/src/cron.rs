@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Body of `POST /mags-cron`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CronCreateRequest {
     pub name: String,
     /// Standard 5 fields (`min hour day-of-month month day-of-week`, UTC)
@@ -27,7 +27,7 @@ fn yes() -> bool {
 }
 
 /// Body of `PATCH /mags-cron/{id}`: any subset of the fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CronUpdateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -47,7 +47,7 @@ pub struct CronUpdateRequest {
 }
 
 /// A cron job, as every `/mags-cron` endpoint returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CronJob {
     pub id: String,
     pub name: String,
@@ -74,7 +74,7 @@ pub struct CronJob {
 }
 
 /// Body of `GET /mags-cron`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CronList {
     pub cron_jobs: Vec<CronJob>,
     pub total: usize,

@@ -15,7 +15,7 @@ fn default_disk_gb() -> u32 {
 ///
 /// `script` is required and non-empty; the server checks that (so the error
 /// is a readable message rather than a serde one), hence the default here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateJobRequest {
     #[serde(default)]
     pub script: String,
@@ -83,7 +83,7 @@ impl CreateJobRequest {
 }
 
 /// Body of the 202 answer to `POST /mags-jobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateJobResponse {
     /// The job id (a UUID).
     pub request_id: String,
@@ -93,7 +93,7 @@ pub struct CreateJobResponse {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Stored, not yet given to a VM.
@@ -155,7 +155,7 @@ impl std::fmt::Display for JobState {
 
 /// One job as `GET /mags-jobs/{id}/status` and `GET /mags-jobs` show it.
 /// Timestamps are RFC 3339 (UTC).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobStatus {
     pub request_id: String,
     /// Same as `request_id`.
@@ -195,7 +195,7 @@ pub struct JobStatus {
 }
 
 /// Which output a log entry or chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputStream {
     Stdout,
@@ -226,7 +226,7 @@ impl OutputStream {
 }
 
 /// One line of a job's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogEntry {
     /// When the line started (RFC 3339).
     pub timestamp: String,
@@ -238,13 +238,13 @@ pub struct LogEntry {
 }
 
 /// Body of `GET /mags-jobs/{id}/logs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogsResponse {
     pub logs: Vec<LogEntry>,
 }
 
 /// Body of `GET /mags-jobs?page=&page_size=`: newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobList {
     pub jobs: Vec<JobStatus>,
     pub total: i64,
@@ -253,7 +253,7 @@ pub struct JobList {
 }
 
 /// Body of `GET /mags-jobs/usage?window_days=`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UsageResponse {
     pub window_days: u32,
     pub total_jobs: i64,
@@ -261,7 +261,7 @@ pub struct UsageResponse {
 }
 
 /// Body of `GET /mags-jobs/pool-status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PoolStatus {
     pub idle_vms: u32,
     pub busy_vms: u32,
@@ -276,7 +276,7 @@ pub struct PoolStatus {
 }
 
 /// Body of `GET /api/v1/whoami` (ours; not used by the published clients).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhoAmI {
     pub user: String,
     pub is_admin: bool,
@@ -288,7 +288,7 @@ pub struct WhoAmI {
 /// job is final, or once the script of a persistent job has ended (its
 /// sandbox lives on: `status` is then `running` or `sleeping`). Chunk bytes are in `data` when they are valid UTF-8, else
 /// base64 in `data_b64`; exactly one of the two is present.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum OutputEvent {
     Output {

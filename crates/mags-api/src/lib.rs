@@ -41,14 +41,14 @@ pub use workspaces::{
 use serde::{Deserialize, Serialize};
 
 /// Body of every error response (status >= 400).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// A human-readable message.
     pub error: String,
 }
 
 /// Body of `GET /health` (no authentication).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Health {
     /// Always `"ok"` when the server answers.
     pub status: String,
@@ -58,7 +58,7 @@ pub struct Health {
 
 /// The `--server-file` magsd writes once it listens (and the CLI reads in
 /// local mode).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerFile {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,

@@ -16,7 +16,7 @@ pub const TIMEOUT_EXIT_CODE: i32 = 124;
 ///
 /// `command` is required; the server checks it (so the error is readable),
 /// hence the default here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecRequest {
     /// Run as `bash -c <command>` in `/root`.
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct ExecRequest {
 
 /// Body of the answer to `POST /mags-jobs/{id}/exec`. Output that is not
 /// UTF-8 is replaced (use `/exec/stream` for exact bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecResponse {
     /// The command's exit status (128 + signal if killed;
     /// [`TIMEOUT_EXIT_CODE`] if its timeout killed it).
@@ -46,7 +46,7 @@ pub struct ExecResponse {
 /// One line of the NDJSON body of `POST /mags-jobs/{id}/exec/stream`: output
 /// as it is produced, then `exit` (or `error`); nothing follows either.
 /// Bytes are in `data` when valid UTF-8, else base64 in `data_b64`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ExecEvent {
     Output {
@@ -66,7 +66,7 @@ pub enum ExecEvent {
 }
 
 /// Body of `PATCH /mags-jobs/{id}`: only the fields present change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateJobRequest {
     /// An empty string removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +79,7 @@ pub struct UpdateJobRequest {
 }
 
 /// Answer of `POST /mags-jobs/{id}/stop` and `/sync`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActionResponse {
     pub success: bool,
     pub request_id: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_UPLOAD_BYTES: u64 = 100_000_000;
 
 /// Body of the answer to `POST /mags-files` (multipart, one part `file`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UploadResponse {
     /// Pass it in a job's `file_ids`.
     pub file_id: String,
@@ -18,7 +18,7 @@ pub struct UploadResponse {
 }
 
 /// One workspace in `GET /mags-workspaces`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspaceInfo {
     pub workspace_id: String,
     /// Synced to object storage (versions kept there).
@@ -40,20 +40,20 @@ pub struct WorkspaceInfo {
 }
 
 /// Body of `GET /mags-workspaces`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspaceList {
     pub workspaces: Vec<WorkspaceInfo>,
     pub total: i64,
 }
 
 /// Body of `POST /mags-workspaces/{id}/resize`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResizeRequest {
     pub disk_gb: u32,
 }
 
 /// Answer to resize and delete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspaceActionResponse {
     pub success: bool,
     pub workspace_id: String,

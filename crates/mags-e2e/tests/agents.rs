@@ -68,6 +68,7 @@ fn an_mcp_client_runs_code_and_uses_a_sandbox() {
         v["tools"],
         serde_json::json!([
             "exec",
+            "get_url",
             "new_sandbox",
             "read_file",
             "run_script",

@@ -47,7 +47,9 @@ fn sandboxes_open_public_urls_through_the_url_proxy_but_never_the_api() {
     // such sandbox: its 404 page), never to the API sharing the port.
     // (`--noproxy ''`: the guest's no_proxy has `localhost`, which curl
     // also applies to `*.localhost`.)
-    let get = format!("curl -s --noproxy '' -w ' %{{http_code}}' http://nosuchbox.localhost:{port}/health");
+    let get = format!(
+        "curl -s --noproxy '' -w ' %{{http_code}}' http://nosuchbox.localhost:{port}/health"
+    );
     let o = server.mags_output(&["run", &get]);
     let out = stdout(&o);
     assert!(

@@ -116,3 +116,51 @@ print(json.dumps(out))
     assert_eq!(v["usage"]["total_jobs"], 1, "{v}");
     assert!(v["usage"]["vm_seconds"].as_f64().is_some_and(|s| s > 0.0));
 }
+
+/// The published client's URL calls: `enable_access`, `url` (which
+/// rewrites the host into its own cloud domain, by design of 1.3.8: our
+/// server's `url` field is what our SDKs and CLI use), and the alias calls.
+#[test]
+fn the_published_client_gets_urls_and_manages_aliases() {
+    let server = Server::start(&[]);
+    let script = r#"
+import json
+from mags import Mags
+from mags.client import MagsError
+m = Mags()
+out = {"new": m.new("urlbox")}
+job = m.find_job("urlbox")["request_id"]
+out["access"] = m.enable_access(job, port=8080)
+out["url"] = m.url("urlbox", port=8080)
+out["alias"] = m.url_alias_create("py-alias", "urlbox")
+try:
+    m.url_alias_create("py-alias", "urlbox")
+    out["dup"] = None
+except MagsError as e:
+    out["dup"] = e.status_code
+out["aliases"] = m.url_alias_list()
+out["deleted"] = m.url_alias_delete("py-alias")
+out["after"] = m.url_alias_list()
+m.stop("urlbox")
+print(json.dumps(out))
+"#;
+    let v = server.python(script, &[]);
+    assert_eq!(v["access"]["success"], true, "{v}");
+    let url = v["access"]["url"].as_str().unwrap_or_default();
+    let sub = v["access"]["subdomain"].as_str().unwrap_or_default();
+    assert!(
+        !sub.is_empty() && url.starts_with(&format!("http://{sub}.localhost:")),
+        "{v}"
+    );
+    assert_eq!(v["access"]["port"], 8080);
+    assert_eq!(v["url"]["subdomain"], sub, "{v}");
+    assert!(
+        v["alias"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://py-alias.localhost:")),
+        "{v}"
+    );
+    assert_eq!(v["dup"], 409, "{v}");
+    assert_eq!(v["aliases"]["total"], 1, "{v}");
+    assert_eq!(v["after"]["total"], 0, "{v}");
+}

@@ -24,6 +24,7 @@ pub mod error;
 pub mod executor;
 pub mod files;
 pub mod logs;
+pub mod openapi;
 pub mod proxy;
 pub mod routes;
 pub mod sandboxes;

@@ -45,6 +45,8 @@ enum Command {
         #[arg(long, env = "MAGS_AGENT_BIN")]
         agent_bin: Option<PathBuf>,
     },
+    /// Print the OpenAPI document of the REST API (committed as openapi.json).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             image::build(runtime_config(&data, agent_bin, accel), &variants).await?;
         }
+        Command::Openapi => print!("{}", mags_server::openapi::document_text()),
         Command::Doctor { data, agent_bin } => {
             let checks = doctor::host_checks(&runtime_config(&data, agent_bin, None));
             for c in &checks {

@@ -77,3 +77,35 @@ mod tests {
         assert_eq!(req.port, 8080);
     }
 }
+
+/// Body of `POST /mags-browser`: start (or find) a browser session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BrowserRequest {
+    /// The session's job name; a live browser job of this name is reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Answer of `POST /mags-browser`: where a CDP client connects. Every URL
+/// carries the session's secret in its path (the proxy refuses CDP
+/// requests without it, or without the owner's bearer token), so treat
+/// them like a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BrowserSession {
+    pub success: bool,
+    /// The job behind the session (`mags stop` ends it).
+    pub request_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub status: String,
+    pub subdomain: String,
+    /// The browser's DevTools WebSocket (`ws(s)://.../devtools/browser/<id>`).
+    #[serde(rename = "cdpUrl")]
+    pub cdp_url: String,
+    /// `http(s)://.../json/version` (what `connect_over_cdp` also accepts).
+    #[serde(rename = "cdpHttpUrl")]
+    pub cdp_http_url: String,
+    /// The same WebSocket as `cdpUrl`, under the name Playwright uses.
+    #[serde(rename = "wsEndpoint")]
+    pub ws_endpoint: String,
+}

@@ -49,6 +49,10 @@ pub struct CreateJobRequest {
     /// sleep after this many idle seconds instead of the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    /// Ours: the sandbox reaches nothing outside itself (the egress proxy
+    /// refuses every destination for it), whatever the server allows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_internet: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -73,6 +77,7 @@ impl CreateJobRequest {
             disk_gb: DEFAULT_DISK_GB,
             rootfs_type: None,
             idle_timeout_secs: None,
+            no_internet: false,
         }
     }
 }

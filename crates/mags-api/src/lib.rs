@@ -22,7 +22,8 @@ pub mod ssh;
 pub mod workspaces;
 
 pub use access::{
-    valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest,
+    valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, BrowserRequest,
+    BrowserSession, CreateAliasRequest,
 };
 pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{

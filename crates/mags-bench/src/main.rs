@@ -7,6 +7,7 @@
 //! cargo run --release -p mags-bench -- --quick # fewer samples
 //! cargo run --release -p mags-bench -- --workspaces # only part C, prints the table
 //! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
+//! cargo run --release -p mags-bench -- --browser-only # just the browser session rows
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
@@ -16,6 +17,7 @@
 //! fork) through that server.
 
 mod baseline;
+mod browser;
 mod remote;
 mod report;
 mod urlproxy;
@@ -105,6 +107,18 @@ async fn main() -> anyhow::Result<()> {
         let client = mags_client::Client::new(&server.url, &server.token)?;
         wait_for_async(&client).await?;
         workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
+        report.print();
+        return Ok(());
+    }
+
+    if std::env::args().any(|a| a == "--browser-only") {
+        let server = baseline::Server::start(&magsd, tmp.path())?;
+        let client = mags_client::Client::new(&server.url, &server.token)?;
+        wait_for_async(&client).await?;
+        for row in browser::rows(&client, n(5, 2)).await? {
+            report.push(row);
+        }
+        drop(server);
         report.print();
         return Ok(());
     }
@@ -329,6 +343,10 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("exec in a sandbox: SDK and SSH...");
     remote::exec_rows(&client, tmp.path(), n(30, 10), &mut report).await?;
+    eprintln!("browser sessions...");
+    for row in browser::rows(&client, n(5, 2)).await? {
+        report.push(row);
+    }
 
     // ---- Part C: workspaces ------------------------------------------
     workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;

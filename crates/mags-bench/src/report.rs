@@ -178,9 +178,9 @@ impl Report {
         m.push_str(&self.table());
         m.push_str(
             "\nReading the table:\n\
-             - *template restore* includes what a raw restore does not: a fresh formatted \
-             disk, the block resize, mounting the root and a new identity (RNG reseed, \
-             machine-id, clock).\n\
+             - *template restore* includes what a raw restore does not: a qcow2 overlay of \
+             the (mounted) template's disk, the QMP calls, and a new identity (RNG reseed, \
+             machine-id, clock, network).\n\
              - *take from the warm pool* is what a job waits for when an idle sandbox is ready; \
              the pool refills in the background.\n\
              - end-to-end rows include starting the `mags` process, the HTTP calls, storing the \

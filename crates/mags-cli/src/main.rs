@@ -57,6 +57,10 @@ enum Cmd {
         /// before the script runs (repeatable).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
+        /// The sandbox reaches nothing outside itself (no internet, no
+        /// registries), whatever the server allows.
+        #[arg(long)]
+        no_internet: bool,
         /// With -p: give a port of the sandbox a public URL (printed).
         #[arg(long, requires = "persistent")]
         url: bool,
@@ -81,6 +85,10 @@ enum Cmd {
         /// Never sleep.
         #[arg(long)]
         no_sleep: bool,
+        /// The sandbox reaches nothing outside itself (no internet, no
+        /// registries), whatever the server allows.
+        #[arg(long)]
+        no_internet: bool,
         /// How long to wait for it to run, in seconds.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         wait: u64,
@@ -90,6 +98,15 @@ enum Cmd {
         /// The port --url exposes.
         #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
         port: u16,
+    },
+    /// Start a headless Chromium sandbox (or find the live one of this
+    /// name) and print its CDP endpoints; `mags stop NAME` ends it.
+    Browser {
+        /// Session name (a live browser session of this name is reused).
+        name: Option<String>,
+        /// Print the whole answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Public URL of a port in a sandbox (default 8080), or URL aliases.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -365,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             base,
             files,
+            no_internet,
             url,
             port,
         } => {
@@ -380,6 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 json,
                 base,
                 files,
+                no_internet,
                 url: url.then_some(port),
             })
             .await
@@ -410,6 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let name = name.context("usage: mags url <name|id> [port]")?;
             url::url(&name, port).await
         }
+        Cmd::Browser { name, json } => commands::browser::start(name.as_deref(), json).await,
         Cmd::Resize { name, disk } => workspace::resize(&name, disk).await,
         Cmd::Cron { action } => match action {
             CronCmd::Add {
@@ -449,6 +469,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             base,
             disk,
             no_sleep,
+            no_internet,
             wait,
             url,
             port,
@@ -459,6 +480,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 base,
                 disk,
                 no_sleep,
+                no_internet,
                 wait_secs: wait,
                 url: url.then_some(port),
             })

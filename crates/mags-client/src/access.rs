@@ -1,7 +1,10 @@
-//! Public URLs: job access and URL aliases.
+//! Public URLs: job access, URL aliases and browser sessions.
 
 use crate::{seg, Client, ClientError};
-use mags_api::{AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest};
+use mags_api::{
+    AccessRequest, AccessResponse, AliasInfo, AliasList, BrowserRequest, BrowserSession,
+    CreateAliasRequest,
+};
 use reqwest::Method;
 
 impl Client {
@@ -42,5 +45,16 @@ impl Client {
             &format!("/mags-url-aliases/{}", seg(subdomain)),
         );
         self.send(req).await.map(|_| ())
+    }
+
+    /// `POST /mags-browser`: starts a browser session (or finds the live
+    /// one called `name`) and returns its CDP endpoints once Chromium
+    /// answers (tens of seconds on a cold start under TCG).
+    pub async fn browser(&self, name: Option<&str>) -> Result<BrowserSession, ClientError> {
+        let body = BrowserRequest {
+            name: name.map(str::to_string),
+        };
+        self.json(self.request(Method::POST, "/mags-browser").json(&body))
+            .await
     }
 }

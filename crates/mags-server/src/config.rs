@@ -131,9 +131,28 @@ pub struct AppsArgs {
     /// 443 behind a TLS-terminating front, with --apps-scheme https.
     #[arg(long, env = "MAGS_APPS_PUBLIC_PORT")]
     pub apps_public_port: Option<u16>,
-    /// Scheme written in URLs.
-    #[arg(long, env = "MAGS_APPS_SCHEME", default_value = "http", value_parser = ["http", "https"])]
-    pub apps_scheme: String,
+    /// Scheme written in URLs (`https` when --apps-tls-cert is given).
+    #[arg(long, env = "MAGS_APPS_SCHEME", value_parser = ["http", "https"])]
+    pub apps_scheme: Option<String>,
+    /// Serve the URL proxy over TLS with this certificate chain (PEM,
+    /// leaf first; for `*.<apps domain>`). Needs --apps-listen and
+    /// --apps-tls-key; the API listener stays plain HTTP.
+    #[arg(long, env = "MAGS_APPS_TLS_CERT", requires_all = ["apps_tls_key", "apps_listen"])]
+    pub apps_tls_cert: Option<PathBuf>,
+    /// The private key of --apps-tls-cert (PEM).
+    #[arg(long, env = "MAGS_APPS_TLS_KEY", requires = "apps_tls_cert")]
+    pub apps_tls_key: Option<PathBuf>,
+}
+
+impl AppsArgs {
+    /// The scheme in URLs: as given, else `https` with TLS, else `http`.
+    pub fn scheme(&self) -> String {
+        match (&self.apps_scheme, &self.apps_tls_cert) {
+            (Some(s), _) => s.clone(),
+            (None, Some(_)) => "https".into(),
+            (None, None) => "http".into(),
+        }
+    }
 }
 
 /// Guest outbound networking and its policy (see `mags_vm::egress`).

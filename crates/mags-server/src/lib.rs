@@ -18,6 +18,7 @@
 //!   sandbox, through the agent's tunnel).
 
 pub mod auth;
+pub mod browser;
 pub mod config;
 pub mod cron;
 pub mod doctor;
@@ -33,6 +34,7 @@ pub mod scheduler;
 pub mod serve;
 pub mod sink;
 pub mod ssh;
+pub mod tls;
 pub mod view;
 pub mod workspaces;
 

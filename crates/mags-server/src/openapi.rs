@@ -214,6 +214,14 @@ pub fn document() -> Value {
         101,
         JSON,
     );
+    d.op::<BrowserRequest, BrowserSession>(
+        "post",
+        "/mags-browser",
+        "Start a browser session (or find the live one of that name): CDP endpoints behind a per-session secret",
+        true,
+        200,
+        JSON,
+    );
     d.op::<CreateAliasRequest, AliasInfo>(
         "post",
         "/mags-url-aliases",

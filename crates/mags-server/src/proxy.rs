@@ -9,12 +9,16 @@
 //! which wakes a sleeping sandbox and keeps it awake while the request (or
 //! WebSocket) lasts; the request counts as activity for the idle timer.
 //!
+//! A subdomain whose access record has a secret (a browser session's CDP
+//! endpoint, see [`crate::browser`]) is not public: see [`authorize`].
+//!
 //! Each request gets its own tunnel and HTTP/1.1 connection to the guest,
 //! with bodies streamed both ways; `101 Switching Protocols` (WebSockets)
 //! turns into a byte pipe between the two upgraded connections.
 //!
 //! [`Sandboxes::connect`]: crate::sandboxes::Sandboxes::connect
 
+use crate::browser;
 use crate::error::ApiError;
 use crate::sandboxes::SandboxError;
 use crate::AppState;
@@ -149,7 +153,7 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
         )
     };
     let route = state.store.route(sub).await.map_err(internal)?;
-    let (job_id, user_id, port) = match route {
+    let (job_id, user_id, port, secret) = match route {
         None => {
             return Err((
                 StatusCode::NOT_FOUND,
@@ -166,7 +170,21 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
             job_id,
             user_id,
             port,
-        }) => (job_id, user_id, port),
+            secret,
+        }) => (job_id, user_id, port, secret),
+    };
+    // A protected endpoint (a browser session's CDP): the path must start
+    // with its secret, or the request must carry the owner's token.
+    let cdp_path = match &secret {
+        Some(secret) => {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+            let token = crate::auth::bearer(req.headers()).map(str::to_string);
+            Some(authorize(state, &path, token.as_deref(), secret, &user_id).await?)
+        }
+        None => None,
     };
     let conn = state
         .sandboxes
@@ -204,17 +222,28 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
     }
 
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let host = request_host(&req).unwrap_or_default();
+    let path = match &cdp_path {
+        Some(p) => p.clone(),
+        None => req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+    };
+    let host = match &cdp_path {
+        // Chromium serves DevTools only to an IP or `localhost` Host.
+        Some(_) => browser::guest_host(),
+        None => request_host(&req).unwrap_or_default(),
+    };
     *req.uri_mut() = path
         .parse()
         .map_err(|_| (StatusCode::BAD_REQUEST, "bad request path".to_string()))?;
     *req.version_mut() = axum::http::Version::HTTP_11;
     let h = req.headers_mut();
+    if cdp_path.is_some() {
+        // The owner's token is for the proxy, never for the guest.
+        h.remove(header::AUTHORIZATION);
+    }
     if let Ok(v) = HeaderValue::from_str(&host) {
         h.insert(header::HOST, v.clone());
         h.insert("x-forwarded-host", v);
@@ -237,8 +266,67 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
             splice(TokioIo::new(client), TokioIo::new(server)).await;
             drop(busy);
         });
+        return Ok(resp.map(Body::new));
     }
-    Ok(resp.map(Body::new))
+    match (&secret, cdp_path) {
+        (Some(secret), Some(p)) if p.starts_with("/json") => {
+            Ok(rewrite_cdp_json(state, sub, secret, resp.map(Body::new)).await)
+        }
+        _ => Ok(resp.map(Body::new)),
+    }
+}
+
+/// Whether a request may use a protected endpoint of `owner`: its path starts
+/// with `/<secret>` (returns the rest), or it carries the owner's token
+/// (returns the path unchanged). Otherwise a 401.
+async fn authorize(
+    state: &AppState,
+    path: &str,
+    token: Option<&str>,
+    secret: &str,
+    owner: &str,
+) -> Result<String, Failure> {
+    if let Some(first) = path.trim_start_matches('/').split(['/', '?']).next() {
+        if browser::secret_eq(first, secret) {
+            if let Some(rest) = browser::strip_secret(path, first) {
+                return Ok(rest);
+            }
+        }
+    }
+    if let Some(token) = token {
+        if let Ok(Some(auth)) = state.store.authenticate(token).await {
+            if auth.user.id == owner {
+                return Ok(path.to_string());
+            }
+        }
+    }
+    Err((
+        StatusCode::UNAUTHORIZED,
+        "this browser session needs its secret URL (from `mags browser`) \
+         or its owner's token"
+            .into(),
+    ))
+}
+
+/// Points the browser's `/json/*` answers at the public, secret URL.
+async fn rewrite_cdp_json(
+    state: &AppState,
+    sub: &str,
+    secret: &str,
+    resp: Response<Body>,
+) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 4 << 20).await else {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "the browser's answer was cut off or too large".into(),
+        );
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let out = browser::rewrite_json(&text, &state.apps, sub, secret);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    Response::from_parts(parts, Body::from(out))
 }
 
 /// How long an upgraded connection may go on one way after the other

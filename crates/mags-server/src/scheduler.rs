@@ -239,13 +239,7 @@ impl Inner {
         };
         let _busy = Count::new(&self.busy);
         tracing::info!("starting");
-        let spec = JobSpec {
-            id: job.id.clone(),
-            script: job.script.clone(),
-            environment: job.environment.clone(),
-            disk_gb: job.disk_gb,
-            timeout_ms: None,
-        };
+        let spec = JobSpec::of(&job);
         let vm = self.executor.start(&spec).await?;
         sink.running(vm.id())
             .await

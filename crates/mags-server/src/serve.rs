@@ -43,6 +43,8 @@ pub enum ServeError {
     Workspaces(String),
     #[error("SSH gateway: {0}")]
     Ssh(#[from] crate::ssh::SshError),
+    #[error("URL proxy TLS: {0}")]
+    Tls(String),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -69,13 +71,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         None
     } else {
         let sock = data_dir.join("egress.sock");
-        let proxy =
-            mags_vm::egress::EgressProxy::start(&sock, args.egress.policy()).map_err(|source| {
-                ServeError::Bind {
-                    addr: sock.display().to_string(),
-                    source,
-                }
-            })?;
+        let proxy = mags_vm::egress::EgressProxy::start(
+            &sock,
+            args.egress.policy(),
+            Some(data_dir.join("sandboxes")),
+        )
+        .map_err(|source| ServeError::Bind {
+            addr: sock.display().to_string(),
+            source,
+        })?;
         Some(proxy)
     };
     let mut rt_config = runtime_config(&args.data, args.agent_bin.clone(), args.accel);
@@ -164,10 +168,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     state.apps = Arc::new(crate::proxy::Apps {
         domain: args.apps.apps_domain.trim_matches('.').to_ascii_lowercase(),
-        scheme: args.apps.apps_scheme.clone(),
+        scheme: args.apps.scheme(),
         port: Some(args.apps.apps_public_port.unwrap_or(proxy_port)),
     });
     tracing::info!(example = %state.apps.url("<subdomain>"), "URL proxy");
+    // Sandboxes may open the server's public URLs (through the URL proxy,
+    // never a host service): the egress proxy routes them here.
+    if let (Some(egress), Some(public_port)) = (&egress, state.apps.port) {
+        let mut target = match &apps_listener {
+            Some(l) => l.local_addr().unwrap_or(addr),
+            None => addr,
+        };
+        if target.ip().is_unspecified() {
+            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        egress.set_apps_route(mags_vm::egress::AppsRoute {
+            domain: state.apps.domain.clone(),
+            port: public_port,
+            target,
+            shared_with_api: apps_listener.is_none(),
+        });
+    }
     if let Some(path) = &args.server_file {
         files::write_server_file(path, &url)?;
     }
@@ -176,14 +197,33 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     if let Some(l) = apps_listener {
         let apps = crate::routes::apps_router(state.clone());
         let mut stop = state.shutdown.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
-                tracing::error!("URL proxy listener failed: {e}");
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match (&args.apps.apps_tls_cert, &args.apps.apps_tls_key) {
+            (Some(cert), Some(key)) => {
+                let cfg = crate::tls::server_config(cert, key)
+                    .map_err(|e| ServeError::Tls(e.to_string()))?;
+                let l =
+                    crate::tls::TlsListener::new(l, cfg).map_err(|source| ServeError::Bind {
+                        addr: args.apps.apps_listen.clone().unwrap_or_default(),
+                        source,
+                    })?;
+                tracing::info!("URL proxy serves TLS");
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
+                        tracing::error!("URL proxy listener failed: {e}");
+                    }
+                });
             }
-        });
+            _ => {
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, apps).with_graceful_shutdown(stopped).await {
+                        tracing::error!("URL proxy listener failed: {e}");
+                    }
+                });
+            }
+        }
     }
     let app = router(state);
     let result = axum::serve(listener, app)

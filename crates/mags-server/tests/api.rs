@@ -382,6 +382,7 @@ async fn restart_fails_running_jobs_and_requeues_accepted_ones() {
         disk_gb: 2,
         rootfs_type: None,
         idle_timeout_secs: None,
+        no_internet: false,
         created_at: mags_store::clock::monotonic_ms(),
     };
     let running = mk("echo never");

@@ -13,6 +13,8 @@ pub struct Access {
     pub user_id: String,
     pub port: u16,
     pub created_at: i64,
+    /// Set for a browser session's CDP endpoint: requests must carry it.
+    pub secret: Option<String>,
 }
 
 /// A stable subdomain for a workspace.
@@ -34,6 +36,9 @@ pub enum Route {
         job_id: String,
         user_id: String,
         port: u16,
+        /// The access record's secret (a browser session's CDP endpoint):
+        /// requests without it must be refused.
+        secret: Option<String>,
     },
     /// An alias whose workspace has no live job.
     NoLiveJob { workspace_id: String },
@@ -49,8 +54,11 @@ fn access_from_row(r: &AnyRow) -> Result<Access, StoreError> {
         user_id: get(r, "user_id")?,
         port: port(get(r, "port")?)?,
         created_at: get(r, "created_at")?,
+        secret: get(r, "secret")?,
     })
 }
+
+const ACCESS_COLUMNS: &str = "subdomain, job_id, user_id, port, created_at, secret";
 
 fn alias_from_row(r: &AnyRow) -> Result<Alias, StoreError> {
     Ok(Alias {
@@ -77,22 +85,37 @@ impl Store {
         port: u16,
         subdomain: &str,
     ) -> Result<Access, StoreError> {
+        self.ensure_access_with(job_id, user_id, port, subdomain, None)
+            .await
+    }
+
+    /// Like [`Store::ensure_access`], with a secret the URL proxy requires
+    /// when the record is made here (an existing record keeps its own).
+    pub async fn ensure_access_with(
+        &self,
+        job_id: &str,
+        user_id: &str,
+        port: u16,
+        subdomain: &str,
+        secret: Option<&str>,
+    ) -> Result<Access, StoreError> {
         sqlx::query(
-            "INSERT INTO job_access (subdomain, job_id, user_id, port, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, port) DO NOTHING",
+            "INSERT INTO job_access (subdomain, job_id, user_id, port, created_at, secret) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id, port) DO NOTHING",
         )
         .bind(subdomain)
         .bind(job_id)
         .bind(user_id)
         .bind(i64::from(port))
         .bind(clock::now_ms())
+        .bind(secret)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict_or(e, || format!("subdomain {subdomain}")))?;
-        let row = sqlx::query(
-            "SELECT subdomain, job_id, user_id, port, created_at FROM job_access \
-             WHERE job_id = $1 AND port = $2",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {ACCESS_COLUMNS} FROM job_access \
+             WHERE job_id = $1 AND port = $2"
+        ))
         .bind(job_id)
         .bind(i64::from(port))
         .fetch_one(&self.pool)
@@ -102,10 +125,10 @@ impl Store {
 
     /// The first access record of a job (for its status), if any.
     pub async fn first_access(&self, job_id: &str) -> Result<Option<Access>, StoreError> {
-        let row = sqlx::query(
-            "SELECT subdomain, job_id, user_id, port, created_at FROM job_access \
-             WHERE job_id = $1 ORDER BY created_at, port LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {ACCESS_COLUMNS} FROM job_access \
+             WHERE job_id = $1 ORDER BY created_at, port LIMIT 1"
+        ))
         .bind(job_id)
         .fetch_optional(&self.pool)
         .await?;
@@ -183,10 +206,10 @@ impl Store {
     /// workspace's live job (with the port that workspace's jobs last
     /// asked a URL for). `None`: unknown subdomain.
     pub async fn route(&self, subdomain: &str) -> Result<Option<Route>, StoreError> {
-        let row = sqlx::query(
-            "SELECT subdomain, job_id, user_id, port, created_at FROM job_access \
-             WHERE subdomain = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {ACCESS_COLUMNS} FROM job_access \
+             WHERE subdomain = $1"
+        ))
         .bind(subdomain)
         .fetch_optional(&self.pool)
         .await?;
@@ -195,6 +218,7 @@ impl Store {
                 job_id: a.job_id,
                 user_id: a.user_id,
                 port: a.port,
+                secret: a.secret,
             }));
         }
         let row = sqlx::query(
@@ -235,10 +259,20 @@ impl Store {
             Some(r) => port(get(&r, "port")?)?,
             None => DEFAULT_PORT,
         };
+        // An alias never bypasses a secret the job's port is protected by.
+        let secret = sqlx::query("SELECT secret FROM job_access WHERE job_id = $1 AND port = $2")
+            .bind(&job_id)
+            .bind(i64::from(port))
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| get::<Option<String>>(&r, "secret"))
+            .transpose()?
+            .flatten();
         Ok(Some(Route::Job {
             job_id,
             user_id: alias.user_id,
             port,
+            secret,
         }))
     }
 }

@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "ssh_keys",
         sql: include_str!("../migrations/0006_ssh_keys.sql"),
     },
+    Migration {
+        version: 7,
+        name: "browser_and_no_internet",
+        sql: include_str!("../migrations/0007_browser.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

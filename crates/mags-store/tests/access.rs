@@ -25,6 +25,7 @@ fn job(user_id: &str, ws: &str) -> NewJob {
         disk_gb: 2,
         rootfs_type: None,
         idle_timeout_secs: None,
+        no_internet: false,
         created_at: clock::monotonic_ms(),
     }
 }
@@ -50,7 +51,8 @@ async fn exercise(store: &Store) {
         Some(Route::Job {
             job_id: a.id.clone(),
             user_id: u.id.clone(),
-            port: 8080
+            port: 8080,
+            secret: None,
         })
     );
     assert_eq!(store.route("nope").await.expect("route"), None);
@@ -68,7 +70,8 @@ async fn exercise(store: &Store) {
         Some(Route::Job {
             job_id: a.id.clone(),
             user_id: u.id.clone(),
-            port: 8080
+            port: 8080,
+            secret: None,
         })
     );
     // The job ends: no live job; a new one in the workspace takes over.
@@ -97,9 +100,37 @@ async fn exercise(store: &Store) {
         Some(Route::Job {
             job_id: b.id.clone(),
             user_id: u.id.clone(),
-            port: 8080
+            port: 8080,
+            secret: None,
         }),
         "the alias follows the workspace, with the port it last used"
+    );
+    // A protected port (a browser's CDP endpoint) keeps its secret, also
+    // when an alias of the workspace leads to it.
+    let cdp = store
+        .ensure_access_with(&b.id, &u.id, 9222, "cdp-b", Some("s3cret"))
+        .await
+        .expect("cdp access");
+    assert_eq!(cdp.secret.as_deref(), Some("s3cret"));
+    assert_eq!(
+        store.route("cdp-b").await.expect("route"),
+        Some(Route::Job {
+            job_id: b.id.clone(),
+            user_id: u.id.clone(),
+            port: 9222,
+            secret: Some("s3cret".into()),
+        })
+    );
+    assert!(
+        matches!(
+            store.route("mysite").await.expect("route"),
+            Some(Route::Job {
+                port: 9222,
+                secret: Some(_),
+                ..
+            })
+        ),
+        "an alias leads to the last port asked for, secret included"
     );
     assert_eq!(store.aliases(&u.id).await.expect("list").len(), 1);
     assert!(store.delete_alias(&u.id, "mysite").await.expect("delete"));

@@ -91,6 +91,7 @@ fn new_job(user_id: &str, name: Option<&str>, workspace: Option<&str>) -> NewJob
         disk_gb: 2,
         rootfs_type: None,
         idle_timeout_secs: None,
+        no_internet: false,
         created_at: clock::monotonic_ms(),
     }
 }

@@ -26,6 +26,7 @@ fn job(user_id: &str, ws: &str) -> NewJob {
         disk_gb: 2,
         rootfs_type: None,
         idle_timeout_secs: None,
+        no_internet: false,
         created_at: clock::monotonic_ms(),
     }
 }

@@ -25,7 +25,7 @@ pub mod tunnel;
 
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent, ProcessInput};
-pub use image::{GuestImage, ImageProgress};
+pub use image::{GuestImage, ImageProgress, ImageVariant};
 pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 pub use tunnel::TunnelStream;

@@ -140,7 +140,8 @@ impl Pool {
     /// else a fresh one. The caller owns it and calls [`Pool::release`]
     /// when it is gone.
     pub async fn acquire(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
-        let fresh = opts.disk == crate::sandbox::DiskSource::Fresh;
+        let fresh = opts.disk == crate::sandbox::DiskSource::Fresh
+            && opts.variant == crate::image::ImageVariant::Standard;
         if fresh && (opts.memory_mb, opts.vcpus, opts.disk_gb) == self.shape() {
             loop {
                 let Some(mut sb) = lock(&self.idle).pop_front() else {

@@ -7,7 +7,7 @@
 use crate::accel::{self, Accel};
 use crate::agent::AgentConn;
 use crate::disk::{create_disk, create_overlay, sparse_file};
-use crate::image::{self, GuestImage, ImageConfig, ImageProgress};
+use crate::image::{self, GuestImage, ImageConfig, ImageProgress, ImageVariant};
 use crate::qemu::{self, Memory, QemuSpec};
 use crate::sleep::SleepRecord;
 use crate::template::{self, Template, TemplateKind};
@@ -59,6 +59,8 @@ pub struct SandboxOptions {
     pub disk_gb: u32,
     /// Which writable disk the guest mounts.
     pub disk: DiskSource,
+    /// Which image (root filesystem) the sandbox runs.
+    pub variant: ImageVariant,
 }
 
 /// Image format of an existing disk.
@@ -109,6 +111,7 @@ impl SandboxOptions {
             vcpus: 1,
             disk_gb: 2,
             disk: DiskSource::Fresh,
+            variant: ImageVariant::Standard,
         }
     }
 }
@@ -116,16 +119,20 @@ impl SandboxOptions {
 /// Starts sandboxes; one per server.
 pub struct Runtime {
     cfg: RuntimeConfig,
-    image: OnceCell<GuestImage>,
+    /// One image per variant, in [`ImageVariant::ALL`] order.
+    images: [OnceCell<GuestImage>; 2],
     accel: OnceCell<Accel>,
-    templates: tokio::sync::Mutex<HashMap<(Accel, u32, TemplateKind), Template>>,
+    /// Made templates by image hash, accelerator, memory size and kind.
+    templates: tokio::sync::Mutex<HashMap<TemplateKey, Template>>,
 }
+
+type TemplateKey = (String, Accel, u32, TemplateKind);
 
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Self {
         Self {
             cfg,
-            image: OnceCell::new(),
+            images: Default::default(),
             accel: OnceCell::new(),
             templates: Default::default(),
         }
@@ -135,29 +142,53 @@ impl Runtime {
         &self.cfg
     }
 
-    fn image_config(&self) -> ImageConfig {
+    fn image_config(&self, variant: ImageVariant) -> ImageConfig {
         ImageConfig {
             images_dir: self.cfg.images_dir(),
             agent_bin: self.cfg.agent_bin.clone(),
+            variant,
         }
     }
 
-    /// The image if it is already built (cheap; no build, no network).
+    fn image_cell(&self, variant: ImageVariant) -> &OnceCell<GuestImage> {
+        match variant {
+            ImageVariant::Standard => &self.images[0],
+            ImageVariant::Browser => &self.images[1],
+        }
+    }
+
+    /// The standard image if it is already built (cheap; no build, no network).
     pub fn cached_image(&self) -> Result<Option<GuestImage>, VmError> {
-        if let Some(img) = self.image.get() {
+        self.cached_variant(ImageVariant::Standard)
+    }
+
+    /// The image of `variant` if it is already built.
+    pub fn cached_variant(&self, variant: ImageVariant) -> Result<Option<GuestImage>, VmError> {
+        if let Some(img) = self.image_cell(variant).get() {
             return Ok(Some(img.clone()));
         }
-        Ok(image::find_image(&self.image_config())?)
+        Ok(image::find_image(&self.image_config(variant))?)
     }
 
-    /// Builds the guest image if needed (the blocking work runs off the async threads).
+    /// Builds the standard guest image if needed (the blocking work runs
+    /// off the async threads).
     pub async fn ensure_image(
         &self,
         progress: impl Fn(ImageProgress) + Send + 'static,
     ) -> Result<GuestImage, VmError> {
-        let cfg = self.image_config();
+        self.ensure_variant(ImageVariant::Standard, progress).await
+    }
+
+    /// Builds the image of `variant` if needed; concurrent callers share
+    /// one build.
+    pub async fn ensure_variant(
+        &self,
+        variant: ImageVariant,
+        progress: impl Fn(ImageProgress) + Send + 'static,
+    ) -> Result<GuestImage, VmError> {
+        let cfg = self.image_config(variant);
         let img = self
-            .image
+            .image_cell(variant)
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || image::ensure_image(&cfg, &progress))
                     .await
@@ -209,7 +240,7 @@ impl Runtime {
     /// can be made. Returns when the guest has its root mounted and its own
     /// identity.
     pub async fn start(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
-        let image = self.ensure_image(|_| {}).await?;
+        let image = self.ensure_variant(opts.variant, |_| {}).await?;
         let accel = self.accel().await?;
         let kind = match opts.disk {
             DiskSource::Fresh => TemplateKind::Mounted,
@@ -226,7 +257,7 @@ impl Runtime {
 
     /// Cold-boots a sandbox (no snapshot involved).
     pub async fn start_cold(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
-        let image = self.ensure_image(|_| {}).await?;
+        let image = self.ensure_variant(opts.variant, |_| {}).await?;
         let accel = self.accel().await?;
         self.launch(&image, accel, opts, Boot::Cold).await
     }
@@ -241,11 +272,12 @@ impl Runtime {
         kind: TemplateKind,
     ) -> Result<Template, VmError> {
         let mut made = self.templates.lock().await;
-        if let Some(t) = made.get(&(accel, memory_mb, kind)) {
+        let key = (image.hash.clone(), accel, memory_mb, kind);
+        if let Some(t) = made.get(&key) {
             return Ok(t.clone());
         }
         let t = template::find_or_create(self, image, accel, memory_mb, kind).await?;
-        made.insert((accel, memory_mb, kind), t.clone());
+        made.insert(key, t.clone());
         Ok(t)
     }
 
@@ -565,6 +597,14 @@ impl Sandbox {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Narrows the egress policy for this sandbox from now on (a job's
+    /// `no_internet`); kept in its dir, so it holds across sleep and wake.
+    pub fn set_egress(&self, rules: &crate::egress::SandboxEgress) -> Result<(), VmError> {
+        rules
+            .write(&self.dir)
+            .map_err(|e| VmError::io(self.dir.join("egress.json"), e))
     }
 
     /// The sandbox's QMP socket.

@@ -119,6 +119,8 @@ impl Runtime {
             vcpus: record.vcpus,
             disk_gb: record.disk_gb,
             disk: record.disk.clone(),
+            // Unused on wake: the record names the image itself.
+            variant: Default::default(),
         };
         let sb = self
             .launch(&record.image, record.accel, opts, Boot::Wake(record))

@@ -41,7 +41,7 @@ async fn run(sb: &mags_vm::Sandbox, script: &str) -> (i32, String) {
 async fn tunnel_and_egress() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sock = tmp.path().join("egress.sock");
-    let _proxy = EgressProxy::start(&sock, EgressPolicy::for_this_host()).expect("proxy");
+    let _proxy = EgressProxy::start(&sock, EgressPolicy::for_this_host(), None).expect("proxy");
     let rt = Runtime::new(RuntimeConfig {
         data_dir: tmp.path().to_path_buf(),
         agent_bin: mags_vm::locate::find_agent_bin().unwrap_or_else(|e| panic!("{e}")),

@@ -208,6 +208,7 @@ async fn call(c: &Client, name: &str, args: &Value) -> anyhow::Result<Value> {
                 base: None,
                 disk: None,
                 no_sleep: false,
+                no_internet: false,
                 wait_secs: 300,
                 url: None,
             };

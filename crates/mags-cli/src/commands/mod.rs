@@ -1,9 +1,10 @@
 //! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
 //! [`sandbox`] (new, exec, stop, sync, set), [`shell`] (ssh, exec -it), [`auth`] (login, logout,
 //! whoami), [`doctor`], [`workspace`] (list, delete, resize), [`url`]
-//! (public URLs and aliases).
+//! (public URLs and aliases), [`browser`] (browser sessions).
 
 pub mod auth;
+pub mod browser;
 pub mod claude;
 pub mod cron;
 pub mod doctor;

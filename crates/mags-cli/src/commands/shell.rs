@@ -46,6 +46,7 @@ async fn live_sandbox(client: &Client, name: &str) -> anyhow::Result<String> {
         disk: None,
         no_sleep: false,
         wait_secs: START_WAIT_SECS,
+        no_internet: false,
         url: None,
     };
     sandbox::start(client, args, |_| {

@@ -30,6 +30,35 @@ pub struct JobSpec {
     pub disk_gb: u32,
     /// Kill the script after this long, if set.
     pub timeout_ms: Option<u64>,
+    /// Which guest image: `rootfs_type: "browser"` is the Chromium image,
+    /// anything else the standard one.
+    pub variant: mags_vm::ImageVariant,
+    /// The sandbox reaches nothing outside itself.
+    pub no_internet: bool,
+}
+
+impl JobSpec {
+    /// The spec of a stored job.
+    pub fn of(job: &mags_store::Job) -> Self {
+        JobSpec {
+            id: job.id.clone(),
+            script: job.script.clone(),
+            environment: job.environment.clone(),
+            disk_gb: job.disk_gb,
+            timeout_ms: None,
+            variant: variant_of(job.rootfs_type.as_deref()),
+            no_internet: job.no_internet,
+        }
+    }
+}
+
+/// The image variant for a job's `rootfs_type` (the published clients
+/// also send "claude" or "pi"; those run the standard image).
+pub fn variant_of(rootfs_type: Option<&str>) -> mags_vm::ImageVariant {
+    match rootfs_type {
+        Some("browser") => mags_vm::ImageVariant::Browser,
+        _ => mags_vm::ImageVariant::Standard,
+    }
 }
 
 /// How a script ended.

@@ -9,16 +9,21 @@
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
+use mags_vm::egress::SandboxEgress;
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
-    AgentConn, DiskSource, ImageProgress, Pool, PoolConfig, Process, ProcessEvent, Runtime,
-    RuntimeConfig, Sandbox, SandboxOptions, VmError,
+    AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
+    Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Guest memory per sandbox unless configured otherwise.
 pub const DEFAULT_MEMORY_MB: u32 = 256;
+
+/// Guest memory of a browser sandbox at least: headless Chromium with a
+/// page open needs several hundred MiB on its own.
+pub const BROWSER_MEMORY_MB: u32 = 1024;
 
 /// Runs each job in its own microVM.
 pub struct VmExecutor {
@@ -50,7 +55,7 @@ impl VmExecutor {
         };
         let (runtime, accel, pool) = (exec.runtime.clone(), exec.accel.clone(), exec.pool.clone());
         tokio::spawn(async move {
-            if let Err(e) = ensure_image(&runtime).await {
+            if let Err(e) = ensure_image(&runtime, ImageVariant::Standard).await {
                 tracing::error!(error = %e, "guest image build failed; jobs will retry it");
                 return;
             }
@@ -79,15 +84,20 @@ impl VmExecutor {
 
     /// A fresh sandbox from the warm pool (if the shape fits) or the template.
     async fn start_vm(&self, job: &JobSpec, disk: DiskSource) -> Result<Arc<dyn Vm>, ExecError> {
-        ensure_image(&self.runtime)
+        ensure_image(&self.runtime, job.variant)
             .await
             .map_err(|e| ExecError::Start(format!("guest image unavailable: {e}")))?;
+        let memory_mb = match job.variant {
+            ImageVariant::Standard => self.memory_mb,
+            ImageVariant::Browser => self.memory_mb.max(BROWSER_MEMORY_MB),
+        };
         let opts = SandboxOptions {
             id: job.id.clone(),
-            memory_mb: self.memory_mb,
+            memory_mb,
             vcpus: 1,
             disk_gb: job.disk_gb,
             disk,
+            variant: job.variant,
         };
         let pool = self.pool.get().cloned();
         let sandbox = match &pool {
@@ -95,7 +105,24 @@ impl VmExecutor {
             None => self.runtime.start(opts).await,
         }
         .map_err(|e| ExecError::Start(e.to_string()))?;
-        Ok(Arc::new(VmHandle::new(sandbox, pool)))
+        let handle = VmHandle::new(sandbox, pool);
+        if job.no_internet {
+            // In place before the script runs; a pool VM, named `pool-...`,
+            // is matched by the egress proxy through its own dir.
+            let rules = SandboxEgress {
+                no_internet: true,
+                deny: Vec::new(),
+            };
+            let set = lock(&handle.sandbox)
+                .as_ref()
+                .map(|sb| sb.set_egress(&rules));
+            if let Some(Err(e)) = set {
+                return Err(ExecError::Start(format!(
+                    "cannot set the egress rules: {e}"
+                )));
+            }
+        }
+        Ok(Arc::new(handle))
     }
 
     async fn wake_vm(&self, vm_id: &str) -> Result<Arc<dyn Vm>, ExecError> {
@@ -272,12 +299,12 @@ impl VmProcess for VmProc {
 
 /// Builds the image unless already built (`mags-vm` makes concurrent
 /// callers share one build, and lets a failed build be retried).
-async fn ensure_image(runtime: &Runtime) -> Result<(), mags_vm::VmError> {
-    if runtime.cached_image()?.is_none() {
-        tracing::info!("building the guest image; jobs wait for it");
+async fn ensure_image(runtime: &Runtime, variant: ImageVariant) -> Result<(), mags_vm::VmError> {
+    if runtime.cached_variant(variant)?.is_none() {
+        tracing::info!(%variant, "building the guest image; jobs wait for it");
     }
-    let image = runtime.ensure_image(log_progress).await?;
-    tracing::debug!(hash = %image.hash, "guest image ready");
+    let image = runtime.ensure_variant(variant, log_progress).await?;
+    tracing::debug!(hash = %image.hash, %variant, "guest image ready");
     Ok(())
 }
 

@@ -76,7 +76,7 @@ pub async fn access(
 }
 
 /// A fresh random subdomain: 12 characters of `[a-z0-9]`.
-fn new_subdomain() -> String {
+pub(crate) fn new_subdomain() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     bytes

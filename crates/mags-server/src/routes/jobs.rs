@@ -142,6 +142,7 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
         disk_gb: req.disk_gb,
         rootfs_type: non_empty(req.rootfs_type),
         idle_timeout_secs: req.idle_timeout_secs,
+        no_internet: req.no_internet,
         created_at: clock::monotonic_ms(),
     })
 }

@@ -8,6 +8,7 @@
 //! - [`cron`]: scheduled jobs.
 //! - [`meta`]: health, usage, pool status, whoami.
 //! - [`access`]: public URLs and URL aliases.
+//! - [`browser`]: browser sessions (Chromium with a CDP endpoint).
 //!
 //! Requests whose Host is under the apps domain never reach these: the
 //! [URL proxy](crate::proxy) takes them first.
@@ -15,6 +16,7 @@
 //! Unknown paths and methods answer JSON errors too.
 
 pub mod access;
+pub mod browser;
 pub mod cron;
 pub mod files;
 pub mod jobs;
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))
         .route("/mags-jobs/{id}/sync", post(sandbox::sync))
         .route("/mags-jobs/{id}/access", post(access::access))
+        .route("/mags-browser", post(browser::create))
         .route(
             "/mags-url-aliases",
             get(access::list_aliases).post(access::create_alias),

@@ -384,13 +384,7 @@ impl Shared {
         let guard = slot.clone().lock_owned().await;
         let entry = Arc::new(Entry {
             job_id: job.id.clone(),
-            spec: JobSpec {
-                id: job.id.clone(),
-                script: job.script.clone(),
-                environment: job.environment.clone(),
-                disk_gb: job.disk_gb,
-                timeout_ms: None,
-            },
+            spec: JobSpec::of(job),
             sink,
             slot,
             settings: Mutex::new(Settings {

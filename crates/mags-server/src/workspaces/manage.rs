@@ -220,6 +220,7 @@ fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) ->
         disk_gb,
         rootfs_type: None,
         idle_timeout_secs: None,
+        no_internet: false,
         status: JobState::Running,
         vm_id: None,
         exit_code: None,

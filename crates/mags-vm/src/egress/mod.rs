@@ -9,10 +9,26 @@
 //! connection, `GET http://host/...` is forwarded. Every destination is
 //! resolved here and checked against the [`EgressPolicy`] before a
 //! connection is made, to the very address checked.
+//!
+//! Per sandbox, the server's policy can be narrowed: a [`SandboxEgress`]
+//! file in the sandbox's dir (`<sandboxes>/<id>/egress.json`, written when a
+//! job takes the sandbox, see [`crate::Sandbox::set_egress`]) is read on
+//! every connection, so it follows the sandbox through sleep, wake and a
+//! server restart, and a warm-pool VM (named `pool-...`) gets its job's
+//! rules the moment the job takes it.
+//!
+//! One destination bypasses the address policy: the server's own public
+//! URLs (`<sub>.<apps domain>` on the apps port, see [`AppsRoute`]) are
+//! connected to the server's URL proxy, so a sandbox (a browser session)
+//! can open another sandbox's public URL exactly as anyone outside could,
+//! through the proxy's routing and checks, never to a host service. A
+//! `no_internet` sandbox does not get it.
 
 mod policy;
+mod sandbox;
 
 pub use policy::{host_addresses, Denied, EgressPolicy, Rule};
+pub use sandbox::SandboxEgress;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -30,10 +46,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Where the server's public URLs are served, for sandboxes that open them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppsRoute {
+    /// The apps domain (`localhost` by default); `<one label>.<domain>` matches.
+    pub domain: String,
+    /// The port in public URLs.
+    pub port: u16,
+    /// Where the URL proxy listens on this host.
+    pub target: SocketAddr,
+    /// The listener also serves the API (told apart by Host): then only
+    /// plain-HTTP requests are routed, with their Host forced to the
+    /// public name, so a sandbox cannot reach the API through a CONNECT
+    /// tunnel with a Host of its choosing.
+    pub shared_with_api: bool,
+}
+
+impl AppsRoute {
+    fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        port == self.port
+            && host
+                .strip_suffix(&self.domain)
+                .and_then(|h| h.strip_suffix('.'))
+                .is_some_and(|sub| !sub.is_empty() && !sub.contains('.'))
+    }
+}
+
 /// A running egress proxy; stops when dropped.
 pub struct EgressProxy {
     socket: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    apps: Arc<std::sync::OnceLock<AppsRoute>>,
 }
 
 impl Drop for EgressProxy {
@@ -45,26 +89,44 @@ impl Drop for EgressProxy {
 
 impl EgressProxy {
     /// Listens on `socket` (replacing a stale one). Call within tokio.
-    pub fn start(socket: &Path, policy: EgressPolicy) -> std::io::Result<EgressProxy> {
+    /// Per-sandbox rules are looked up under `sandboxes` (the runtime's
+    /// `<data dir>/sandboxes`), if given.
+    pub fn start(
+        socket: &Path,
+        policy: EgressPolicy,
+        sandboxes: Option<PathBuf>,
+    ) -> std::io::Result<EgressProxy> {
         let _ = std::fs::remove_file(socket);
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let listener = UnixListener::bind(socket)?;
-        let policy = Arc::new(policy);
+        let apps = Arc::new(std::sync::OnceLock::new());
+        let policies = Arc::new(Policies {
+            server: Arc::new(policy),
+            sandboxes,
+            apps: apps.clone(),
+        });
         let task = tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                tokio::spawn(serve(conn, policy.clone()));
+                tokio::spawn(serve(conn, policies.clone()));
             }
         });
         Ok(EgressProxy {
             socket: socket.to_path_buf(),
             task,
+            apps,
         })
+    }
+
+    /// Routes the server's public URLs to its URL proxy (set once, when
+    /// the server knows where it listens).
+    pub fn set_apps_route(&self, route: AppsRoute) {
+        let _ = self.apps.set(route);
     }
 
     /// The unix socket guests' connections arrive on.
@@ -73,8 +135,42 @@ impl EgressProxy {
     }
 }
 
+/// The server's policy and where per-sandbox rules live.
+struct Policies {
+    server: Arc<EgressPolicy>,
+    sandboxes: Option<PathBuf>,
+    apps: Arc<std::sync::OnceLock<AppsRoute>>,
+}
+
+/// What one sandbox's connection may do.
+struct Effective {
+    policy: Arc<EgressPolicy>,
+    apps: Option<AppsRoute>,
+}
+
+impl Policies {
+    /// The policy for `sandbox`: the server's, narrowed by its own rules.
+    fn for_sandbox(&self, sandbox: &str) -> Effective {
+        let own = self
+            .sandboxes
+            .as_ref()
+            .and_then(|dir| SandboxEgress::load(dir, sandbox));
+        let apps = self.apps.get().cloned();
+        match own {
+            Some(own) => Effective {
+                policy: Arc::new(own.narrow(&self.server)),
+                apps: apps.filter(|_| !own.no_internet),
+            },
+            None => Effective {
+                policy: self.server.clone(),
+                apps,
+            },
+        }
+    }
+}
+
 /// Reads the sandbox id line, then serves HTTP proxy requests.
-async fn serve(mut conn: UnixStream, policy: Arc<EgressPolicy>) {
+async fn serve(mut conn: UnixStream, policies: Arc<Policies>) {
     let mut id = Vec::new();
     loop {
         let mut b = [0u8; 1];
@@ -85,9 +181,12 @@ async fn serve(mut conn: UnixStream, policy: Arc<EgressPolicy>) {
         }
     }
     let sandbox: Arc<str> = String::from_utf8_lossy(&id).into();
+    // Read once per connection: a job's rules are in place before its
+    // script runs, and a proxy connection does not outlive its sandbox.
+    let effective = Arc::new(policies.for_sandbox(&sandbox));
     let service = hyper::service::service_fn(move |req| {
-        let (policy, sandbox) = (policy.clone(), sandbox.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(req, &policy, &sandbox).await) }
+        let (effective, sandbox) = (effective.clone(), sandbox.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &effective, &sandbox).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(conn), service)
@@ -111,9 +210,10 @@ fn text(status: StatusCode, msg: String) -> Response<Body> {
 
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    policy: &EgressPolicy,
+    effective: &Effective,
     sandbox: &str,
 ) -> Response<Body> {
+    let policy = &effective.policy;
     let target = if req.method() == Method::CONNECT {
         req.uri()
             .authority()
@@ -133,7 +233,23 @@ async fn handle(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dial(policy, &host, port)).await {
+    let apps = effective.apps.as_ref().filter(|a| a.matches(&host, port));
+    if apps.is_some_and(|a| a.shared_with_api) && req.method() == Method::CONNECT {
+        return text(
+            StatusCode::FORBIDDEN,
+            "mags egress policy: this server's public URLs are reachable over plain HTTP only"
+                .into(),
+        );
+    }
+    let apps = apps.map(|a| a.target);
+    let dialed = async {
+        match apps {
+            // The server's own URL proxy, which does its own routing.
+            Some(target) => TcpStream::connect(target).await.map_err(DialError::Failed),
+            None => dial(policy, &host, port).await,
+        }
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dialed).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(DialError::Denied(d))) => {
             tracing::info!(sandbox, dest = %d.dest, port, "egress denied: {}", d.why);
@@ -167,15 +283,17 @@ async fn handle(
                 .boxed(),
         );
     }
-    forward(req, tcp, &host, port).await
+    forward(req, tcp, &host, port, apps.is_some()).await
 }
 
 /// A plain-HTTP request in absolute form, sent on to the origin in origin form.
+/// With `force_host`, the Host header is the one the request was routed by.
 async fn forward(
     mut req: Request<hyper::body::Incoming>,
     tcp: TcpStream,
     host: &str,
     port: u16,
+    force_host: bool,
 ) -> Response<Body> {
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
         Ok(x) => x,
@@ -195,7 +313,7 @@ async fn forward(
     for name in ["proxy-connection", "proxy-authorization", "keep-alive"] {
         h.remove(name);
     }
-    if !h.contains_key(hyper::header::HOST) {
+    if force_host || !h.contains_key(hyper::header::HOST) {
         let value = if port == 80 {
             host.to_string()
         } else {
@@ -244,5 +362,27 @@ async fn dial(policy: &EgressPolicy, host: &str, port: u16) -> Result<TcpStream,
             std::io::ErrorKind::NotFound,
             "no address found",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_route_matches_one_label_under_the_domain_on_its_port() {
+        let r = AppsRoute {
+            domain: "localhost".into(),
+            port: 7070,
+            target: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            shared_with_api: true,
+        };
+        assert!(r.matches("abc.localhost", 7070));
+        assert!(r.matches("ABC.LocalHost", 7070));
+        assert!(!r.matches("abc.localhost", 80));
+        assert!(!r.matches("localhost", 7070));
+        assert!(!r.matches("a.b.localhost", 7070));
+        assert!(!r.matches("abclocalhost", 7070));
+        assert!(!r.matches("abc.localhost.evil.com", 7070));
     }
 }

@@ -99,6 +99,54 @@ pub struct GuestImage {
     pub kernel_release: String,
 }
 
+/// Which root filesystem an image has. Each variant is its own image
+/// (own rootfs key, own image hash, own templates); they share the kernel
+/// and the initramfs inputs.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageVariant {
+    /// The Debian root every job runs in.
+    #[default]
+    Standard,
+    /// The standard root plus Debian's `chromium` (browser sessions).
+    Browser,
+}
+
+impl ImageVariant {
+    /// All variants, standard first.
+    pub const ALL: [ImageVariant; 2] = [ImageVariant::Standard, ImageVariant::Browser];
+
+    /// The name used in the API (`rootfs_type`) and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageVariant::Standard => "standard",
+            ImageVariant::Browser => "browser",
+        }
+    }
+}
+
+impl std::fmt::Display for ImageVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ImageVariant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "standard" => Ok(ImageVariant::Standard),
+            "browser" => Ok(ImageVariant::Browser),
+            other => Err(format!(
+                "unknown image variant {other:?} (standard or browser)"
+            )),
+        }
+    }
+}
+
 /// Where and from what to build.
 #[derive(Debug, Clone)]
 pub struct ImageConfig {
@@ -106,6 +154,8 @@ pub struct ImageConfig {
     pub images_dir: PathBuf,
     /// The static `mags-agent` binary to put in the initramfs as /init.
     pub agent_bin: PathBuf,
+    /// Which root filesystem.
+    pub variant: ImageVariant,
 }
 
 /// Progress reports during a build, for a progress bar.
@@ -247,7 +297,11 @@ pub fn find_image(cfg: &ImageConfig) -> Result<Option<GuestImage>, ImageError> {
     let Some(kernel) = layout.load_kernel(&pkg) else {
         return Ok(None);
     };
-    let hash = image_hash(&Recipe::new(&kernel)?.key(), &pkg.key(), &agent);
+    let hash = image_hash(
+        &Recipe::new(&kernel, cfg.variant)?.key(),
+        &pkg.key(),
+        &agent,
+    );
     Ok(load_image(&layout, &hash))
 }
 
@@ -401,7 +455,7 @@ impl Build<'_> {
 
     /// Steps 3 and 4: the root part; returns its key.
     fn rootfs(&self, kernel: &KernelRecord, release_dir: &Path) -> Result<String, ImageError> {
-        let recipe = Recipe::new(kernel)?;
+        let recipe = Recipe::new(kernel, self.cfg.variant)?;
         let key = recipe.key();
         let dir = self.layout.rootfs_dir(&key);
         if dir.join(rootfs::SQFS).is_file() && dir.join(rootfs::ROOTFS_JSON).is_file() {

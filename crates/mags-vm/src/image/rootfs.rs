@@ -8,7 +8,7 @@
 
 use super::cmd::{self, MMDEBSTRAP, TAR2SQFS};
 use super::kernel::KernelRecord;
-use super::{ImageError, ImageProgress};
+use super::{ImageError, ImageProgress, ImageVariant};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -40,6 +40,11 @@ pub(crate) const PACKAGES: &[&str] = &[
     "xz-utils",
     "zstd",
 ];
+
+/// Added to [`PACKAGES`] for the browser variant ([`ImageVariant::Browser`]):
+/// Debian's Chromium (run headless with remote debugging) and a font so
+/// pages render text.
+pub(crate) const BROWSER_PACKAGES: &[&str] = &["chromium", "fonts-liberation"];
 
 /// The apt sources of the build and of the guest; overridden by
 /// `MAGS_DEBIAN_MIRRORS` (one-line entries separated by newlines or `|`).
@@ -113,13 +118,21 @@ pub(crate) struct Recipe {
 }
 
 impl Recipe {
-    /// The recipe for `kernel` with the mirrors from the environment.
-    pub(crate) fn new(kernel: &KernelRecord) -> Result<Self, ImageError> {
+    /// The recipe of `variant` for `kernel` with the mirrors from the
+    /// environment. The standard variant's recipe (and so its key) does not
+    /// mention variants at all; the browser one has more packages.
+    pub(crate) fn new(kernel: &KernelRecord, variant: ImageVariant) -> Result<Self, ImageError> {
         let mirrors = match std::env::var(MIRRORS_ENV) {
             Ok(v) => parse_mirrors(&v)?,
             Err(_) => DEFAULT_MIRRORS.iter().map(|s| s.to_string()).collect(),
         };
-        Ok(Self::with_mirrors(kernel, mirrors))
+        let mut recipe = Self::with_mirrors(kernel, mirrors);
+        if variant == ImageVariant::Browser {
+            recipe
+                .packages
+                .extend(BROWSER_PACKAGES.iter().map(|s| s.to_string()));
+        }
+        Ok(recipe)
     }
 
     pub(crate) fn with_mirrors(kernel: &KernelRecord, mirrors: Vec<String>) -> Self {
@@ -265,6 +278,20 @@ mod tests {
         let mut pkgs = a.clone();
         pkgs.packages.push("htop".into());
         assert_ne!(a.key(), pkgs.key());
+    }
+
+    #[test]
+    fn browser_variant_is_the_standard_root_plus_chromium() {
+        let k = kernel("6.1.192-2");
+        let standard = Recipe::new(&k, ImageVariant::Standard).unwrap();
+        let browser = Recipe::new(&k, ImageVariant::Browser).unwrap();
+        assert_ne!(standard.key(), browser.key());
+        assert!(!standard.packages.iter().any(|p| p == "chromium"));
+        assert!(browser.packages.iter().any(|p| p == "chromium"));
+        assert!(standard
+            .packages
+            .iter()
+            .all(|p| browser.packages.contains(p)));
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn fabricated(dir: &Path) -> (ImageConfig, KernelRecord) {
     store::write_json_atomic(&kdir.join(kernel::KERNEL_JSON), &kernel).unwrap();
     layout.write_resolved(&pkg).unwrap();
 
-    let recipe = Recipe::new(&kernel).unwrap();
+    let recipe = Recipe::new(&kernel, ImageVariant::Standard).unwrap();
     let rdir = layout.rootfs_dir(&recipe.key());
     std::fs::create_dir_all(&rdir).unwrap();
     std::fs::write(rdir.join(rootfs::SQFS), b"hsqs fake").unwrap();
@@ -58,6 +58,7 @@ fn fabricated(dir: &Path) -> (ImageConfig, KernelRecord) {
     let cfg = ImageConfig {
         images_dir: layout.root.clone(),
         agent_bin: agent,
+        variant: ImageVariant::Standard,
     };
     (cfg, kernel)
 }
@@ -82,6 +83,7 @@ fn missing_agent_says_how_to_fix_it() {
     let cfg = ImageConfig {
         images_dir: dir.path().join("images"),
         agent_bin: dir.path().join("no-agent"),
+        variant: ImageVariant::Standard,
     };
     let err = find_image(&cfg).unwrap_err();
     assert!(matches!(err, ImageError::AgentMissing { .. }), "{err}");
@@ -98,6 +100,7 @@ fn empty_cache_finds_nothing() {
     let cfg = ImageConfig {
         images_dir: dir.path().join("images"),
         agent_bin: agent,
+        variant: ImageVariant::Standard,
     };
     assert!(find_image(&cfg).unwrap().is_none());
 }
@@ -254,6 +257,7 @@ fn full_build() {
     let cfg = ImageConfig {
         images_dir,
         agent_bin,
+        variant: ImageVariant::Standard,
     };
     let started = Instant::now();
     let step_started = RefCell::new(Instant::now());

@@ -1,18 +1,25 @@
-//! `magsd image build`: builds (or finds cached) the guest image, showing
+//! `magsd image build`: builds (or finds cached) the guest images, showing
 //! steps on a progress bar and the build's own output beneath it.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mags_vm::{ImageProgress, Runtime, RuntimeConfig};
+use mags_vm::{ImageProgress, ImageVariant, Runtime, RuntimeConfig};
 use std::time::Duration;
 
-/// Builds the image under `data_dir` unless it is already there.
-pub async fn build(cfg: RuntimeConfig) -> anyhow::Result<()> {
+/// Builds the images of `variants` under `data_dir` unless already there.
+pub async fn build(cfg: RuntimeConfig, variants: &[ImageVariant]) -> anyhow::Result<()> {
     if std::env::var("MAGS_EXECUTOR").is_ok_and(|e| e == "fake") {
         eprintln!("MAGS_EXECUTOR=fake: no guest image is needed");
         return Ok(());
     }
     std::fs::create_dir_all(&cfg.data_dir)?;
     let runtime = Runtime::new(cfg);
+    for &variant in variants {
+        build_one(&runtime, variant).await?;
+    }
+    Ok(())
+}
+
+async fn build_one(runtime: &Runtime, variant: ImageVariant) -> anyhow::Result<()> {
     // Hidden until a step starts, so an image that is already built costs
     // one line of output.
     let bar = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::hidden());
@@ -23,7 +30,7 @@ pub async fn build(cfg: RuntimeConfig) -> anyhow::Result<()> {
     );
     let b = bar.clone();
     let result = runtime
-        .ensure_image(move |p| match p {
+        .ensure_variant(variant, move |p| match p {
             ImageProgress::Step { index, total, name } => {
                 if b.is_hidden() {
                     b.set_draw_target(ProgressDrawTarget::stderr());
@@ -43,6 +50,6 @@ pub async fn build(cfg: RuntimeConfig) -> anyhow::Result<()> {
         .await;
     bar.finish();
     let image = result?;
-    eprintln!("guest image ready: {}", image.dir.display());
+    eprintln!("guest image ({variant}) ready: {}", image.dir.display());
     Ok(())
 }

@@ -71,6 +71,10 @@ enum ImageCommand {
         agent_bin: Option<PathBuf>,
         #[arg(long, env = "MAGS_ACCEL")]
         accel: Option<AccelArg>,
+        /// Which images: `standard`, `browser` (Chromium for `mags
+        /// browser`), or `all`.
+        #[arg(long, default_value = "standard")]
+        variant: String,
     },
 }
 
@@ -113,9 +117,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data,
                     agent_bin,
                     accel,
+                    variant,
                 },
         } => {
-            image::build(runtime_config(&data, agent_bin, accel)).await?;
+            let variants = match variant.as_str() {
+                "all" => mags_vm::ImageVariant::ALL.to_vec(),
+                v => vec![v.parse().map_err(anyhow::Error::msg)?],
+            };
+            image::build(runtime_config(&data, agent_bin, accel), &variants).await?;
         }
         Command::Openapi => print!("{}", mags_server::openapi::document_text()),
         Command::Doctor { data, agent_bin } => {

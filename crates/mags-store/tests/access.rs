@@ -3,32 +3,11 @@
 //! Postgres (`MAGS_TEST_POSTGRES_URL`, required like the other store
 //! tests: a test never skips itself).
 
-use mags_api::JobState;
-use mags_store::{clock, Finish, NewJob, Route, Store, StoreError};
-use sqlx::Executor as _;
-use std::collections::BTreeMap;
+mod common;
 
-fn job(user_id: &str, ws: &str) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: user_id.to_string(),
-        name: Some(ws.to_string()),
-        workspace_id: Some(ws.to_string()),
-        base_workspace_id: None,
-        persistent: true,
-        no_sleep: false,
-        no_sync: false,
-        startup_command: None,
-        script: "true".into(),
-        environment: BTreeMap::new(),
-        file_ids: Vec::new(),
-        disk_gb: 2,
-        rootfs_type: None,
-        idle_timeout_secs: None,
-        no_internet: false,
-        created_at: clock::monotonic_ms(),
-    }
-}
+use common::job;
+use mags_api::JobState;
+use mags_store::{Finish, Route, Store, StoreError};
 
 async fn exercise(store: &Store) {
     let u = store.create_user("url-user", false).await.expect("user");
@@ -147,38 +126,15 @@ async fn exercise(store: &Store) {
 
 #[tokio::test]
 async fn sqlite_access() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = Store::connect(&url).await.expect("connect");
+    let (store, _, _dir) = common::sqlite().await;
     exercise(&store).await;
     store.close().await;
 }
 
 #[tokio::test]
 async fn postgres_access() {
-    let base = match std::env::var("MAGS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => panic!(
-            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
-             `eval \"$(scripts/test-postgres)\"`"
-        ),
-    };
-    sqlx::any::install_default_drivers();
-    let schema = format!("mags_url_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&base)
-        .await
-        .expect("connect to Postgres");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("create schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let store = Store::connect(&url).await.expect("connect");
+    let (store, schema) = common::postgres("mags_url").await;
     exercise(&store).await;
     store.close().await;
-    admin
-        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-        .await
-        .expect("drop schema");
+    schema.drop().await;
 }

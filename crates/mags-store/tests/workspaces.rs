@@ -5,31 +5,10 @@
 
 mod common;
 
-use mags_api::JobState;
-use mags_store::{clock, Finish, NewJob, Store, Upload};
-use std::collections::BTreeMap;
+use common::job;
 
-fn job(user_id: &str, ws: &str) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: user_id.to_string(),
-        name: Some(ws.to_string()),
-        workspace_id: Some(ws.to_string()),
-        base_workspace_id: None,
-        persistent: true,
-        no_sleep: false,
-        no_sync: false,
-        startup_command: None,
-        script: "true".into(),
-        environment: BTreeMap::new(),
-        file_ids: Vec::new(),
-        disk_gb: 2,
-        rootfs_type: None,
-        idle_timeout_secs: None,
-        no_internet: false,
-        created_at: clock::monotonic_ms(),
-    }
-}
+use mags_api::JobState;
+use mags_store::{clock, Finish, Store, Upload};
 
 async fn exercise(store: &Store) {
     let u = store.create_user("ws-user", false).await.expect("user");

@@ -4,8 +4,9 @@
 
 #![allow(dead_code)]
 
-use mags_store::Store;
+use mags_store::{clock, NewJob, Store};
 use sqlx::Executor as _;
+use std::collections::BTreeMap;
 
 /// A SQLite store in a fresh temp dir (kept alive by the returned dir).
 pub async fn sqlite() -> (Store, String, tempfile::TempDir) {
@@ -54,4 +55,27 @@ pub async fn postgres(prefix: &str) -> (Store, PgSchema) {
     let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
     let store = Store::connect(&url).await.expect("connect");
     (store, PgSchema { admin, name, url })
+}
+
+/// A persistent job of `user_id` on workspace `ws`, ready to insert.
+pub fn job(user_id: &str, ws: &str) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name: Some(ws.to_string()),
+        workspace_id: Some(ws.to_string()),
+        base_workspace_id: None,
+        persistent: true,
+        no_sleep: false,
+        no_sync: false,
+        startup_command: None,
+        script: "true".into(),
+        environment: BTreeMap::new(),
+        file_ids: Vec::new(),
+        disk_gb: 2,
+        rootfs_type: None,
+        idle_timeout_secs: None,
+        no_internet: false,
+        created_at: clock::monotonic_ms(),
+    }
 }

@@ -2,26 +2,11 @@
 //! a real terminal (tty, size, TERM, job control), input typed into it,
 //! resize with SIGWINCH, Ctrl-C as a byte, exit codes and signals.
 
-use mags_proto::{PtySpec, RunSpec};
-use mags_vm::{AgentConn, Process, ProcessEvent};
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
-async fn agent() -> (AgentConn, tokio::process::Child) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mags-agent"))
-        .arg("--stdio")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn agent");
-    let w = child.stdin.take().expect("stdin");
-    let r = child.stdout.take().expect("stdout");
-    let conn = AgentConn::handshake(r, w, Duration::from_secs(5))
-        .await
-        .expect("handshake");
-    (conn, child)
-}
+use mags_proto::{PtySpec, RunSpec};
+use mags_vm::{Process, ProcessEvent};
+use std::time::Duration;
 
 fn on_tty(argv: &[&str], rows: u16, cols: u16) -> RunSpec {
     RunSpec {
@@ -70,7 +55,7 @@ async fn exit_code(p: &mut Process) -> i32 {
 
 #[tokio::test]
 async fn a_command_sees_a_terminal_of_the_size_asked() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let script = "tty; stty size; echo TERM=$TERM; echo err >&2; \
                   [ \"$(ps -o sid= -p $$ | tr -d ' ')\" = $$ ] && echo leader; exit 7";
     let mut p = conn
@@ -90,7 +75,7 @@ async fn a_command_sees_a_terminal_of_the_size_asked() {
 
 #[tokio::test]
 async fn typing_resizing_and_ctrl_c_reach_an_interactive_shell() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let mut p = conn
         .run(on_tty(
             &["/bin/bash", "--norc", "--noprofile", "-i"],
@@ -124,7 +109,7 @@ async fn typing_resizing_and_ctrl_c_reach_an_interactive_shell() {
 
 #[tokio::test]
 async fn a_signal_ends_a_process_on_a_terminal() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let mut p = conn
         .run(on_tty(
             &["/bin/bash", "-c", "echo started; sleep 30"],

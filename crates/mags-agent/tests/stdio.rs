@@ -2,26 +2,11 @@
 //! host-side client from `mags-vm` (no VM needed: the same code runs as PID 1
 //! in the guest, minus the machine setup).
 
-use mags_proto::RunSpec;
-use mags_vm::{AgentConn, ProcessEvent};
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
-async fn agent() -> (AgentConn, tokio::process::Child) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mags-agent"))
-        .arg("--stdio")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn agent");
-    let w = child.stdin.take().expect("stdin");
-    let r = child.stdout.take().expect("stdout");
-    let conn = AgentConn::handshake(r, w, Duration::from_secs(5))
-        .await
-        .expect("handshake");
-    (conn, child)
-}
+use mags_proto::RunSpec;
+use mags_vm::ProcessEvent;
+use std::time::Duration;
 
 fn sh(script: &str) -> RunSpec {
     RunSpec {
@@ -33,7 +18,7 @@ fn sh(script: &str) -> RunSpec {
 
 #[tokio::test]
 async fn runs_with_separate_streams_env_and_exit_code() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let mut spec = sh("echo out; echo err >&2; echo $GREETING; \
                        grep -q '^SigBlk:[[:space:]]*0*$' /proc/self/status || echo SIGNALS-BLOCKED; exit 3");
     spec.env.insert("GREETING".into(), "hello env".into());
@@ -51,7 +36,7 @@ async fn runs_with_separate_streams_env_and_exit_code() {
 
 #[tokio::test]
 async fn large_output_arrives_whole_and_concurrent_runs_do_not_mix() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let big = conn.run(sh("head -c 1048576 /dev/zero | tr '\\0' 'a'"));
     let small = conn.run(sh("for i in 1 2 3; do echo $i; done"));
     let (big, small) = tokio::join!(big, small);
@@ -66,7 +51,7 @@ async fn large_output_arrives_whole_and_concurrent_runs_do_not_mix() {
 
 #[tokio::test]
 async fn timeout_kills_the_process_group() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let mut spec = sh("sleep 30 & sleep 30");
     spec.timeout_ms = Some(300);
     let mut p = conn.run(spec).await.expect("run");
@@ -89,7 +74,7 @@ async fn timeout_kills_the_process_group() {
 
 #[tokio::test]
 async fn stdin_and_files() {
-    let (conn, _child) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(5)).await;
     let mut spec = sh("tr a-z A-Z");
     spec.stdin = true;
     let p = conn.run(spec).await.expect("run");

@@ -4,30 +4,15 @@
 //! `127.0.0.1` is the host's, so an echo server here stands in for a
 //! server in the guest.
 
-use mags_vm::AgentConn;
+mod common;
+
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-async fn agent() -> (tokio::process::Child, AgentConn) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mags-agent"))
-        .arg("--stdio")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn agent");
-    let stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let conn = AgentConn::handshake(stdout, stdin, Duration::from_secs(10))
-        .await
-        .expect("handshake");
-    (child, conn)
-}
-
 #[tokio::test]
 async fn bytes_flow_both_ways_past_the_window_and_half_close_works() {
-    let (_child, conn) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(10)).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     // Echo until EOF, then say goodbye and close.
@@ -59,7 +44,7 @@ async fn bytes_flow_both_ways_past_the_window_and_half_close_works() {
 
 #[tokio::test]
 async fn a_closed_port_is_a_clear_error() {
-    let (_child, conn) = agent().await;
+    let (conn, _child) = common::agent(Duration::from_secs(10)).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()

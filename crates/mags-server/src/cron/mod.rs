@@ -14,16 +14,13 @@ use crate::error::ApiError;
 use crate::view::rfc3339;
 use crate::AppState;
 use expr::CronExpr;
-use mags_api::{CreateJobRequest, CronJob};
+use mags_api::{CreateJobRequest, CronJob, JobState};
 use mags_store::CronRow;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// How often the server looks for due runs.
 pub const TICK_EVERY: Duration = Duration::from_secs(1);
-
-/// Job states in which a run still counts as running.
-const LIVE: [&str; 4] = ["accepted", "queued", "running", "sleeping"];
 
 /// The wire shape of a stored cron job.
 pub fn view(c: &CronRow) -> CronJob {
@@ -72,7 +69,9 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
         if !state.store.claim_cron_run(&c.id, due, next).await? {
             continue; // another host (or tick) took this run
         }
-        if let Some(status) = c.last_job_status.as_deref().filter(|s| LIVE.contains(s)) {
+        // A run counts as running until its job is final.
+        let unfinished = |s: &&str| JobState::parse(s).is_some_and(|st| !st.is_final());
+        if let Some(status) = c.last_job_status.as_deref().filter(unfinished) {
             let why = format!(
                 "previous run {} is still {status}",
                 c.last_job_id.as_deref().unwrap_or("?")

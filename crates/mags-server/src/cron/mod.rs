@@ -101,9 +101,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
 
 /// The job one run of `c` submits: a one-shot job named after the cron.
 fn run_request(c: &CronRow) -> CreateJobRequest {
-    let mut req: CreateJobRequest =
-        serde_json::from_value(serde_json::json!({ "script": c.script }))
-            .expect("a script alone is a valid request");
+    let mut req = CreateJobRequest::new(&c.script);
     req.name = Some(c.name.clone());
     req.workspace_id = c.workspace_id.clone();
     req.environment = c.environment.clone();

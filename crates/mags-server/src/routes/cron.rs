@@ -4,7 +4,7 @@
 use crate::auth::AuthUser;
 use crate::cron::{self, expr::CronExpr};
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::routes::jobs::check_workspace_id;
+use crate::routes::jobs::{check_environment, check_workspace_id};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -51,14 +51,7 @@ fn check_fields(
     if persistent && workspace_id.is_none() {
         return bad("persistent needs a workspace_id: the workspace each run keeps");
     }
-    if env.keys().any(|k| {
-        k.is_empty()
-            || k.starts_with(|c: char| c.is_ascii_digit())
-            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    }) {
-        return bad("environment variable names are letters, digits and '_'");
-    }
-    Ok(())
+    check_environment(env)
 }
 
 /// The next fire time after now, if enabled.

@@ -16,6 +16,7 @@ use axum::Json;
 use mags_api::{CreateJobRequest, CreateJobResponse, JobList, JobStatus, LogsResponse};
 use mags_store::{clock, Job, NewJob};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Largest `disk_gb` accepted.
 pub const MAX_DISK_GB: u32 = 256;
@@ -101,17 +102,7 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
     if req.disk_gb == 0 || req.disk_gb > MAX_DISK_GB {
         return bad(format!("disk_gb must be between 1 and {MAX_DISK_GB}"));
     }
-    for (k, v) in &req.environment {
-        let valid_key = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_key {
-            return bad(format!("invalid environment variable name {k:?}"));
-        }
-        if v.contains('\0') {
-            return bad(format!("environment variable {k} contains a NUL byte"));
-        }
-    }
+    check_environment(&req.environment)?;
     if req.file_ids.len() > 100 {
         return bad("at most 100 file_ids".into());
     }
@@ -145,6 +136,26 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
         no_internet: req.no_internet,
         created_at: clock::monotonic_ms(),
     })
+}
+
+/// Environment variable names are shell words; values carry no NUL byte.
+pub(crate) fn check_environment(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (k, v) in env {
+        let valid_key = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_key {
+            return Err(ApiError::BadRequest(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+        if v.contains('\0') {
+            return Err(ApiError::BadRequest(format!(
+                "environment variable {k} contains a NUL byte"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {

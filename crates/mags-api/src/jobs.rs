@@ -53,6 +53,16 @@ pub struct CreateJobRequest {
     /// refuses every destination for it), whatever the server allows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub no_internet: bool,
+    /// Ours: if not empty, the only destinations the sandbox may reach
+    /// (CIDRs like `10.1.0.0/16` or hostnames like `pypi.org`, which also
+    /// match their subdomains). It narrows the server's policy: the
+    /// server's denials (host, private and metadata ranges) still hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_allow: Vec<String>,
+    /// Ours: destinations the sandbox may not reach, on top of the
+    /// server's denials (CIDRs or hostnames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_deny: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -78,6 +88,8 @@ impl CreateJobRequest {
             rootfs_type: None,
             idle_timeout_secs: None,
             no_internet: false,
+            egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
         }
     }
 }

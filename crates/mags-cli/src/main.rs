@@ -57,10 +57,8 @@ enum Cmd {
         /// before the script runs (repeatable).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
-        /// The sandbox reaches nothing outside itself (no internet, no
-        /// registries), whatever the server allows.
-        #[arg(long)]
-        no_internet: bool,
+        #[command(flatten)]
+        egress: commands::EgressFlags,
         /// With -p: give a port of the sandbox a public URL (printed).
         #[arg(long, requires = "persistent")]
         url: bool,
@@ -85,10 +83,8 @@ enum Cmd {
         /// Never sleep.
         #[arg(long)]
         no_sleep: bool,
-        /// The sandbox reaches nothing outside itself (no internet, no
-        /// registries), whatever the server allows.
-        #[arg(long)]
-        no_internet: bool,
+        #[command(flatten)]
+        egress: commands::EgressFlags,
         /// How long to wait for it to run, in seconds.
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         wait: u64,
@@ -382,7 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             base,
             files,
-            no_internet,
+            egress,
             url,
             port,
         } => {
@@ -398,7 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 json,
                 base,
                 files,
-                no_internet,
+                egress,
                 url: url.then_some(port),
             })
             .await
@@ -469,7 +465,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             base,
             disk,
             no_sleep,
-            no_internet,
+            egress,
             wait,
             url,
             port,
@@ -480,7 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 base,
                 disk,
                 no_sleep,
-                no_internet,
+                egress,
                 wait_secs: wait,
                 url: url.then_some(port),
             })

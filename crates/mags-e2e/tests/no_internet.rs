@@ -40,6 +40,47 @@ fn no_internet_job_cannot_reach_a_registry_that_a_normal_job_can() {
 }
 
 #[test]
+fn a_jobs_allow_and_deny_lists_narrow_what_it_reaches() {
+    let server = Server::start(&["--pool-size", "1"]);
+    let fetch = |url: &str| format!("curl -sS -o /dev/null -w '%{{http_code}}' {url}; echo");
+    let both = format!(
+        "{}; {}",
+        fetch("https://pypi.org/simple/pip/"),
+        fetch("http://deb.debian.org/debian/dists/bookworm/Release")
+    );
+    // Only deb.debian.org: pypi is refused, Debian's mirror answers.
+    let o = server.mags_output(&["run", "--egress-allow", "deb.debian.org", &both]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}\n{}", stderr(&o));
+    assert_ne!(lines[0], "200", "pypi is not in the allow list: {out}");
+    assert_eq!(lines[1], "200", "{out}\n{}", stderr(&o));
+
+    // Deny pypi.org (and its subdomains): the mirror still answers.
+    let o = server.mags_output(&["run", "--egress-deny", "pypi.org", &both]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}\n{}", stderr(&o));
+    assert_ne!(lines[0], "200", "pypi is denied: {out}");
+    assert_eq!(lines[1], "200", "{out}\n{}", stderr(&o));
+
+    // Listing a private range does not open it: the server's denials hold.
+    let o = server.mags_output(&[
+        "run",
+        "--egress-allow",
+        "10.0.0.0/8",
+        "curl -sS -m 5 -o /dev/null -w '%{http_code}' http://10.0.0.1/; echo",
+    ]);
+    assert_ne!(stdout(&o).trim(), "200", "{}", stderr(&o));
+
+    // A malformed entry is refused before anything runs.
+    let o = server.mags_output(&["run", "--egress-allow", "not a host!", "echo ran"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stdout(&o).contains("ran"));
+    assert!(stderr(&o).contains("egress_allow"), "{}", stderr(&o));
+}
+
+#[test]
 fn sandboxes_open_public_urls_through_the_url_proxy_but_never_the_api() {
     let server = Server::start(&[]);
     let port = server.url.rsplit_once(':').map(|(_, p)| p).expect("port");

@@ -31,6 +31,15 @@ async fn bad_input_is_a_json_400_and_creates_nothing() {
         (r#"{"script": "echo", "environment": {"A": 1}}"#, "JSON"),
         (r#"{"script": "echo", "type": "docker"}"#, "type"),
         (r#"{"script": "echo", "file_ids": ["nope"]}"#, "file"),
+        (
+            r#"{"script": "echo", "egress_allow": ["a b"]}"#,
+            "egress_allow",
+        ),
+        (
+            r#"{"script": "echo", "egress_deny": ["10.0.0.0/99"]}"#,
+            "egress_deny",
+        ),
+        (r#"{"script": "echo", "egress_deny": "pypi.org"}"#, "JSON"),
     ];
     for (body, needle) in cases {
         let (status, v) = h
@@ -383,6 +392,8 @@ async fn restart_fails_running_jobs_and_requeues_accepted_ones() {
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        egress_allow: Vec::new(),
+        egress_deny: Vec::new(),
         created_at: mags_store::clock::monotonic_ms(),
     };
     let running = mk("echo never");

@@ -35,6 +35,10 @@ pub struct NewJob {
     pub idle_timeout_secs: Option<u64>,
     /// The sandbox may reach nothing outside itself.
     pub no_internet: bool,
+    /// If not empty, the only destinations (CIDRs or hostnames) it may reach.
+    pub egress_allow: Vec<String>,
+    /// Destinations it may not reach, on top of the server's denials.
+    pub egress_deny: Vec<String>,
     /// Unix ms; use [`clock::monotonic_ms`] so listings keep creation order.
     pub created_at: i64,
 }
@@ -58,6 +62,8 @@ pub struct Job {
     pub rootfs_type: Option<String>,
     pub idle_timeout_secs: Option<u64>,
     pub no_internet: bool,
+    pub egress_allow: Vec<String>,
+    pub egress_deny: Vec<String>,
     pub status: JobState,
     pub vm_id: Option<String>,
     pub exit_code: Option<i32>,
@@ -92,7 +98,7 @@ pub struct Finish {
 const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
     no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
     status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at, \
-    idle_timeout_secs, vm_ms, vm_since, no_internet";
+    idle_timeout_secs, vm_ms, vm_since, no_internet, egress_allow, egress_deny";
 
 /// States in which a job may still move (the guard of forward updates).
 pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
@@ -102,6 +108,8 @@ impl Job {
         let status: String = get(row, "status")?;
         let environment: String = get(row, "environment")?;
         let file_ids: String = get(row, "file_ids")?;
+        let egress_allow: String = get(row, "egress_allow")?;
+        let egress_deny: String = get(row, "egress_deny")?;
         let id: String = get(row, "id")?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
         Ok(Job {
@@ -124,6 +132,10 @@ impl Job {
                 .map(|s| u64::try_from(s).map_err(|_| corrupt("idle_timeout_secs")))
                 .transpose()?,
             no_internet: get::<i64>(row, "no_internet")? != 0,
+            egress_allow: serde_json::from_str(&egress_allow)
+                .map_err(|e| corrupt(&format!("egress_allow: {e}")))?,
+            egress_deny: serde_json::from_str(&egress_deny)
+                .map_err(|e| corrupt(&format!("egress_deny: {e}")))?,
             status: JobState::parse(&status).ok_or_else(|| corrupt(&format!("status {status}")))?,
             vm_id: get(row, "vm_id")?,
             exit_code: get::<Option<i64>>(row, "exit_code")?
@@ -148,12 +160,14 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("environment: {e}")))?;
         let files = serde_json::to_string(&job.file_ids)
             .map_err(|e| StoreError::Corrupt(format!("file_ids: {e}")))?;
+        let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO jobs (id, user_id, name, workspace_id, base_workspace_id, persistent, \
              no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, \
-             rootfs_type, status, created_at, idle_timeout_secs, no_internet) \
+             rootfs_type, status, created_at, idle_timeout_secs, no_internet, egress_allow, \
+             egress_deny) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)",
+             $18, $19, $20)",
         )
         .bind(&job.id)
         .bind(&job.user_id)
@@ -176,6 +190,8 @@ impl Store {
                 .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
         )
         .bind(i64::from(job.no_internet))
+        .bind(list(&job.egress_allow))
+        .bind(list(&job.egress_deny))
         .execute(&self.pool)
         .await
         .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
@@ -196,6 +212,8 @@ impl Store {
             rootfs_type: job.rootfs_type.clone(),
             idle_timeout_secs: job.idle_timeout_secs,
             no_internet: job.no_internet,
+            egress_allow: job.egress_allow.clone(),
+            egress_deny: job.egress_deny.clone(),
             status: JobState::Accepted,
             vm_id: None,
             exit_code: None,

@@ -92,6 +92,8 @@ fn new_job(user_id: &str, name: Option<&str>, workspace: Option<&str>) -> NewJob
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        egress_allow: vec!["pypi.org".into()],
+        egress_deny: vec!["10.1.0.0/16".into()],
         created_at: clock::monotonic_ms(),
     }
 }

@@ -61,6 +61,12 @@ export interface RunOptions {
   noSync?: boolean;
   rootfsType?: string;
   idleTimeoutSecs?: number;
+  /** The sandbox reaches nothing outside itself. */
+  noInternet?: boolean;
+  /** The only destinations it may reach (hostnames or CIDRs); the server's denials still hold. */
+  egressAllow?: string[];
+  /** Destinations it may not reach, on top of the server's denials. */
+  egressDeny?: string[];
 }
 
 export interface WaitOptions {
@@ -229,6 +235,9 @@ export class Mags {
       idle_timeout_secs: opts.idleTimeoutSecs,
       no_sleep: opts.noSleep ? true : undefined,
       no_sync: opts.noSync ? true : undefined,
+      no_internet: opts.noInternet ? true : undefined,
+      egress_allow: opts.egressAllow?.length ? opts.egressAllow : undefined,
+      egress_deny: opts.egressDeny?.length ? opts.egressDeny : undefined,
     });
     return this.request("POST", "/mags-jobs", { json: body });
   }
@@ -437,34 +446,19 @@ export class Mags {
   }
 
   /**
-   * A sandbox running headless Chromium with its DevTools port published
-   * through the URL proxy (installed with apt on first use). Connect with
-   * `puppeteer.connect({browserWSEndpoint: info.wsEndpoint})`.
+   * A browser session: a sandbox of the browser image running headless
+   * Chromium, its DevTools endpoint published through the URL proxy (a
+   * live session of the same name is reused). Connect with
+   * `chromium.connectOverCDP(info.wsEndpoint)` or
+   * `puppeteer.connect({browserWSEndpoint: info.wsEndpoint})`. The URLs
+   * carry the session's secret: treat them like a token. `stop()` ends it.
+   * Starting Chromium takes a while under TCG: `timeout` (seconds) defaults to 300.
    */
-  async browser(name = "browser", opts: { port?: number; timeout?: number } = {}): Promise<BrowserInfo> {
-    const port = opts.port ?? 9222;
-    const existing = await this.findJob(name);
-    const request_id =
-      existing && LIVE.has(existing.status)
-        ? existing.request_id
-        : (await this.new(name, { timeout: opts.timeout ?? 120, pollInterval: 0.5 })).request_id;
-    const start = await this.exec(request_id, browserScript(port), { timeout: 600 });
-    if (start.exit_code !== 0) {
-      throw new MagsError(`could not start Chromium in ${name}: ${(start.stderr || start.output).trim()}`);
-    }
-    const access = await this.url(request_id, { port });
-    if (!access.url) throw new MagsError(`the server gave no URL for port ${port} of ${name}`);
-    const base = access.url.replace(/\/+$/, "");
-    const cdpUrl = base.replace(/^http/, "ws");
-    let wsEndpoint = cdpUrl;
-    try {
-      const version = (await (await fetch(`${base}/json/version`)).json()) as { webSocketDebuggerUrl?: string };
-      const path = version.webSocketDebuggerUrl ? new URL(version.webSocketDebuggerUrl).pathname : "";
-      if (path) wsEndpoint = cdpUrl + path;
-    } catch {
-      // The proxy may not answer yet; cdpUrl is still right.
-    }
-    return { request_id, url: base, cdpUrl, cdpHttpUrl: `${base}/json/version`, wsEndpoint };
+  browser(name?: string, opts: { timeout?: number } = {}): Promise<BrowserInfo> {
+    return this.request("POST", "/mags-browser", {
+      json: dropUndefined({ name: name || undefined }),
+      timeout: opts.timeout ?? 300,
+    });
   }
 
   // ── files and workspaces ─────────────────────────────────────────
@@ -553,20 +547,4 @@ export class Mags {
     if (!job) throw new MagsError(`No job found for '${nameOrId}'`);
     return job.request_id ?? (job.id as string);
   }
-}
-
-/** Installs Chromium if needed and starts it headless with DevTools on `port`. */
-function browserScript(port: number): string {
-  return [
-    "set -e",
-    "if ! command -v chromium >/dev/null; then",
-    "  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null",
-    "fi",
-    `if ! pgrep -f 'remote-debugging-port=${port}' >/dev/null; then`,
-    `  setsid nohup chromium --headless=new --no-sandbox --disable-gpu --remote-allow-origins='*' \\`,
-    `    --remote-debugging-address=0.0.0.0 --remote-debugging-port=${port} about:blank >/tmp/chromium.log 2>&1 &`,
-    "fi",
-    `for i in $(seq 100); do curl -fs http://127.0.0.1:${port}/json/version >/dev/null && exit 0; sleep 0.2; done`,
-    "echo 'Chromium did not open its DevTools port; see /tmp/chromium.log' >&2; exit 1",
-  ].join("\n");
 }

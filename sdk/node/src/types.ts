@@ -175,14 +175,17 @@ export interface UrlAliasList {
 
 /** `browser()`'s result: Chrome DevTools Protocol endpoints through the URL proxy. */
 export interface BrowserInfo {
+  success: boolean;
+  /** The job behind the session. */
   request_id: string;
-  /** The public base URL of the DevTools port. */
-  url: string;
-  /** `ws(s)://` base of the DevTools endpoint. */
+  name?: string | null;
+  status: string;
+  subdomain: string;
+  /** The browser's DevTools WebSocket (`ws(s)://.../devtools/browser/<id>`). */
   cdpUrl: string;
-  /** `/json/version` over HTTP(S). */
+  /** `http(s)://.../json/version`. */
   cdpHttpUrl: string;
-  /** The browser's WebSocket debugger URL (for puppeteer/playwright `connect`). */
+  /** The same WebSocket as `cdpUrl` (for puppeteer/playwright `connect`). */
   wsEndpoint: string;
 }
 

@@ -208,7 +208,7 @@ async fn call(c: &Client, name: &str, args: &Value) -> anyhow::Result<Value> {
                 base: None,
                 disk: None,
                 no_sleep: false,
-                no_internet: false,
+                egress: Default::default(),
                 wait_secs: 300,
                 url: None,
             };

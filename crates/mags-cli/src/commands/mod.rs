@@ -36,6 +36,36 @@ pub async fn connect() -> anyhow::Result<(Client, Source)> {
     }
 }
 
+/// What a sandbox may reach, as `mags run` and `mags new` take it. The
+/// server's policy always applies; these only narrow it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EgressFlags {
+    /// The sandbox reaches nothing outside itself (no internet, no
+    /// registries), whatever the server allows.
+    #[arg(long)]
+    pub no_internet: bool,
+    /// Reach only these destinations: a hostname (also its subdomains) or a
+    /// CIDR (repeatable; the server's denials still hold).
+    #[arg(
+        long = "egress-allow",
+        value_name = "HOST|CIDR",
+        conflicts_with = "no_internet"
+    )]
+    pub allow: Vec<String>,
+    /// Never reach this hostname or CIDR (repeatable).
+    #[arg(long = "egress-deny", value_name = "HOST|CIDR")]
+    pub deny: Vec<String>,
+}
+
+impl EgressFlags {
+    /// Puts these rules in a job request.
+    pub fn apply(self, req: &mut mags_api::CreateJobRequest) {
+        req.no_internet = self.no_internet;
+        req.egress_allow = self.allow;
+        req.egress_deny = self.deny;
+    }
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -16,8 +16,8 @@ pub struct RunArgs {
     pub disk: Option<u32>,
     pub persistent: bool,
     pub no_sleep: bool,
-    /// The sandbox reaches nothing outside itself.
-    pub no_internet: bool,
+    /// What the sandbox may reach.
+    pub egress: super::EgressFlags,
     pub startup_command: Option<String>,
     pub json: bool,
     /// Base workspace (read-only; with `-w`, the new workspace forks it).
@@ -44,7 +44,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     req.persistent = args.persistent;
     req.no_sleep = args.no_sleep;
-    req.no_internet = args.no_internet;
+    args.egress.apply(&mut req);
     req.startup_command = args.startup_command;
     req.base_workspace_id = args.base;
     let (client, _) = connect().await?;

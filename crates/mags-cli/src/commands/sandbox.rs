@@ -17,8 +17,8 @@ pub struct NewArgs {
     pub base: Option<String>,
     pub disk: Option<u32>,
     pub no_sleep: bool,
-    /// The sandbox reaches nothing outside itself.
-    pub no_internet: bool,
+    /// What the sandbox may reach.
+    pub egress: super::EgressFlags,
     pub wait_secs: u64,
     /// Give this port a public URL once running.
     pub url: Option<u16>,
@@ -55,7 +55,7 @@ pub async fn start(
     req.persistent = true;
     req.no_sync = !args.persist;
     req.no_sleep = args.no_sleep;
-    req.no_internet = args.no_internet;
+    args.egress.apply(&mut req);
     req.base_workspace_id = args.base;
     if let Some(gb) = args.disk {
         req.disk_gb = gb;

@@ -46,7 +46,7 @@ async fn live_sandbox(client: &Client, name: &str) -> anyhow::Result<String> {
         disk: None,
         no_sleep: false,
         wait_secs: START_WAIT_SECS,
-        no_internet: false,
+        egress: Default::default(),
         url: None,
     };
     sandbox::start(client, args, |_| {

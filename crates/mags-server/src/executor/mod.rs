@@ -33,8 +33,8 @@ pub struct JobSpec {
     /// Which guest image: `rootfs_type: "browser"` is the Chromium image,
     /// anything else the standard one.
     pub variant: mags_vm::ImageVariant,
-    /// The sandbox reaches nothing outside itself.
-    pub no_internet: bool,
+    /// The job's own egress rules (`no_internet`, allow/deny lists).
+    pub egress: mags_vm::egress::SandboxEgress,
 }
 
 impl JobSpec {
@@ -47,7 +47,11 @@ impl JobSpec {
             disk_gb: job.disk_gb,
             timeout_ms: None,
             variant: variant_of(job.rootfs_type.as_deref()),
-            no_internet: job.no_internet,
+            egress: mags_vm::egress::SandboxEgress {
+                no_internet: job.no_internet,
+                allow: job.egress_allow.clone(),
+                deny: job.egress_deny.clone(),
+            },
         }
     }
 }

@@ -9,7 +9,6 @@
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
-use mags_vm::egress::SandboxEgress;
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
     AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
@@ -106,16 +105,12 @@ impl VmExecutor {
         }
         .map_err(|e| ExecError::Start(e.to_string()))?;
         let handle = VmHandle::new(sandbox, pool);
-        if job.no_internet {
+        if !job.egress.is_empty() {
             // In place before the script runs; a pool VM, named `pool-...`,
             // is matched by the egress proxy through its own dir.
-            let rules = SandboxEgress {
-                no_internet: true,
-                deny: Vec::new(),
-            };
             let set = lock(&handle.sandbox)
                 .as_ref()
-                .map(|sb| sb.set_egress(&rules));
+                .map(|sb| sb.set_egress(&job.egress));
             if let Some(Err(e)) = set {
                 return Err(ExecError::Start(format!(
                     "cannot set the egress rules: {e}"

@@ -106,6 +106,8 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
     if req.file_ids.len() > 100 {
         return bad("at most 100 file_ids".into());
     }
+    check_egress_list("egress_allow", &req.egress_allow)?;
+    check_egress_list("egress_deny", &req.egress_deny)?;
     let workspace_id = non_empty(req.workspace_id);
     for ws in [&workspace_id, &req.base_workspace_id]
         .into_iter()
@@ -134,6 +136,8 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
         rootfs_type: non_empty(req.rootfs_type),
         idle_timeout_secs: req.idle_timeout_secs,
         no_internet: req.no_internet,
+        egress_allow: req.egress_allow,
+        egress_deny: req.egress_deny,
         created_at: clock::monotonic_ms(),
     })
 }
@@ -154,6 +158,24 @@ pub(crate) fn check_environment(env: &BTreeMap<String, String>) -> Result<(), Ap
                 "environment variable {k} contains a NUL byte"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Most entries in one egress list.
+const MAX_EGRESS_RULES: usize = 64;
+
+/// Every entry is a CIDR or a hostname the egress proxy understands.
+fn check_egress_list(field: &str, list: &[String]) -> Result<(), ApiError> {
+    if list.len() > MAX_EGRESS_RULES {
+        return Err(ApiError::BadRequest(format!(
+            "{field}: at most {MAX_EGRESS_RULES} entries"
+        )));
+    }
+    for entry in list {
+        entry
+            .parse::<mags_vm::egress::Rule>()
+            .map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))?;
     }
     Ok(())
 }

@@ -221,6 +221,8 @@ fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) ->
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        egress_allow: Vec::new(),
+        egress_deny: Vec::new(),
         status: JobState::Running,
         vm_id: None,
         exit_code: None,

@@ -76,6 +76,8 @@ pub fn job(user_id: &str, ws: &str) -> NewJob {
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        egress_allow: Vec::new(),
+        egress_deny: Vec::new(),
         created_at: clock::monotonic_ms(),
     }
 }

@@ -147,6 +147,10 @@ pub struct EgressPolicy {
     pub host_addrs: Vec<IpAddr>,
     /// Only `allow` is reachable (everything else denied).
     pub allow_only: bool,
+    /// A job's own allow list: if not empty, a destination must match one
+    /// of these as well as pass every other rule (it never reopens what
+    /// the server denies).
+    pub limit_to: Vec<Rule>,
 }
 
 /// Why a destination was refused, for the sandbox's user.
@@ -175,6 +179,12 @@ impl EgressPolicy {
         if self.deny.iter().any(|r| r.matches_host(host)) {
             return Err(denied("denied by the egress policy"));
         }
+        let limited = !self.limit_to.is_empty()
+            && !self.limit_to.iter().any(|r| r.matches_host(host))
+            && !self.limit_to.iter().any(|r| matches!(r, Rule::Net(..)));
+        if limited {
+            return Err(denied("not in this sandbox's egress allow list"));
+        }
         if self.allow_only && !self.allow.iter().any(|r| r.matches_host(host)) {
             // Could still be allowed by a CIDR once resolved.
             if !self.allow.iter().any(|r| matches!(r, Rule::Net(..))) {
@@ -200,6 +210,14 @@ impl EgressPolicy {
             .any(|r| r.matches_ip(ip) || r.matches_host(host))
         {
             return Err(denied("denied by the egress policy"));
+        }
+        let limited = !self.limit_to.is_empty()
+            && !self
+                .limit_to
+                .iter()
+                .any(|r| r.matches_ip(ip) || r.matches_host(host));
+        if limited {
+            return Err(denied("not in this sandbox's egress allow list"));
         }
         if self
             .allow

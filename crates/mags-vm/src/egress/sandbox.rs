@@ -12,6 +12,10 @@ pub struct SandboxEgress {
     /// Nothing is reachable (`--no-internet`).
     #[serde(default)]
     pub no_internet: bool,
+    /// If not empty, the only destinations it may reach (CIDRs or
+    /// hostnames); the server's denials still apply.
+    #[serde(default)]
+    pub allow: Vec<String>,
     /// Extra denied destinations (CIDRs or hostnames, as `--egress-deny`).
     #[serde(default)]
     pub deny: Vec<String>,
@@ -20,7 +24,7 @@ pub struct SandboxEgress {
 impl SandboxEgress {
     /// Whether these rules change anything.
     pub fn is_empty(&self) -> bool {
-        !self.no_internet && self.deny.is_empty()
+        !self.no_internet && self.allow.is_empty() && self.deny.is_empty()
     }
 
     /// The rules of sandbox `id` under `sandboxes`, if it has any. Ids
@@ -41,7 +45,7 @@ impl SandboxEgress {
                 tracing::warn!(sandbox = id, error = %e, "bad egress.json; denying all egress");
                 Some(SandboxEgress {
                     no_internet: true,
-                    deny: Vec::new(),
+                    ..SandboxEgress::default()
                 })
             }
         }
@@ -64,6 +68,13 @@ impl SandboxEgress {
         }
         p.deny
             .extend(self.deny.iter().filter_map(|d| d.parse::<Rule>().ok()));
+        let allow: Vec<Rule> = self.allow.iter().filter_map(|a| a.parse().ok()).collect();
+        if !self.allow.is_empty() && allow.is_empty() {
+            // A list none of whose entries parse must not mean "no list".
+            p.allow.clear();
+            p.allow_only = true;
+        }
+        p.limit_to.extend(allow);
         p
     }
 }
@@ -81,7 +92,7 @@ mod tests {
         assert_eq!(SandboxEgress::load(dir.path(), "pool-1"), None);
         let rules = SandboxEgress {
             no_internet: true,
-            deny: vec![],
+            ..SandboxEgress::default()
         };
         rules.write(&sb).unwrap();
         assert_eq!(
@@ -115,11 +126,48 @@ mod tests {
     #[test]
     fn extra_denials_add_to_the_server_policy() {
         let rules = SandboxEgress {
-            no_internet: false,
             deny: vec!["example.org".into()],
+            ..SandboxEgress::default()
         };
         let p = rules.narrow(&EgressPolicy::default());
         assert!(p.check_host("example.org").is_err());
         assert!(p.check_host("example.com").is_ok());
+    }
+
+    #[test]
+    fn an_allow_list_limits_the_sandbox_but_never_reopens_a_denial() {
+        let rules = SandboxEgress {
+            allow: vec!["pypi.org".into(), "10.9.0.0/16".into()],
+            ..SandboxEgress::default()
+        };
+        let public: std::net::IpAddr = "151.101.0.223".parse().unwrap();
+        let p = rules.narrow(&EgressPolicy::default());
+        assert!(p.check("pypi.org", public).is_ok());
+        assert!(
+            p.check("files.pypi.org", public).is_ok(),
+            "subdomains match"
+        );
+        let other = p.check("example.com", "93.184.216.34".parse().unwrap());
+        assert!(other.unwrap_err().why.contains("allow list"));
+        assert!(
+            p.check("x", "10.9.1.1".parse().unwrap()).is_err(),
+            "a private range stays denied though the job listed it"
+        );
+        let server = EgressPolicy {
+            deny: vec!["pypi.org".parse().unwrap()],
+            ..EgressPolicy::default()
+        };
+        assert!(
+            rules.narrow(&server).check("pypi.org", public).is_err(),
+            "the server's deny list wins"
+        );
+        let garbage = SandboxEgress {
+            allow: vec!["not a rule!".into()],
+            ..SandboxEgress::default()
+        };
+        assert!(garbage
+            .narrow(&EgressPolicy::default())
+            .check("pypi.org", public)
+            .is_err());
     }
 }

@@ -57,6 +57,9 @@ def run_payload(
     no_sync: bool = False,
     rootfs_type: Optional[str] = None,
     idle_timeout_secs: Optional[int] = None,
+    no_internet: bool = False,
+    egress_allow: Optional[List[str]] = None,
+    egress_deny: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """The body of ``POST /mags-jobs``; refuses contradictory options."""
     if not isinstance(script, str) or not script.strip():
@@ -78,13 +81,22 @@ def run_payload(
         "disk_gb": disk_gb or None,
         "rootfs_type": rootfs_type,
         "idle_timeout_secs": idle_timeout_secs,
+        "egress_allow": list(egress_allow) if egress_allow else None,
+        "egress_deny": list(egress_deny) if egress_deny else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if no_sleep:
         body["no_sleep"] = True
     if no_sync:
         body["no_sync"] = True
+    if no_internet:
+        body["no_internet"] = True
     return body
+
+
+def browser_payload(name: Optional[str]) -> Dict[str, Any]:
+    """The body of ``POST /mags-browser``."""
+    return {"name": name} if name else {}
 
 
 def pick_job(jobs: List[JobStatus], name_or_id: str) -> Optional[JobStatus]:

@@ -24,6 +24,7 @@ from .client import _check
 from .types import (
     AccessInfo,
     ActionResult,
+    BrowserSession,
     CronJob,
     CronList,
     ExecExit,
@@ -300,6 +301,14 @@ class AsyncMags:
 
     async def url_alias_delete(self, subdomain: str) -> Dict[str, Any]:
         return await self._request("DELETE", f"/mags-url-aliases/{w.seg(subdomain)}")
+
+    async def browser(
+        self, name: Optional[str] = None, *, timeout: float = 300.0
+    ) -> BrowserSession:
+        """As :meth:`mags.Mags.browser`."""
+        return await self._request(
+            "POST", "/mags-browser", json=w.browser_payload(name), timeout=timeout
+        )
 
     # ── files and workspaces ─────────────────────────────────────────
 

@@ -23,6 +23,7 @@ from .errors import ConnectionFailed, MagsError, MagsTimeout, error_for_status
 from .types import (
     AccessInfo,
     ActionResult,
+    BrowserSession,
     CronJob,
     CronList,
     ExecExit,
@@ -168,6 +169,9 @@ class Mags:
         no_sync: bool = False,
         rootfs_type: Optional[str] = None,
         idle_timeout_secs: Optional[int] = None,
+        no_internet: bool = False,
+        egress_allow: Optional[List[str]] = None,
+        egress_deny: Optional[List[str]] = None,
     ) -> JobSubmitted:
         """Submits ``script`` (run as ``bash -c`` in ``/root`` of a fresh VM).
 
@@ -175,7 +179,10 @@ class Mags:
         ``persistent``), ``base_workspace_id`` mounts one read-only (a fork
         with ``workspace_id``), ``persistent`` keeps the VM after the
         script, ``no_sleep`` keeps it awake, ``file_ids`` come from
-        :meth:`upload_files`. Returns ``{"request_id", "status": "accepted"}``.
+        :meth:`upload_files`. ``no_internet`` cuts the sandbox off the
+        network; ``egress_allow`` (hostnames or CIDRs) is the only place it
+        may reach, ``egress_deny`` adds denials: both narrow the server's
+        policy. Returns ``{"request_id", "status": "accepted"}``.
         """
         body = w.run_payload(
             script,
@@ -192,6 +199,9 @@ class Mags:
             no_sync=no_sync,
             rootfs_type=rootfs_type,
             idle_timeout_secs=idle_timeout_secs,
+            no_internet=no_internet,
+            egress_allow=egress_allow,
+            egress_deny=egress_deny,
         )
         return self._request("POST", "/mags-jobs", json=body)
 
@@ -426,6 +436,19 @@ class Mags:
 
     def url_alias_delete(self, subdomain: str) -> Dict[str, Any]:
         return self._request("DELETE", f"/mags-url-aliases/{w.seg(subdomain)}")
+
+    def browser(
+        self, name: Optional[str] = None, *, timeout: float = 300.0
+    ) -> BrowserSession:
+        """A browser session: headless Chromium in a sandbox of the browser
+        image, its DevTools endpoint behind the URL proxy (a live session of
+        the same name is reused). Returns ``cdpUrl``, ``cdpHttpUrl`` and
+        ``wsEndpoint`` (e.g. Playwright's ``connect_over_cdp(wsEndpoint)``);
+        the URLs carry the session's secret. :meth:`stop` ends it. Starting
+        Chromium takes a while under TCG, hence the long ``timeout`` (seconds)."""
+        return self._request(
+            "POST", "/mags-browser", json=w.browser_payload(name), timeout=timeout
+        )
 
     # ── files and workspaces ─────────────────────────────────────────
 

@@ -190,6 +190,23 @@ class UrlAlias(TypedDict, total=False):
     domain: str
 
 
+BrowserSession = TypedDict(
+    "BrowserSession",
+    {
+        "success": bool,
+        "request_id": str,
+        "name": Optional[str],
+        "status": str,
+        "subdomain": str,
+        "cdpUrl": str,
+        "cdpHttpUrl": str,
+        "wsEndpoint": str,
+    },
+    total=False,
+)
+"""A browser session's endpoints (the URLs carry its secret)."""
+
+
 class UrlAliasList(TypedDict, total=False):
     aliases: List[UrlAlias]
     total: int

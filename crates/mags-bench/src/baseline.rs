@@ -48,6 +48,8 @@ pub async fn raw_qemu_restore(
         memory: Memory::PrivateFile(t.mem.clone()),
         incoming: true,
         egress_cmd: "/bin/false".into(),
+        // Raw QEMU: no confinement of any kind.
+        seccomp: false,
     };
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new("qemu-system-x86_64")

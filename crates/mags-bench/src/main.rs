@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         images_dir: Some(images_dir()),
         egress_socket: None,
         extra_ca_certs: String::new(),
+        jail: Default::default(),
     }));
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;

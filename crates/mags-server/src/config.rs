@@ -111,6 +111,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MAGS_SSH_HOST")]
     pub ssh_host: Option<String>,
     /// Which executor runs jobs (`fake` is for tests only).
+    /// How each QEMU is confined: `auto` (everything this host allows;
+    /// all of it as root), `require` (refuse to start without the full
+    /// jail), `off` (QEMU's seccomp filter only). See SECURITY.md.
+    #[arg(long, env = "MAGS_JAIL", default_value = "auto", value_parser = ["auto", "require", "off"])]
+    pub jail: String,
+
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,
 }
@@ -234,6 +240,7 @@ pub fn runtime_config(
         images_dir: data.images_dir.clone(),
         egress_socket: None,
         extra_ca_certs: String::new(),
+        jail: Default::default(),
     }
 }
 

@@ -70,7 +70,50 @@ pub fn host_checks(cfg: &RuntimeConfig) -> Vec<Check> {
     out.push(agent_check(&cfg.agent_bin));
     out.push(kvm_check(&cfg.images_dir()));
     out.push(image_check(cfg));
+    out.push(jail_check(cfg));
     out
+}
+
+/// What will confine each QEMU (SECURITY.md).
+fn jail_check(cfg: &RuntimeConfig) -> Check {
+    const NAME: &str = "confinement";
+    match mags_vm::jail::Jail::new(cfg.jail.clone(), &cfg.data_dir) {
+        Err(e) => Check::missing(NAME, e.to_string(), "run magsd as root, or --jail auto"),
+        Ok(jail) => {
+            let st = jail.status();
+            let detail = describe_jail(&st);
+            match st.note {
+                None => Check::ok(NAME, detail),
+                Some(note) => Check::missing(
+                    NAME,
+                    format!("{detail}; {note}"),
+                    "run magsd as root on a host with cgroups for the full jail",
+                ),
+            }
+        }
+    }
+}
+
+/// One line: which layers are in force.
+pub fn describe_jail(st: &mags_vm::JailStatus) -> String {
+    let mut on = Vec::new();
+    if st.namespaces {
+        on.push("own mount/net/ipc/uts namespaces".to_string());
+    }
+    if st.own_uid {
+        on.push("own uid".to_string());
+    }
+    if let Some(cg) = &st.cgroups {
+        on.push(format!("{cg} limits"));
+    }
+    if st.seccomp {
+        on.push("QEMU seccomp".to_string());
+    }
+    if on.is_empty() {
+        "none".to_string()
+    } else {
+        on.join(", ")
+    }
 }
 
 fn sbin(tool: &str) -> Option<PathBuf> {

@@ -41,6 +41,8 @@ pub enum ServeError {
     },
     #[error("workspace storage: {0}")]
     Workspaces(String),
+    #[error("{0}")]
+    Jail(String),
     #[error("SSH gateway: {0}")]
     Ssh(#[from] crate::ssh::SshError),
     #[error("URL proxy TLS: {0}")]
@@ -89,6 +91,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .ca_certs()
         .map_err(|e| ServeError::Workspaces(format!("cannot read --guest-ca-certs: {e}")))?;
     tracing::info!(egress = egress.is_some(), "guest networking");
+    rt_config.jail.mode = match args.jail.as_str() {
+        "require" => mags_vm::JailMode::Require,
+        "off" => mags_vm::JailMode::Off,
+        _ => mags_vm::JailMode::Auto,
+    };
+    if args.executor == ExecutorKind::Vm {
+        // Checked now, so `--jail require` on a host that cannot fails at start.
+        let jail = mags_vm::jail::Jail::new(rt_config.jail.clone(), &rt_config.data_dir)
+            .map_err(|e| ServeError::Jail(e.to_string()))?;
+        let st = jail.status();
+        let layers = crate::doctor::describe_jail(&st);
+        match &st.note {
+            None => tracing::info!(%layers, "QEMU confinement"),
+            Some(note) => tracing::warn!(%layers, %note, "QEMU confinement is partial"),
+        }
+    }
 
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Fake => {

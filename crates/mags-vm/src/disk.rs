@@ -66,3 +66,79 @@ pub async fn create_overlay(base: &Path, overlay: &Path, bytes: u64) -> Result<(
     }
     std::fs::rename(&tmp, overlay).map_err(|e| VmError::io(overlay, e))
 }
+
+/// The images a qcow2 `disk` reads through (its backing file, that file's
+/// backing file, ...), from the qcow2 headers; empty for a raw image.
+/// Relative backing names are relative to the image that names them.
+pub fn backing_chain(disk: &Path) -> Vec<PathBuf> {
+    let mut chain = Vec::new();
+    let mut cur = disk.to_path_buf();
+    // A loop in the chain would be refused by QEMU; stop at a sane depth.
+    while chain.len() < 16 {
+        let Some(next) = backing_file(&cur) else {
+            break;
+        };
+        let next = match cur.parent() {
+            Some(dir) if next.is_relative() => dir.join(next),
+            _ => next,
+        };
+        chain.push(next.clone());
+        cur = next;
+    }
+    chain
+}
+
+/// The backing file named in a qcow2 header (magic, version, then the
+/// big-endian offset and size of the name at bytes 8 and 16).
+fn backing_file(path: &Path) -> Option<PathBuf> {
+    use std::io::{Read as _, Seek as _};
+    use std::os::unix::ffi::OsStringExt as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 20];
+    f.read_exact(&mut header).ok()?;
+    if &header[..4] != b"QFI\xfb" {
+        return None;
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().ok()?);
+    let len = u32::from_be_bytes(header[16..20].try_into().ok()?);
+    if offset == 0 || len == 0 || len > 4096 {
+        return None;
+    }
+    f.seek(std::io::SeekFrom::Start(offset)).ok()?;
+    let mut name = vec![0u8; len as usize];
+    f.read_exact(&mut name).ok()?;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(name)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_backing_chain_is_read_from_qcow2_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.raw");
+        sparse_file(&base, 1 << 20).unwrap();
+        let mid = dir.path().join("mid.qcow2");
+        create_overlay(&base, &mid, 1 << 20).await.unwrap();
+        let top = dir.path().join("top.qcow2");
+        let out = std::process::Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                "mid.qcow2",
+            ])
+            .arg(&top)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(backing_chain(&top), vec![mid.clone(), base.clone()]);
+        assert_eq!(backing_chain(&base), Vec::<PathBuf>::new());
+    }
+}

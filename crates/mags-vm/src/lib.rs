@@ -5,14 +5,17 @@
 //! - [`qemu`]: the QEMU `microvm` command line and process.
 //! - [`agent`]: the host end of the virtio-serial channel to `mags-agent`.
 //! - [`accel`]: probing whether KVM really boots a guest, else TCG.
+//! - [`jail`] (with [`cgroup`]): what confines each QEMU process.
 //! - [`sandbox`]: one running VM with its own disk, and [`Runtime`], which
 //!   starts them and reaps what a previous server left behind.
 
 pub mod accel;
 pub mod agent;
+pub mod cgroup;
 pub mod disk;
 pub mod egress;
 pub mod image;
+pub mod jail;
 pub mod locate;
 pub mod net;
 pub mod pool;
@@ -26,6 +29,7 @@ pub mod tunnel;
 pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent, ProcessInput};
 pub use image::{GuestImage, ImageProgress, ImageVariant};
+pub use jail::{JailConfig, JailMode, JailStatus};
 pub use pool::{Pool, PoolConfig, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 pub use tunnel::TunnelStream;

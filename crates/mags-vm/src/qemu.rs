@@ -40,7 +40,19 @@ pub struct QemuSpec {
     /// host (see [`crate::net`]); every VM has the same NIC, so any
     /// snapshot restores into any VM.
     pub egress_cmd: String,
+    /// QEMU's own seccomp filter ([`SECCOMP`]).
+    pub seccomp: bool,
 }
+
+/// QEMU's seccomp filter: no obsolete system calls, no scheduler or
+/// resource-limit changes. Spawning stays allowed: the egress forwarder
+/// (`guestfwd=...-cmd:`) and the snapshot streams (`exec:cat`) start
+/// helpers, which run inside the same [jail](crate::jail). So do the
+/// set*id calls (`elevateprivileges`): libslirp's helper calls `setsid`,
+/// and with no capabilities and `no_new_privs` (set by the jail) no such
+/// call can raise a privilege anyway.
+pub const SECCOMP: &str =
+    "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny";
 
 /// Kernel command line. TCG hangs at "Marking TSC unstable" without
 /// `tsc_early_khz`.
@@ -157,26 +169,30 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
     if spec.incoming {
         a.extend(["-incoming".into(), "defer".into()]);
     }
+    if spec.seccomp {
+        a.extend(["-sandbox".into(), SECCOMP.into()]);
+    }
     a
 }
 
-/// A ready-to-spawn QEMU command: no stdin, output to `log`, killed if the
-/// server dies (PDEATHSIG) or drops the child.
-pub fn command(spec: &QemuSpec, log: std::fs::File) -> std::io::Result<tokio::process::Command> {
+/// A ready-to-spawn QEMU command: no stdin, output to `log`, confined by
+/// `jail` (which also makes it die with the server: PDEATHSIG), killed
+/// if the server drops the child.
+pub fn command(
+    spec: &QemuSpec,
+    log: std::fs::File,
+    jail: &crate::jail::Confinement,
+) -> std::io::Result<tokio::process::Command> {
     let mut cmd = tokio::process::Command::new("qemu-system-x86_64");
     cmd.args(args(spec))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; it only changes this child's
-    // parent-death signal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    jail.apply(&mut cmd);
     Ok(cmd)
 }
 
@@ -201,6 +217,7 @@ mod tests {
             memory: Memory::PrivateFile("t/mem".into()),
             incoming: true,
             egress_cmd: "/bin/false".into(),
+            seccomp: true,
         };
         let a = args(&spec).join(" ");
         assert!(
@@ -211,6 +228,7 @@ mod tests {
         assert!(a.contains("readonly=on"));
         assert!(a.contains("file=d,format=qcow2"));
         assert!(a.contains("mem-path=t/mem,share=off") && a.contains("-incoming defer"));
+        assert!(a.contains("-sandbox on,obsolete=deny"));
         let kvm = args(&QemuSpec {
             accel: Accel::Kvm,
             ..spec

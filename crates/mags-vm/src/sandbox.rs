@@ -8,6 +8,7 @@ use crate::accel::{self, Accel};
 use crate::agent::AgentConn;
 use crate::disk::{create_disk, create_overlay, sparse_file};
 use crate::image::{self, GuestImage, ImageConfig, ImageProgress, ImageVariant};
+use crate::jail::{Confine, Confinement, Jail, JailConfig, JailStatus};
 use crate::qemu::{self, Memory, QemuSpec};
 use crate::sleep::SleepRecord;
 use crate::template::{self, Template, TemplateKind};
@@ -38,6 +39,8 @@ pub struct RuntimeConfig {
     /// Extra CA certificates (PEM) guests trust; see
     /// [`crate::net::local_ca_certs`].
     pub extra_ca_certs: String,
+    /// How each QEMU process is confined ([`crate::jail`]).
+    pub jail: JailConfig,
 }
 
 impl RuntimeConfig {
@@ -124,6 +127,10 @@ pub struct Runtime {
     accel: OnceCell<Accel>,
     /// Made templates by image hash, accelerator, memory size and kind.
     templates: tokio::sync::Mutex<HashMap<TemplateKey, Template>>,
+    /// Set up on first use; an error if confinement is required but impossible.
+    jail: std::sync::OnceLock<Result<Jail, String>>,
+    /// Each template's RAM as a sealed memfd, by RAM file ([`crate::jail`]).
+    template_ram: std::sync::Mutex<HashMap<PathBuf, Arc<std::os::fd::OwnedFd>>>,
 }
 
 type TemplateKey = (String, Accel, u32, TemplateKind);
@@ -135,7 +142,36 @@ impl Runtime {
             images: Default::default(),
             accel: OnceCell::new(),
             templates: Default::default(),
+            jail: Default::default(),
+            template_ram: Default::default(),
         }
+    }
+
+    /// Template `t`'s RAM as an immutable memfd, made on first use.
+    fn template_ram(&self, t: &Template) -> Result<Arc<std::os::fd::OwnedFd>, VmError> {
+        let mut made = self.template_ram.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = made.get(&t.mem) {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(crate::jail::sealed_copy(&t.mem).map_err(|e| VmError::io(&t.mem, e))?);
+        made.insert(t.mem.clone(), fd.clone());
+        Ok(fd)
+    }
+
+    /// The jail every QEMU of this runtime runs in.
+    fn jail(&self) -> Result<&Jail, VmError> {
+        self.jail
+            .get_or_init(|| {
+                Jail::new(self.cfg.jail.clone(), &self.cfg.data_dir).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| VmError::Other(e.clone()))
+    }
+
+    /// What confines this runtime's QEMU processes (an error if
+    /// confinement is required and this host cannot provide it).
+    pub fn jail_status(&self) -> Result<JailStatus, VmError> {
+        Ok(self.jail()?.status())
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -333,7 +369,11 @@ impl Runtime {
         let (memory, incoming) = match &boot {
             Boot::Cold => (Memory::Anonymous, false),
             Boot::TemplateSource(mem) => (Memory::SharedFile(mem.to_path_buf()), false),
-            Boot::Restore(t) => (Memory::PrivateFile(t.mem.clone()), true),
+            Boot::Restore(t) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.template_ram(t)?);
+                let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+                (Memory::PrivateFile(path), true)
+            }
             Boot::Wake(_) => (Memory::Anonymous, true),
         };
         let spec = QemuSpec {
@@ -355,11 +395,13 @@ impl Runtime {
                 self.cfg.egress_socket.as_deref(),
                 &opts.id,
             ),
+            seccomp: self.jail()?.seccomp(),
         };
         check_socket_path(&spec.agent_socket)?;
         let log_path = dir.join("qemu.log");
         let log = std::fs::File::create(&log_path).map_err(|e| VmError::io(&log_path, e))?;
-        let mut child = qemu::command(&spec, log)
+        let jail = self.confine(&opts, &spec, &dir, &boot)?;
+        let mut child = qemu::command(&spec, log, &jail)
             .map_err(VmError::Spawn)?
             .spawn()
             .map_err(VmError::Spawn)?;
@@ -446,6 +488,7 @@ impl Runtime {
             id: opts.id.clone(),
             dir,
             child: Some(child),
+            jail,
             agent,
             started: t0,
             opts,
@@ -457,6 +500,50 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// The confinement of the QEMU `spec` describes: its own dir and disk
+    /// writable; image, template, backing files and the egress helper
+    /// readable; the egress socket reachable.
+    fn confine(
+        &self,
+        opts: &SandboxOptions,
+        spec: &QemuSpec,
+        dir: &Path,
+        boot: &Boot<'_>,
+    ) -> Result<Confinement, VmError> {
+        let mut c = Confine {
+            id: opts.id.clone(),
+            writable: vec![dir.to_path_buf()],
+            readable: vec![
+                spec.kernel.clone(),
+                spec.initrd.clone(),
+                spec.rootfs.clone(),
+            ],
+            memory_mb: opts.memory_mb,
+            vcpus: opts.vcpus,
+            kvm: spec.accel == Accel::Kvm,
+            ..Confine::default()
+        };
+        if !spec.disk.starts_with(dir) {
+            c.writable.push(spec.disk.clone());
+        }
+        c.readable.extend(crate::disk::backing_chain(&spec.disk));
+        match boot {
+            Boot::Restore(t) => {
+                c.readable.push(t.state.clone());
+                c.inherit = Some(std::os::fd::AsRawFd::as_raw_fd(&*self.template_ram(t)?));
+            }
+            Boot::TemplateSource(mem) => c.writable.extend(mem.parent().map(Path::to_path_buf)),
+            Boot::Cold | Boot::Wake(_) => {}
+        }
+        if let Some(sock) = &self.cfg.egress_socket {
+            if self.cfg.agent_bin.is_file() {
+                c.readable.push(self.cfg.agent_bin.clone());
+                c.sockets.push(sock.clone());
+            }
+        }
+        self.jail()?.confine(&c)
+    }
+
     /// A fresh identity, and the network as this runtime provides it.
     fn identity(&self, disk_bytes: u64) -> Result<SetupSpec, VmError> {
         let mut id = fresh_identity(disk_bytes)?;
@@ -569,6 +656,8 @@ pub struct Sandbox {
     id: String,
     pub(crate) dir: PathBuf,
     pub(crate) child: Option<tokio::process::Child>,
+    /// Its uid and cgroup; released when the sandbox is dropped.
+    jail: Confinement,
     agent: AgentConn,
     started: Instant,
     pub(crate) opts: SandboxOptions,
@@ -590,6 +679,11 @@ impl Sandbox {
     /// QEMU's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// QEMU's confinement (uid, cgroup).
+    pub fn confinement(&self) -> &Confinement {
+        &self.jail
     }
 
     /// Whether QEMU is still running.

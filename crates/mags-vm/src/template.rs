@@ -199,6 +199,8 @@ async fn snapshot(
     let snapshot_ms = t0.elapsed().as_millis() as u64;
     drop(qmp);
     sb.kill().await;
+    // Made by a jailed QEMU under a uid that another sandbox may get later.
+    crate::jail::give_back(tmp).map_err(|e| VmError::io(tmp, e))?;
     if let Some(d) = &disk {
         // Clones read it through their overlays; nothing may write it again.
         let path = tmp.join(d.file_name().unwrap_or_default());

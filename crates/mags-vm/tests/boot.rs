@@ -25,6 +25,7 @@ fn runtime(data_dir: &std::path::Path) -> Runtime {
         images_dir: Some(images_dir()),
         egress_socket: None,
         extra_ca_certs: String::new(),
+        jail: Default::default(),
     })
 }
 

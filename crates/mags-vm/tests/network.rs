@@ -49,6 +49,7 @@ async fn tunnel_and_egress() {
         images_dir: Some(images_dir()),
         egress_socket: Some(sock.clone()),
         extra_ca_certs: mags_vm::net::local_ca_certs(),
+        jail: Default::default(),
     });
     rt.ensure_image(|_| {}).await.expect("image");
     let sb = rt

@@ -149,6 +149,33 @@ struct Effective {
 }
 
 impl Policies {
+    /// Whether the peer of `conn` may claim to be `sandbox`: a jailed QEMU
+    /// (and its helper) runs as the uid that owns its sandbox dir, so one
+    /// sandbox cannot borrow another's rules. Processes of the server's own
+    /// user (an unconfined runtime) are trusted.
+    fn may_speak_for(&self, conn: &UnixStream, sandbox: &str) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(peer) = conn.peer_cred() else {
+            return false;
+        };
+        // SAFETY: geteuid has no preconditions.
+        if peer.uid() == unsafe { libc::geteuid() } || self.sandboxes.is_none() {
+            // Without per-sandbox rules, who it is changes nothing.
+            return true;
+        }
+        let plain = !sandbox.is_empty()
+            && sandbox
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let owner = self
+            .sandboxes
+            .as_ref()
+            .filter(|_| plain)
+            .and_then(|dir| std::fs::metadata(dir.join(sandbox)).ok())
+            .map(|m| m.uid());
+        owner == Some(peer.uid())
+    }
+
     /// The policy for `sandbox`: the server's, narrowed by its own rules.
     fn for_sandbox(&self, sandbox: &str) -> Effective {
         let own = self
@@ -181,6 +208,10 @@ async fn serve(mut conn: UnixStream, policies: Arc<Policies>) {
         }
     }
     let sandbox: Arc<str> = String::from_utf8_lossy(&id).into();
+    if !policies.may_speak_for(&conn, &sandbox) {
+        tracing::warn!(sandbox = %sandbox, "egress connection from a process that is not that sandbox's QEMU; refused");
+        return;
+    }
     // Read once per connection: a job's rules are in place before its
     // script runs, and a proxy connection does not outlive its sandbox.
     let effective = Arc::new(policies.for_sandbox(&sandbox));

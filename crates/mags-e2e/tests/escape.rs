@@ -1,0 +1,237 @@
+//! The escape suite (SECURITY.md): what a malicious guest, or a guest that
+//! took over its QEMU, could try, run against real VMs.
+//!
+//! - Every QEMU is jailed: its own uid, mount/net/IPC/UTS namespaces, a
+//!   root holding only `/usr`, device nodes and its own files (no `/etc`,
+//!   no `/root`, not the server's data), its own cgroup, seccomp on,
+//!   `no_new_privs`.
+//! - From inside a guest: a fork bomb, a memory hog and a flood of
+//!   connections to the egress address (each one a helper process on the
+//!   host) stay inside the sandbox's limits, while the server and another
+//!   sandbox keep answering.
+//!
+//! These need the server to run as root (the jail needs it); the test
+//! says so rather than passing without it.
+
+use mags_e2e::{http_get, stderr, stdout, Server};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn status(server: &Server, name: &str) -> serde_json::Value {
+    let o = server.mags_output(&["status", name, "--json"]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+}
+
+/// The sandbox dir and QEMU pid of the live sandbox `name`.
+fn qemu_of(server: &Server, name: &str) -> (PathBuf, u32) {
+    let vm = status(server, name)["vm_id"]
+        .as_str()
+        .expect("a live sandbox has a vm_id")
+        .to_string();
+    let dir = server.dir.path().join("data/sandboxes").join(vm);
+    let pid = std::fs::read_to_string(dir.join("qemu.pid"))
+        .expect("qemu.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    (dir, pid)
+}
+
+fn proc_status(pid: u32, field: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The v1 or v2 cgroup directory of `pid` for `controller`.
+fn cgroup_dir(pid: u32, controller: &str) -> PathBuf {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc cgroup");
+    for line in cg.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(ctrls), Some(path)) = (ctrls, path) else {
+            continue;
+        };
+        if ctrls.split(',').any(|c| c == controller) {
+            return Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(path.trim_start_matches('/'));
+        }
+        if ctrls.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        }
+    }
+    panic!("pid {pid} has no {controller} cgroup: {cg}");
+}
+
+fn read_num(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap_or(u64::MAX)
+}
+
+/// The first of `files` that exists in cgroup dir `dir`, read as a number
+/// (v2 and v1 name the same value differently).
+fn first_num(dir: &Path, files: &[&str]) -> Option<u64> {
+    files
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .map(|p| read_num(&p))
+}
+
+const MEMORY_LIMIT: &[&str] = &["memory.max", "memory.limit_in_bytes"];
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the escape suite checks the QEMU jail, which needs magsd to run as root; run the tests as root"
+    );
+}
+
+#[test]
+fn every_qemu_runs_jailed() {
+    require_root();
+    let server = Server::start(&["--jail", "require"]);
+    let o = server.mags_output(&["new", "jailed"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), server.log());
+    let (dir, pid) = qemu_of(&server, "jailed");
+
+    let uid = proc_status(pid, "Uid");
+    assert!(
+        !uid.starts_with("0\t") && !uid.is_empty(),
+        "QEMU runs as root: {uid}"
+    );
+    assert_eq!(
+        proc_status(pid, "Seccomp"),
+        "2",
+        "QEMU's seccomp filter is on"
+    );
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    assert_eq!(
+        proc_status(pid, "CapEff"),
+        "0000000000000000",
+        "no capabilities"
+    );
+    for ns in ["mnt", "net", "ipc", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).expect("ns");
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).expect("ns");
+        assert_ne!(theirs, ours, "QEMU shares the server's {ns} namespace");
+    }
+
+    // What QEMU sees as its filesystem.
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    for absent in ["etc/shadow", "etc/passwd", "root", "home", "tmp", "var"] {
+        assert!(!root.join(absent).exists(), "/{absent} is visible to QEMU");
+    }
+    assert!(root.join("usr/bin/qemu-system-x86_64").exists());
+    let data = server.dir.path().join("data");
+    let inside = |p: &Path| root.join(p.strip_prefix("/").expect("absolute"));
+    assert!(
+        inside(&dir).join("qemu.log").exists(),
+        "its own dir is there"
+    );
+    for other in ["mags.db", "egress.sock"] {
+        let p = data.join(other);
+        if other == "egress.sock" {
+            assert!(inside(&p).exists(), "the egress socket is reachable");
+        } else {
+            assert!(
+                p.exists() && !inside(&p).exists(),
+                "{other} is visible to QEMU"
+            );
+        }
+    }
+    // No other sandbox's dir (the pool's clones live next to it).
+    let siblings: Vec<_> = std::fs::read_dir(inside(dir.parent().expect("parent")))
+        .expect("sandboxes dir inside")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(siblings, vec![dir.file_name().expect("name").to_owned()]);
+
+    // Its own cgroup, with limits.
+    let pids = cgroup_dir(pid, "pids");
+    assert!(
+        pids.display().to_string().contains("/mags/"),
+        "{}",
+        pids.display()
+    );
+    assert!(read_num(&pids.join("pids.max")) <= 4096);
+    let mem = cgroup_dir(pid, "memory");
+    let limit = first_num(&mem, MEMORY_LIMIT).expect("a memory limit file");
+    assert!(limit < 8 << 30, "memory limit {limit}");
+}
+
+#[test]
+fn a_guest_fork_bomb_memory_hog_and_connection_flood_stay_inside_their_limits() {
+    require_root();
+    let server = Server::start(&["--jail", "require"]);
+    for name in ["victim", "bystander"] {
+        let o = server.mags_output(&["new", name]);
+        assert!(o.status.success(), "{}\n{}", stderr(&o), server.log());
+    }
+    let (_, pid) = qemu_of(&server, "victim");
+    let pids_dir = cgroup_dir(pid, "pids");
+    let pids_max = read_num(&pids_dir.join("pids.max"));
+
+    // All at once, in the background of the guest: a fork bomb, a memory
+    // hog (more than the guest has), and 1000 connections to the egress
+    // proxy address, each held open (one host helper process each).
+    let attack = "nohup bash -c ':(){ :|:& };:' >/dev/null 2>&1 & \
+        nohup python3 -c 'a=[]\nwhile True: a.append(bytearray(64<<20))' >/dev/null 2>&1 & \
+        for i in $(seq 1000); do (exec 3<>/dev/tcp/10.0.2.100/3128; sleep 60) >/dev/null 2>&1 & done; \
+        echo launched";
+    let o = server.mags_output(&["exec", "victim", attack]);
+    // The guest may be too busy to answer; what matters is the host.
+    let _ = (stdout(&o), stderr(&o));
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut peak = 0;
+    while Instant::now() < deadline {
+        let current = read_num(&pids_dir.join("pids.current"));
+        peak = peak.max(current);
+        assert!(current <= pids_max, "pids {current} > max {pids_max}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(peak > 0);
+
+    // The server answers, and so does the other sandbox.
+    assert_eq!(
+        http_get(&server.url, "/health").map(|(c, _)| c),
+        Some(200),
+        "the server stays responsive"
+    );
+    let t0 = Instant::now();
+    let o = server.mags_output(&["exec", "bystander", "echo still-here"]);
+    assert_eq!(stdout(&o).trim(), "still-here", "{}", stderr(&o));
+    eprintln!(
+        "bystander answered in {} ms; victim's host pids peaked at {peak} (max {pids_max})",
+        t0.elapsed().as_millis()
+    );
+    // The victim's QEMU used no more memory than its cgroup allows.
+    let mem = cgroup_dir(pid, "memory");
+    if let Some(peak) = first_num(&mem, &["memory.peak", "memory.max_usage_in_bytes"]) {
+        let limit = first_num(&mem, MEMORY_LIMIT).expect("a memory limit");
+        assert!(peak <= limit, "memory peak {peak} > limit {limit}");
+    }
+    // And stopping the victim ends every process it had on the host.
+    let o = server.mags_output(&["stop", "victim"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gone = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU still runs"
+    );
+}

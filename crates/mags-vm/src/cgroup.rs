@@ -1,0 +1,267 @@
+//! One cgroup per QEMU process, with memory, pids and CPU limits (part of
+//! the [jail](crate::jail)).
+//!
+//! Works on the unified hierarchy (cgroup v2: `<root>/mags/<id>` with
+//! `memory.max`, `pids.max`, `cpu.max`) and on the legacy one (v1: a
+//! `mags/<id>` group in each of the `memory`, `pids` and `cpu` controllers).
+//! The QEMU child joins its groups itself, before it execs, so it never runs
+//! unconfined. A group is removed when its sandbox ends; groups a crashed
+//! server left behind are removed by [`Cgroups::sweep`] once empty.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The cgroup filesystem's usual mount point.
+const CGROUP_FS: &str = "/sys/fs/cgroup";
+/// CFS period for CPU quotas, microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Limits of one sandbox's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Hard memory limit for QEMU and its helpers (guest RAM + overhead).
+    pub memory_bytes: u64,
+    /// Most processes and threads.
+    pub pids: u64,
+    /// CPU time per [`CPU_PERIOD_US`], in microseconds.
+    pub cpu_quota_us: u64,
+}
+
+/// Which hierarchy this host has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Layout {
+    /// cgroup v2: our parent group.
+    Unified(PathBuf),
+    /// cgroup v1: our parent group in the memory, pids and cpu controllers.
+    Legacy {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+    },
+}
+
+/// The parent group(s) every sandbox's group is made in.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    layout: Layout,
+}
+
+impl Cgroups {
+    /// Finds the hierarchy under `/sys/fs/cgroup` and makes the parent
+    /// group `name` (enabling the controllers it needs); a reason if this
+    /// host does not let us.
+    pub fn init(name: &str) -> Result<Cgroups, String> {
+        Self::init_at(Path::new(CGROUP_FS), name)
+    }
+
+    fn init_at(fs: &Path, name: &str) -> Result<Cgroups, String> {
+        let why = |what: &str, e: io::Error| format!("{what}: {e}");
+        if fs.join("cgroup.controllers").is_file() {
+            let available = std::fs::read_to_string(fs.join("cgroup.controllers"))
+                .map_err(|e| why("cannot read cgroup.controllers", e))?;
+            for c in ["memory", "pids", "cpu"] {
+                if !available.split_whitespace().any(|a| a == c) {
+                    return Err(format!("the cgroup v2 root has no {c} controller"));
+                }
+            }
+            // Our parent may hold no processes itself; the root may.
+            write(&fs.join("cgroup.subtree_control"), "+memory +pids +cpu")
+                .map_err(|e| why("cannot enable controllers at the cgroup root", e))?;
+            let parent = fs.join(name);
+            mkdir(&parent).map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
+            write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
+                .map_err(|e| why("cannot enable controllers for sandboxes", e))?;
+            return Ok(Cgroups {
+                layout: Layout::Unified(parent),
+            });
+        }
+        let mut dirs = Vec::new();
+        for c in ["memory", "pids", "cpu"] {
+            let ctl = fs.join(c);
+            if !ctl.join("cgroup.procs").is_file() {
+                return Err(format!(
+                    "no cgroup v2 and no cgroup v1 {c} controller under {}",
+                    fs.display()
+                ));
+            }
+            let parent = ctl.join(name);
+            mkdir(&parent).map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
+            dirs.push(parent);
+        }
+        let [memory, pids, cpu] = <[PathBuf; 3]>::try_from(dirs).map_err(|_| "unreachable")?;
+        Ok(Cgroups {
+            layout: Layout::Legacy { memory, pids, cpu },
+        })
+    }
+
+    /// "cgroup v2" or "cgroup v1", for status reports.
+    pub fn describe(&self) -> &'static str {
+        match self.layout {
+            Layout::Unified(_) => "cgroup v2",
+            Layout::Legacy { .. } => "cgroup v1",
+        }
+    }
+
+    fn parents(&self) -> Vec<&Path> {
+        match &self.layout {
+            Layout::Unified(p) => vec![p],
+            Layout::Legacy { memory, pids, cpu } => vec![memory, pids, cpu],
+        }
+    }
+
+    /// Makes sandbox `id`'s group with `limits` (replacing an empty
+    /// leftover of the same name).
+    pub fn create(&self, id: &str, limits: CgroupLimits) -> io::Result<Cgroup> {
+        let cpu_max = format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us);
+        let group = Cgroup {
+            dirs: self.parents().iter().map(|p| p.join(id)).collect(),
+        };
+        for d in &group.dirs {
+            let _ = std::fs::remove_dir(d);
+            std::fs::create_dir(d)?;
+        }
+        let set = |dir: &Path, file: &str, value: &str| write(&dir.join(file), value);
+        match &self.layout {
+            Layout::Unified(_) => {
+                let d = &group.dirs[0];
+                set(d, "memory.max", &limits.memory_bytes.to_string())?;
+                // Absent without swap accounting; nothing to limit then.
+                let _ = set(d, "memory.swap.max", "0");
+                set(d, "pids.max", &limits.pids.to_string())?;
+                set(d, "cpu.max", &cpu_max)?;
+            }
+            Layout::Legacy { .. } => {
+                let [mem, pids, cpu] = [&group.dirs[0], &group.dirs[1], &group.dirs[2]];
+                set(
+                    mem,
+                    "memory.limit_in_bytes",
+                    &limits.memory_bytes.to_string(),
+                )?;
+                if mem.join("memory.memsw.limit_in_bytes").exists() {
+                    set(
+                        mem,
+                        "memory.memsw.limit_in_bytes",
+                        &limits.memory_bytes.to_string(),
+                    )?;
+                }
+                set(pids, "pids.max", &limits.pids.to_string())?;
+                set(cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                set(cpu, "cpu.cfs_quota_us", &limits.cpu_quota_us.to_string())?;
+            }
+        }
+        Ok(group)
+    }
+
+    /// Removes the groups of sandboxes that are gone (empty ones; a group
+    /// with a process left in it stays).
+    pub fn sweep(&self) -> usize {
+        let mut removed = 0;
+        for parent in self.parents() {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.path().is_dir() && std::fs::remove_dir(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// One sandbox's group; removed on drop if empty by then.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// The `cgroup.procs` files a process writes itself into.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// A value from the group (e.g. `pids.max`, `memory.max`), trimmed.
+    pub fn read(&self, file: &str) -> Option<String> {
+        self.dirs
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Where the group lives (its first directory).
+    pub fn path(&self) -> &Path {
+        &self.dirs[0]
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn mkdir(p: &Path) -> io::Result<()> {
+    match std::fs::create_dir(p) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
+    }
+}
+
+fn write(p: &Path, value: &str) -> io::Result<()> {
+    std::fs::write(p, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A fake cgroup v1 tree: plain directories stand in for the controllers.
+    #[test]
+    fn legacy_groups_get_their_limits_and_are_swept() {
+        let fs = tempfile::tempdir().unwrap();
+        for c in ["memory", "pids", "cpu"] {
+            std::fs::create_dir(fs.path().join(c)).unwrap();
+            std::fs::write(fs.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let cg = Cgroups::init_at(fs.path(), "mags").unwrap();
+        assert_eq!(cg.describe(), "cgroup v1");
+        let limits = CgroupLimits {
+            memory_bytes: 640 << 20,
+            pids: 512,
+            cpu_quota_us: 125_000,
+        };
+        let g = cg.create("sb-1", limits).unwrap();
+        let read = |c: &str, f: &str| {
+            std::fs::read_to_string(fs.path().join(c).join("mags/sb-1").join(f)).unwrap()
+        };
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (640u64 << 20).to_string()
+        );
+        assert_eq!(read("pids", "pids.max"), "512");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "125000");
+        assert_eq!(g.procs_files().len(), 3);
+        // Plain directories with files are not removable: like a busy group.
+        std::mem::forget(g);
+        assert_eq!(cg.sweep(), 0);
+        for c in ["memory", "pids", "cpu"] {
+            let d = fs.path().join(c).join("mags/sb-1");
+            for f in std::fs::read_dir(&d).unwrap() {
+                std::fs::remove_file(f.unwrap().path()).unwrap();
+            }
+        }
+        assert_eq!(cg.sweep(), 3);
+    }
+
+    #[test]
+    fn no_controllers_is_a_reason_not_a_panic() {
+        let fs = tempfile::tempdir().unwrap();
+        let err = Cgroups::init_at(fs.path(), "mags").unwrap_err();
+        assert!(err.contains("memory controller"), "{err}");
+    }
+}

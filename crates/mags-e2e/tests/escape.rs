@@ -129,9 +129,21 @@ fn every_qemu_runs_jailed() {
 
     // What QEMU sees as its filesystem.
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    for absent in ["etc/shadow", "etc/passwd", "root", "home", "tmp", "var"] {
+    for absent in [
+        "etc/shadow",
+        "etc/passwd",
+        "etc/ssh",
+        "root/.cargo",
+        "home",
+        "var",
+    ] {
         assert!(!root.join(absent).exists(), "/{absent} is visible to QEMU");
     }
+    // Directories that exist only as the way to something bound inside
+    // hold nothing else (the host's /tmp has other things in it).
+    let entries = |p: &Path| std::fs::read_dir(p).map_or(0, |d| d.count());
+    assert!(entries(&root.join("tmp")) <= 2, "QEMU sees the host's /tmp");
+    assert!(entries(Path::new("/tmp")) > entries(&root.join("tmp")));
     assert!(root.join("usr/bin/qemu-system-x86_64").exists());
     let data = server.dir.path().join("data");
     let inside = |p: &Path| root.join(p.strip_prefix("/").expect("absolute"));

@@ -5,10 +5,11 @@
 //!   root holding only `/usr`, device nodes and its own files (no `/etc`,
 //!   no `/root`, not the server's data), its own cgroup, seccomp on,
 //!   `no_new_privs`.
-//! - From inside a guest: a fork bomb, a memory hog and a flood of
-//!   connections to the egress address (each one a helper process on the
-//!   host) stay inside the sandbox's limits, while the server and another
-//!   sandbox keep answering.
+//! - From inside a guest: a flood of connections to the egress address
+//!   (each one a helper process on the host) hits the sandbox's process
+//!   limit and goes no further; a fork bomb and a memory hog stay inside
+//!   the sandbox; the server and another sandbox keep answering; stopping
+//!   the sandbox removes every process it had on the host.
 //!
 //! These need the server to run as root (the jail needs it); the test
 //! says so rather than passing without it.
@@ -195,26 +196,66 @@ fn a_guest_fork_bomb_memory_hog_and_connection_flood_stay_inside_their_limits() 
     let pids_dir = cgroup_dir(pid, "pids");
     let pids_max = read_num(&pids_dir.join("pids.max"));
 
-    // All at once, in the background of the guest: a fork bomb, a memory
-    // hog (more than the guest has), and 1000 connections to the egress
-    // proxy address, each held open (one host helper process each).
-    let attack = "nohup bash -c ':(){ :|:& };:' >/dev/null 2>&1 & \
+    // First a flood of connections to the egress address, held open:
+    // each one is a helper process on the host, so this is what a guest
+    // can do to the host's process table. The limit must stop it.
+    let flood = "cat > /tmp/flood.py <<'PY'
+import socket, time
+s = []
+for i in range(1000):
+    try:
+        s.append(socket.create_connection(('10.0.2.100', 3128), timeout=5))
+    except OSError:
+        pass
+time.sleep(300)
+PY
+nohup python3 /tmp/flood.py >/tmp/flood.log 2>&1 &
+echo launched";
+    let o = server.mags_output(&["exec", "victim", flood]);
+    assert_eq!(stdout(&o).trim(), "launched", "{}", stderr(&o));
+    let refused = |dir: &Path| {
+        std::fs::read_to_string(dir.join("pids.events"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Stopped by the cgroup (pids.events counts refusals) or by the
+    // per-uid process limit at the same number, whichever comes first.
+    let stopped = |peak: u64| refused(&pids_dir) > 0 || peak >= pids_max;
+    while Instant::now() < deadline && !stopped(peak) {
+        let current = read_num(&pids_dir.join("pids.current"));
+        peak = peak.max(current);
+        assert!(current <= pids_max, "pids {current} > max {pids_max}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        stopped(peak),
+        "the flood never reached the limit (peak {peak} of {pids_max})"
+    );
+    // Held there, not beyond.
+    for _ in 0..20 {
+        assert!(read_num(&pids_dir.join("pids.current")) <= pids_max);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Then a fork bomb and a memory hog (more than the guest has).
+    let bomb = "nohup bash -c ':(){ :|:& };:' >/dev/null 2>&1 & \
         nohup python3 -c 'a=[]\nwhile True: a.append(bytearray(64<<20))' >/dev/null 2>&1 & \
-        for i in $(seq 1000); do (exec 3<>/dev/tcp/10.0.2.100/3128; sleep 60) >/dev/null 2>&1 & done; \
         echo launched";
-    let o = server.mags_output(&["exec", "victim", attack]);
+    let o = server.mags_output(&["exec", "victim", bomb]);
     // The guest may be too busy to answer; what matters is the host.
     let _ = (stdout(&o), stderr(&o));
-
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let current = read_num(&pids_dir.join("pids.current"));
         peak = peak.max(current);
         assert!(current <= pids_max, "pids {current} > max {pids_max}");
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(peak > 0);
 
     // The server answers, and so does the other sandbox.
     assert_eq!(
@@ -246,4 +287,9 @@ fn a_guest_fork_bomb_memory_hog_and_connection_flood_stay_inside_their_limits() 
         !Path::new(&format!("/proc/{pid}")).exists(),
         "QEMU still runs"
     );
+    // Its helpers went with it: the group is emptied and removed.
+    while pids_dir.exists() && Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!pids_dir.exists(), "the sandbox's cgroup is left behind");
 }

@@ -207,10 +207,38 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
+    /// Removes the group; if processes are left in it (QEMU still dying,
+    /// helpers it started), kills them first, off the caller's thread.
     fn drop(&mut self) {
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir(d);
+        let dirs = std::mem::take(&mut self.dirs);
+        if dirs
+            .iter()
+            .all(|d| std::fs::remove_dir(d).is_ok() || !d.exists())
+        {
+            return;
         }
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                for d in &dirs {
+                    for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.trim().parse::<i32>().ok())
+                    {
+                        // SAFETY: a plain syscall; the pid is in this
+                        // sandbox's own group.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                if dirs
+                    .iter()
+                    .all(|d| std::fs::remove_dir(d).is_ok() || !d.exists())
+                {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
     }
 }
 

@@ -45,6 +45,39 @@ fn images_dir() -> PathBuf {
         })
 }
 
+/// Template restores with and without the jail, in turn (so both see the
+/// same machine), and the ratio of their medians.
+async fn jail_rows(
+    report: &mut Report,
+    jailed: &Runtime,
+    unjailed: &Runtime,
+    runs: usize,
+) -> anyhow::Result<()> {
+    eprintln!("template restores, jailed and not...");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (rt, out) in [(jailed, &mut with), (unjailed, &mut without)] {
+            let t = Instant::now();
+            let sb = rt.start(opts()).await?;
+            out.push(ms(t.elapsed()));
+            sb.shutdown().await?;
+        }
+    }
+    let base = report::median(&without);
+    report.push(Row::new(
+        "baseline: template restore with --jail off (no confinement)",
+        without,
+    ));
+    report.push(
+        Row::new(
+            "sandbox start: template restore, jailed (uid, namespaces, cgroup, seccomp)",
+            with,
+        )
+        .vs("--jail off", base),
+    );
+    Ok(())
+}
+
 fn opts() -> SandboxOptions {
     SandboxOptions::new(format!("bench-{}", uuid::Uuid::new_v4()))
 }
@@ -87,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let agent_bin = mags_vm::locate::find_agent_bin().map_err(anyhow::Error::msg)?;
     let tmp = tempfile::tempdir()?;
-    let rt = Arc::new(Runtime::new(RuntimeConfig {
+    let config = RuntimeConfig {
         data_dir: tmp.path().join("vm"),
         agent_bin,
         accel: None,
@@ -95,7 +128,17 @@ async fn main() -> anyhow::Result<()> {
         egress_socket: None,
         extra_ca_certs: String::new(),
         jail: Default::default(),
-    }));
+    };
+    // The same runtime with no jail at all, to show what confinement costs.
+    let unjailed = Runtime::new(RuntimeConfig {
+        data_dir: tmp.path().join("vm-unjailed"),
+        jail: mags_vm::JailConfig {
+            mode: mags_vm::JailMode::Off,
+            ..Default::default()
+        },
+        ..config.clone()
+    });
+    let rt = Arc::new(Runtime::new(config));
     eprintln!("preparing the image, accelerator verdict and template...");
     let image = rt.ensure_image(|_| {}).await?;
     let accel = rt.accel().await?;
@@ -103,6 +146,11 @@ async fn main() -> anyhow::Result<()> {
         .template(&image, accel, 256, mags_vm::template::TemplateKind::Mounted)
         .await?;
     let mut report = Report::new(accel.to_string(), quick);
+    if std::env::args().any(|a| a == "--jail") {
+        jail_rows(&mut report, &rt, &unjailed, n(20, 5)).await?;
+        report.print();
+        return Ok(());
+    }
     if std::env::args().any(|a| a == "--workspaces") {
         let server = baseline::Server::start(&magsd, tmp.path())?;
         let client = mags_client::Client::new(&server.url, &server.token)?;
@@ -172,6 +220,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .vs("raw QEMU restore", raw_median),
     );
+
+    jail_rows(&mut report, &rt, &unjailed, n(20, 5)).await?;
 
     eprintln!("warm pool takes...");
     let pool = Pool::start(

@@ -60,6 +60,21 @@ pub struct Pool {
     refill: Arc<Notify>,
 }
 
+/// Runs what every job runs first (`bash -c` in `/root`) once, so this
+/// clone's QEMU has already translated it (under TCG the translation cache
+/// is per process and not in the snapshot) before a job waits on it.
+async fn warm_up(sb: &Sandbox) {
+    let spec = mags_proto::RunSpec {
+        argv: vec!["/bin/bash".into(), "-c".into(), "true".into()],
+        cwd: Some("/root".into()),
+        timeout_ms: Some(30_000),
+        ..Default::default()
+    };
+    if let Err(e) = async { sb.agent().run(spec).await?.collect().await }.await {
+        tracing::debug!(sandbox = sb.id(), "pool warm-up failed: {e}");
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -126,6 +141,7 @@ impl Pool {
         (opts.memory_mb, opts.vcpus, opts.disk_gb) = self.shape();
         match self.rt.start(opts).await {
             Ok(sb) => {
+                warm_up(&sb).await;
                 lock(&self.idle).push_back(sb);
                 None
             }

@@ -69,6 +69,29 @@ async fn build(limits: Limits, workspaces: bool) -> Harness {
     }
 }
 
+/// A one-shot job of `user_id` running `script`, ready to insert.
+pub fn new_job(user_id: &str, script: &str) -> mags_store::NewJob {
+    mags_store::NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name: None,
+        workspace_id: None,
+        base_workspace_id: None,
+        persistent: false,
+        no_sleep: false,
+        no_sync: false,
+        startup_command: None,
+        script: script.into(),
+        environment: Default::default(),
+        file_ids: Vec::new(),
+        disk_gb: 2,
+        rootfs_type: None,
+        idle_timeout_secs: None,
+        no_internet: false,
+        created_at: mags_store::clock::monotonic_ms(),
+    }
+}
+
 pub async fn harness() -> Harness {
     harness_with(4).await
 }

@@ -12,6 +12,7 @@
 //! - [`workspaces`]: workspaces and uploaded files.
 //! - [`cron`]: scheduled jobs.
 //! - [`ssh`]: SSH access keys and the terminal WebSocket.
+//! - [`users`]: API tokens, users (admin) and the audit log.
 //! - [`ErrorBody`]: the one error shape, `{"error": "..."}`.
 
 pub mod access;
@@ -19,6 +20,7 @@ pub mod cron;
 pub mod jobs;
 pub mod sandbox;
 pub mod ssh;
+pub mod users;
 pub mod workspaces;
 
 pub use access::{
@@ -36,6 +38,10 @@ pub use sandbox::{
 };
 
 pub use ssh::{SshAccessError, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
+pub use users::{
+    AuditEntry, AuditList, CreateTokenRequest, CreateUserRequest, CreatedToken, RevokedToken,
+    TokenInfo, TokenList, UserInfo, UserList,
+};
 pub use workspaces::{
     ResizeRequest, UploadResponse, WorkspaceActionResponse, WorkspaceInfo, WorkspaceList,
     MAX_UPLOAD_BYTES,

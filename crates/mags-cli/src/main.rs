@@ -220,6 +220,11 @@ enum Cmd {
         #[command(subcommand)]
         action: WorkspaceCmd,
     },
+    /// Your API tokens: list, create, revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
     /// Scheduled jobs: add, list, remove, enable, disable.
     Cron {
         #[command(subcommand)]
@@ -240,6 +245,27 @@ enum Cmd {
     Image {
         #[command(subcommand)]
         action: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// List your tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new token for you; it is printed once.
+    Create {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of your tokens (it stops working at its next request).
+    Revoke {
+        /// The token's id or display prefix (`mags_AbCdEfG`).
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -364,7 +390,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    use commands::{auth, cron, doctor, jobs, run, sandbox, shell, url, workspace};
+    use commands::{auth, cron, doctor, jobs, run, sandbox, shell, tokens, url, workspace};
     match cli.command {
         Cmd::Run {
             script,
@@ -452,6 +478,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             CronCmd::Remove { id } => cron::remove(&id).await,
             CronCmd::Enable { id } => cron::set_enabled(&id, true).await,
             CronCmd::Disable { id } => cron::set_enabled(&id, false).await,
+        },
+        Cmd::Token { action } => match action {
+            TokenCmd::List { json } => tokens::list(json).await,
+            TokenCmd::Create { json } => tokens::create(json).await,
+            TokenCmd::Revoke { id, json } => tokens::revoke(&id, json).await,
         },
         Cmd::Workspace {
             action: WorkspaceCmd::List { json },

@@ -383,3 +383,40 @@ fn local_mode_starts_and_reuses_a_server() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn token_create_list_and_revoke_own_tokens() {
+    let s = start_server();
+    let out = s.run(&["token", "create"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new = text(&out.stdout).trim().to_string();
+    assert!(new.starts_with("mags_"), "{new}");
+    let out = s.run(&["token", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(list["total"], 2);
+    assert!(!text(&out.stdout).contains(&new), "a secret in the listing");
+    let out = s.run(&["token", "list"]);
+    assert!(text(&out.stdout).contains("LAST USED"));
+    let prefix = &new[..12];
+    let out = s.run(&["token", "revoke", prefix, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["prefix"], prefix);
+    // The revoked token is refused; the one in use still works.
+    let out = s
+        .cmd(&["list"])
+        .env("MAGS_API_TOKEN", &new)
+        .output()
+        .expect("mags");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = s.run(&["token", "revoke", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(s.run(&["token", "list"]).status.success());
+}

@@ -13,6 +13,7 @@ mod follow;
 mod interactive;
 mod ndjson;
 mod sandbox;
+mod tokens;
 mod workspaces;
 
 pub use follow::{OutputFollower, OutputItem};

@@ -110,6 +110,13 @@ pub struct ServeArgs {
     /// to all interfaces).
     #[arg(long, env = "MAGS_SSH_HOST")]
     pub ssh_host: Option<String>,
+    /// Audit events older than this many days are deleted (hourly); 0
+    /// keeps them by count only.
+    #[arg(long, env = "MAGS_AUDIT_RETENTION_DAYS", default_value_t = crate::audit::DEFAULT_RETENTION_DAYS)]
+    pub audit_retention_days: u32,
+    /// At most this many audit events are kept (the newest).
+    #[arg(long, env = "MAGS_AUDIT_MAX_EVENTS", default_value_t = crate::audit::DEFAULT_MAX_EVENTS, value_parser = clap::value_parser!(i64).range(1..))]
+    pub audit_max_events: i64,
     /// Which executor runs jobs (`fake` is for tests only).
     /// How each QEMU is confined: `auto` (everything this host allows;
     /// all of it as root), `require` (refuse to start without the full

@@ -17,6 +17,11 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or invalid API token (send Authorization: Bearer <token>)")]
     Unauthorized,
+    /// The caller's role does not allow this (a non-admin on an admin
+    /// endpoint). Never used for a resource of another user: that is a
+    /// [`ApiError::NotFound`], so existence does not leak.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed on this endpoint")]
@@ -41,6 +46,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -54,17 +54,20 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError
 
 /// Makes sure `path` holds a token of user `admin` that this database
 /// knows. A missing file gets a new token (mode 0600); an existing one
-/// whose token the database does not know (say, it was wiped) is adopted.
+/// whose token the database does not know (say, it was wiped) is adopted;
+/// one whose token was revoked is replaced.
 pub async fn ensure_local_token(store: &Store, path: &Path) -> Result<(), FileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let token = text.trim();
-            if !token.is_empty() && store.authenticate(token).await?.is_none() {
+            // A revoked token is not adopted again: the file gets a new one.
+            let revoked = !token.is_empty() && store.revoked_token(token).await?.is_some();
+            if !token.is_empty() && !revoked && store.authenticate(token).await?.is_none() {
                 let admin = store.ensure_user("admin", true).await?;
                 store.add_token(&admin.id, token).await?;
                 tracing::info!(file = %path.display(), "registered the token of the local token file");
             }
-            if !token.is_empty() {
+            if !token.is_empty() && !revoked {
                 return Ok(());
             }
         }
@@ -149,5 +152,17 @@ mod tests {
             .expect("fresh store");
         ensure_local_token(&other, &file).await.expect("adopt");
         assert!(other.authenticate(&token).await.expect("auth").is_some());
+
+        // Revoked (say, with `mags token revoke`): replaced, not re-adopted.
+        store.revoke_token(&auth.token_id).await.expect("revoke");
+        ensure_local_token(&store, &file).await.expect("replace");
+        let new = std::fs::read_to_string(&file).expect("read");
+        assert_ne!(new.trim(), token);
+        assert!(store
+            .authenticate(new.trim())
+            .await
+            .expect("auth")
+            .is_some());
+        assert!(store.authenticate(&token).await.expect("auth").is_none());
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`routes`]: the axum router (`/health`, `/api/v1/...`), with
 //!   [`auth`] (bearer tokens) and [`error`] (the one error -> HTTP mapping).
+//! - [`audit`]: the audit log's writer (who did what, refusals rate-bounded).
 //! - [`scheduler`]: runs accepted jobs with a concurrency limit through an
 //!   [`executor::Executor`] ([`executor::vm`] for real, [`executor::fake`]
 //!   for tests), writing output through [`sink`].
@@ -17,6 +18,7 @@
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
 
+pub mod audit;
 pub mod auth;
 pub mod browser;
 pub mod config;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub apps: std::sync::Arc<proxy::Apps>,
     /// The SSH gateway, when it runs: what `/access` with port 22 returns.
     pub ssh: Option<ssh::SshEndpoint>,
+    /// The audit log.
+    pub audit: audit::Audit,
 }
 
 /// How much the server runs at once, and when sandboxes sleep.
@@ -133,6 +137,7 @@ impl AppState {
         let (tx, rx) = watch::channel(false);
         (
             AppState {
+                audit: audit::Audit::new(store.clone()),
                 store,
                 scheduler,
                 sandboxes,

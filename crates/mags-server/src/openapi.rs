@@ -305,6 +305,55 @@ pub fn document() -> Value {
         JSON,
     );
     d.op::<(), WhoAmI>("get", "/whoami", "The token's user", false, 200, JSON);
+    d.op::<(), TokenList>(
+        "get",
+        "/mags-tokens",
+        "The caller's API tokens (never the secrets); an admin may pass user=NAME",
+        false,
+        200,
+        JSON,
+    );
+    d.op::<CreateTokenRequest, CreatedToken>(
+        "post",
+        "/mags-tokens",
+        "A new token (shown once) for the caller; an admin may name another user",
+        true,
+        201,
+        JSON,
+    );
+    d.op::<(), RevokedToken>(
+        "delete",
+        "/mags-tokens/{id}",
+        "Revoke one of the caller's tokens (id or unique prefix; an admin: any token)",
+        false,
+        200,
+        JSON,
+    );
+    d.op::<(), UserList>(
+        "get",
+        "/mags-users",
+        "List users (admin only: 403 otherwise)",
+        false,
+        200,
+        JSON,
+    );
+    d.op::<CreateUserRequest, UserInfo>(
+        "post",
+        "/mags-users",
+        "Add a user (admin only: 403 otherwise)",
+        true,
+        201,
+        JSON,
+    );
+    d.op::<(), AuditList>(
+        "get",
+        "/mags-audit",
+        "Audit events, oldest first: the caller's own; an admin's sees all \
+         (user, since=RFC 3339 or 30m/24h/7d, action, limit)",
+        false,
+        200,
+        JSON,
+    );
     let error = d.schema::<ErrorBody>();
     render(d, error)
 }

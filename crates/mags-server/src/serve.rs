@@ -139,6 +139,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     state.scheduler.recover().await?;
     // After recovery: a cron run missed while no server ran starts once now.
     crate::cron::start(state.clone(), state.shutdown.clone());
+    tokio::spawn(state.audit.clone().prune_forever(
+        args.audit_retention_days,
+        args.audit_max_events,
+        state.shutdown.clone(),
+    ));
     let sandboxes = state.sandboxes.clone();
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -160,6 +165,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
                 &data_dir,
                 store.clone(),
                 state.sandboxes.clone(),
+                state.audit.clone(),
             )
             .await?,
         ),
@@ -243,7 +249,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
             }
         }
     }
-    let app = router(state);
+    // Peer addresses go into the audit log.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -375,27 +375,7 @@ async fn restart_fails_running_jobs_and_requeues_accepted_ones() {
         .await
         .expect("q")
         .expect("alice");
-    let mk = |script: &str| mags_store::NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: user.id.clone(),
-        name: None,
-        workspace_id: None,
-        base_workspace_id: None,
-        persistent: false,
-        no_sleep: false,
-        no_sync: false,
-        startup_command: None,
-        script: script.into(),
-        environment: Default::default(),
-        file_ids: Vec::new(),
-        disk_gb: 2,
-        rootfs_type: None,
-        idle_timeout_secs: None,
-        no_internet: false,
-        egress_allow: Vec::new(),
-        egress_deny: Vec::new(),
-        created_at: mags_store::clock::monotonic_ms(),
-    };
+    let mk = |script: &str| common::new_job(&user.id, script);
     let running = mk("echo never");
     let accepted = mk("echo again");
     h.store.insert_job(&running).await.expect("insert");

@@ -8,6 +8,7 @@
 //!
 //! - [`migrate`]: the embedded migrations and their runner.
 //! - [`users`], [`tokens`]: accounts and API tokens (stored as SHA-256).
+//! - [`audit`]: the audit log of security-relevant events.
 //! - [`jobs`]: job records and their state changes.
 //! - [`sandboxes`]: the extra states of persistent jobs (sleep, wake,
 //!   script exit while live, live settings).
@@ -16,6 +17,7 @@
 //!   uploaded files.
 
 pub mod access;
+pub mod audit;
 pub mod clock;
 pub mod cron;
 pub mod jobs;
@@ -28,13 +30,14 @@ pub mod users;
 pub mod workspaces;
 
 pub use access::{Access, Alias, Route};
+pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use sandboxes::JobSettings;
 pub use ssh_keys::SshKeyOwner;
-pub use tokens::{generate_token, hash_token, Authenticated, TokenInfo};
-pub use users::User;
+pub use tokens::{display_prefix, generate_token, hash_token, Authenticated, TokenInfo, TokenRow};
+pub use users::{valid_user_name, User, UserRemoval};
 pub use workspaces::{Upload, WorkspaceRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -54,9 +54,14 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0007_browser.sql"),
     },
     Migration {
-        version: 10,
+        version: 8,
+        name: "audit",
+        sql: include_str!("../migrations/0008_audit.sql"),
+    },
+    Migration {
+        version: 9,
         name: "job_egress",
-        sql: include_str!("../migrations/0010_job_egress.sql"),
+        sql: include_str!("../migrations/0009_job_egress.sql"),
     },
 ];
 

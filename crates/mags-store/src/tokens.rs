@@ -5,6 +5,7 @@
 use crate::{clock, conflict_or, get, Store, StoreError, User};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
+use sqlx::any::AnyRow;
 
 /// What every generated token starts with.
 pub const TOKEN_PREFIX: &str = "mags_";
@@ -43,11 +44,54 @@ pub struct TokenInfo {
     pub created_at: i64,
 }
 
+/// A stored token as listings show it (without the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked: bool,
+}
+
+impl TokenRow {
+    fn from_row(row: &AnyRow) -> Result<TokenRow, StoreError> {
+        Ok(TokenRow {
+            id: get(row, "id")?,
+            user_id: get(row, "user_id")?,
+            user_name: get(row, "user_name")?,
+            prefix: get(row, "prefix")?,
+            created_at: get(row, "created_at")?,
+            last_used_at: get(row, "last_used_at")?,
+            revoked: get::<i64>(row, "revoked")? != 0,
+        })
+    }
+}
+
+const TOKEN_ROW_SELECT: &str = "SELECT t.id AS id, t.user_id AS user_id, u.name AS user_name, \
+    t.prefix AS prefix, t.created_at AS created_at, t.last_used_at AS last_used_at, \
+    t.revoked AS revoked FROM tokens t JOIN users u ON u.id = t.user_id";
+
 /// The result of a successful [`Store::authenticate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authenticated {
     pub user: User,
     pub token_id: String,
+    /// The token's display prefix (for the audit log).
+    pub token_prefix: String,
+}
+
+/// The display prefix of a presented token, if it looks like one of ours
+/// (anything else may be a secret pasted by mistake: keep none of it).
+pub fn display_prefix(token: &str) -> Option<String> {
+    let looks_ours = token.starts_with(TOKEN_PREFIX)
+        && token.len() == TOKEN_PREFIX.len() + TOKEN_RANDOM_LEN
+        && token[TOKEN_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric());
+    looks_ours.then(|| token.chars().take(DISPLAY_PREFIX_LEN).collect())
 }
 
 impl Store {
@@ -86,7 +130,7 @@ impl Store {
     /// Refreshes the token's `last_used_at` (at most once a minute).
     pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, StoreError> {
         let row = sqlx::query(
-            "SELECT t.id AS token_id, t.last_used_at AS last_used_at, \
+            "SELECT t.id AS token_id, t.last_used_at AS last_used_at, t.prefix AS prefix, \
                     u.id AS id, u.name AS name, u.is_admin AS is_admin, u.created_at AS created_at \
              FROM tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1 AND t.revoked = 0",
@@ -108,7 +152,59 @@ impl Store {
         Ok(Some(Authenticated {
             user: User::from_row(&row)?,
             token_id,
+            token_prefix: get(&row, "prefix")?,
         }))
+    }
+
+    /// The stored (revoked) token `token` is, with its owner, if it is one
+    /// of ours: lets a refused request name whose revoked token it used.
+    pub async fn revoked_token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{TOKEN_ROW_SELECT} WHERE t.token_hash = $1 AND t.revoked = 1"
+        ))
+        .bind(hash_token(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(TokenRow::from_row).transpose()
+    }
+
+    /// Tokens of `user_id` (every user's when `None`), newest first.
+    pub async fn tokens(&self, user_id: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
+        let order = "ORDER BY t.created_at DESC, t.id";
+        let rows = match user_id {
+            Some(u) => {
+                sqlx::query(&format!("{TOKEN_ROW_SELECT} WHERE t.user_id = $1 {order}"))
+                    .bind(u)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("{TOKEN_ROW_SELECT} {order}"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(TokenRow::from_row).collect()
+    }
+
+    /// Tokens whose id is `key` or whose display prefix starts with `key`
+    /// (at least 6 characters), of `user_id` when given.
+    pub async fn find_tokens(
+        &self,
+        key: &str,
+        user_id: Option<&str>,
+    ) -> Result<Vec<TokenRow>, StoreError> {
+        let mut found: Vec<TokenRow> = self
+            .tokens(user_id)
+            .await?
+            .into_iter()
+            .filter(|t| t.id == key || (key.len() >= 6 && t.prefix.starts_with(key)))
+            .collect();
+        // An exact id wins over prefixes that happen to match.
+        if let Some(i) = found.iter().position(|t| t.id == key) {
+            found = vec![found.swap_remove(i)];
+        }
+        Ok(found)
     }
 
     /// Revokes a token; returns whether it existed.
@@ -132,6 +228,14 @@ mod tests {
         assert_eq!(t.len(), 45);
         assert!(t[5..].bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(t, generate_token());
+        assert_eq!(display_prefix(&t).as_deref(), Some(&t[..12]));
+    }
+
+    #[test]
+    fn only_our_tokens_have_a_display_prefix() {
+        assert_eq!(display_prefix("mags_wrong"), None);
+        assert_eq!(display_prefix("hunter2-my-password"), None);
+        assert_eq!(display_prefix(&format!("mags_{}", "é".repeat(20))), None);
     }
 
     #[test]

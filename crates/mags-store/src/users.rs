@@ -1,5 +1,8 @@
-//! Accounts. A user owns tokens and jobs; names are unique.
+//! Accounts. A user owns tokens, jobs, workspaces, uploads, cron jobs and
+//! URLs; names are unique. Removing a user removes all of those records
+//! (foreign keys cascade; SSH keys, which have none, are removed here).
 
+use crate::jobs::NOT_FINAL;
 use crate::{clock, conflict_or, get, Store, StoreError};
 use sqlx::any::AnyRow;
 
@@ -23,6 +26,34 @@ impl User {
     }
 }
 
+/// What removing a user deleted: how many records of each kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserRemoval {
+    pub tokens: i64,
+    pub jobs: i64,
+    pub live_jobs: i64,
+    pub workspaces: i64,
+    pub uploads: i64,
+    pub cron_jobs: i64,
+    pub url_aliases: i64,
+}
+
+/// Longest user name accepted.
+pub const MAX_USER_NAME: usize = 64;
+
+/// Whether `name` is a valid user name: 1-64 of letters, digits, `-`,
+/// `_`, `.` and `@`, not starting with `.` or `-`.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USER_NAME
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}
+
+const USER_COLUMNS: &str = "id, name, is_admin, created_at";
+
 impl Store {
     /// Creates a user; [`StoreError::Conflict`] if the name is taken.
     pub async fn create_user(&self, name: &str, is_admin: bool) -> Result<User, StoreError> {
@@ -45,11 +76,19 @@ impl Store {
 
     /// The user called `name`, if any.
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, name, is_admin, created_at FROM users WHERE name = $1")
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(User::from_row).transpose()
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(User::from_row).collect()
     }
 
     /// The user called `name`, created (with `is_admin`) if missing.
@@ -65,6 +104,61 @@ impl Store {
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("user {name:?} vanished"))),
             Err(e) => Err(e),
+        }
+    }
+
+    /// How many records `user_id` owns, by kind (what [`Store::remove_user`]
+    /// would delete); `live_jobs` counts jobs not yet final.
+    pub async fn user_records(&self, user_id: &str) -> Result<UserRemoval, StoreError> {
+        let count = |sql: String| {
+            let pool = self.pool.clone();
+            async move {
+                let row = sqlx::query(&sql).bind(user_id).fetch_one(&pool).await?;
+                get::<i64>(&row, "n")
+            }
+        };
+        let of = |table: &str| format!("SELECT COUNT(*) AS n FROM {table} WHERE user_id = $1");
+        Ok(UserRemoval {
+            tokens: count(of("tokens")).await?,
+            jobs: count(of("jobs")).await?,
+            live_jobs: count(format!("{} AND {NOT_FINAL}", of("jobs"))).await?,
+            workspaces: count(of("workspaces")).await?,
+            uploads: count(of("uploads")).await?,
+            cron_jobs: count(of("cron_jobs")).await?,
+            url_aliases: count(of("url_aliases")).await?,
+        })
+    }
+
+    /// Removes a user and everything it owns (the deletes in one
+    /// transaction); returns what it owned, or `None` if there is no such
+    /// user.
+    pub async fn remove_user(&self, user_id: &str) -> Result<Option<UserRemoval>, StoreError> {
+        let counts = self.user_records(user_id).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM ssh_keys WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((r.rows_affected() > 0).then_some(counts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names() {
+        for ok in ["alice", "a", "bob.smith", "ci-bot_2", "x@example.com"] {
+            assert!(valid_user_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "a b", "a/b", "é", &"a".repeat(65)] {
+            assert!(!valid_user_name(bad), "{bad}");
         }
     }
 }

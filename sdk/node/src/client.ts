@@ -12,6 +12,8 @@ import { ExecStream, OutputStream } from "./streams.js";
 import type {
   AccessInfo,
   ActionResult,
+  AuditList,
+  CreatedToken,
   BrowserInfo,
   CronJob,
   CronList,
@@ -23,6 +25,7 @@ import type {
   NewResult,
   PoolStatus,
   RunResult,
+  TokenList,
   UrlAlias,
   UrlAliasList,
   Usage,
@@ -537,6 +540,28 @@ export class Mags {
 
   cronDelete(cronId: string): Promise<Record<string, unknown>> {
     return this.request("DELETE", `/mags-cron/${seg(cronId)}`);
+  }
+
+  // ── tokens and audit ─────────────────────────────────────────────
+
+  /** Your API tokens (never the secrets). */
+  listTokens(): Promise<TokenList> {
+    return this.request("GET", "/mags-tokens");
+  }
+
+  /** A new token for you; `token` is shown only this once. */
+  createToken(): Promise<CreatedToken> {
+    return this.request("POST", "/mags-tokens", { json: {} });
+  }
+
+  /** Revokes one of your tokens (id or display prefix); refused from its next request on. */
+  revokeToken(tokenId: string): Promise<{ success: boolean; id: string; prefix: string; message: string }> {
+    return this.request("DELETE", `/mags-tokens/${seg(tokenId)}`);
+  }
+
+  /** Your audit events, oldest first; `since` is RFC 3339 or an age like `"24h"`. */
+  audit(opts: { since?: string; limit?: number } = {}): Promise<AuditList> {
+    return this.request("GET", "/mags-audit", { params: { since: opts.since, limit: opts.limit ?? 100 } });
   }
 
   // ── helpers ──────────────────────────────────────────────────────

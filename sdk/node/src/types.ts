@@ -217,3 +217,44 @@ export interface JobExit {
 }
 
 export type OutputEvent = OutputChunk | StatusChange | JobExit;
+
+/** One of your API tokens (never the secret). */
+export interface TokenInfo {
+  id: string;
+  prefix: string;
+  user: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked: boolean;
+}
+
+export interface TokenList {
+  tokens: TokenInfo[];
+  total: number;
+}
+
+/** A new token: `token` is shown only this once. */
+export interface CreatedToken {
+  token: string;
+  id: string;
+  prefix: string;
+  user: string;
+  created_at: string;
+}
+
+export interface AuditEvent {
+  id: string;
+  time: string;
+  user: string | null;
+  token_prefix: string | null;
+  action: string;
+  target_kind: string | null;
+  target_id: string | null;
+  detail: string | null;
+  source_ip: string | null;
+}
+
+export interface AuditList {
+  events: AuditEvent[];
+  total: number;
+}

@@ -1,7 +1,8 @@
 //! The commands, grouped: [`run`], [`jobs`] (status, logs, list),
 //! [`sandbox`] (new, exec, stop, sync, set), [`shell`] (ssh, exec -it), [`auth`] (login, logout,
 //! whoami), [`doctor`], [`workspace`] (list, delete, resize), [`url`]
-//! (public URLs and aliases), [`browser`] (browser sessions).
+//! (public URLs and aliases), [`browser`] (browser sessions), [`tokens`]
+//! (the caller's API tokens).
 
 pub mod auth;
 pub mod browser;
@@ -13,6 +14,7 @@ pub mod mcp;
 pub mod run;
 pub mod sandbox;
 pub mod shell;
+pub mod tokens;
 pub mod url;
 pub mod workspace;
 

@@ -2,6 +2,7 @@
 //! port a URL served by the [URL proxy](crate::proxy); `/mags-url-aliases`
 //! manages stable subdomains that follow a workspace's live job.
 
+use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::routes::jobs::owned_job;
@@ -20,7 +21,7 @@ use mags_store::{Alias, StoreError};
 /// `POST /mags-jobs/{id}/access`.
 pub async fn access(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<AccessRequest>,
@@ -28,11 +29,12 @@ pub async fn access(
     if req.port == mags_api::SSH_PORT {
         // SSH: the gateway's host and port and a key for this sandbox.
         return Ok(
-            crate::routes::ssh::ssh_access(&state, &user.id, &id, &headers)
+            crate::routes::ssh::ssh_access(&state, &caller, &id, &headers)
                 .await
                 .into_response(),
         );
     }
+    let user = &caller.user;
     let job = owned_job(&state, &user.id, &id).await?;
     if req.port == 0 {
         return Err(ApiError::BadRequest("port must be 1-65535".into()));
@@ -53,6 +55,15 @@ pub async fn access(
             Err(e) => return Err(e.into()),
         }
     };
+    state
+        .audit
+        .done(
+            &caller,
+            "access.url",
+            ("job", &job.id),
+            Some(format!("port {} at {}", access.port, access.subdomain)),
+        )
+        .await;
     // Access wakes a sleeping sandbox (in the background: the URL works
     // either way, its first request waits for the wake).
     if job.status == mags_api::JobState::Sleeping {
@@ -155,13 +166,17 @@ pub async fn list_aliases(
 /// `DELETE /mags-url-aliases/{subdomain}`.
 pub async fn delete_alias(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiPath(sub): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let sub = sub.to_ascii_lowercase();
-    if !state.store.delete_alias(&user.id, &sub).await? {
+    if !state.store.delete_alias(&caller.user.id, &sub).await? {
         return Err(ApiError::NotFound(format!("no alias {sub}")));
     }
+    state
+        .audit
+        .done(&caller, "alias.delete", ("alias", &sub), None)
+        .await;
     Ok(Json(serde_json::json!({
         "success": true,
         "message": format!("alias {sub} removed"),

@@ -3,7 +3,7 @@
 //! [`crate::browser`]. The call returns once Chromium's DevTools endpoint
 //! answers (under TCG that is tens of seconds on a cold start).
 
-use crate::auth::AuthUser;
+use crate::audit::Caller;
 use crate::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
 use crate::error::{ApiError, ApiJson};
 use crate::routes::access::new_subdomain;
@@ -26,9 +26,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(900);
 /// `POST /mags-browser`.
 pub async fn create(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiJson(req): ApiJson<BrowserRequest>,
 ) -> Result<Json<BrowserSession>, ApiError> {
+    let user = &caller.user;
     let name = req.name.filter(|n| !n.trim().is_empty());
     let job = match live_session(&state, &user.id, name.as_deref()).await? {
         Some(job) => job,
@@ -63,6 +64,15 @@ pub async fn create(
         .secret
         .ok_or_else(|| ApiError::Internal("the CDP access record has no secret".into()))?;
     let ws_path = browser_ws_path(&state, &user.id, &job.id).await?;
+    state
+        .audit
+        .done(
+            &caller,
+            "browser.session",
+            ("job", &job.id),
+            Some(format!("CDP at {}", access.subdomain)),
+        )
+        .await;
     let ws = format!(
         "{}{ws_path}",
         browser::ws_base(&state.apps, &access.subdomain, &secret)

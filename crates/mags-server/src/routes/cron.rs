@@ -1,6 +1,7 @@
 //! `POST/GET /mags-cron`, `GET/PATCH/DELETE /mags-cron/{id}` (id or name).
 //! Another user's cron job is a 404, exactly like a missing one.
 
+use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::cron::{self, expr::CronExpr};
 use crate::error::{ApiError, ApiJson, ApiPath};
@@ -198,13 +199,23 @@ pub async fn update(
 /// `DELETE /mags-cron/{id}`.
 pub async fn delete(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = &caller.user;
     let cur = owned(&state, &user.id, &id).await?;
     if !state.store.delete_cron(&user.id, &cur.id).await? {
         return Err(not_found(&id));
     }
+    state
+        .audit
+        .done(
+            &caller,
+            "cron.delete",
+            ("cron", &cur.id),
+            Some(cur.name.clone()),
+        )
+        .await;
     Ok(Json(serde_json::json!({
         "success": true,
         "id": cur.id,

@@ -9,6 +9,7 @@
 //! - [`meta`]: health, usage, pool status, whoami.
 //! - [`access`]: public URLs and URL aliases.
 //! - [`browser`]: browser sessions (Chromium with a CDP endpoint).
+//! - [`users`]: API tokens, users (admin only) and the audit log.
 //!
 //! Requests whose Host is under the apps domain never reach these: the
 //! [URL proxy](crate::proxy) takes them first.
@@ -25,6 +26,7 @@ pub mod output;
 pub mod sandbox;
 pub mod ssh;
 pub mod tty;
+pub mod users;
 pub mod workspaces;
 
 use crate::error::ApiError;
@@ -77,6 +79,16 @@ pub fn router(state: AppState) -> Router {
             get(cron::get).patch(cron::update).delete(cron::delete),
         )
         .route("/whoami", get(meta::whoami))
+        .route(
+            "/mags-tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
+        .route("/mags-tokens/{id}", delete(users::revoke_token))
+        .route(
+            "/mags-users",
+            get(users::list_users).post(users::create_user),
+        )
+        .route("/mags-audit", get(users::audit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -6,6 +6,7 @@
 //! A job of another user is a 404, exactly like a missing one; a job
 //! without a live sandbox is a 409 saying why.
 
+use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::routes::jobs::{owned_job, MAX_IDLE_TIMEOUT_SECS};
@@ -292,9 +293,10 @@ pub async fn update(
 /// down (`completed`); a one-shot job is killed (`error`, "stopped").
 pub async fn stop(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ActionResponse>, ApiError> {
+    let user = &caller.user;
     let job = owned_job(&state, &user.id, &id).await?;
     if job.status.is_final() {
         return Err(ApiError::Conflict(format!(
@@ -302,6 +304,15 @@ pub async fn stop(
             job.id, job.status
         )));
     }
+    state
+        .audit
+        .done(
+            &caller,
+            "job.stop",
+            ("job", &job.id),
+            Some(format!("was {}", job.status)),
+        )
+        .await;
     if job.persistent {
         state.sandboxes.stop(&job.id).await?;
     } else if state.scheduler.stop(&job.id) {

@@ -6,6 +6,7 @@
 //!
 //! [`ssh_access`] is the port-22 branch of `/access` (`routes/access.rs`).
 
+use crate::audit::Caller;
 use crate::error::ApiError;
 use crate::routes::jobs::owned_job;
 use crate::sandboxes::check_live;
@@ -42,16 +43,16 @@ impl IntoResponse for Failed {
     }
 }
 
-/// SSH access to `user_id`'s job `id`: wakes it, makes and records a key,
+/// SSH access to the caller's job `id`: wakes it, makes and records a key,
 /// says where to connect (`headers` give the host the client reached the
 /// API at).
 pub async fn ssh_access(
     state: &AppState,
-    user_id: &str,
+    caller: &Caller,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Json<SshAccessResponse>, Failed> {
-    let job = owned_job(state, user_id, id).await?;
+    let job = owned_job(state, &caller.user.id, id).await?;
     check_live(&job, "SSH access")?;
     let Some(endpoint) = &state.ssh else {
         return Err(ApiError::Unavailable("this server runs no SSH gateway".into()).into());
@@ -68,6 +69,15 @@ pub async fn ssh_access(
         .add_ssh_key(&key.fingerprint, &job.id, &job.user_id)
         .await?;
     tracing::info!(job = %job.id, fingerprint = %key.fingerprint, "SSH access key issued");
+    state
+        .audit
+        .done(
+            caller,
+            "access.ssh",
+            ("job", &job.id),
+            Some(format!("key {}", key.fingerprint)),
+        )
+        .await;
     let api_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     Ok(Json(SshAccessResponse {
         success: true,

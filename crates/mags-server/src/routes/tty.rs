@@ -16,12 +16,13 @@
 //!
 //! A client that goes away hangs up the command (SIGHUP to its session).
 
-use crate::auth::AuthUser;
+use crate::audit::Caller;
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::routes::jobs::owned_job;
 use crate::routes::output::shutting_down;
 use crate::sandboxes::check_live;
 use crate::AppState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
@@ -36,16 +37,25 @@ const SIGHUP: i32 = 1;
 const DEFAULT_TERM: &str = "xterm-256color";
 
 /// The upgrade: finds the sandbox (waking it) and starts the command
-/// before answering, so a failure is a plain HTTP error.
+/// before answering, so a failure is a plain HTTP error. Ownership is
+/// checked before anything else, a request that is no WebSocket upgrade
+/// is refused before the sandbox is woken.
 pub async fn tty(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TtyQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let user = &caller.user;
     let job = owned_job(&state, &user.id, &id).await?;
     check_live(&job, "a terminal")?;
+    let ws = ws.map_err(|r| {
+        ApiError::BadRequest(format!(
+            "this endpoint is a WebSocket; send an upgrade request ({})",
+            r.body_text()
+        ))
+    })?;
     let sandbox = state.sandboxes.connect(&user.id, &job.id).await?;
     let argv = match q.command.as_deref().map(str::trim) {
         Some(c) if !c.is_empty() => vec!["/bin/bash".into(), "-c".into(), c.to_string()],
@@ -73,6 +83,10 @@ pub async fn tty(
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot start the command: {e}")))?;
     tracing::info!(job = %job.id, "terminal session started");
+    state
+        .audit
+        .done(&caller, "tty.open", ("job", &job.id), None)
+        .await;
     let shutdown = state.shutdown.clone();
     // Also if the upgrade never completes, the command does not linger.
     let hangup = HangUp(process.input());

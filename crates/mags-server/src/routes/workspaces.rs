@@ -1,6 +1,7 @@
 //! `GET /mags-workspaces`, `DELETE /mags-workspaces/{id}` (409 while a job
 //! is live on it), `POST /mags-workspaces/{id}/resize` (ours: grow only).
 
+use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::AppState;
@@ -26,10 +27,14 @@ pub async fn list(
 /// `DELETE /mags-workspaces/{id}`.
 pub async fn delete(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WorkspaceActionResponse>, ApiError> {
-    state.workspaces.delete(&user.id, &id).await?;
+    state.workspaces.delete(&caller.user.id, &id).await?;
+    state
+        .audit
+        .done(&caller, "workspace.delete", ("workspace", &id), None)
+        .await;
     Ok(Json(WorkspaceActionResponse {
         success: true,
         message: format!("workspace {id} deleted"),

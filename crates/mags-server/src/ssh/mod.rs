@@ -16,12 +16,17 @@
 //! - `subsystem sftp`: the guest's own `sftp-server` over stdin/stdout,
 //!   so `sftp` and `scp` (SFTP by default since OpenSSH 9) work.
 //!
+//! Sessions are in the audit log: `ssh.open` when a key is accepted,
+//! `ssh.close` when the connection ends, `ssh.refuse` for a verified key
+//! that opens nothing (rate-bounded like other refusals).
+//!
 //! The host key is made once and kept in the data dir
 //! (`ssh_host_ed25519_key`). No private key or token is ever logged.
 
 pub mod keys;
 mod session;
 
+use crate::audit::Audit;
 use crate::sandboxes::Sandboxes;
 use mags_store::Store;
 use russh::server::Server as _;
@@ -98,6 +103,7 @@ impl SshGateway {
         data_dir: &Path,
         store: Store,
         sandboxes: Sandboxes,
+        audit: Audit,
     ) -> Result<SshGateway, SshError> {
         let host_key = keys::load_or_create_host_key(&data_dir.join("ssh_host_ed25519_key"))?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -123,7 +129,7 @@ impl SshGateway {
         });
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let mut server = session::Gateway::new(store, sandboxes);
+            let mut server = session::Gateway::new(store, sandboxes, audit);
             let running = server.run_on_socket(config, &listener);
             let _ = handle_tx.send(running.handle());
             if let Err(e) = running.await {

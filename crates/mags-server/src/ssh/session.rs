@@ -9,9 +9,10 @@
 //! through the session's [`Handle`], then the exit status, EOF and close.
 
 use super::keys;
+use crate::audit::Audit;
 use crate::sandboxes::{Connected, SandboxError, Sandboxes};
 use mags_proto::{PtySpec, RunSpec};
-use mags_store::{SshKeyOwner, Store};
+use mags_store::{NewAuditEvent, SshKeyOwner, Store};
 use mags_vm::{Process, ProcessEvent, ProcessInput};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session};
 use russh::server::{Handler, VerifiedPublicKey};
@@ -31,11 +32,16 @@ const FAILED: u32 = 255;
 pub(super) struct Gateway {
     store: Store,
     sandboxes: Sandboxes,
+    audit: Audit,
 }
 
 impl Gateway {
-    pub(super) fn new(store: Store, sandboxes: Sandboxes) -> Gateway {
-        Gateway { store, sandboxes }
+    pub(super) fn new(store: Store, sandboxes: Sandboxes, audit: Audit) -> Gateway {
+        Gateway {
+            store,
+            sandboxes,
+            audit,
+        }
     }
 }
 
@@ -46,6 +52,7 @@ impl russh::server::Server for Gateway {
         Conn {
             store: self.store.clone(),
             sandboxes: self.sandboxes.clone(),
+            audit: self.audit.clone(),
             peer,
             owner: None,
             sandbox: None,
@@ -71,6 +78,7 @@ struct Chan {
 pub(super) struct Conn {
     store: Store,
     sandboxes: Sandboxes,
+    audit: Audit,
     peer: Option<SocketAddr>,
     /// The sandbox the verified key opens.
     owner: Option<SshKeyOwner>,
@@ -80,17 +88,23 @@ pub(super) struct Conn {
 }
 
 impl Drop for Conn {
-    /// A dropped connection hangs up on its processes, as sshd does.
+    /// A dropped connection hangs up on its processes, as sshd does, and
+    /// is recorded as closed.
     fn drop(&mut self) {
         let inputs: Vec<ProcessInput> =
             self.channels.drain().filter_map(|(_, c)| c.input).collect();
-        if inputs.is_empty() {
+        let closed = self.owner.take().map(|o| self.event("ssh.close", &o));
+        if inputs.is_empty() && closed.is_none() {
             return;
         }
+        let audit = self.audit.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 for i in inputs {
                     let _ = i.signal(SIGHUP).await;
+                }
+                if let Some(e) = closed {
+                    audit.record(e).await;
                 }
             });
         }
@@ -105,6 +119,16 @@ enum Start {
 }
 
 impl Conn {
+    /// An audit event of this connection on `owner`'s sandbox.
+    fn event(&self, action: &str, owner: &SshKeyOwner) -> NewAuditEvent {
+        NewAuditEvent {
+            source_ip: self.peer.map(|p| p.ip().to_string()),
+            ..NewAuditEvent::new(action)
+                .by_user(&owner.user_id, None)
+                .target("job", &owner.job_id)
+        }
+    }
+
     /// The live job a key opens, if it opens one.
     async fn owner_of(&self, key: &russh::keys::PublicKey) -> Option<SshKeyOwner> {
         let fp = keys::fingerprint(key);
@@ -280,11 +304,18 @@ impl Handler for Conn {
         match self.owner_of(key.public_key).await {
             Some(owner) => {
                 tracing::debug!(job = %owner.job_id, peer = ?self.peer, "SSH key accepted");
+                let fp = keys::fingerprint(key.public_key);
+                let event = self.event("ssh.open", &owner).detail(format!("key {fp}"));
+                self.audit.record(event).await;
                 self.owner = Some(owner);
                 Ok(Auth::Accept)
             }
             None => {
                 tracing::info!(peer = ?self.peer, "SSH key refused");
+                let fp = keys::fingerprint(key.public_key);
+                let mut event = NewAuditEvent::new("ssh.refuse").detail(format!("key {fp}"));
+                event.source_ip = self.peer.map(|p| p.ip().to_string());
+                self.audit.record_refusal(event).await;
                 Ok(Auth::reject())
             }
         }

@@ -8,7 +8,8 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use mags_server::executor::fake::FakeExecutor;
-use mags_server::{router, AppState};
+use mags_server::workspaces::{StorageArgs, Workspaces};
+use mags_server::{router, AppState, Limits};
 use mags_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -25,13 +26,39 @@ pub struct Harness {
 }
 
 pub async fn harness_with(max_vms: u32) -> Harness {
+    build(Limits::new(max_vms), false).await
+}
+
+/// A harness whose server also keeps workspaces and uploads (in its temp
+/// dir: local object store, disks made with `mkfs.ext4`).
+pub async fn harness_with_workspaces(limits: Limits) -> Harness {
+    build(limits, true).await
+}
+
+async fn build(limits: Limits, workspaces: bool) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
         .await
         .expect("store");
     let alice = store.create_user("alice", false).await.expect("user");
     let (_, token) = store.create_token(&alice.id).await.expect("token");
-    let (state, shutdown) = AppState::new(store.clone(), Arc::new(FakeExecutor::new()), max_vms);
+    let ws = if workspaces {
+        let args = StorageArgs {
+            objects_dir: None,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            workspace_cache_secs: 600,
+            workspace_versions: 5,
+        };
+        Workspaces::start(store.clone(), dir.path(), &args).expect("workspaces")
+    } else {
+        Workspaces::disabled()
+    };
+    let (state, shutdown) =
+        AppState::with_workspaces(store.clone(), Arc::new(FakeExecutor::new()), limits, ws);
     Harness {
         app: router(state.clone()),
         state,
@@ -42,11 +69,42 @@ pub async fn harness_with(max_vms: u32) -> Harness {
     }
 }
 
+/// A one-shot job of `user_id` running `script`, ready to insert.
+pub fn new_job(user_id: &str, script: &str) -> mags_store::NewJob {
+    mags_store::NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name: None,
+        workspace_id: None,
+        base_workspace_id: None,
+        persistent: false,
+        no_sleep: false,
+        no_sync: false,
+        startup_command: None,
+        script: script.into(),
+        environment: Default::default(),
+        file_ids: Vec::new(),
+        disk_gb: 2,
+        rootfs_type: None,
+        idle_timeout_secs: None,
+        no_internet: false,
+        egress_allow: Vec::new(),
+        egress_deny: Vec::new(),
+        created_at: mags_store::clock::monotonic_ms(),
+    }
+}
+
 pub async fn harness() -> Harness {
     harness_with(4).await
 }
 
 impl Harness {
+    /// Adds a user and returns a token of it.
+    pub async fn add_user(&self, name: &str, admin: bool) -> String {
+        let u = self.store.create_user(name, admin).await.expect("user");
+        self.store.create_token(&u.id).await.expect("token").1
+    }
+
     /// Sends a request the way the Python client does (JSON content type
     /// even without a body); returns status and parsed JSON (or the text).
     pub async fn call(

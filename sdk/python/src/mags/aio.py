@@ -365,6 +365,23 @@ class AsyncMags:
     async def cron_delete(self, cron_id: str) -> Dict[str, Any]:
         return await self._request("DELETE", f"/mags-cron/{w.seg(cron_id)}")
 
+    # ── tokens and audit ─────────────────────────────────────────────
+
+    async def list_tokens(self) -> Dict[str, Any]:
+        return await self._request("GET", "/mags-tokens")
+
+    async def create_token(self) -> Dict[str, Any]:
+        return await self._request("POST", "/mags-tokens", json={})
+
+    async def revoke_token(self, token_id: str) -> Dict[str, Any]:
+        return await self._request("DELETE", f"/mags-tokens/{w.seg(token_id)}")
+
+    async def audit(self, since: Optional[str] = None, limit: int = 100) -> Dict[str, Any]:
+        params: Dict[str, Any] = {"limit": limit}
+        if since:
+            params["since"] = since
+        return await self._request("GET", "/mags-audit", params=params)
+
     async def _resolve_job_id(self, name_or_id: str) -> str:
         if w.looks_like_id(name_or_id):
             return name_or_id

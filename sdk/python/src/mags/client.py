@@ -513,6 +513,31 @@ class Mags:
     def cron_delete(self, cron_id: str) -> Dict[str, Any]:
         return self._request("DELETE", f"/mags-cron/{w.seg(cron_id)}")
 
+    # ── tokens and audit ─────────────────────────────────────────────
+
+    def list_tokens(self) -> Dict[str, Any]:
+        """Your API tokens, ``{"tokens": [{"id", "prefix", "created_at",
+        "last_used_at", "revoked"}], "total"}`` (never the secrets)."""
+        return self._request("GET", "/mags-tokens")
+
+    def create_token(self) -> Dict[str, Any]:
+        """A new token for you: ``{"token", "id", "prefix", ...}``; the
+        token is shown only this once."""
+        return self._request("POST", "/mags-tokens", json={})
+
+    def revoke_token(self, token_id: str) -> Dict[str, Any]:
+        """Revokes one of your tokens (id or display prefix); it is refused
+        from its next request on."""
+        return self._request("DELETE", f"/mags-tokens/{w.seg(token_id)}")
+
+    def audit(self, since: Optional[str] = None, limit: int = 100) -> Dict[str, Any]:
+        """Your audit events, oldest first: ``{"events": [...], "total"}``;
+        ``since`` is RFC 3339 or an age like ``"24h"``."""
+        params: Dict[str, Any] = {"limit": limit}
+        if since:
+            params["since"] = since
+        return self._request("GET", "/mags-audit", params=params)
+
     # ── helpers ──────────────────────────────────────────────────────
 
     def _resolve_job_id(self, name_or_id: str) -> str:

@@ -1,16 +1,16 @@
-//! `magsd`: the Mags server. `serve` runs the API; `token create` makes an
-//! API token; `image build` prepares the guest image with a progress bar;
-//! `doctor` says what the host lacks.
+//! `magsd`: the Mags server. `serve` runs the API; `user`, `token` and
+//! `audit` manage users, API tokens and read the audit log; `image build`
+//! prepares the guest image with a progress bar; `doctor` says what the
+//! host lacks.
 
 mod image;
+mod users;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mags_server::config::{runtime_config, AccelArg, DataArgs, ServeArgs};
 use mags_server::doctor;
-use mags_store::Store;
 use std::io::IsTerminal as _;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -28,11 +28,18 @@ struct Cli {
 enum Command {
     /// Run the API server.
     Serve(Box<ServeArgs>),
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
-        command: TokenCommand,
+        command: users::TokenCommand,
     },
+    /// Read the audit log (security-relevant events).
+    Audit(users::AuditArgs),
     /// Manage the guest image.
     Image {
         #[command(subcommand)]
@@ -47,18 +54,6 @@ enum Command {
     },
     /// Print the OpenAPI document of the REST API (committed as openapi.json).
     Openapi,
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create a token (printed once) for a user, creating the user if missing.
-    Create {
-        #[command(flatten)]
-        data: DataArgs,
-        /// The user the token belongs to.
-        #[arg(long, default_value = "admin")]
-        user: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -95,22 +90,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => mags_server::serve::serve(*args).await?,
-        Command::Token {
-            command: TokenCommand::Create { data, user },
-        } => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&data.data_dir)
-                .with_context(|| format!("cannot create {}", data.data_dir.display()))?;
-            let store = Store::connect(&data.database_url()).await?;
-            let is_admin = user == "admin";
-            let u = store.ensure_user(&user, is_admin).await?;
-            let (_, token) = store.create_token(&u.id).await?;
-            println!("{token}");
-            eprintln!("token for user {user:?} created; it is shown only once");
-            store.close().await;
-        }
+        Command::User { command } => users::user(command).await?,
+        Command::Token { command } => users::token(command).await?,
+        Command::Audit(args) => users::audit(args).await?,
         Command::Image {
             command:
                 ImageCommand::Build {

@@ -1,0 +1,114 @@
+//! Users, API tokens and the audit log: `/mags-tokens` (a user's own
+//! tokens), `/mags-users` (admin only), `/mags-audit`.
+//!
+//! A token's secret appears once, in [`CreatedToken`]; every other shape
+//! carries only its id and display prefix.
+
+use serde::{Deserialize, Serialize};
+
+/// A token as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    /// The first characters of the token (`mags_AbCdEfG`), for recognising it.
+    pub prefix: String,
+    /// The user it belongs to.
+    pub user: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; refreshed at most once a minute.
+    pub last_used_at: Option<String>,
+    pub revoked: bool,
+}
+
+/// Body of `GET /mags-tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+    pub total: usize,
+}
+
+/// Body of `POST /mags-tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreateTokenRequest {
+    /// The user the token is for (admin only; default: the caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Answer of `POST /mags-tokens`: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreatedToken {
+    /// The token itself; it is stored hashed and cannot be shown again.
+    pub token: String,
+    pub id: String,
+    pub prefix: String,
+    pub user: String,
+    pub created_at: String,
+}
+
+/// Answer of `DELETE /mags-tokens/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RevokedToken {
+    pub success: bool,
+    pub id: String,
+    pub prefix: String,
+    pub message: String,
+}
+
+/// A user, as `/mags-users` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub is_admin: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Body of `GET /mags-users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+    pub total: usize,
+}
+
+/// Body of `POST /mags-users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreateUserRequest {
+    /// 1-64 of letters, digits, `-`, `_`, `.`, `@`.
+    pub name: String,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    /// RFC 3339.
+    pub time: String,
+    /// Who did it: a user name, or none for the server operator (`magsd`)
+    /// and unknown tokens.
+    pub user: Option<String>,
+    pub user_id: Option<String>,
+    /// Display prefix of the token used (never the token).
+    pub token_prefix: Option<String>,
+    /// `kind.verb`: `auth.fail`, `token.create`, `token.revoke`, `user.add`,
+    /// `user.remove`, `access.url`, `access.ssh`, `ssh.open`, `ssh.close`,
+    /// `ssh.refuse`, `browser.session`, `job.stop`, `workspace.delete`,
+    /// `cron.delete`, `alias.delete`.
+    pub action: String,
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub detail: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+/// Body of `GET /mags-audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AuditList {
+    /// Oldest first; the newest `limit` matching events.
+    pub events: Vec<AuditEntry>,
+    pub total: usize,
+}

@@ -1,0 +1,348 @@
+//! `magsd user ...`, `magsd token ...`, `magsd audit`: the operator's
+//! commands on the server's database (the same `--data-dir` /
+//! `--database-url` as `serve`; they work while the server runs).
+//!
+//! What they change is in the audit log as done by the operator: the
+//! event's user is the user concerned, its detail says "by the operator".
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use mags_server::audit::parse_since;
+use mags_server::config::DataArgs;
+use mags_server::routes::users::{audit_entry, token_info, user_info};
+use mags_store::{clock, valid_user_name, AuditFilter, NewAuditEvent, Store, User};
+use std::os::unix::fs::DirBuilderExt as _;
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user.
+    Add {
+        #[command(flatten)]
+        data: DataArgs,
+        name: String,
+        /// Make it an admin (manages users, tokens and the audit log over
+        /// the API; no access to other users' sandboxes).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user with its tokens, jobs, workspaces, uploads, cron jobs
+    /// and URLs (refused while it has live jobs, unless --force).
+    Remove {
+        #[command(flatten)]
+        data: DataArgs,
+        name: String,
+        /// Remove it even with live jobs (their VMs are not stopped by
+        /// this command).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token (printed once) for a user, creating the user if missing.
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The user the token belongs to.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id or display prefix (it stops working at once).
+    Revoke {
+        #[command(flatten)]
+        data: DataArgs,
+        id_or_prefix: String,
+    },
+}
+
+/// Arguments of `magsd audit`.
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Only this user's events.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only events since: RFC 3339 or an age (30m, 24h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only this action (e.g. auth.fail, token.revoke).
+    #[arg(long)]
+    action: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+async fn open(data: &DataArgs) -> anyhow::Result<Store> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data.data_dir)
+        .with_context(|| format!("cannot create {}", data.data_dir.display()))?;
+    Ok(Store::connect(&data.database_url()).await?)
+}
+
+async fn user_named(store: &Store, name: &str) -> anyhow::Result<User> {
+    store
+        .user_by_name(name)
+        .await?
+        .with_context(|| format!("there is no user {name:?} (`magsd user list` shows them)"))
+}
+
+/// An event done by the operator about `user`.
+fn by_operator(action: &str, user: &User) -> NewAuditEvent {
+    NewAuditEvent::new(action).by_user(&user.id, Some(&user.name))
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add { data, name, admin } => {
+            if !valid_user_name(&name) {
+                bail!("invalid user name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@'");
+            }
+            let store = open(&data).await?;
+            let user = match store.create_user(&name, admin).await {
+                Err(mags_store::StoreError::Conflict(_)) => bail!("user {name:?} already exists"),
+                r => r?,
+            };
+            let role = if admin { "admin" } else { "user" };
+            let event = by_operator("user.add", &user).target("user", &user.id);
+            store
+                .record_audit(&event.detail(format!("{name} ({role}) by the operator")))
+                .await?;
+            println!("{}", user.id);
+            eprintln!("added {role} {name:?}; `magsd token create --user {name}` makes its token");
+            store.close().await;
+        }
+        UserCommand::List { data, json } => {
+            let store = open(&data).await?;
+            let users = store.users().await?;
+            if json {
+                print_json(&users.iter().map(user_info).collect::<Vec<_>>())?;
+            } else {
+                println!("{:<24} {:<6} {:<24} ID", "NAME", "ADMIN", "CREATED");
+                for u in users.iter().map(user_info) {
+                    let admin = if u.is_admin { "yes" } else { "no" };
+                    println!("{:<24} {admin:<6} {:<24} {}", u.name, u.created_at, u.id);
+                }
+            }
+            store.close().await;
+        }
+        UserCommand::Remove { data, name, force } => {
+            let store = open(&data).await?;
+            let user = user_named(&store, &name).await?;
+            let has = store.user_records(&user.id).await?;
+            if has.live_jobs > 0 && !force {
+                bail!(
+                    "user {name:?} has {} live job(s) (accepted, queued, running or sleeping); \
+                     stop them first (`mags stop`) or pass --force",
+                    has.live_jobs
+                );
+            }
+            let removed = store
+                .remove_user(&user.id)
+                .await?
+                .with_context(|| format!("user {name:?} was removed meanwhile"))?;
+            let cache = data.data_dir.join("workspaces").join(&user.id);
+            let cache_note = match std::fs::remove_dir_all(&cache) {
+                Ok(()) => format!(
+                    "its cached workspace disks ({}) were deleted",
+                    cache.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    "no cached workspace disks".into()
+                }
+                Err(e) => format!(
+                    "its cached workspace disks ({}) could not be deleted: {e}",
+                    cache.display()
+                ),
+            };
+            let summary = format!(
+                "{} token(s), {} job(s) with their output ({} live), {} workspace record(s), \
+                 {} upload record(s), {} cron job(s), {} URL alias(es)",
+                removed.tokens,
+                removed.jobs,
+                removed.live_jobs,
+                removed.workspaces,
+                removed.uploads,
+                removed.cron_jobs,
+                removed.url_aliases
+            );
+            let event = by_operator("user.remove", &user).target("user", &user.id);
+            store
+                .record_audit(&event.detail(format!("{name} by the operator: {summary}")))
+                .await?;
+            println!("removed user {name:?}: {summary}; {cache_note}.");
+            println!(
+                "Not deleted: workspace snapshots and uploaded file contents in object storage \
+                 (under ws/{}/ and files/)",
+                user.id
+            );
+            if removed.live_jobs > 0 {
+                println!(
+                    "Its {} live job(s) lost their records; their VMs end when magsd restarts.",
+                    removed.live_jobs
+                );
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create { data, user } => {
+            let store = open(&data).await?;
+            let existed = store.user_by_name(&user).await?.is_some();
+            if !existed && !valid_user_name(&user) {
+                bail!("invalid user name {user:?}: use 1-64 letters, digits, '-', '_', '.' or '@'");
+            }
+            let u = store.ensure_user(&user, user == "admin").await?;
+            let (info, token) = store.create_token(&u.id).await?;
+            let event = by_operator("token.create", &u).target("token", &info.id);
+            store
+                .record_audit(&event.detail(format!("{} by the operator", info.prefix)))
+                .await?;
+            println!("{token}");
+            if !existed {
+                eprintln!("user {user:?} did not exist and was created");
+            }
+            eprintln!(
+                "token {} for user {user:?} created; it is shown only once",
+                info.prefix
+            );
+            store.close().await;
+        }
+        TokenCommand::List { data, user, json } => {
+            let store = open(&data).await?;
+            let user_id = match &user {
+                Some(n) => Some(user_named(&store, n).await?.id),
+                None => None,
+            };
+            let tokens = store.tokens(user_id.as_deref()).await?;
+            if json {
+                print_json(&tokens.iter().map(token_info).collect::<Vec<_>>())?;
+            } else {
+                println!(
+                    "{:<36} {:<12} {:<16} {:<24} {:<24} REVOKED",
+                    "ID", "PREFIX", "USER", "CREATED", "LAST USED"
+                );
+                for t in tokens.iter().map(token_info) {
+                    let last = t.last_used_at.as_deref().unwrap_or("never");
+                    let revoked = if t.revoked { "yes" } else { "no" };
+                    println!(
+                        "{:<36} {:<12} {:<16} {:<24} {last:<24} {revoked}",
+                        t.id, t.prefix, t.user, t.created_at
+                    );
+                }
+            }
+            store.close().await;
+        }
+        TokenCommand::Revoke { data, id_or_prefix } => {
+            let store = open(&data).await?;
+            let found = store.find_tokens(&id_or_prefix, None).await?;
+            let t = match found.as_slice() {
+                [t] => t,
+                [] => bail!(
+                    "no token has the id or prefix {id_or_prefix:?} (prefixes need 6+ characters)"
+                ),
+                many => bail!(
+                    "{id_or_prefix:?} matches {} tokens; give the id (`magsd token list`)",
+                    many.len()
+                ),
+            };
+            if t.revoked {
+                println!(
+                    "token {} of {:?} was already revoked",
+                    t.prefix, t.user_name
+                );
+            } else {
+                store.revoke_token(&t.id).await?;
+                let mut event = NewAuditEvent::new("token.revoke")
+                    .by_user(&t.user_id, Some(&t.user_name))
+                    .target("token", &t.id)
+                    .detail(format!("{} by the operator", t.prefix));
+                event.token_prefix = Some(t.prefix.clone());
+                store.record_audit(&event).await?;
+                println!("revoked token {} of {:?}", t.prefix, t.user_name);
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let store = open(&args.data).await?;
+    let user_id = match &args.user {
+        Some(n) => Some(user_named(&store, n).await?.id),
+        None => None,
+    };
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, clock::now_ms()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if args.limit < 1 {
+        bail!("--limit must be at least 1");
+    }
+    let events = store
+        .audit_events(&AuditFilter {
+            user_id,
+            since,
+            action: args.action.clone(),
+            limit: args.limit,
+        })
+        .await?;
+    let entries: Vec<_> = events.iter().map(audit_entry).collect();
+    if args.json {
+        print_json(&entries)?;
+    } else {
+        for e in &entries {
+            let who = e.user.as_deref().or(e.user_id.as_deref()).unwrap_or("-");
+            let target = match (&e.target_kind, &e.target_id) {
+                (Some(k), Some(i)) => format!("{k}:{i}"),
+                _ => "-".into(),
+            };
+            println!(
+                "{} {:<16} {:<16} {:<12} {:<15} {target} {}",
+                e.time,
+                e.action,
+                who,
+                e.token_prefix.as_deref().unwrap_or("-"),
+                e.source_ip.as_deref().unwrap_or("-"),
+                e.detail.as_deref().unwrap_or("")
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}

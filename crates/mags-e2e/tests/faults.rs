@@ -142,6 +142,11 @@ fn a_qemu_crash_fails_the_job_and_keeps_the_workspace_disk() {
     // A one-shot job: its QEMU is killed under the script.
     let run = spawn_mags(&server, &["run", "-n", "victim", "echo up; sleep 600"]);
     wait_running(&server, "victim");
+    let deadline = Instant::now() + WAIT;
+    while !logs(&server, "victim").contains("up") {
+        assert!(Instant::now() < deadline, "the script never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     kill9(qemu_of(&server, "victim"));
     let o = run.wait_with_output().expect("mags run");
     let said = failed(&o);
@@ -151,6 +156,7 @@ fn a_qemu_crash_fails_the_job_and_keeps_the_workspace_disk() {
         "reason: {error}\nCLI: {said}"
     );
     assert!(said.contains("the VM died"), "the CLI says why: {said}");
+    eprintln!("QEMU killed under a one-shot job: status error, {error:?}; CLI: {said:?}");
     assert!(logs(&server, "victim").contains("the VM died"));
 
     // A persistent workspace: a file written and flushed, then the crash.
@@ -167,6 +173,7 @@ fn a_qemu_crash_fails_the_job_and_keeps_the_workspace_disk() {
         error.contains("lost") && error.contains("the VM died"),
         "reason: {error}"
     );
+    eprintln!("QEMU killed under a persistent sandbox: {error:?}");
     let out = server.run_ok(&["run", "-w", "kept", "cat /root/note"]);
     assert_eq!(out, "precious\n", "the workspace's disk was kept");
     // The server is fine: no QEMU of those jobs is left, a new job runs.
@@ -251,6 +258,7 @@ fn kill_9_of_the_server_leaves_no_orphans_and_loses_nothing_acknowledged() {
     // The one-shot job is reconciled: `error`, with the reason.
     let error = wait_error(&server, "oneshot");
     assert!(error.contains("server restarted"), "reason: {error}");
+    eprintln!("one-shot job after kill -9 of magsd: {error:?}");
 
     // The persistent sandbox comes back in a fresh VM (ARCHITECTURE,
     // "Restart") and says so; its synced file is there.
@@ -320,9 +328,10 @@ fn free_bytes(path: &Path) -> u64 {
         .expect("df output")
 }
 
-/// Fills the filesystem of `dir` until `leave` bytes are free.
-fn fill(dir: &Path, leave: u64) -> PathBuf {
-    let filler = dir.join("filler");
+/// Fills the filesystem of `dir` until `leave` bytes are free, with a new
+/// file called `name`.
+fn fill(dir: &Path, name: &str, leave: u64) -> PathBuf {
+    let filler = dir.join(name);
     let size = free_bytes(dir).saturating_sub(leave);
     let o = Command::new("fallocate")
         .args(["-l", &size.to_string()])
@@ -355,7 +364,7 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
     server.run_ok(&["stop", "other"]);
 
     // The host's disk fills while a job writes.
-    let filler = fill(&data, 160 << 20);
+    let filler = fill(&data, "filler", 160 << 20);
     let o = server.mags_output(&[
         "run",
         "-n",
@@ -371,6 +380,7 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
         tail(&server.log(), 40)
     );
     assert!(!said.contains("written"), "{said}");
+    eprintln!("host disk full under a job: {error:?}; CLI: {said:?}");
 
     // A new job while the disk is full (what the writer wrote is gone
     // with its VM, so fill it again): refused with the reason.
@@ -383,7 +393,7 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
         assert!(Instant::now() < deadline, "the writer's VM dir stays");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let refill = fill(&data, 8 << 20);
+    let refill = fill(&data, "refill", 8 << 20);
     let o = server.mags_output(&["run", "-n", "late", "echo never"]);
     let said = failed(&o);
     assert!(
@@ -392,6 +402,7 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
         tail(&server.log(), 40)
     );
     assert!(!said.contains("never\n"), "{said}");
+    eprintln!("new job on a full host disk: {said:?}");
 
     // Space again: the database is intact, earlier jobs are as they were,
     // the stored workspace is whole and new jobs run.
@@ -445,6 +456,7 @@ fn unreachable_object_storage_fails_the_sync_and_acknowledges_nothing() {
     let o = server.mags_output(&["sync", "s3ws"]);
     let said = failed(&o);
     assert!(said.contains("workspace storage"), "{said}");
+    eprintln!("mags sync with S3 down: {said:?}");
     let out = server.run_ok(&["exec", "s3ws", "echo v3 > /root/g; cat /root/f"]);
     assert_eq!(out, "v2\n", "the guest still writes");
     // Back: the failed sync stored nothing.
@@ -469,6 +481,7 @@ fn unreachable_object_storage_fails_the_sync_and_acknowledges_nothing() {
             .contains("workspace storage"),
         "{s}"
     );
+    eprintln!("mags stop with S3 down: {}", s["error"]);
     wait_log(&server, "cannot store a workspace's unsaved changes");
     let cache = server.data_dir().join("workspaces");
     let disks: Vec<_> = walk(&cache)

@@ -3,9 +3,9 @@
 //! mode of the contract table, S3 against a real S3 server on loopback,
 //! a server killed in the middle of a sync, and uploads.
 
-use mags_e2e::{bin, stderr, stdout, walk, S3Server, Server};
+use mags_e2e::{bin, stderr, walk, S3Server, Server};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn run(server: &Server, args: &[&str]) -> String {

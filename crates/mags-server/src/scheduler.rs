@@ -254,7 +254,12 @@ impl Inner {
             .run(bash(&spec.script, &spec.environment, spec.timeout_ms))
             .await
         {
-            Ok(process) => run_to_end(process, &sink).await,
+            // A guest whose disk writes fail may hang in the kernel, so the
+            // host's count of failed requests is watched while it runs.
+            Ok(process) => tokio::select! {
+                r = run_to_end(process, &sink) => r,
+                why = disk_failed(vm.as_ref()) => Err(ExecError::Lost(why)),
+            },
             Err(e) => Err(ExecError::Start(format!("cannot start the script: {e}"))),
         };
         // Writes the host failed (its disk full) fail the job, whatever
@@ -296,6 +301,19 @@ impl Inner {
     /// Stores the final state (see [`store_final`]).
     async fn store_final(&self, job_id: &str, finish: &Finish) {
         store_final(&self.store, &self.followers, job_id, finish).await;
+    }
+}
+
+/// How often a running one-shot job's disk error count is read.
+const DISK_CHECK: Duration = Duration::from_secs(2);
+
+/// Resolves once the host has failed a request to `vm`'s disk: the reason.
+async fn disk_failed(vm: &dyn crate::executor::Vm) -> String {
+    loop {
+        tokio::time::sleep(DISK_CHECK).await;
+        if let Some(why) = vm.disk_trouble().await {
+            return why;
+        }
     }
 }
 

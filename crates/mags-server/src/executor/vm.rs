@@ -282,7 +282,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
         }
         st.assume_init()
     };
-    Some(u64::from(st.f_bavail).saturating_mul(st.f_frsize))
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 impl Vm for VmHandle {
@@ -292,7 +292,10 @@ impl Vm for VmHandle {
 
     fn run(&self, spec: RunSpec) -> BoxFuture<'_, Result<Box<dyn VmProcess>, ExecError>> {
         Box::pin(async move {
-            let p = self.agent.run(spec).await.map_err(lost)?;
+            let p = match self.agent.run(spec).await {
+                Ok(p) => p,
+                Err(e) => return Err(lost_in(&self.sandbox, e).await),
+            };
             Ok(Box::new(VmProc {
                 process: p,
                 sandbox: self.sandbox.clone(),
@@ -367,20 +370,18 @@ struct VmProc {
     sandbox: Arc<Mutex<Option<Sandbox>>>,
 }
 
-impl VmProc {
-    /// The agent connection broke: if QEMU died (it closes the socket just
-    /// before it can be reaped, so wait a moment), that is the reason.
-    async fn lost(&self, e: VmError) -> ExecError {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            if let Some(death) = death_of(&self.sandbox) {
-                return ExecError::Lost(death);
-            }
-            if Instant::now() >= deadline || lock(&self.sandbox).is_none() {
-                return lost(e);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// The agent connection broke: if QEMU died (it closes the socket just
+/// before it can be reaped, so wait a moment), that is the reason.
+async fn lost_in(sandbox: &Mutex<Option<Sandbox>>, e: VmError) -> ExecError {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(death) = death_of(sandbox) {
+            return ExecError::Lost(death);
         }
+        if Instant::now() >= deadline || lock(sandbox).is_none() {
+            return lost(e);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -389,7 +390,7 @@ impl VmProcess for VmProc {
         Box::pin(async move {
             match self.process.next_event().await {
                 Ok(ev) => Ok(ev),
-                Err(e) => Err(self.lost(e).await),
+                Err(e) => Err(lost_in(&self.sandbox, e).await),
             }
         })
     }

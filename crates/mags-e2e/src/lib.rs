@@ -44,7 +44,12 @@ pub struct Server {
 impl Server {
     /// Starts `magsd serve` with extra `args`, waits until it answers.
     pub fn start(args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Server::start_in(tempfile::tempdir().expect("tempdir"), args)
+    }
+
+    /// Like [`Server::start`] in `dir` (its data dir is `dir/data`, which
+    /// may already exist, e.g. as a mount point).
+    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let child = spawn_magsd(dir.path(), &args);
         let mut server = Server {
@@ -70,6 +75,16 @@ impl Server {
         let _ = std::fs::remove_file(self.dir.path().join("server.json"));
         self.child = spawn_magsd(self.dir.path(), &self.args);
         self.wait_ready();
+    }
+
+    /// magsd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's data dir (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// A token for `user` (created if missing), from `magsd token create`.
@@ -181,6 +196,49 @@ impl Server {
     pub fn mags_output(&self, args: &[&str]) -> Output {
         self.mags().args(args).output().expect("run mags")
     }
+
+    /// stdout of a `mags` run that must have succeeded; panics with its
+    /// output and the end of the server log otherwise.
+    pub fn ok(&self, o: &Output) -> String {
+        assert!(
+            o.status.success(),
+            "mags failed ({:?})\nstdout: {}\nstderr: {}\nserver log (tail):\n{}",
+            o.status,
+            stdout(o),
+            stderr(o),
+            tail(&self.log(), 40)
+        );
+        stdout(o)
+    }
+
+    /// `mags ARGS`, which must succeed: its stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        self.ok(&self.mags_output(args))
+    }
+
+    /// `mags status NAME --json`.
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        let o = self.mags_output(&["status", name, "--json"]);
+        assert!(o.status.success(), "status: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+    }
+
+    /// Waits until job `name` has status `want`; its status then.
+    pub fn wait_status(&self, name: &str, want: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.status(name);
+            if s["status"] == want {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never {want}: {s}\nlog (tail):\n{}",
+                tail(&self.log(), 60)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -262,6 +320,126 @@ pub fn http_get(base: &str, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((code, body))
+}
+
+/// Every file under `dir`, recursively (nothing if it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `s3s-fs` (`cargo install s3s-fs@0.14.1 --locked --features binary`),
+/// from `MAGS_TEST_S3S_FS` or `PATH`; a clear failure if missing.
+fn s3s_fs() -> PathBuf {
+    if let Some(p) = std::env::var_os("MAGS_TEST_S3S_FS").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("s3s-fs"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "s3s-fs not found (set MAGS_TEST_S3S_FS or put it on PATH): install it with \
+             `cargo install s3s-fs@0.14.1 --locked --features binary`"
+        )
+    })
+}
+
+/// A real S3 server (`s3s-fs`) on a loopback port, serving a bucket from
+/// a temporary directory; killed on drop.
+pub struct S3Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub root: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts it with an empty `bucket`.
+    pub fn start(bucket: &str) -> S3Server {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join(bucket)).expect("bucket dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut s3 = S3Server {
+            child: None,
+            port,
+            root,
+        };
+        s3.resume();
+        s3
+    }
+
+    /// `magsd serve` flags for this server's `bucket`.
+    pub fn magsd_args(&self, bucket: &str) -> Vec<String> {
+        [
+            "--s3-bucket",
+            bucket,
+            "--s3-endpoint",
+            &format!("http://127.0.0.1:{}", self.port),
+            "--s3-access-key-id",
+            "mags-test",
+            "--s3-secret-access-key",
+            "mags-test-secret",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Kills it: the endpoint refuses connections until [`S3Server::resume`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data (after [`S3Server::stop`]).
+    pub fn resume(&mut self) {
+        self.stop();
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                "mags-test",
+                "--secret-key",
+                "mags-test-secret",
+            ])
+            .arg(self.root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// stdout of a finished command as text.

@@ -45,25 +45,6 @@ while True:
     c, _ = s.accept(); threading.Thread(target=handle, args=(c,), daemon=True).start()
 "#;
 
-/// `mags status NAME --json`.
-fn status(server: &Server, name: &str) -> serde_json::Value {
-    let o = server.mags_output(&["status", name, "--json"]);
-    assert!(o.status.success(), "status: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
-}
-
-fn wait_status(server: &Server, name: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while status(server, name)["status"] != want {
-        assert!(
-            Instant::now() < deadline,
-            "{name} never {want}\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `mags exec NAME CMD`, which must succeed; its stdout.
 fn exec_ok(server: &Server, name: &str, cmd: &str) -> String {
     let o = server.mags_output(&["exec", name, cmd]);
@@ -140,7 +121,7 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
         url.starts_with("http://") && url.contains(".localhost:"),
         "{url}"
     );
-    let st = status(&server, "web");
+    let st = server.status("web");
     assert_eq!(st["url"], url.as_str(), "status carries the url");
 
     // HTTP with a real client, by Host header.
@@ -217,7 +198,7 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
     drop(ws);
 
     // Idle, it sleeps; a URL request wakes it and gets its answer.
-    wait_status(&server, "web", "sleeping", Duration::from_secs(90));
+    server.wait_status("web", "sleeping", Duration::from_secs(90));
     let t0 = Instant::now();
     let r = c.get(format!("{url}/index.txt")).send().await.expect("get");
     assert_eq!(r.status(), 200, "{}", server.log());
@@ -226,7 +207,7 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
         "request to a sleeping sandbox answered in {:?}",
         t0.elapsed()
     );
-    assert_eq!(status(&server, "web")["status"], "running");
+    assert_eq!(server.status("web")["status"], "running");
 
     // Port 22 is the SSH gateway's: host, port and a key (tests/ssh.rs
     // goes further).

@@ -6,30 +6,6 @@
 use mags_e2e::{http_json, stderr, stdout, Server};
 use std::time::{Duration, Instant};
 
-/// `mags status NAME --json`.
-fn status(server: &Server, name: &str) -> serde_json::Value {
-    let o = server.mags_output(&["status", name, "--json"]);
-    assert!(o.status.success(), "status: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
-}
-
-/// Waits until `name` has status `want`.
-fn wait_status(server: &Server, name: &str, want: &str, within: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = status(server, name);
-        if s["status"] == want {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never {want}: {s}\nlog:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `mags exec NAME CMD`: (exit code, stdout, stderr).
 fn exec(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["exec"];
@@ -57,7 +33,7 @@ fn an_idle_sandbox_sleeps_and_an_exec_wakes_it_intact() {
     assert_eq!(stdout(&o), "ready\n");
     assert!(stderr(&o).contains("stays up"), "{}", stderr(&o));
 
-    let slept = wait_status(&server, "box", "sleeping", Duration::from_secs(60));
+    let slept = server.wait_status("box", "sleeping", Duration::from_secs(60));
     assert_eq!(slept["exit_code"], 0, "the script's exit is kept: {slept}");
     let check = "kill -0 $(cat /root/bg.pid) && echo alive; cat /root/file.txt; \
                  a=$(wc -l < /tmp/ticks); sleep 0.6; b=$(wc -l < /tmp/ticks); \
@@ -98,7 +74,7 @@ fn an_idle_sandbox_sleeps_and_an_exec_wakes_it_intact() {
         !out.contains("leaked") && err.contains("no job found"),
         "{err}"
     );
-    let id = status(&server, "box")["request_id"]
+    let id = server.status("box")["request_id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -118,17 +94,17 @@ fn an_idle_sandbox_sleeps_and_an_exec_wakes_it_intact() {
     // no_sleep keeps it up; back to sleeping after --sleep.
     let o = server.mags_output(&["set", "box", "--no-sleep"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    wait_status(&server, "box", "running", Duration::from_secs(60));
+    server.wait_status("box", "running", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(status(&server, "box")["status"], "running");
+    assert_eq!(server.status("box")["status"], "running");
     let o = server.mags_output(&["set", "box", "--sleep"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    wait_status(&server, "box", "sleeping", Duration::from_secs(60));
+    server.wait_status("box", "sleeping", Duration::from_secs(60));
 
     // Stopping a sleeping sandbox ends it and removes its snapshot.
     let o = server.mags_output(&["stop", "box"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let s = status(&server, "box");
+    let s = server.status("box");
     assert_eq!(
         (s["status"].as_str(), s["exit_code"].as_i64()),
         (Some("completed"), Some(0))
@@ -158,7 +134,7 @@ fn a_restarted_server_brings_its_sandboxes_back() {
     // SIGTERM: the sandbox sleeps; after the restart it wakes with its
     // processes and files.
     server.restart(true);
-    assert_eq!(status(&server, "keep")["status"], "sleeping");
+    assert_eq!(server.status("keep")["status"], "sleeping");
     let (code, out, err) = exec(
         &server,
         &["keep", "kill -0 $(cat /root/pid) && cat /root/f"],
@@ -171,11 +147,11 @@ fn a_restarted_server_brings_its_sandboxes_back() {
     );
 
     // A crash loses the VM: a fresh sandbox replaces it, and says so.
-    let before = status(&server, "keep");
+    let before = server.status("keep");
     server.restart(false);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let s = status(&server, "keep");
+        let s = server.status("keep");
         let logs = stderr(&server.mags_output(&["logs", "keep"]));
         if s["status"] == "running"
             && logs.contains("magsd restarted and the sandbox's VM was lost")

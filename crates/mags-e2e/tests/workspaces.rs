@@ -3,30 +3,13 @@
 //! mode of the contract table, S3 against a real S3 server on loopback,
 //! a server killed in the middle of a sync, and uploads.
 
-use mags_e2e::{bin, stderr, stdout, Server};
+use mags_e2e::{bin, stderr, walk, S3Server, Server};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn ok(server: &Server, o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "mags failed ({:?})\nstdout: {}\nstderr: {}\nserver log (tail):\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        tail(&server.log())
-    );
-    stdout(o)
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 fn run(server: &Server, args: &[&str]) -> String {
-    ok(server, &server.mags_output(args))
+    server.run_ok(args)
 }
 
 fn workspace_list(server: &Server) -> serde_json::Value {
@@ -43,7 +26,7 @@ fn find_ws<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json
 }
 
 fn data_dir(server: &Server) -> PathBuf {
-    server.dir.path().join("data")
+    server.data_dir()
 }
 
 /// Removes every cached workspace disk of the server (as on a new host).
@@ -197,7 +180,7 @@ fn fork_and_parallel_base_workers_never_change_the_base() {
         .collect();
     for (i, c) in children.into_iter().enumerate() {
         let o = c.wait_with_output().expect("wait");
-        assert_eq!(ok(&server, &o), format!("from-base\nworker-{i}\n"));
+        assert_eq!(server.ok(&o), format!("from-base\nworker-{i}\n"));
     }
     let out = run(&server, &["run", "-w", "base", "-p", "cat /root/f"]);
     assert_eq!(out, "from-base\n");
@@ -207,101 +190,17 @@ fn fork_and_parallel_base_workers_never_change_the_base() {
     assert_eq!(left, 0, "base overlays are discarded");
 }
 
-/// `s3s-fs` (`cargo install s3s-fs@0.14.1 --locked --features binary`),
-/// from `MAGS_TEST_S3S_FS` or `PATH`; a clear failure if missing.
-fn s3s_fs() -> PathBuf {
-    if let Some(p) = std::env::var_os("MAGS_TEST_S3S_FS").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("s3s-fs"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "s3s-fs not found (set MAGS_TEST_S3S_FS or put it on PATH): install it with \
-             `cargo install s3s-fs@0.14.1 --locked --features binary`"
-        )
-    })
-}
-
-struct S3Server {
-    child: Child,
-    port: u16,
-    root: tempfile::TempDir,
-}
-
-impl S3Server {
-    fn start(bucket: &str) -> S3Server {
-        let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(root.path().join(bucket)).expect("bucket dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--access-key",
-                "mags-test",
-                "--secret-key",
-                "mags-test-secret",
-            ])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        S3Server { child, port, root }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn persistent_workspace_on_a_real_s3_server() {
     let s3 = S3Server::start("mags");
-    let endpoint = format!("http://127.0.0.1:{}", s3.port);
-    let mut server = Server::start(&[
-        "--s3-bucket",
-        "mags",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-access-key-id",
-        "mags-test",
-        "--s3-secret-access-key",
-        "mags-test-secret",
-    ]);
+    let args = s3.magsd_args("mags");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start(&args);
     persistence_round_trip(&mut server);
     // The bytes went to S3, not to the local object directory.
     assert!(!data_dir(&server).join("objects").exists());
     let chunks = walk(&s3.root.path().join("mags").join("chunks"));
     assert!(!chunks.is_empty(), "no chunks in the S3 bucket");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 /// The content of `/root/big` in a workspace disk image, via debugfs.

@@ -195,7 +195,13 @@ impl Inner {
             }
         };
         let finish = match outcome {
-            Outcome::Ran(Ok(exit)) => finish_for_exit(exit),
+            Outcome::Ran(Ok(exit)) => {
+                if let Some(why) = &exit.disk_trouble {
+                    tracing::warn!(%why, "the host failed the sandbox's disk");
+                    sink.system(&format!("error: {why}")).await;
+                }
+                finish_for_exit(exit)
+            }
             Outcome::Ran(Err(e)) => {
                 tracing::warn!(error = %e, "job failed");
                 sink.system(&format!("error: {e}")).await;
@@ -248,8 +254,22 @@ impl Inner {
             .run(bash(&spec.script, &spec.environment, spec.timeout_ms))
             .await
         {
-            Ok(process) => run_to_end(process, &sink).await,
+            // A guest whose disk writes fail may hang in the kernel, so the
+            // host's count of failed requests is watched while it runs.
+            Ok(process) => tokio::select! {
+                r = run_to_end(process, &sink) => r,
+                why = disk_failed(vm.as_ref()) => Err(ExecError::Lost(why)),
+            },
             Err(e) => Err(ExecError::Start(format!("cannot start the script: {e}"))),
+        };
+        // Writes the host failed (its disk full) fail the job, whatever
+        // the script made of its I/O errors.
+        let result = match result {
+            Ok(exit) => Ok(ExitInfo {
+                disk_trouble: vm.disk_trouble().await,
+                ..exit
+            }),
+            Err(e) => Err(e),
         };
         // The job's outcome does not wait for the VM to power off, except
         // when its workspace is saved then: final means saved.
@@ -281,6 +301,19 @@ impl Inner {
     /// Stores the final state (see [`store_final`]).
     async fn store_final(&self, job_id: &str, finish: &Finish) {
         store_final(&self.store, &self.followers, job_id, finish).await;
+    }
+}
+
+/// How often a running one-shot job's disk error count is read.
+const DISK_CHECK: Duration = Duration::from_secs(2);
+
+/// Resolves once the host has failed a request to `vm`'s disk: the reason.
+async fn disk_failed(vm: &dyn crate::executor::Vm) -> String {
+    loop {
+        tokio::time::sleep(DISK_CHECK).await;
+        if let Some(why) = vm.disk_trouble().await {
+            return why;
+        }
     }
 }
 
@@ -316,7 +349,11 @@ pub(crate) fn error_finish(reason: String) -> Finish {
 
 /// `completed` for exit 0, else `error` (with a reason for timeouts).
 fn finish_for_exit(exit: ExitInfo) -> Finish {
-    let ok = exit.exit_code == 0 && !exit.timed_out;
+    let ok = exit.exit_code == 0 && !exit.timed_out && exit.disk_trouble.is_none();
+    let error = match exit.disk_trouble {
+        Some(why) => Some(why),
+        None => exit.timed_out.then(|| "the script timed out".to_string()),
+    };
     Finish {
         status: if ok {
             JobState::Completed
@@ -324,7 +361,7 @@ fn finish_for_exit(exit: ExitInfo) -> Finish {
             JobState::Error
         },
         exit_code: Some(exit.exit_code),
-        error: exit.timed_out.then(|| "the script timed out".to_string()),
+        error,
         script_duration_ms: Some(exit.script_duration_ms),
     }
 }
@@ -339,6 +376,7 @@ mod tests {
             exit_code: code,
             timed_out,
             script_duration_ms: 5,
+            disk_trouble: None,
         };
         assert_eq!(finish_for_exit(exit(0, false)).status, JobState::Completed);
         let f = finish_for_exit(exit(2, false));
@@ -349,5 +387,13 @@ mod tests {
         let f = finish_for_exit(exit(137, true));
         assert_eq!(f.status, JobState::Error);
         assert!(f.error.is_some());
+        let f = finish_for_exit(ExitInfo {
+            disk_trouble: Some("the host's disk is full".into()),
+            ..exit(0, false)
+        });
+        assert_eq!(
+            (f.status, f.exit_code, f.error.as_deref()),
+            (JobState::Error, Some(0), Some("the host's disk is full"))
+        );
     }
 }

@@ -127,7 +127,7 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
         ),
         "-drive".into(),
         format!(
-            "id=rootfs,file={},format=raw,if=none,readonly=on",
+            "id=rootfs,file={},format=raw,if=none,readonly=on,rerror=report",
             p(&spec.rootfs)
         ),
         "-device".into(),
@@ -135,9 +135,13 @@ pub fn args(spec: &QemuSpec) -> Vec<String> {
             "virtio-blk-device,drive=rootfs,serial={}",
             mags_proto::ROOTFS_SERIAL
         ),
+        // A failed write (the host's filesystem full: a sparse image or
+        // overlay cannot grow) is an I/O error in the guest, counted in
+        // `query-blockstats`; QEMU's default (`werror=enospc`) would pause
+        // the VM and leave the job hanging.
         "-drive".into(),
         format!(
-            "id=disk,file={},format={},if=none,discard=unmap",
+            "id=disk,file={},format={},if=none,discard=unmap,werror=report,rerror=report",
             p(&spec.disk),
             spec.disk_format.as_str()
         ),
@@ -227,6 +231,10 @@ mod tests {
         assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
         assert!(a.contains("readonly=on"));
         assert!(a.contains("file=d,format=qcow2"));
+        assert!(
+            a.contains("werror=report,rerror=report"),
+            "no VM pause on a full host disk"
+        );
         assert!(a.contains("mem-path=t/mem,share=off") && a.contains("-incoming defer"));
         assert!(a.contains("-sandbox on,obsolete=deny"));
         let kvm = args(&QemuSpec {

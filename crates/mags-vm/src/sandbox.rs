@@ -693,6 +693,13 @@ impl Sandbox {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// How QEMU ended, once it has (`None` while it runs).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Narrows the egress policy for this sandbox from now on (a job's
     /// `no_internet`); kept in its dir, so it holds across sleep and wake.
     pub fn set_egress(&self, rules: &crate::egress::SandboxEgress) -> Result<(), VmError> {
@@ -769,4 +776,27 @@ pub async fn resize_disk(qmp_socket: &Path, bytes: u64) -> Result<(), VmError> {
     )
     .await
     .map(|_| ())
+}
+
+/// Requests to the writable disk of the running sandbox whose QMP socket
+/// is `qmp_socket` that failed on the host (reads, writes, flushes; QEMU's
+/// `query-blockstats`). The guest saw each as an I/O error (`werror=report`);
+/// the usual cause is a full host filesystem.
+pub async fn disk_failures(qmp_socket: &Path) -> Result<u64, VmError> {
+    let mut qmp = crate::qmp::Qmp::connect(qmp_socket, Duration::from_secs(5)).await?;
+    let stats = qmp
+        .execute("query-blockstats", serde_json::json!({}))
+        .await?;
+    let disk = stats
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["device"] == "disk"))
+        .ok_or_else(|| VmError::Other("query-blockstats has no device \"disk\"".into()))?;
+    Ok([
+        "failed_rd_operations",
+        "failed_wr_operations",
+        "failed_flush_operations",
+    ]
+    .iter()
+    .filter_map(|k| disk["stats"][k].as_u64())
+    .sum())
 }

@@ -75,6 +75,14 @@ impl Objects {
                         .with_virtual_hosted_style_request(false);
                 }
                 b = b.with_region(s3.region.as_deref().unwrap_or("us-east-1"));
+                // Retried with backoff, but bounded: an unreachable store is
+                // reported in well under a minute, while a live sync still
+                // holds the guest's disk frozen (it thaws by itself at 120 s).
+                b = b.with_retry(object_store::RetryConfig {
+                    max_retries: 5,
+                    retry_timeout: std::time::Duration::from_secs(30),
+                    ..Default::default()
+                });
                 if let Some(k) = &s3.access_key_id {
                     b = b.with_access_key_id(k);
                 }

@@ -121,6 +121,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         )?;
     }
     Ok(match exit_code {
+        // An error despite the script's success (the host failed its disk).
+        Some(0) if status == JobState::Error => 1,
         Some(code) => u8::try_from(code).unwrap_or(1),
         None if status == JobState::Completed => 0,
         None => {

@@ -66,13 +66,16 @@ pub fn variant_of(rootfs_type: Option<&str>) -> mags_vm::ImageVariant {
 }
 
 /// How a script ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitInfo {
     /// The exit status, or 128 + signal.
     pub exit_code: i32,
     pub timed_out: bool,
     /// From starting the script to its exit.
     pub script_duration_ms: i64,
+    /// Set when the host failed the VM's disk I/O meanwhile (see
+    /// [`Vm::disk_trouble`]): the job is an error whatever the exit code.
+    pub disk_trouble: Option<String>,
 }
 
 /// Why a VM could not do what it was asked.
@@ -112,6 +115,18 @@ pub trait Vm: Send + Sync {
 
     /// Whether the VM is still running (false once it died, slept or stopped).
     fn is_alive(&self) -> bool;
+
+    /// Why the VM died, once it has (QEMU's exit status, in words);
+    /// `None` while it runs or when unknown.
+    fn death(&self) -> Option<String> {
+        None
+    }
+
+    /// Why the host failed the VM's disk I/O, if it did (the guest saw
+    /// I/O errors; e.g. the host's disk is full); asked before shutdown.
+    fn disk_trouble(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async { None })
+    }
 
     /// The guest agent connection, for callers that speak the guest
     /// protocol themselves (the SSH gateway); `None` without a real guest.
@@ -193,6 +208,7 @@ pub async fn run_to_end(
                     exit_code: code,
                     timed_out,
                     script_duration_ms: elapsed_ms(started),
+                    disk_trouble: None,
                 })
             }
             None => return Err(ExecError::Lost("the guest agent went away".into())),

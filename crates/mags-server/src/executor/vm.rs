@@ -14,8 +14,9 @@ use mags_vm::{
     AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
     Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Guest memory per sandbox unless configured otherwise.
 pub const DEFAULT_MEMORY_MB: u32 = 256;
@@ -23,6 +24,11 @@ pub const DEFAULT_MEMORY_MB: u32 = 256;
 /// Guest memory of a browser sandbox at least: headless Chromium with a
 /// page open needs several hundred MiB on its own.
 pub const BROWSER_MEMORY_MB: u32 = 1024;
+
+/// Below this much free space on the data dir's filesystem the host's disk
+/// counts as full: no new sandbox starts (sparse disks grow as guests
+/// write, so a sandbox started now would soon fail its writes).
+pub const LOW_DISK_BYTES: u64 = 64 << 20;
 
 /// Runs each job in its own microVM.
 pub struct VmExecutor {
@@ -83,6 +89,16 @@ impl VmExecutor {
 
     /// A fresh sandbox from the warm pool (if the shape fits) or the template.
     async fn start_vm(&self, job: &JobSpec, disk: DiskSource) -> Result<Arc<dyn Vm>, ExecError> {
+        let data_dir = &self.runtime.config().data_dir;
+        if let Some(free) = free_bytes(data_dir).filter(|&f| f < LOW_DISK_BYTES) {
+            return Err(ExecError::Start(format!(
+                "the host's disk is full: {} MiB free in {} (at least {} MiB are needed to \
+                 start a sandbox)",
+                free >> 20,
+                data_dir.display(),
+                LOW_DISK_BYTES >> 20
+            )));
+        }
         ensure_image(&self.runtime, job.variant)
             .await
             .map_err(|e| ExecError::Start(format!("guest image unavailable: {e}")))?;
@@ -192,7 +208,8 @@ impl Executor for VmExecutor {
 struct VmHandle {
     id: String,
     agent: AgentConn,
-    sandbox: Mutex<Option<Sandbox>>,
+    /// Shared with its processes, which ask it why a lost VM died.
+    sandbox: Arc<Mutex<Option<Sandbox>>>,
     /// Set while the sandbox holds a slot of the warm pool.
     pool: Mutex<Option<Arc<Pool>>>,
 }
@@ -202,7 +219,7 @@ impl VmHandle {
         VmHandle {
             id: sandbox.id().to_string(),
             agent: sandbox.agent().clone(),
-            sandbox: Mutex::new(Some(sandbox)),
+            sandbox: Arc::new(Mutex::new(Some(sandbox))),
             pool: Mutex::new(pool),
         }
     }
@@ -236,6 +253,33 @@ fn lost(e: VmError) -> ExecError {
     ExecError::Lost(e.to_string())
 }
 
+/// Why QEMU ended, in words, once it has.
+fn death_of(sandbox: &Mutex<Option<Sandbox>>) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = lock(sandbox).as_mut()?.exit_status()?;
+    Some(match (status.signal(), status.code()) {
+        (Some(sig), _) => format!("the VM died: QEMU was killed by signal {sig}"),
+        (_, Some(0)) => "the VM died: the guest powered off or its kernel panicked".into(),
+        (_, Some(code)) => format!("the VM died: QEMU exited with code {code}"),
+        _ => format!("the VM died: QEMU ended ({status})"),
+    })
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a writable
+    // statvfs that the call fills in completely on success.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 impl Vm for VmHandle {
     fn id(&self) -> &str {
         &self.id
@@ -243,8 +287,14 @@ impl Vm for VmHandle {
 
     fn run(&self, spec: RunSpec) -> BoxFuture<'_, Result<Box<dyn VmProcess>, ExecError>> {
         Box::pin(async move {
-            let p = self.agent.run(spec).await.map_err(lost)?;
-            Ok(Box::new(VmProc(p)) as Box<dyn VmProcess>)
+            let p = match self.agent.run(spec).await {
+                Ok(p) => p,
+                Err(e) => return Err(lost_in(&self.sandbox, e).await),
+            };
+            Ok(Box::new(VmProc {
+                process: p,
+                sandbox: self.sandbox.clone(),
+            }) as Box<dyn VmProcess>)
         })
     }
 
@@ -254,6 +304,36 @@ impl Vm for VmHandle {
 
     fn is_alive(&self) -> bool {
         lock(&self.sandbox).as_mut().is_some_and(Sandbox::is_alive)
+    }
+
+    fn death(&self) -> Option<String> {
+        death_of(&self.sandbox)
+    }
+
+    fn disk_trouble(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let qmp = lock(&self.sandbox).as_ref()?.qmp_socket();
+            let failed = match mags_vm::sandbox::disk_failures(&qmp).await {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the disk's error counts");
+                    return None;
+                }
+            };
+            let free = qmp.parent().and_then(free_bytes);
+            Some(match free {
+                Some(f) if f < LOW_DISK_BYTES => format!(
+                    "the host's disk is full ({} MiB free): {failed} reads or writes of the \
+                     sandbox's disk failed, so its files may be incomplete",
+                    f >> 20
+                ),
+                _ => format!(
+                    "{failed} reads or writes of the sandbox's disk failed on the host \
+                     (I/O errors), so its files may be incomplete"
+                ),
+            })
+        })
     }
 
     fn agent(&self) -> Option<AgentConn> {
@@ -280,15 +360,38 @@ impl Vm for VmHandle {
 }
 
 /// A guest process behind the [`VmProcess`] trait.
-struct VmProc(Process);
+struct VmProc {
+    process: Process,
+    sandbox: Arc<Mutex<Option<Sandbox>>>,
+}
+
+/// The agent connection broke: if QEMU died (it closes the socket just
+/// before it can be reaped, so wait a moment), that is the reason.
+async fn lost_in(sandbox: &Mutex<Option<Sandbox>>, e: VmError) -> ExecError {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(death) = death_of(sandbox) {
+            return ExecError::Lost(death);
+        }
+        if Instant::now() >= deadline || lock(sandbox).is_none() {
+            return lost(e);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 impl VmProcess for VmProc {
     fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ProcessEvent>, ExecError>> {
-        Box::pin(async move { self.0.next_event().await.map_err(lost) })
+        Box::pin(async move {
+            match self.process.next_event().await {
+                Ok(ev) => Ok(ev),
+                Err(e) => Err(lost_in(&self.sandbox, e).await),
+            }
+        })
     }
 
     fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>> {
-        Box::pin(async move { self.0.signal(signal).await.map_err(lost) })
+        Box::pin(async move { self.process.signal(signal).await.map_err(lost) })
     }
 }
 

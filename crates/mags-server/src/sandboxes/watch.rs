@@ -39,11 +39,10 @@ fn check(shared: &Arc<Shared>, entry: Arc<Entry>) {
     let settings = entry.settings();
     match &*slot {
         Slot::Running { vm, .. } if !vm.is_alive() => {
-            tokio::spawn(
-                shared
-                    .clone()
-                    .lost(entry, slot, "its VM stopped unexpectedly".into()),
-            );
+            let why = vm
+                .death()
+                .unwrap_or_else(|| "its VM stopped unexpectedly".into());
+            tokio::spawn(shared.clone().lost(entry, slot, why));
         }
         Slot::Running { .. }
             if !settings.no_sleep

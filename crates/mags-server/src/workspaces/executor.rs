@@ -83,6 +83,9 @@ impl WsExecutor {
             Some(job) => self.ws.relet(&job).await,
             None => None,
         };
+        if let Some(lease) = &lease {
+            self.ws.reopened(lease);
+        }
         Ok(match lease {
             Some(lease) => Arc::new(WsVm {
                 inner: vm,
@@ -190,6 +193,14 @@ impl Vm for WsVm {
 
     fn is_alive(&self) -> bool {
         self.inner.is_alive()
+    }
+
+    fn death(&self) -> Option<String> {
+        self.inner.death()
+    }
+
+    fn disk_trouble(&self) -> BoxFuture<'_, Option<String>> {
+        self.inner.disk_trouble()
     }
 
     fn agent(&self) -> Option<AgentConn> {

@@ -202,10 +202,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `cache.json`: which stored version the cached disk started from.
+/// `cache.json`: which stored version the cached disk started from, and
+/// whether it may hold changes not stored yet (set while a job of a synced
+/// workspace has it, cleared by its final save): such a disk is the only
+/// copy of those changes, so the janitor stores it before dropping it.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct CacheMeta {
     version: Option<u64>,
+    #[serde(default)]
+    unsaved: bool,
 }
 
 fn read_meta(dir: &Path) -> CacheMeta {
@@ -216,8 +221,26 @@ fn read_meta(dir: &Path) -> CacheMeta {
 }
 
 fn write_meta(dir: &Path, version: Option<u64>) -> Result<(), WsError> {
-    let body =
-        serde_json::to_vec(&CacheMeta { version }).map_err(|e| WsError::Disk(e.to_string()))?;
+    write_cache_meta(
+        dir,
+        &CacheMeta {
+            version,
+            unsaved: false,
+        },
+    )
+}
+
+/// Marks the cached disk in `dir` as holding changes not stored yet (or not).
+fn mark_unsaved(dir: &Path, unsaved: bool) -> Result<(), WsError> {
+    let meta = CacheMeta {
+        unsaved,
+        ..read_meta(dir)
+    };
+    write_cache_meta(dir, &meta)
+}
+
+fn write_cache_meta(dir: &Path, meta: &CacheMeta) -> Result<(), WsError> {
+    let body = serde_json::to_vec(meta).map_err(|e| WsError::Disk(e.to_string()))?;
     crate::files::write_atomic(&dir.join("cache.json"), &body, 0o600)
         .map_err(|e| WsError::Disk(e.to_string()))
 }
@@ -484,6 +507,9 @@ impl Inner {
             DiskSource::Existing { bytes, .. } => *bytes,
             DiskSource::Fresh => want,
         };
+        if sync {
+            mark_unsaved(&dir, true)?;
+        }
         self.store
             .touch_workspace(&job.user_id, name, bytes, sync)
             .await?;
@@ -540,6 +566,16 @@ impl Inner {
         Some(lease)
     }
 
+    /// A VM has the leased disk again (woken): until its final save the
+    /// cache may hold changes not stored yet.
+    pub(crate) fn reopened(&self, lease: &Lease) {
+        if let Some(ws) = lease.ws.as_ref().filter(|w| w.sync) {
+            if let Err(e) = mark_unsaved(&ws.dir, true) {
+                tracing::warn!(workspace = %ws.name, error = %e, "cannot mark the cache unsaved");
+            }
+        }
+    }
+
     /// Stores the workspace's current disk as a new version (if it is
     /// synced). `live`: a VM has the disk open (its filesystem frozen).
     pub(crate) async fn save(&self, lease: &Lease, live: bool) -> Result<Option<u64>, WsError> {
@@ -547,17 +583,40 @@ impl Inner {
         if !ws.sync {
             return Ok(None);
         }
-        let report = if ws.overlay().exists() {
-            let flat = ws.dir.join(format!(".snapshot-{}.raw", lease.job_id));
-            ops::flatten(&ws.overlay(), &flat, live).await?;
-            let r = self.engine.snapshot(&ws.key, &flat).await;
+        let version = self
+            .snapshot_cache(&ws.key, &ws.dir, &lease.job_id, live)
+            .await?;
+        // A VM still running may change the disk after this.
+        write_cache_meta(
+            &ws.dir,
+            &CacheMeta {
+                version: Some(version),
+                unsaved: live,
+            },
+        )?;
+        Ok(Some(version))
+    }
+
+    /// Stores the cached disk in `dir` (a fork's overlay flattened first)
+    /// as the next version of `key`.
+    async fn snapshot_cache(
+        &self,
+        key: &str,
+        dir: &Path,
+        tag: &str,
+        live: bool,
+    ) -> Result<u64, WsError> {
+        let overlay = dir.join("overlay.qcow2");
+        let report = if overlay.exists() {
+            let flat = dir.join(format!(".snapshot-{tag}.raw"));
+            ops::flatten(&overlay, &flat, live).await?;
+            let r = self.engine.snapshot(key, &flat).await;
             let _ = std::fs::remove_file(&flat);
             r?
         } else {
-            self.engine.snapshot(&ws.key, &ws.disk()).await?
+            self.engine.snapshot(key, &dir.join("disk.ext4")).await?
         };
-        write_meta(&ws.dir, Some(report.version))?;
-        Ok(Some(report.version))
+        Ok(report.version)
     }
 
     /// The job is over (its VM is gone): saves the workspace's disk (a
@@ -644,6 +703,21 @@ impl Inner {
             let Some(_guard) = self.try_lock_ws(&row.user_id, &row.name) else {
                 continue;
             };
+            if row.persistent && dir.exists() && read_meta(&dir).unsaved {
+                // Its last save failed, or its job ended with the server:
+                // store it first (retried at every tick until it works).
+                let key = format!("{}/{}", row.user_id, row.name);
+                match self.snapshot_cache(&key, &dir, "janitor", false).await {
+                    Ok(version) => {
+                        write_meta(&dir, Some(version))?;
+                        tracing::info!(workspace = %row.name, version, "stored a workspace's unsaved changes");
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace = %row.name, error = %e, "cannot store a workspace's unsaved changes; its cached disk is kept");
+                        continue;
+                    }
+                }
+            }
             if row.persistent {
                 if dir.exists() {
                     tracing::info!(workspace = %row.name, "dropping an idle workspace's cached disk (it is stored)");

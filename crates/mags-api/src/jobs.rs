@@ -53,6 +53,12 @@ pub struct CreateJobRequest {
     /// refuses every destination for it), whatever the server allows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub no_internet: bool,
+    /// Ours: kill the script after this many seconds; the job then ends in
+    /// `error` ("timed out after N s"). Without it a one-shot job gets the
+    /// server's default (`--job-timeout-secs`); a persistent job's script
+    /// is limited only when this is given, and its sandbox stays up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -78,6 +84,7 @@ impl CreateJobRequest {
             rootfs_type: None,
             idle_timeout_secs: None,
             no_internet: false,
+            timeout: None,
         }
     }
 }
@@ -178,6 +185,9 @@ pub struct JobStatus {
     /// default.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds the script may run before it is killed (none: no limit).
+    #[serde(default)]
+    pub timeout: Option<u64>,
     pub subdomain: Option<String>,
     pub url: Option<String>,
     pub exit_code: Option<i32>,

@@ -383,6 +383,7 @@ async fn restart_fails_running_jobs_and_requeues_accepted_ones() {
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        timeout_secs: None,
         created_at: mags_store::clock::monotonic_ms(),
     };
     let running = mk("echo never");

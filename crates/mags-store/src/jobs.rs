@@ -35,6 +35,8 @@ pub struct NewJob {
     pub idle_timeout_secs: Option<u64>,
     /// The sandbox may reach nothing outside itself.
     pub no_internet: bool,
+    /// Kill the script after this many seconds (None: no limit).
+    pub timeout_secs: Option<u64>,
     /// Unix ms; use [`clock::monotonic_ms`] so listings keep creation order.
     pub created_at: i64,
 }
@@ -58,6 +60,8 @@ pub struct Job {
     pub rootfs_type: Option<String>,
     pub idle_timeout_secs: Option<u64>,
     pub no_internet: bool,
+    /// Kill the script after this many seconds (None: no limit).
+    pub timeout_secs: Option<u64>,
     pub status: JobState,
     pub vm_id: Option<String>,
     pub exit_code: Option<i32>,
@@ -92,7 +96,7 @@ pub struct Finish {
 const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
     no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
     status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at, \
-    idle_timeout_secs, vm_ms, vm_since, no_internet";
+    idle_timeout_secs, vm_ms, vm_since, no_internet, timeout_secs";
 
 /// States in which a job may still move (the guard of forward updates).
 pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
@@ -124,6 +128,9 @@ impl Job {
                 .map(|s| u64::try_from(s).map_err(|_| corrupt("idle_timeout_secs")))
                 .transpose()?,
             no_internet: get::<i64>(row, "no_internet")? != 0,
+            timeout_secs: get::<Option<i64>>(row, "timeout_secs")?
+                .map(|s| u64::try_from(s).map_err(|_| corrupt("timeout_secs")))
+                .transpose()?,
             status: JobState::parse(&status).ok_or_else(|| corrupt(&format!("status {status}")))?,
             vm_id: get(row, "vm_id")?,
             exit_code: get::<Option<i64>>(row, "exit_code")?
@@ -151,9 +158,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (id, user_id, name, workspace_id, base_workspace_id, persistent, \
              no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, \
-             rootfs_type, status, created_at, idle_timeout_secs, no_internet) \
+             rootfs_type, status, created_at, idle_timeout_secs, no_internet, timeout_secs) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)",
+             $18, $19)",
         )
         .bind(&job.id)
         .bind(&job.user_id)
@@ -176,6 +183,10 @@ impl Store {
                 .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
         )
         .bind(i64::from(job.no_internet))
+        .bind(
+            job.timeout_secs
+                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        )
         .execute(&self.pool)
         .await
         .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
@@ -196,6 +207,7 @@ impl Store {
             rootfs_type: job.rootfs_type.clone(),
             idle_timeout_secs: job.idle_timeout_secs,
             no_internet: job.no_internet,
+            timeout_secs: job.timeout_secs,
             status: JobState::Accepted,
             vm_id: None,
             exit_code: None,

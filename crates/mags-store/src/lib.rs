@@ -14,6 +14,8 @@
 //! - [`output`]: raw output chunks of a job, in order.
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
+//! - [`quota`]: what a user holds, for the per-user limits (pending jobs,
+//!   disk bytes).
 
 pub mod access;
 pub mod clock;
@@ -21,6 +23,7 @@ pub mod cron;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
+pub mod quota;
 pub mod sandboxes;
 pub mod ssh_keys;
 pub mod tokens;
@@ -31,6 +34,7 @@ pub use access::{Access, Alias, Route};
 pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
+pub use quota::DiskUsage;
 pub use sandboxes::JobSettings;
 pub use ssh_keys::SshKeyOwner;
 pub use tokens::{generate_token, hash_token, Authenticated, TokenInfo};

@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "browser_and_no_internet",
         sql: include_str!("../migrations/0007_browser.sql"),
     },
+    Migration {
+        version: 9,
+        name: "job_timeout",
+        sql: include_str!("../migrations/0009_job_timeout.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

@@ -92,6 +92,7 @@ fn new_job(user_id: &str, name: Option<&str>, workspace: Option<&str>) -> NewJob
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        timeout_secs: None,
         created_at: clock::monotonic_ms(),
     }
 }

@@ -61,6 +61,9 @@ export interface RunOptions {
   noSync?: boolean;
   rootfsType?: string;
   idleTimeoutSecs?: number;
+  /** Kill the script after this many seconds (sent as `timeout`); the job
+   * ends in `error`. Without it the server's default applies to one-shot jobs. */
+  scriptTimeout?: number;
 }
 
 export interface WaitOptions {
@@ -227,6 +230,7 @@ export class Mags {
       disk_gb: opts.diskGb || undefined,
       rootfs_type: opts.rootfsType || undefined,
       idle_timeout_secs: opts.idleTimeoutSecs,
+      timeout: opts.scriptTimeout,
       no_sleep: opts.noSleep ? true : undefined,
       no_sync: opts.noSync ? true : undefined,
     });

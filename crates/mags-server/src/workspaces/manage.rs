@@ -221,6 +221,7 @@ fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) ->
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        timeout_secs: None,
         status: JobState::Running,
         vm_id: None,
         exit_code: None,

@@ -5,10 +5,11 @@
 #![allow(dead_code)]
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use mags_server::executor::fake::FakeExecutor;
-use mags_server::{router, AppState};
+use mags_server::workspaces::{StorageArgs, Workspaces};
+use mags_server::{router, AppState, Limits};
 use mags_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -25,13 +26,35 @@ pub struct Harness {
 }
 
 pub async fn harness_with(max_vms: u32) -> Harness {
+    harness_with_limits(Limits::new(max_vms), false).await
+}
+
+/// A harness with every limit given; with `workspaces`, uploads and
+/// workspaces are kept in a local object store in the temp dir.
+pub async fn harness_with_limits(limits: Limits, workspaces: bool) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
         .await
         .expect("store");
     let alice = store.create_user("alice", false).await.expect("user");
     let (_, token) = store.create_token(&alice.id).await.expect("token");
-    let (state, shutdown) = AppState::new(store.clone(), Arc::new(FakeExecutor::new()), max_vms);
+    let ws = if workspaces {
+        let args = StorageArgs {
+            objects_dir: None,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            workspace_cache_secs: 600,
+            workspace_versions: 2,
+        };
+        Workspaces::start(store.clone(), dir.path(), &args).expect("workspaces")
+    } else {
+        Workspaces::disabled()
+    };
+    let (state, shutdown) =
+        AppState::with_workspaces(store.clone(), Arc::new(FakeExecutor::new()), limits, ws);
     Harness {
         app: router(state.clone()),
         state,
@@ -74,6 +97,27 @@ impl Harness {
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, value)
+    }
+
+    /// The temp dir the store (and object storage, if any) live in.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// A token of a new user `name`.
+    pub async fn user_token(&self, name: &str) -> String {
+        let u = self.store.create_user(name, false).await.expect("user");
+        self.store.create_token(&u.id).await.expect("token").1
+    }
+
+    /// Sends `req` as is; returns status, headers and parsed JSON (or text).
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let resp = self.app.clone().oneshot(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (parts.status, parts.headers, value)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -76,6 +76,7 @@ pub fn job(user_id: &str, ws: &str) -> NewJob {
         rootfs_type: None,
         idle_timeout_secs: None,
         no_internet: false,
+        timeout_secs: None,
         created_at: clock::monotonic_ms(),
     }
 }

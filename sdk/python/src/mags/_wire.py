@@ -57,8 +57,10 @@ def run_payload(
     no_sync: bool = False,
     rootfs_type: Optional[str] = None,
     idle_timeout_secs: Optional[int] = None,
+    script_timeout: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """The body of ``POST /mags-jobs``; refuses contradictory options."""
+    """The body of ``POST /mags-jobs``; refuses contradictory options.
+    ``script_timeout`` is sent as ``timeout`` (seconds)."""
     if not isinstance(script, str) or not script.strip():
         raise MagsError("script is required")
     if ephemeral and workspace_id:
@@ -78,6 +80,7 @@ def run_payload(
         "disk_gb": disk_gb or None,
         "rootfs_type": rootfs_type,
         "idle_timeout_secs": idle_timeout_secs,
+        "timeout": script_timeout,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if no_sleep:

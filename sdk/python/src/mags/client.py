@@ -168,6 +168,7 @@ class Mags:
         no_sync: bool = False,
         rootfs_type: Optional[str] = None,
         idle_timeout_secs: Optional[int] = None,
+        script_timeout: Optional[int] = None,
     ) -> JobSubmitted:
         """Submits ``script`` (run as ``bash -c`` in ``/root`` of a fresh VM).
 
@@ -175,7 +176,10 @@ class Mags:
         ``persistent``), ``base_workspace_id`` mounts one read-only (a fork
         with ``workspace_id``), ``persistent`` keeps the VM after the
         script, ``no_sleep`` keeps it awake, ``file_ids`` come from
-        :meth:`upload_files`. Returns ``{"request_id", "status": "accepted"}``.
+        :meth:`upload_files`. ``script_timeout`` (seconds, sent as
+        ``timeout``) kills the script after that long and ends the job in
+        ``error``; without it the server's default applies to one-shot jobs.
+        Returns ``{"request_id", "status": "accepted"}``.
         """
         body = w.run_payload(
             script,
@@ -192,6 +196,7 @@ class Mags:
             no_sync=no_sync,
             rootfs_type=rootfs_type,
             idle_timeout_secs=idle_timeout_secs,
+            script_timeout=script_timeout,
         )
         return self._request("POST", "/mags-jobs", json=body)
 

@@ -546,3 +546,35 @@ fn reads_body(method: &Method, path: &str) -> bool {
     (*method == Method::POST && reading.iter().any(|r| path.ends_with(r)))
         || (*method == Method::PATCH)
 }
+
+#[tokio::test]
+async fn a_cron_run_refused_by_the_users_limits_is_skipped_with_the_reason() {
+    let h = one_vm_each(1).await;
+    let running = h.create_ok("sleep 30").await;
+    wait_status(&h, &running, "running").await;
+    h.create_ok("echo waiting").await;
+    let t = h.token.clone();
+    let (status, c) = post_as(
+        &h,
+        &t,
+        "/api/v1/mags-cron",
+        json!({"name": "tick", "cron_expression": "* * * * *", "script": "echo tick"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let before = h.job_count().await;
+    let later = mags_store::clock::now_ms() + 61_000;
+    let r = mags_server::cron::tick(&h.state, later)
+        .await
+        .expect("the tick goes on");
+    assert_eq!((r.started.len(), r.skipped), (0, 1));
+    assert_eq!(h.job_count().await, before);
+    let (_, c) = h
+        .get(&format!(
+            "/api/v1/mags-cron/{}",
+            c["id"].as_str().expect("id")
+        ))
+        .await;
+    let why = c["last_skip_reason"].as_str().unwrap_or_default();
+    assert!(why.contains("waiting for a VM"), "{c}");
+}

@@ -81,7 +81,7 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::UserBusy(_) => ApiError::TooManyRequests {
                 message: e.to_string(),
-                retry_after_secs: 10,
+                retry_after_secs: crate::quota::JOB_RETRY_AFTER_SECS,
             },
             SandboxError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
             SandboxError::Store(e) => ApiError::Store(e),

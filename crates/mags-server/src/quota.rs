@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// them).
 pub const UPLOAD_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// `Retry-After` for a refused job (too many waiting or running).
-const JOB_RETRY_AFTER_SECS: u64 = 10;
+pub const JOB_RETRY_AFTER_SECS: u64 = 10;
 
 /// The per-user limits; 0 means "no limit" for each.
 #[derive(Debug, Clone, Copy, PartialEq)]

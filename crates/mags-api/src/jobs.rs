@@ -63,6 +63,12 @@ pub struct CreateJobRequest {
     /// server's denials (CIDRs or hostnames).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_deny: Vec<String>,
+    /// Ours: kill the script after this many seconds; the job then ends in
+    /// `error` ("timed out after N s"). Without it a one-shot job gets the
+    /// server's default (`--job-timeout-secs`); a persistent job's script
+    /// is limited only when this is given, and its sandbox stays up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -90,6 +96,7 @@ impl CreateJobRequest {
             no_internet: false,
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
+            timeout: None,
         }
     }
 }
@@ -190,6 +197,9 @@ pub struct JobStatus {
     /// default.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds the script may run before it is killed (none: no limit).
+    #[serde(default)]
+    pub timeout: Option<u64>,
     pub subdomain: Option<String>,
     pub url: Option<String>,
     pub exit_code: Option<i32>,

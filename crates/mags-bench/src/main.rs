@@ -8,6 +8,7 @@
 //! cargo run --release -p mags-bench -- --workspaces # only part C, prints the table
 //! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
 //! cargo run --release -p mags-bench -- --browser-only # just the browser session rows
+//! cargo run --release -p mags-bench -- --load # 50 jobs at once: wall time, jobs/s
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
@@ -18,6 +19,7 @@
 
 mod baseline;
 mod browser;
+mod load;
 mod remote;
 mod report;
 mod urlproxy;
@@ -160,23 +162,20 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    if std::env::args().any(|a| a == "--browser-only") {
+    // Modes that measure one thing against a server of their own.
+    let only = ["--browser-only", "--load", "--url-only"]
+        .into_iter()
+        .find(|flag| std::env::args().any(|a| a == *flag));
+    if let Some(flag) = only {
         let server = baseline::Server::start(&magsd, tmp.path())?;
         let client = mags_client::Client::new(&server.url, &server.token)?;
         wait_for_async(&client).await?;
-        for row in browser::rows(&client, n(5, 2)).await? {
-            report.push(row);
-        }
-        drop(server);
-        report.print();
-        return Ok(());
-    }
-
-    if std::env::args().any(|a| a == "--url-only") {
-        let server = baseline::Server::start(&magsd, tmp.path())?;
-        let client = mags_client::Client::new(&server.url, &server.token)?;
-        wait_for_async(&client).await?;
-        for row in urlproxy::rows(&client, n(100, 20), n(100, 20)).await? {
+        let rows = match flag {
+            "--browser-only" => browser::rows(&client, n(5, 2)).await?,
+            "--load" => load::rows(&client, n(3, 1)).await?,
+            _ => urlproxy::rows(&client, n(100, 20), n(100, 20)).await?,
+        };
+        for row in rows {
             report.push(row);
         }
         drop(server);

@@ -65,6 +65,10 @@ enum Cmd {
         /// The port --url exposes.
         #[arg(long, value_name = "PORT", default_value_t = commands::url::DEFAULT_PORT)]
         port: u16,
+        /// Kill the script after SECS seconds (the job ends in error);
+        /// default: the server's job timeout.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
     /// until it runs; use it with exec, stop.
@@ -407,6 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             egress,
             url,
             port,
+            timeout,
         } => {
             run::run(run::RunArgs {
                 script,
@@ -422,6 +427,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 files,
                 egress,
                 url: url.then_some(port),
+                timeout,
             })
             .await
         }

@@ -149,11 +149,14 @@ impl OutputFollower {
     }
 }
 
-/// Worth retrying: the server was unreachable or failed (5xx).
+/// Worth retrying: the server was unreachable, failed (5xx) or asked for
+/// fewer requests (429).
 fn transient(e: &ClientError) -> bool {
     match e {
         ClientError::Connect { .. } | ClientError::Http(_) => true,
-        ClientError::Api { status, .. } => status.is_server_error(),
+        ClientError::Api { status, .. } => {
+            status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        }
         ClientError::Decode(_) | ClientError::InvalidUrl(_) => false,
     }
 }

@@ -302,6 +302,7 @@ mod tests {
             no_sleep: false,
             startup_command: None,
             idle_timeout_secs: None,
+            timeout: None,
             vm_seconds: 0.0,
         }
     }

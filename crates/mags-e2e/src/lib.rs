@@ -2,6 +2,8 @@
 //! `cargo build --workspace`) on a loopback port with its own data dir and
 //! the shared guest image cache, and runs the real `mags` CLI against it.
 
+pub mod load;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

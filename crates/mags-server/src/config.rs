@@ -100,6 +100,8 @@ pub struct ServeArgs {
     pub apps: AppsArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub quota: QuotaArgs,
     /// Address of the SSH gateway (`ssh`/`scp`/`sftp` into sandboxes with
     /// the key `/access` gives). Default: the host of --listen with a free
     /// port (clients learn it from `/access`); `off` turns it off.
@@ -126,6 +128,61 @@ pub struct ServeArgs {
 
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,
+}
+
+/// What one user or request may take (0 turns a limit off).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuotaArgs {
+    /// VMs one user runs at once: one-shot jobs plus running persistent
+    /// sandboxes (sleeping ones do not count). More one-shot jobs wait
+    /// `queued`; a new sandbox with none of the user's able to sleep is
+    /// refused (429). Default: --max-vms.
+    #[arg(long, env = "MAGS_USER_MAX_VMS")]
+    pub user_max_vms: Option<u32>,
+    /// Jobs one user may have waiting for a VM (`accepted`/`queued`);
+    /// more are refused with 429.
+    #[arg(long, env = "MAGS_USER_MAX_PENDING", default_value_t = 100)]
+    pub user_max_pending: u32,
+    /// Disk one user may hold, GiB: the sizes of their workspace disks plus
+    /// their uploads of the last 24 hours (and a job's own disk while it
+    /// runs). Past it: 403.
+    #[arg(long, env = "MAGS_USER_DISK_GB", default_value_t = 100)]
+    pub user_disk_gb: u64,
+    /// API requests per second one user may make, sustained (429 with
+    /// Retry-After beyond it).
+    #[arg(long, env = "MAGS_USER_REQUESTS_PER_SEC", default_value_t = 50.0)]
+    pub user_requests_per_sec: f64,
+    /// Requests one user may make at once above the sustained rate.
+    #[arg(long, env = "MAGS_USER_REQUEST_BURST", default_value_t = 200)]
+    pub user_request_burst: u32,
+    /// Largest upload (`POST /mags-files`), bytes; larger is a 413 and
+    /// nothing is kept.
+    #[arg(long, env = "MAGS_UPLOAD_MAX_BYTES", default_value_t = mags_api::MAX_UPLOAD_BYTES)]
+    pub upload_max_bytes: u64,
+    /// Seconds a one-shot job's script may run unless its request says
+    /// (`timeout`); past it the script is killed and the job ends in
+    /// `error`. A persistent job's script is limited only by its own
+    /// `timeout`.
+    #[arg(long, env = "MAGS_JOB_TIMEOUT_SECS", default_value_t = 3600)]
+    pub job_timeout_secs: u64,
+}
+
+impl QuotaArgs {
+    /// The per-user limits these flags give (`max_vms`: the server's).
+    pub fn user_limits(&self, max_vms: u32) -> crate::quota::UserLimits {
+        crate::quota::UserLimits {
+            max_running: self.user_max_vms.unwrap_or(max_vms),
+            max_pending: self.user_max_pending,
+            disk_bytes: self.user_disk_gb.saturating_mul(1 << 30),
+            requests_per_sec: self.user_requests_per_sec,
+            request_burst: self.user_request_burst,
+        }
+    }
+
+    /// The job timeout default (None: no limit).
+    pub fn job_timeout(&self) -> Option<u64> {
+        (self.job_timeout_secs > 0).then_some(self.job_timeout_secs)
+    }
 }
 
 /// Public URLs (the URL proxy).

@@ -20,6 +20,7 @@ pub enum ApiError {
     /// The caller's role does not allow this (a non-admin on an admin
     /// endpoint). Never used for a resource of another user: that is a
     /// [`ApiError::NotFound`], so existence does not leak.
+    /// Not allowed for this user (a quota); the message says which.
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -30,6 +31,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Over a per-user limit that passes with time; answered with
+    /// `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Temporarily unable (a sandbox that cannot wake, too many running);
     /// the message is shown to the caller.
     #[error("{0}")]
@@ -51,6 +59,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +82,10 @@ impl From<SandboxError> for ApiError {
             SandboxError::Busy(_) | SandboxError::Unavailable(_) => {
                 ApiError::Unavailable(e.to_string())
             }
+            SandboxError::UserBusy(_) => ApiError::TooManyRequests {
+                message: e.to_string(),
+                retry_after_secs: crate::quota::JOB_RETRY_AFTER_SECS,
+            },
             SandboxError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
             SandboxError::Store(e) => ApiError::Store(e),
         }
@@ -88,8 +101,18 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = Json(ErrorBody { error });
         let mut resp = (status, body).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -112,7 +135,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .await
             .map_err(|r| {
                 if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge("request body is too large".into())
+                    ApiError::PayloadTooLarge(format!(
+                        "request body is too large: at most {} bytes are accepted",
+                        crate::routes::BODY_LIMIT
+                    ))
                 } else {
                     ApiError::BadRequest(format!(
                         "could not read the request body: {}",
@@ -120,24 +146,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     ))
                 }
             })?;
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            None => {
-                return Err(ApiError::BadRequest(
-                    "the request body is empty; expected a JSON object".into(),
-                ))
-            }
-            // serde would also take a struct from an array; we do not.
-            Some(b'{') => {}
-            Some(_) => {
-                return Err(ApiError::BadRequest(
-                    "invalid JSON body: expected a JSON object".into(),
-                ))
-            }
-        }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        parse_json_object(&bytes).map(ApiJson)
     }
+}
+
+/// A request body as [`ApiJson`] reads it: a JSON object (not an array,
+/// not empty), deserialized into `T`.
+pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::BadRequest(
+                "the request body is empty; expected a JSON object".into(),
+            ))
+        }
+        // serde would also take a struct from an array; we do not.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid JSON body: expected a JSON object".into(),
+            ))
+        }
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Query parameters; errors are [`ApiError`]s.

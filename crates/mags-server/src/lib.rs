@@ -15,6 +15,8 @@
 //! - [`logs`], [`view`]: how stored output and jobs look on the wire.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
+//! - [`quota`]: per-user limits (VMs at once, waiting jobs, disk,
+//!   request rate).
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
 
@@ -30,6 +32,7 @@ pub mod files;
 pub mod logs;
 pub mod openapi;
 pub mod proxy;
+pub mod quota;
 pub mod routes;
 pub mod sandboxes;
 pub mod scheduler;
@@ -63,9 +66,14 @@ pub struct AppState {
     pub ssh: Option<ssh::SshEndpoint>,
     /// The audit log.
     pub audit: audit::Audit,
+    /// The limits the server was started with.
+    pub limits: Limits,
+    /// Per-user limits and their state.
+    pub quotas: std::sync::Arc<quota::Quotas>,
 }
 
-/// How much the server runs at once, and when sandboxes sleep.
+/// How much the server runs at once, when sandboxes sleep, and what one
+/// user or request may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// One-shot jobs running at once.
@@ -74,15 +82,26 @@ pub struct Limits {
     pub max_sandboxes: u32,
     /// Idle time before a persistent sandbox sleeps, unless its job says.
     pub idle_timeout: Duration,
+    /// Per user: VMs at once, waiting jobs, disk, request rate.
+    pub user: quota::UserLimits,
+    /// Largest upload (`POST /mags-files`), bytes.
+    pub upload_max_bytes: u64,
+    /// Seconds a one-shot job's script may run when its request gives no
+    /// `timeout` (None: no limit).
+    pub job_timeout_secs: Option<u64>,
 }
 
 impl Limits {
-    /// `max_vms` for both kinds, the default idle timeout.
+    /// `max_vms` for both kinds, the default idle timeout and upload
+    /// limit, no job timeout and no per-user limits.
     pub fn new(max_vms: u32) -> Self {
         Limits {
             max_vms,
             max_sandboxes: max_vms,
             idle_timeout: sandboxes::DEFAULT_IDLE_TIMEOUT,
+            user: quota::UserLimits::UNLIMITED,
+            upload_max_bytes: mags_api::MAX_UPLOAD_BYTES,
+            job_timeout_secs: None,
         }
     }
 }
@@ -118,6 +137,7 @@ impl AppState {
     ) -> (AppState, watch::Sender<bool>) {
         let executor = workspaces::executor::wrap(executor, &workspaces);
         let followers = Followers::default();
+        let quotas = std::sync::Arc::new(quota::Quotas::new(limits.user));
         let sandboxes = Sandboxes::new(
             store.clone(),
             executor.clone(),
@@ -126,6 +146,7 @@ impl AppState {
                 max_running: limits.max_sandboxes,
                 idle_timeout: limits.idle_timeout,
             },
+            quotas.slots.clone(),
         );
         let scheduler = Scheduler::new(
             store.clone(),
@@ -133,6 +154,7 @@ impl AppState {
             followers.clone(),
             sandboxes.clone(),
             limits.max_vms,
+            quotas.slots.clone(),
         );
         let (tx, rx) = watch::channel(false);
         (
@@ -146,6 +168,8 @@ impl AppState {
                 shutdown: rx,
                 apps: Default::default(),
                 ssh: None,
+                limits,
+                quotas,
             },
             tx,
         )

@@ -399,6 +399,13 @@ fn render(mut d: Doc, error: Value) -> Value {
         }
         if public {
             o["security"] = json!([]);
+        } else {
+            o["responses"]["429"] = json!({
+                "description": "over a per-user limit (request rate, VMs running, jobs \
+                    waiting); retry after `Retry-After` seconds",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": {JSON: {"schema": error}},
+            });
         }
         paths
             .entry(full)
@@ -414,7 +421,9 @@ fn render(mut d: Doc, error: Value) -> Value {
             "title": "Mags API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Sandboxes in microVMs: jobs, long-lived sandboxes, workspaces, \
-                files, URLs and cron. Every request but /health needs `Authorization: Bearer <token>`.",
+                files, URLs and cron. Every request but /health needs `Authorization: Bearer <token>`. \
+                Request bodies are at most 2 MiB (uploads: their own limit), else 413; a disk \
+                quota exceeded is a 403.",
         },
         "servers": [{"url": "http://127.0.0.1:7070"}],
         "security": [{"bearer": []}],

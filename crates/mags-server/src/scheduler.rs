@@ -1,15 +1,21 @@
 //! Runs accepted jobs in the background: one-shot jobs at most `max_vms` at
-//! a time; persistent ones are handed to [`Sandboxes`], which counts them
-//! against its own limit (a long-lived sandbox must not hold a slot of the
-//! one-shot queue forever).
+//! a time, and at most as many per user as [`UserSlots`] allows (shared
+//! with the user's running sandboxes); persistent ones are handed to
+//! [`Sandboxes`], which counts them against its own limit (a long-lived
+//! sandbox must not hold a slot of the one-shot queue forever).
 //!
 //! A job stays `accepted` until its VM is up (`running`); a job that has to
-//! wait for a free slot is `queued` meanwhile. When a one-shot script ends,
+//! wait for a free slot (its user's first, then the server's) is `queued`
+//! meanwhile; while it waits for its user's, an idle sandbox of that user
+//! is put to sleep to make room. A script that runs past the job's
+//! `timeout_secs` is killed by the guest agent (with a host-side backstop)
+//! and the job ends in `error`, "timed out after N s". When a one-shot script ends,
 //! all output is flushed first and then the final state is stored
 //! (`completed` for exit 0, else `error`), so a follower that sees the final
 //! state has seen all output. A one-shot job can be stopped ([`Scheduler::stop`]).
 
 use crate::executor::{bash, run_to_end, ExecError, Executor, ExitInfo, JobSpec};
+use crate::quota::{UserSlot, UserSlots};
 use crate::sandboxes::Sandboxes;
 use crate::sink::{Followers, OutputSink};
 use mags_api::JobState;
@@ -41,6 +47,7 @@ struct Inner {
     followers: Followers,
     sandboxes: Sandboxes,
     slots: Arc<Semaphore>,
+    user_slots: Arc<UserSlots>,
     max: u32,
     busy: AtomicU32,
     queued: AtomicU32,
@@ -65,14 +72,16 @@ impl Drop for Count<'_> {
 }
 
 impl Scheduler {
-    /// A scheduler running at most `max_vms` one-shot jobs at once, and
-    /// persistent ones through `sandboxes`.
+    /// A scheduler running at most `max_vms` one-shot jobs at once (and
+    /// per user what `user_slots` allows), and persistent ones through
+    /// `sandboxes`.
     pub fn new(
         store: Store,
         executor: Arc<dyn Executor>,
         followers: Followers,
         sandboxes: Sandboxes,
         max_vms: u32,
+        user_slots: Arc<UserSlots>,
     ) -> Self {
         let max = max_vms.max(1);
         Scheduler {
@@ -82,6 +91,7 @@ impl Scheduler {
                 followers,
                 sandboxes,
                 slots: Arc::new(Semaphore::new(max as usize)),
+                user_slots,
                 max,
                 busy: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
@@ -198,9 +208,12 @@ impl Inner {
             Outcome::Ran(Ok(exit)) => {
                 if let Some(why) = &exit.disk_trouble {
                     tracing::warn!(%why, "the host failed the sandbox's disk");
-                    sink.system(&format!("error: {why}")).await;
                 }
-                finish_for_exit(exit)
+                let finish = finish_for_exit(exit, job.timeout_secs);
+                if let Some(reason) = finish.error.as_deref() {
+                    sink.system(&format!("error: {reason}")).await;
+                }
+                finish
             }
             Outcome::Ran(Err(e)) => {
                 tracing::warn!(error = %e, "job failed");
@@ -224,17 +237,19 @@ impl Inner {
 
     /// Waits for a slot, starts a VM, runs the script in it.
     async fn run_once(self: Arc<Self>, job: Job, sink: OutputSink) -> Result<ExitInfo, ExecError> {
+        let mut queued = None;
+        let _user_slot = match self.user_slots.try_acquire(&job.user_id) {
+            Some(s) => s,
+            None => {
+                queued = Some(self.mark_queued(&job.id).await);
+                self.user_slot(&job.user_id).await
+            }
+        };
         let _permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let _queued = Count::new(&self.queued);
-                match self
-                    .store
-                    .set_waiting_status(&job.id, JobState::Queued)
-                    .await
-                {
-                    Ok(_) => self.followers.notify(&job.id),
-                    Err(e) => tracing::warn!(error = %e, "cannot mark the job queued"),
+                if queued.is_none() {
+                    queued = Some(self.mark_queued(&job.id).await);
                 }
                 self.slots
                     .clone()
@@ -243,6 +258,7 @@ impl Inner {
                     .map_err(|_| ExecError::Start("the scheduler is closed".into()))?
             }
         };
+        drop(queued);
         let _busy = Count::new(&self.busy);
         tracing::info!("starting");
         let spec = JobSpec::of(&job);
@@ -257,7 +273,7 @@ impl Inner {
             // A guest whose disk writes fail may hang in the kernel, so the
             // host's count of failed requests is watched while it runs.
             Ok(process) => tokio::select! {
-                r = run_to_end(process, &sink) => r,
+                r = run_with_backstop(process, &sink, spec.timeout_ms) => r,
                 why = disk_failed(vm.as_ref()) => Err(ExecError::Lost(why)),
             },
             Err(e) => Err(ExecError::Start(format!("cannot start the script: {e}"))),
@@ -284,6 +300,35 @@ impl Inner {
             tokio::spawn(down);
         }
         result
+    }
+
+    /// Shows the job `queued` until the returned guard drops.
+    async fn mark_queued(&self, job_id: &str) -> Count<'_> {
+        let queued = Count::new(&self.queued);
+        match self
+            .store
+            .set_waiting_status(job_id, JobState::Queued)
+            .await
+        {
+            Ok(_) => self.followers.notify(job_id),
+            Err(e) => tracing::warn!(error = %e, "cannot mark the job queued"),
+        }
+        queued
+    }
+
+    /// Waits for one of the user's VM slots; every second meanwhile, one
+    /// of the user's idle sandboxes is put to sleep to make room.
+    async fn user_slot(&self, user_id: &str) -> UserSlot {
+        let wait = self.user_slots.acquire(user_id);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                slot = &mut wait => return slot,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    self.sandboxes.make_room_for(user_id).await;
+                }
+            }
+        }
     }
 
     /// Ends a job in `error` with `reason` (also written to its log).
@@ -347,12 +392,57 @@ pub(crate) fn error_finish(reason: String) -> Finish {
     }
 }
 
-/// `completed` for exit 0, else `error` (with a reason for timeouts).
-fn finish_for_exit(exit: ExitInfo) -> Finish {
+/// How long past its timeout the host waits for the guest to report a
+/// killed script before it gives up on the VM.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(30);
+
+/// [`run_to_end`], bounded on the host too: the guest agent kills a script
+/// at `timeout_ms`; if it has not said so [`TIMEOUT_GRACE`] later (a hung
+/// guest), the run counts as timed out and the VM is shut down by the
+/// caller.
+async fn run_with_backstop(
+    process: Box<dyn crate::executor::VmProcess>,
+    sink: &OutputSink,
+    timeout_ms: Option<u64>,
+) -> Result<ExitInfo, ExecError> {
+    let Some(ms) = timeout_ms else {
+        return run_to_end(process, sink).await;
+    };
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(
+        Duration::from_millis(ms) + TIMEOUT_GRACE,
+        run_to_end(process, sink),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("the guest did not end the timed-out script; stopping its VM");
+            Ok(ExitInfo {
+                exit_code: 137,
+                timed_out: true,
+                script_duration_ms: crate::executor::elapsed_ms(started),
+                disk_trouble: None,
+            })
+        }
+    }
+}
+
+/// The reason a job whose script ran past `timeout_secs` ends with.
+pub(crate) fn timed_out_reason(timeout_secs: Option<u64>) -> String {
+    match timeout_secs {
+        Some(s) => format!("timed out after {s} s (the script was killed)"),
+        None => "timed out (the script was killed)".into(),
+    }
+}
+
+/// `completed` for exit 0, else `error` (with a reason for a timeout or
+/// a disk the host failed).
+fn finish_for_exit(exit: ExitInfo, timeout_secs: Option<u64>) -> Finish {
     let ok = exit.exit_code == 0 && !exit.timed_out && exit.disk_trouble.is_none();
     let error = match exit.disk_trouble {
         Some(why) => Some(why),
-        None => exit.timed_out.then(|| "the script timed out".to_string()),
+        None => exit.timed_out.then(|| timed_out_reason(timeout_secs)),
     };
     Finish {
         status: if ok {
@@ -378,22 +468,36 @@ mod tests {
             script_duration_ms: 5,
             disk_trouble: None,
         };
-        assert_eq!(finish_for_exit(exit(0, false)).status, JobState::Completed);
-        let f = finish_for_exit(exit(2, false));
+        assert_eq!(
+            finish_for_exit(exit(0, false), None).status,
+            JobState::Completed
+        );
+        let f = finish_for_exit(exit(2, false), Some(5));
         assert_eq!(
             (f.status, f.exit_code, f.error),
             (JobState::Error, Some(2), None)
         );
-        let f = finish_for_exit(exit(137, true));
+        let f = finish_for_exit(exit(137, true), Some(5));
         assert_eq!(f.status, JobState::Error);
         assert!(f.error.is_some());
-        let f = finish_for_exit(ExitInfo {
-            disk_trouble: Some("the host's disk is full".into()),
-            ..exit(0, false)
-        });
+        assert_eq!(
+            f.error.as_deref(),
+            Some("timed out after 5 s (the script was killed)")
+        );
+        let f = finish_for_exit(
+            ExitInfo {
+                disk_trouble: Some("the host's disk is full".into()),
+                ..exit(0, false)
+            },
+            None,
+        );
         assert_eq!(
             (f.status, f.exit_code, f.error.as_deref()),
             (JobState::Error, Some(0), Some("the host's disk is full"))
+        );
+        assert_ne!(
+            f.error.as_deref(),
+            Some("timed out after 5 s (the script was killed)")
         );
     }
 }

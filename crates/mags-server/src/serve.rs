@@ -125,6 +125,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         max_vms,
         max_sandboxes: args.max_sandboxes.unwrap_or(max_vms),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        user: args.quota.user_limits(max_vms),
+        upload_max_bytes: args.quota.upload_max_bytes,
+        job_timeout_secs: args.quota.job_timeout(),
     };
     let workspaces = match args.executor {
         // The fake executor has no disks: workspaces would only be ignored.

@@ -28,6 +28,7 @@ pub fn job_status(job: &Job) -> JobStatus {
         no_sleep: job.no_sleep,
         startup_command: job.startup_command.clone(),
         idle_timeout_secs: job.idle_timeout_secs,
+        timeout: job.timeout_secs,
         subdomain: None,
         url: None,
         exit_code: job.exit_code,

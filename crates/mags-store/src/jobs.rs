@@ -39,6 +39,8 @@ pub struct NewJob {
     pub egress_allow: Vec<String>,
     /// Destinations it may not reach, on top of the server's denials.
     pub egress_deny: Vec<String>,
+    /// Kill the script after this many seconds (None: no limit).
+    pub timeout_secs: Option<u64>,
     /// Unix ms; use [`clock::monotonic_ms`] so listings keep creation order.
     pub created_at: i64,
 }
@@ -64,6 +66,8 @@ pub struct Job {
     pub no_internet: bool,
     pub egress_allow: Vec<String>,
     pub egress_deny: Vec<String>,
+    /// Kill the script after this many seconds (None: no limit).
+    pub timeout_secs: Option<u64>,
     pub status: JobState,
     pub vm_id: Option<String>,
     pub exit_code: Option<i32>,
@@ -98,7 +102,7 @@ pub struct Finish {
 const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
     no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
     status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at, \
-    idle_timeout_secs, vm_ms, vm_since, no_internet, egress_allow, egress_deny";
+    idle_timeout_secs, vm_ms, vm_since, no_internet, egress_allow, egress_deny, timeout_secs";
 
 /// States in which a job may still move (the guard of forward updates).
 pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
@@ -136,6 +140,9 @@ impl Job {
                 .map_err(|e| corrupt(&format!("egress_allow: {e}")))?,
             egress_deny: serde_json::from_str(&egress_deny)
                 .map_err(|e| corrupt(&format!("egress_deny: {e}")))?,
+            timeout_secs: get::<Option<i64>>(row, "timeout_secs")?
+                .map(|s| u64::try_from(s).map_err(|_| corrupt("timeout_secs")))
+                .transpose()?,
             status: JobState::parse(&status).ok_or_else(|| corrupt(&format!("status {status}")))?,
             vm_id: get(row, "vm_id")?,
             exit_code: get::<Option<i64>>(row, "exit_code")?
@@ -165,9 +172,9 @@ impl Store {
             "INSERT INTO jobs (id, user_id, name, workspace_id, base_workspace_id, persistent, \
              no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, \
              rootfs_type, status, created_at, idle_timeout_secs, no_internet, egress_allow, \
-             egress_deny) \
+             egress_deny, timeout_secs) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20)",
+             $18, $19, $20, $21)",
         )
         .bind(&job.id)
         .bind(&job.user_id)
@@ -192,6 +199,10 @@ impl Store {
         .bind(i64::from(job.no_internet))
         .bind(list(&job.egress_allow))
         .bind(list(&job.egress_deny))
+        .bind(
+            job.timeout_secs
+                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        )
         .execute(&self.pool)
         .await
         .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
@@ -214,6 +225,7 @@ impl Store {
             no_internet: job.no_internet,
             egress_allow: job.egress_allow.clone(),
             egress_deny: job.egress_deny.clone(),
+            timeout_secs: job.timeout_secs,
             status: JobState::Accepted,
             vm_id: None,
             exit_code: None,

@@ -15,6 +15,8 @@
 //! - [`output`]: raw output chunks of a job, in order.
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
+//! - [`quota`]: what a user holds, for the per-user limits (pending jobs,
+//!   disk bytes).
 
 pub mod access;
 pub mod audit;
@@ -23,6 +25,7 @@ pub mod cron;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
+pub mod quota;
 pub mod sandboxes;
 pub mod ssh_keys;
 pub mod tokens;
@@ -34,6 +37,7 @@ pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
+pub use quota::DiskUsage;
 pub use sandboxes::JobSettings;
 pub use ssh_keys::SshKeyOwner;
 pub use tokens::{display_prefix, generate_token, hash_token, Authenticated, TokenInfo, TokenRow};

@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_egress",
         sql: include_str!("../migrations/0009_job_egress.sql"),
     },
+    Migration {
+        version: 10,
+        name: "job_timeout",
+        sql: include_str!("../migrations/0010_job_timeout.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

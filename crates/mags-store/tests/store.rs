@@ -94,6 +94,7 @@ fn new_job(user_id: &str, name: Option<&str>, workspace: Option<&str>) -> NewJob
         no_internet: false,
         egress_allow: vec!["pypi.org".into()],
         egress_deny: vec!["10.1.0.0/16".into()],
+        timeout_secs: None,
         created_at: clock::monotonic_ms(),
     }
 }

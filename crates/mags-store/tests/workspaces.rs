@@ -86,18 +86,35 @@ async fn exercise(store: &Store) {
     assert!(store.workspace(&u.id, "w2").await.expect("get").is_none());
     assert_eq!(store.all_workspaces().await.expect("all").len(), 1);
 
+    let up_at = clock::now_ms();
     let up = Upload {
         id: "f-1".into(),
         user_id: u.id.clone(),
         name: "data.bin".into(),
         size: 42,
         sha256: "ab".into(),
-        created_at: clock::now_ms(),
+        created_at: up_at,
     };
     store.insert_upload(&up).await.expect("upload");
     assert_eq!(store.upload(&u.id, "f-1").await.expect("get"), Some(up));
     let other = store.create_user("ws-other", false).await.expect("user");
     assert!(store.upload(&other.id, "f-1").await.expect("get").is_none());
+
+    // Quota counts: workspace w1 (5 GiB) and the upload; nothing of `other`.
+    let usage = store.disk_usage(&u.id, 0).await.expect("usage");
+    assert_eq!((usage.workspaces, usage.uploads), (5 << 30, 42));
+    let later = store
+        .disk_usage(&u.id, up_at + 1)
+        .await
+        .expect("usage since");
+    assert_eq!(later.uploads, 0, "older uploads are not counted");
+    assert_eq!(
+        store.disk_usage(&other.id, 0).await.expect("usage").total(),
+        0
+    );
+    // c holds w1 and is accepted: one pending job; a's is final.
+    assert_eq!(store.pending_jobs(&u.id).await.expect("pending"), 1);
+    assert_eq!(store.pending_jobs(&other.id).await.expect("pending"), 0);
 }
 
 #[tokio::test]

@@ -70,6 +70,9 @@ export interface RunOptions {
   egressAllow?: string[];
   /** Destinations it may not reach, on top of the server's denials. */
   egressDeny?: string[];
+  /** Kill the script after this many seconds (sent as `timeout`); the job
+   * ends in `error`. Without it the server's default applies to one-shot jobs. */
+  scriptTimeout?: number;
 }
 
 export interface WaitOptions {
@@ -236,6 +239,7 @@ export class Mags {
       disk_gb: opts.diskGb || undefined,
       rootfs_type: opts.rootfsType || undefined,
       idle_timeout_secs: opts.idleTimeoutSecs,
+      timeout: opts.scriptTimeout,
       no_sleep: opts.noSleep ? true : undefined,
       no_sync: opts.noSync ? true : undefined,
       no_internet: opts.noInternet ? true : undefined,

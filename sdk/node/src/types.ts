@@ -26,6 +26,8 @@ export interface JobStatus {
   no_sleep?: boolean;
   startup_command?: string | null;
   idle_timeout_secs?: number | null;
+  /** Seconds the script may run before it is killed. */
+  timeout?: number | null;
   subdomain?: string | null;
   url?: string | null;
   exit_code?: number | null;

@@ -22,6 +22,16 @@ test("runAndWait reports the exit code and the logs", async () => {
   assert.deepEqual(messages(bad, "stderr"), ["nope"]);
 });
 
+test("scriptTimeout ends the job in error with the reason", async () => {
+  const m = client();
+  const r = await m.runAndWait("echo started; sleep 600", { scriptTimeout: 2, timeout: WAIT, pollInterval: 0.2 });
+  assert.equal(r.status, "error");
+  assert.deepEqual(messages(r, "stdout"), ["started"]);
+  const st = await m.status(r.request_id);
+  assert.equal(st.timeout, 2);
+  assert.match(st.error, /timed out after 2 s/);
+});
+
 test("status, logs, listJobs and findJob", async () => {
   const m = client();
   const name = unique();

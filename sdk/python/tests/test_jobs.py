@@ -24,6 +24,15 @@ def test_run_and_wait_reports_exit_code_and_logs(m):
     assert "nope" in messages(bad, "stderr")
 
 
+def test_script_timeout_ends_the_job_in_error(m):
+    r = m.run_and_wait("echo started; sleep 600", script_timeout=2, timeout=WAIT, poll_interval=0.2)
+    assert r["status"] == "error"
+    assert "started" in messages(r, "stdout")
+    st = m.status(r["request_id"])
+    assert st["timeout"] == 2
+    assert "timed out after 2 s" in st["error"]
+
+
 def test_environment_reaches_the_script(m):
     r = m.run_and_wait('echo "hello $WHO"', environment={"WHO": "sdk"}, timeout=WAIT, poll_interval=0.2)
     assert messages(r, "stdout") == ["hello sdk"]

@@ -178,6 +178,7 @@ mod tests {
             no_sleep: false,
             startup_command: None,
             idle_timeout_secs: None,
+            timeout: None,
             vm_seconds: 0.0,
         };
         let t = table(&[j]);

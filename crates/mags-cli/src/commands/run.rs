@@ -26,6 +26,8 @@ pub struct RunArgs {
     pub files: Vec<std::path::PathBuf>,
     /// With `persistent`: give this port a public URL once running.
     pub url: Option<u16>,
+    /// Kill the script after this many seconds.
+    pub timeout: Option<u64>,
 }
 
 /// Runs the job; returns the process exit code.
@@ -47,6 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     args.egress.apply(&mut req);
     req.startup_command = args.startup_command;
     req.base_workspace_id = args.base;
+    req.timeout = args.timeout;
     let (client, _) = connect().await?;
     for path in &args.files {
         let up = client

@@ -87,7 +87,14 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
                 state.store.record_cron_run(&c.id, &job.id, now).await?;
                 report.started.push(job.id);
             }
-            Err(e @ (ApiError::Conflict(_) | ApiError::BadRequest(_) | ApiError::NotFound(_))) => {
+            // Refused for this run only (the user's limits included): skipped.
+            Err(
+                e @ (ApiError::Conflict(_)
+                | ApiError::BadRequest(_)
+                | ApiError::NotFound(_)
+                | ApiError::Forbidden(_)
+                | ApiError::TooManyRequests { .. }),
+            ) => {
                 let why = format!("not started: {e}");
                 tracing::warn!(cron = %c.name, "{why}");
                 state.store.record_cron_skip(&c.id, &why).await?;

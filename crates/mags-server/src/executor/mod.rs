@@ -45,7 +45,7 @@ impl JobSpec {
             script: job.script.clone(),
             environment: job.environment.clone(),
             disk_gb: job.disk_gb,
-            timeout_ms: None,
+            timeout_ms: job.timeout_secs.map(|s| s.saturating_mul(1000)),
             variant: variant_of(job.rootfs_type.as_deref()),
             egress: mags_vm::egress::SandboxEgress {
                 no_internet: job.no_internet,

@@ -29,7 +29,8 @@ fn store_err(e: StoreError) -> ApiError {
     }
 }
 
-fn check_fields(
+/// Checks the fields of a cron job (create and update) as a job would be.
+pub fn check_fields(
     name: &str,
     script: &str,
     persistent: bool,

@@ -1,7 +1,9 @@
 //! `POST /mags-files`: one file per request, multipart part `file`,
-//! streamed into object storage (never whole in memory). Larger than
-//! [`MAX_UPLOAD_BYTES`] is a 413 that leaves nothing behind; the rest of
-//! the body is read and dropped first, so the client sees the answer
+//! streamed into object storage (never whole in memory). Larger than the
+//! server's upload limit (`--upload-max-bytes`, default
+//! [`mags_api::MAX_UPLOAD_BYTES`]) is a 413, larger than what is left of
+//! the user's disk quota a 403; either leaves nothing behind, and the rest
+//! of the body is read and dropped first, so the client sees the answer
 //! rather than a reset connection.
 
 use crate::auth::AuthUser;
@@ -11,10 +13,11 @@ use crate::AppState;
 use axum::extract::{Multipart, State};
 use axum::Json;
 use futures::StreamExt as _;
-use mags_api::{UploadResponse, MAX_UPLOAD_BYTES};
+use mags_api::UploadResponse;
 
-/// Most bytes read and dropped after an upload was refused.
-const DRAIN_LIMIT: u64 = 4 * MAX_UPLOAD_BYTES;
+/// Most bytes read and dropped after an upload was refused: this many
+/// times the upload limit.
+const DRAIN_FACTOR: u64 = 4;
 
 /// `POST /mags-files`.
 pub async fn upload(
@@ -32,10 +35,15 @@ pub async fn upload(
         let raw = field.file_name().unwrap_or("upload").to_string();
         let name = clean_name(&raw)
             .ok_or_else(|| ApiError::BadRequest(format!("invalid file name {raw:?}")))?;
+        let max = state.limits.upload_max_bytes;
+        let (room, by_quota) = state
+            .quotas
+            .upload_room(&state.store, &user.id, max)
+            .await?;
         let mut body = Box::pin(field);
         let stored = state
             .workspaces
-            .upload(&user.id, &name, &mut body, MAX_UPLOAD_BYTES)
+            .upload(&user.id, &name, &mut body, room)
             .await?;
         return match stored {
             Ok(up) => {
@@ -51,7 +59,7 @@ pub async fn upload(
                 let mut drained = 0u64;
                 while let Some(Ok(b)) = body.next().await {
                     drained += b.len() as u64;
-                    if drained > DRAIN_LIMIT {
+                    if drained > DRAIN_FACTOR.saturating_mul(max) {
                         break;
                     }
                 }
@@ -59,9 +67,16 @@ pub async fn upload(
                 while let Ok(Some(mut f)) = form.next_field().await {
                     while let Ok(Some(_)) = f.chunk().await {}
                 }
+                if by_quota {
+                    return Err(ApiError::Forbidden(format!(
+                        "disk quota exceeded: file {name} is larger than the {} left of your \
+                         disk quota; nothing was stored",
+                        crate::quota::human_bytes(limit)
+                    )));
+                }
                 Err(ApiError::PayloadTooLarge(format!(
-                    "file {name} is larger than the upload limit of {} MB ({limit} bytes); nothing was stored",
-                    limit / 1_000_000
+                    "file {name} is larger than the upload limit of {}; nothing was stored",
+                    upload_limit_words(limit)
                 )))
             }
         };
@@ -69,4 +84,14 @@ pub async fn upload(
     Err(ApiError::BadRequest(
         "no multipart part named \"file\" in the request".into(),
     ))
+}
+
+/// `100 MB` for a limit in whole megabytes (10^6, as the contract says),
+/// else the bytes.
+fn upload_limit_words(limit: u64) -> String {
+    if limit >= 1_000_000 && limit.is_multiple_of(1_000_000) {
+        format!("{} MB ({limit} bytes)", limit / 1_000_000)
+    } else {
+        format!("{limit} bytes")
+    }
 }

@@ -8,6 +8,7 @@
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::logs::chunks_to_entries;
+use crate::quota::DiskChange;
 use crate::view::job_status;
 use crate::AppState;
 use axum::extract::State;
@@ -22,6 +23,8 @@ use std::collections::BTreeMap;
 pub const MAX_DISK_GB: u32 = 256;
 /// Largest `idle_timeout_secs` accepted (30 days).
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 30 * 86_400;
+/// Largest `timeout` accepted (30 days).
+pub const MAX_JOB_TIMEOUT_SECS: u64 = 30 * 86_400;
 /// Largest script accepted, in bytes.
 const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 /// Largest `page_size`.
@@ -48,16 +51,31 @@ pub async fn create(
 }
 
 /// Checks, stores and schedules a job for `user_id` (the API and cron).
+/// Per-user limits are checked before anything is stored: too many jobs
+/// waiting, or a new sandbox with every VM of the user busy, is a 429; a
+/// disk past the quota a 403.
 pub(crate) async fn submit(
     state: &AppState,
     user_id: &str,
     req: CreateJobRequest,
 ) -> Result<Job, ApiError> {
-    let new = validate(req, user_id)?;
+    let new = validate(req, user_id, state.limits.job_timeout_secs)?;
     state.workspaces.check_files(user_id, &new.file_ids).await?;
     if let Some(base) = &new.base_workspace_id {
         state.workspaces.check_base(user_id, base).await?;
     }
+    let quotas = &state.quotas;
+    quotas.check_pending(&state.store, user_id).await?;
+    if new.persistent {
+        let room = state.sandboxes.can_make_room_for(user_id);
+        quotas.check_new_sandbox(user_id, room)?;
+    }
+    let bytes = u64::from(new.disk_gb) << 30;
+    let change = match &new.workspace_id {
+        Some(name) => DiskChange::Workspace { name, bytes },
+        None => DiskChange::Scratch { bytes },
+    };
+    quotas.check_disk(&state.store, user_id, change).await?;
     let job = state.store.insert_job(&new).await?;
     // One live job per workspace, decided atomically in the database.
     if let Some(ws) = &job.workspace_id {
@@ -72,8 +90,13 @@ pub(crate) async fn submit(
     Ok(job)
 }
 
-/// Checks a create request and makes the job to store.
-fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
+/// Checks a create request and makes the job to store. A one-shot job
+/// without `timeout` gets `default_timeout_secs`.
+pub fn validate(
+    req: CreateJobRequest,
+    user_id: &str,
+    default_timeout_secs: Option<u64>,
+) -> Result<NewJob, ApiError> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
     if req.script.trim().is_empty() {
         return bad("script is required".into());
@@ -99,6 +122,18 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
             ));
         }
     }
+    if let Some(secs) = req.timeout {
+        if secs == 0 || secs > MAX_JOB_TIMEOUT_SECS {
+            return bad(format!(
+                "timeout must be between 1 and {MAX_JOB_TIMEOUT_SECS} seconds"
+            ));
+        }
+    }
+    let timeout_secs = match req.timeout {
+        Some(secs) => Some(secs),
+        None if req.persistent => None,
+        None => default_timeout_secs.filter(|s| *s > 0),
+    };
     if req.disk_gb == 0 || req.disk_gb > MAX_DISK_GB {
         return bad(format!("disk_gb must be between 1 and {MAX_DISK_GB}"));
     }
@@ -138,6 +173,7 @@ fn validate(req: CreateJobRequest, user_id: &str) -> Result<NewJob, ApiError> {
         no_internet: req.no_internet,
         egress_allow: req.egress_allow,
         egress_deny: req.egress_deny,
+        timeout_secs,
         created_at: clock::monotonic_ms(),
     })
 }
@@ -289,44 +325,69 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(validate(req("echo"), "u").is_ok());
-        assert!(validate(req("  \n"), "u").is_err());
+        assert!(validate(req("echo"), "u", None).is_ok());
+        assert!(validate(req("  \n"), "u", None).is_err());
         let mut r = req("x");
         r.no_sleep = true;
-        assert!(validate(r.clone(), "u").is_err());
+        assert!(validate(r.clone(), "u", None).is_err());
         r.persistent = true;
-        assert!(validate(r, "u").is_ok());
+        assert!(validate(r, "u", None).is_ok());
         let mut r = req("x");
         r.disk_gb = 0;
-        assert!(validate(r, "u").is_err());
+        assert!(validate(r, "u", None).is_err());
         let mut r = req("x");
         r.environment.insert("A=B".into(), "v".into());
-        assert!(validate(r, "u").is_err());
+        assert!(validate(r, "u", None).is_err());
         let mut r = req("x");
         r.workspace_id = Some("../etc".into());
-        assert!(validate(r, "u").is_err());
+        assert!(validate(r, "u", None).is_err());
         let mut r = req("x");
         r.idle_timeout_secs = Some(5);
-        assert!(validate(r.clone(), "u").is_err(), "needs persistent");
+        assert!(validate(r.clone(), "u", None).is_err(), "needs persistent");
         r.persistent = true;
         assert_eq!(
-            validate(r.clone(), "u")
+            validate(r.clone(), "u", None)
                 .ok()
                 .and_then(|j| j.idle_timeout_secs),
             Some(5)
         );
         r.idle_timeout_secs = Some(0);
-        assert!(validate(r, "u").is_err());
+        assert!(validate(r, "u", None).is_err());
+    }
+
+    #[test]
+    fn timeouts() {
+        let timeout =
+            |r: CreateJobRequest, default| validate(r, "u", default).map(|j| j.timeout_secs);
+        assert_eq!(timeout(req("x"), Some(60)).ok(), Some(Some(60)));
+        assert_eq!(timeout(req("x"), None).ok(), Some(None));
+        let mut r = req("x");
+        r.timeout = Some(5);
+        assert_eq!(timeout(r.clone(), Some(60)).ok(), Some(Some(5)));
+        r.persistent = true;
+        assert_eq!(timeout(r, Some(60)).ok(), Some(Some(5)), "given: kept");
+        let mut r = req("x");
+        r.persistent = true;
+        assert_eq!(
+            timeout(r, Some(60)).ok(),
+            Some(None),
+            "the default is for one-shot jobs"
+        );
+        for bad in [0, MAX_JOB_TIMEOUT_SECS + 1] {
+            let mut r = req("x");
+            r.timeout = Some(bad);
+            assert!(timeout(r, None).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn workspace_names_the_job_when_no_name_is_given() {
         let mut r = req("x");
         r.workspace_id = Some("ws1".into());
-        let j = validate(r.clone(), "u").ok();
+        let j = validate(r.clone(), "u", None).ok();
         assert_eq!(j.and_then(|j| j.name), Some("ws1".into()));
         r.name = Some("n".into());
-        let j = validate(r, "u").ok();
+        let j = validate(r, "u", None).ok();
         assert_eq!(j.and_then(|j| j.name), Some("n".into()));
     }
 }

@@ -15,6 +15,13 @@
 //! [URL proxy](crate::proxy) takes them first.
 //!
 //! Unknown paths and methods answer JSON errors too.
+//!
+//! Request bodies: at most [`BODY_LIMIT`] on every route but the upload
+//! (which streams up to its own limit, see [`files`]): a body that says it
+//! is larger is refused with a JSON 413 before any handler runs, and one
+//! that turns out larger while a handler reads it likewise. Every
+//! authenticated request first passes the per-user rate limit
+//! ([`crate::quota::rate_limit`]).
 
 pub mod access;
 pub mod browser;
@@ -32,14 +39,18 @@ pub mod workspaces;
 use crate::error::ApiError;
 use crate::{auth, AppState};
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use std::time::Instant;
 
-/// Largest accepted JSON body.
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Largest accepted request body (JSON), except uploads.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The one route whose body may be larger than [`BODY_LIMIT`].
+const UPLOAD_PATH: &str = "/api/v1/mags-files";
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
@@ -89,6 +100,11 @@ pub fn router(state: AppState) -> Router {
             get(users::list_users).post(users::create_user),
         )
         .route("/mags-audit", get(users::audit))
+        // Layers run last-added first: authentication, then the rate limit.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::quota::rate_limit,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -99,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_large_bodies))
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -118,6 +135,24 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// 413 for a request whose `Content-Length` is over [`BODY_LIMIT`] (not
+/// uploads), also on routes whose handlers never read a body: nothing runs.
+async fn refuse_large_bodies(req: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared {
+        if n > BODY_LIMIT as u64 && req.uri().path() != UPLOAD_PATH {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "request body is too large: {n} bytes, at most {BODY_LIMIT} are accepted"
+            )));
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 /// One debug line per request (path only: queries and headers may carry

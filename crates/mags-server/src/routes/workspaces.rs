@@ -54,6 +54,17 @@ pub async fn resize(
             "disk_gb must be between 1 and {MAX_DISK_GB}"
         )));
     }
+    // A workspace that does not exist is the resize's own 404.
+    if state.store.workspace(&user.id, &id).await?.is_some() {
+        let change = crate::quota::DiskChange::Workspace {
+            name: &id,
+            bytes: u64::from(req.disk_gb) << 30,
+        };
+        state
+            .quotas
+            .check_disk(&state.store, &user.id, change)
+            .await?;
+    }
     let message = state
         .workspaces
         .resize(&state.sandboxes, &user.id, &id, req.disk_gb)

@@ -2,8 +2,9 @@
 //! slept, lost and ended. Whatever changes a [`Slot`] is handed its lock
 //! (a [`SlotGuard`]) and keeps it until the slot and the database agree.
 
-use super::{Busy, Entry, SandboxError, Shared, Slot};
+use super::{Busy, Entry, Permits, SandboxError, Shared, Slot};
 use crate::executor::{bash, elapsed_ms, run_to_end, ExecError, ProcessEvent, Vm, VmProcess};
+use crate::quota::UserSlot;
 use crate::scheduler::{error_finish, store_final};
 use futures::future::BoxFuture;
 use mags_api::JobState;
@@ -22,6 +23,7 @@ const WAKE_WAIT: Duration = Duration::from_secs(30);
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 /// How to wait for a running slot.
+#[derive(Clone, Copy)]
 enum Wait {
     /// As long as it takes (the job shows `queued`), unless stopped.
     Queue,
@@ -147,7 +149,11 @@ impl Shared {
         }
         self.followers.notify(id);
         entry.touch();
-        let script = bash(&entry.spec.script, &entry.spec.environment, None);
+        let script = bash(
+            &entry.spec.script,
+            &entry.spec.environment,
+            entry.spec.timeout_ms,
+        );
         match vm.run(script).await {
             Ok(process) => {
                 tokio::spawn(self.clone().follow_script(entry.clone(), process));
@@ -167,12 +173,21 @@ impl Shared {
             match process.next_event().await {
                 Ok(Some(ProcessEvent::Stdout(b))) => entry.sink.stdout(b).await,
                 Ok(Some(ProcessEvent::Stderr(b))) => entry.sink.stderr(b).await,
-                Ok(Some(ProcessEvent::Exited { code, .. })) => {
+                Ok(Some(ProcessEvent::Exited {
+                    code, timed_out, ..
+                })) => {
+                    let how = if timed_out {
+                        let secs = entry.spec.timeout_ms.map(|ms| ms / 1000);
+                        format!(
+                            "script {} (exit code {code})",
+                            crate::scheduler::timed_out_reason(secs)
+                        )
+                    } else {
+                        format!("script exited with code {code}")
+                    };
                     entry
                         .sink
-                        .system(&format!(
-                            "script exited with code {code}; the sandbox stays up until stopped"
-                        ))
+                        .system(&format!("{how}; the sandbox stays up until stopped"))
                         .await;
                     entry.sink.flush().await;
                     let exit = Some((code, elapsed_ms(started)));
@@ -189,8 +204,66 @@ impl Shared {
         }
     }
 
-    /// A running slot: free, freed by sleeping an idle sandbox, or waited for.
-    async fn permit(
+    /// What a running sandbox holds: one of its user's VM slots, then a
+    /// server-wide running slot; each free, freed by sleeping an idle
+    /// sandbox (of the same user, for the user's), or waited for.
+    async fn permit(self: &Arc<Self>, entry: &Entry, wait: Wait) -> Result<Permits, SandboxError> {
+        let user = self.user_permit(entry, wait).await?;
+        let server = self.server_permit(entry, wait).await?;
+        Ok(Permits {
+            _user: user,
+            _server: server,
+        })
+    }
+
+    /// One of the entry's user's VM slots.
+    async fn user_permit(
+        self: &Arc<Self>,
+        entry: &Entry,
+        wait: Wait,
+    ) -> Result<UserSlot, SandboxError> {
+        let user = Some(entry.user_id.as_str());
+        loop {
+            if let Some(p) = self.user_slots.try_acquire(&entry.user_id) {
+                return Ok(p);
+            }
+            if !self.evict_one(&entry.job_id, user).await {
+                break;
+            }
+        }
+        let acquire = self.user_slots.acquire(&entry.user_id);
+        match wait {
+            Wait::Bounded(d) => tokio::time::timeout(d, acquire)
+                .await
+                .map_err(|_| SandboxError::UserBusy(self.user_slots.max())),
+            Wait::Queue => {
+                self.show_queued(entry).await;
+                tokio::pin!(acquire);
+                loop {
+                    tokio::select! {
+                        p = &mut acquire => return Ok(p),
+                        _ = entry.stopped() => return Err(SandboxError::Stopped),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                            self.evict_one(&entry.job_id, user).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn show_queued(&self, entry: &Entry) {
+        if let Ok(true) = self
+            .store
+            .set_waiting_status(&entry.job_id, JobState::Queued)
+            .await
+        {
+            self.followers.notify(&entry.job_id);
+        }
+    }
+
+    /// A server-wide running slot.
+    async fn server_permit(
         self: &Arc<Self>,
         entry: &Entry,
         wait: Wait,
@@ -199,7 +272,7 @@ impl Shared {
             if let Ok(p) = self.permits.clone().try_acquire_owned() {
                 return Ok(p);
             }
-            if !self.evict_one(&entry.job_id).await {
+            if !self.evict_one(&entry.job_id, None).await {
                 break;
             }
         }
@@ -211,19 +284,13 @@ impl Shared {
                 .and_then(Result::ok)
                 .ok_or_else(busy),
             Wait::Queue => {
-                if let Ok(true) = self
-                    .store
-                    .set_waiting_status(&entry.job_id, JobState::Queued)
-                    .await
-                {
-                    self.followers.notify(&entry.job_id);
-                }
+                self.show_queued(entry).await;
                 loop {
                     tokio::select! {
                         p = self.permits.clone().acquire_owned() => return p.map_err(|_| busy()),
                         _ = entry.stopped() => return Err(SandboxError::Stopped),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                            self.evict_one(&entry.job_id).await;
+                            self.evict_one(&entry.job_id, None).await;
                         }
                     }
                 }
@@ -231,16 +298,27 @@ impl Shared {
         }
     }
 
-    /// Sleeps the least recently used running sandbox that may sleep (not
-    /// `except`, not busy, not `no_sleep`); whether one was put away.
-    async fn evict_one(self: &Arc<Self>, except: &str) -> bool {
+    /// Sandboxes that may be slept to make room, least recently used
+    /// first: not `except`, not busy, not `no_sleep`, of `user` if given.
+    pub(super) fn sleep_candidates(&self, except: &str, user: Option<&str>) -> Vec<Arc<Entry>> {
         let mut candidates: Vec<Arc<Entry>> = self
             .entries()
             .into_iter()
-            .filter(|e| e.job_id != except && !e.is_busy() && !e.settings().no_sleep)
+            .filter(|e| {
+                e.job_id != except
+                    && user.is_none_or(|u| e.user_id == u)
+                    && !e.is_busy()
+                    && !e.settings().no_sleep
+            })
             .collect();
         candidates.sort_by_key(|e| std::cmp::Reverse(e.idle_for()));
-        for e in candidates {
+        candidates
+    }
+
+    /// Sleeps the least recently used running sandbox that may sleep (see
+    /// [`Shared::sleep_candidates`]); whether one was put away.
+    pub(super) async fn evict_one(self: &Arc<Self>, except: &str, user: Option<&str>) -> bool {
+        for e in self.sleep_candidates(except, user) {
             let Ok(slot) = e.slot.clone().try_lock_owned() else {
                 continue;
             };

@@ -4,7 +4,8 @@
 //!
 //! Each live persistent job has an [`Entry`] whose [`Slot`] says where its
 //! VM is: starting, running (holding one of `max_running` permits, counted
-//! apart from the one-shot queue), sleeping (a snapshot on disk, no permit)
+//! apart from the one-shot queue, and one of its user's VM slots, shared
+//! with that user's one-shot jobs), sleeping (a snapshot on disk, neither)
 //! or gone. The slot's async lock serializes what changes it: a wake, a
 //! sleep, a stop, a restart. Commands run without it; while one runs (a
 //! [`Busy`] guard lives) the sandbox does not sleep.
@@ -25,6 +26,7 @@ mod watch;
 pub use exec::ExecRun;
 
 use crate::executor::{AgentConn, Executor, JobSpec, Vm};
+use crate::quota::{UserSlot, UserSlots};
 use crate::sink::{Followers, OutputSink};
 use mags_api::JobState;
 use mags_store::{Job, Store, StoreError};
@@ -66,6 +68,11 @@ pub enum SandboxError {
     Starting { id: String, status: JobState },
     #[error("{0} sandboxes are running, the most this server allows; stop one or try again")]
     Busy(u32),
+    #[error(
+        "you have {0} sandboxes and jobs running, the most this server allows per user, \
+         and none can sleep; stop one or try again"
+    )]
+    UserBusy(u32),
     #[error("{0}")]
     Unavailable(String),
     #[error("the sandbox was stopped")]
@@ -105,6 +112,8 @@ pub(crate) struct Shared {
     followers: Followers,
     cfg: SandboxConfig,
     permits: Arc<Semaphore>,
+    /// Per-user VM slots, shared with the scheduler's one-shot jobs.
+    user_slots: Arc<UserSlots>,
     map: Mutex<HashMap<String, Arc<Entry>>>,
     /// Set at server shutdown: nothing is woken or restarted any more.
     closing: AtomicBool,
@@ -116,13 +125,20 @@ pub(crate) enum Slot {
     Starting,
     Running {
         vm: Arc<dyn Vm>,
-        _permit: OwnedSemaphorePermit,
+        _permit: Permits,
     },
     Sleeping {
         vm_id: String,
     },
     /// Stopped or failed; the entry is on its way out.
     Gone,
+}
+
+/// What a running sandbox holds: a server-wide running slot and one of its
+/// user's VM slots.
+pub(crate) struct Permits {
+    _user: UserSlot,
+    _server: OwnedSemaphorePermit,
 }
 
 /// Settings that can change while the sandbox lives.
@@ -136,6 +152,7 @@ struct Settings {
 /// One live persistent job.
 pub(crate) struct Entry {
     job_id: String,
+    user_id: String,
     /// What its VM is started from (again, after a loss).
     spec: JobSpec,
     /// The job's one log writer.
@@ -220,6 +237,7 @@ impl Sandboxes {
         executor: Arc<dyn Executor>,
         followers: Followers,
         cfg: SandboxConfig,
+        user_slots: Arc<UserSlots>,
     ) -> Sandboxes {
         let max = cfg.max_running.max(1);
         let inner = Arc::new(Shared {
@@ -231,6 +249,7 @@ impl Sandboxes {
                 ..cfg
             },
             permits: Arc::new(Semaphore::new(max as usize)),
+            user_slots,
             map: Mutex::default(),
             closing: AtomicBool::new(false),
         });
@@ -325,6 +344,22 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Puts one of `user_id`'s idle running sandboxes to sleep (the least
+    /// recently used that may sleep), freeing one of the user's VM slots;
+    /// whether one was.
+    pub async fn make_room_for(&self, user_id: &str) -> bool {
+        self.inner.evict_one("", Some(user_id)).await
+    }
+
+    /// Whether [`Sandboxes::make_room_for`] would find a sandbox to sleep
+    /// now.
+    pub fn can_make_room_for(&self, user_id: &str) -> bool {
+        self.inner
+            .sleep_candidates("", Some(user_id))
+            .iter()
+            .any(|e| matches!(e.slot.try_lock().as_deref(), Ok(Slot::Running { .. })))
+    }
+
     /// `(running, sleeping, most running)`.
     pub fn counts(&self) -> (u32, u32, u32) {
         let entries = self.inner.entries();
@@ -384,6 +419,7 @@ impl Shared {
         let guard = slot.clone().lock_owned().await;
         let entry = Arc::new(Entry {
             job_id: job.id.clone(),
+            user_id: job.user_id.clone(),
             spec: JobSpec::of(job),
             sink,
             slot,

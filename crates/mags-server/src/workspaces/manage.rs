@@ -223,6 +223,7 @@ fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) ->
         no_internet: false,
         egress_allow: Vec::new(),
         egress_deny: Vec::new(),
+        timeout_secs: None,
         status: JobState::Running,
         vm_id: None,
         exit_code: None,

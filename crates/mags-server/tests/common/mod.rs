@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use mags_server::executor::fake::FakeExecutor;
 use mags_server::workspaces::{StorageArgs, Workspaces};
@@ -26,16 +26,18 @@ pub struct Harness {
 }
 
 pub async fn harness_with(max_vms: u32) -> Harness {
-    build(Limits::new(max_vms), false).await
+    harness_with_limits(Limits::new(max_vms), false).await
 }
 
 /// A harness whose server also keeps workspaces and uploads (in its temp
 /// dir: local object store, disks made with `mkfs.ext4`).
 pub async fn harness_with_workspaces(limits: Limits) -> Harness {
-    build(limits, true).await
+    harness_with_limits(limits, true).await
 }
 
-async fn build(limits: Limits, workspaces: bool) -> Harness {
+/// A harness with every limit given; with `workspaces`, uploads and
+/// workspaces are kept in a local object store in the temp dir.
+pub async fn harness_with_limits(limits: Limits, workspaces: bool) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
         .await
@@ -90,6 +92,7 @@ pub fn new_job(user_id: &str, script: &str) -> mags_store::NewJob {
         no_internet: false,
         egress_allow: Vec::new(),
         egress_deny: Vec::new(),
+        timeout_secs: None,
         created_at: mags_store::clock::monotonic_ms(),
     }
 }
@@ -132,6 +135,27 @@ impl Harness {
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, value)
+    }
+
+    /// The temp dir the store (and object storage, if any) live in.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// A token of a new user `name`.
+    pub async fn user_token(&self, name: &str) -> String {
+        let u = self.store.create_user(name, false).await.expect("user");
+        self.store.create_token(&u.id).await.expect("token").1
+    }
+
+    /// Sends `req` as is; returns status, headers and parsed JSON (or text).
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let resp = self.app.clone().oneshot(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (parts.status, parts.headers, value)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -78,6 +78,7 @@ pub fn job(user_id: &str, ws: &str) -> NewJob {
         no_internet: false,
         egress_allow: Vec::new(),
         egress_deny: Vec::new(),
+        timeout_secs: None,
         created_at: clock::monotonic_ms(),
     }
 }

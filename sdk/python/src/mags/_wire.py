@@ -60,8 +60,10 @@ def run_payload(
     no_internet: bool = False,
     egress_allow: Optional[List[str]] = None,
     egress_deny: Optional[List[str]] = None,
+    script_timeout: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """The body of ``POST /mags-jobs``; refuses contradictory options."""
+    """The body of ``POST /mags-jobs``; refuses contradictory options.
+    ``script_timeout`` is sent as ``timeout`` (seconds)."""
     if not isinstance(script, str) or not script.strip():
         raise MagsError("script is required")
     if ephemeral and workspace_id:
@@ -83,6 +85,7 @@ def run_payload(
         "idle_timeout_secs": idle_timeout_secs,
         "egress_allow": list(egress_allow) if egress_allow else None,
         "egress_deny": list(egress_deny) if egress_deny else None,
+        "timeout": script_timeout,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if no_sleep:

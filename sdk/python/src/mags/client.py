@@ -172,6 +172,7 @@ class Mags:
         no_internet: bool = False,
         egress_allow: Optional[List[str]] = None,
         egress_deny: Optional[List[str]] = None,
+        script_timeout: Optional[int] = None,
     ) -> JobSubmitted:
         """Submits ``script`` (run as ``bash -c`` in ``/root`` of a fresh VM).
 
@@ -182,7 +183,10 @@ class Mags:
         :meth:`upload_files`. ``no_internet`` cuts the sandbox off the
         network; ``egress_allow`` (hostnames or CIDRs) is the only place it
         may reach, ``egress_deny`` adds denials: both narrow the server's
-        policy. Returns ``{"request_id", "status": "accepted"}``.
+        policy. ``script_timeout`` (seconds, sent as ``timeout``) kills the
+        script after that long and ends the job in
+        ``error``; without it the server's default applies to one-shot jobs.
+        Returns ``{"request_id", "status": "accepted"}``.
         """
         body = w.run_payload(
             script,
@@ -202,6 +206,7 @@ class Mags:
             no_internet=no_internet,
             egress_allow=egress_allow,
             egress_deny=egress_deny,
+            script_timeout=script_timeout,
         )
         return self._request("POST", "/mags-jobs", json=body)
 

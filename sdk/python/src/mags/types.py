@@ -37,6 +37,7 @@ class JobStatus(TypedDict, total=False):
     no_sleep: bool
     startup_command: Optional[str]
     idle_timeout_secs: Optional[int]
+    timeout: Optional[int]
     subdomain: Optional[str]
     url: Optional[str]
     exit_code: Optional[int]

@@ -1,0 +1,59 @@
+//! What a user holds, for the server's per-user limits: jobs waiting for a
+//! VM, and the disk bytes of their workspaces and recent uploads.
+
+use crate::{get, Store, StoreError};
+
+/// A user's disk use, bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Sum of the nominal sizes of the user's workspace disks.
+    pub workspaces: u64,
+    /// Sum of the sizes of the user's uploads made since the given time.
+    pub uploads: u64,
+}
+
+impl DiskUsage {
+    /// Both together.
+    pub fn total(&self) -> u64 {
+        self.workspaces.saturating_add(self.uploads)
+    }
+}
+
+impl Store {
+    /// How many of the user's jobs wait for a VM (`accepted` or `queued`).
+    pub async fn pending_jobs(&self, user_id: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE user_id = $1 \
+             AND status IN ('accepted', 'queued')",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(get::<i64>(&row, "n")?.max(0) as u64)
+    }
+
+    /// The user's workspace disks, and the uploads they made at or after
+    /// `uploads_since_ms` (unix ms).
+    pub async fn disk_usage(
+        &self,
+        user_id: &str,
+        uploads_since_ms: i64,
+    ) -> Result<DiskUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+             CAST(COALESCE((SELECT SUM(disk_bytes) FROM workspaces WHERE user_id = $1), 0) \
+                 AS BIGINT) AS ws, \
+             CAST(COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = $2 \
+                 AND created_at >= $3), 0) AS BIGINT) AS up",
+        )
+        .bind(user_id)
+        .bind(user_id)
+        .bind(uploads_since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DiskUsage {
+            workspaces: get::<i64>(&row, "ws")?.max(0) as u64,
+            uploads: get::<i64>(&row, "up")?.max(0) as u64,
+        })
+    }
+}

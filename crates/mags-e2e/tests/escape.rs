@@ -184,21 +184,91 @@ fn every_qemu_runs_jailed() {
     assert!(limit < 8 << 30, "memory limit {limit}");
 }
 
+/// A sandbox's QEMU and the cgroup it runs in, watched from the host.
+struct Watched {
+    pid: u32,
+    pids: PathBuf,
+    pids_max: u64,
+    mem: PathBuf,
+    mem_limit: u64,
+    peak: u64,
+}
+
+impl Watched {
+    fn of(server: &Server, name: &str) -> Watched {
+        let (_, pid) = qemu_of(server, name);
+        let pids = cgroup_dir(pid, "pids");
+        let mem = cgroup_dir(pid, "memory");
+        Watched {
+            pid,
+            pids_max: read_num(&pids.join("pids.max")),
+            mem_limit: first_num(&mem, MEMORY_LIMIT).expect("a memory limit"),
+            pids,
+            mem,
+            peak: 0,
+        }
+    }
+
+    /// Whether its QEMU still runs.
+    fn alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    /// Samples its process count for `secs` (or until `done`, or until the
+    /// group is gone), asserting it never passes the limit.
+    fn watch(&mut self, secs: u64, done: impl Fn(&Watched) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline && !done(self) {
+            let Ok(text) = std::fs::read_to_string(self.pids.join("pids.current")) else {
+                return; // the group is gone: its QEMU ended
+            };
+            let current: u64 = text.trim().parse().unwrap_or(0);
+            self.peak = self.peak.max(current);
+            assert!(
+                current <= self.pids_max,
+                "pids {current} > max {}",
+                self.pids_max
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Refusals counted by the pids controller.
+    fn refused(&self) -> u64 {
+        std::fs::read_to_string(self.pids.join("pids.events"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// After a stop: QEMU gone and its group (with any helper) removed.
+    fn assert_cleaned_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (self.alive() || self.pids.exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(!self.alive(), "QEMU {} still runs", self.pid);
+        assert!(!self.pids.exists(), "the sandbox's cgroup is left behind");
+    }
+}
+
 #[test]
 fn a_guest_fork_bomb_memory_hog_and_connection_flood_stay_inside_their_limits() {
     require_root();
     let server = Server::start(&["--jail", "require"]);
-    for name in ["victim", "bystander"] {
+    for name in ["flooder", "bomber", "bystander"] {
         let o = server.mags_output(&["new", name]);
         assert!(o.status.success(), "{}\n{}", stderr(&o), server.log());
     }
-    let (_, pid) = qemu_of(&server, "victim");
-    let pids_dir = cgroup_dir(pid, "pids");
-    let pids_max = read_num(&pids_dir.join("pids.max"));
 
-    // First a flood of connections to the egress address, held open:
-    // each one is a helper process on the host, so this is what a guest
-    // can do to the host's process table. The limit must stop it.
+    // A flood of connections to the egress address, held open: each one
+    // is a helper process on the host, so this is what a guest can do to
+    // the host's process table. It stops at the sandbox's limit (cgroup
+    // pids.max or the per-uid process limit, both 512), or the kernel kills
+    // that QEMU at its memory limit first; either way, inside its group.
+    let mut flooder = Watched::of(&server, "flooder");
     let flood = "cat > /tmp/flood.py <<'PY'
 import socket, time
 s = []
@@ -211,50 +281,36 @@ time.sleep(300)
 PY
 nohup python3 /tmp/flood.py >/tmp/flood.log 2>&1 &
 echo launched";
-    let o = server.mags_output(&["exec", "victim", flood]);
+    let o = server.mags_output(&["exec", "flooder", flood]);
     assert_eq!(stdout(&o).trim(), "launched", "{}", stderr(&o));
-    let refused = |dir: &Path| {
-        std::fs::read_to_string(dir.join("pids.events"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let mut peak = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // Stopped by the cgroup (pids.events counts refusals) or by the
-    // per-uid process limit at the same number, whichever comes first.
-    let stopped = |peak: u64| refused(&pids_dir) > 0 || peak >= pids_max;
-    while Instant::now() < deadline && !stopped(peak) {
-        let current = read_num(&pids_dir.join("pids.current"));
-        peak = peak.max(current);
-        assert!(current <= pids_max, "pids {current} > max {pids_max}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    flooder.watch(120, |w| {
+        w.refused() > 0 || w.peak >= w.pids_max || !w.alive()
+    });
     assert!(
-        stopped(peak),
-        "the flood never reached the limit (peak {peak} of {pids_max})"
+        flooder.refused() > 0 || flooder.peak >= flooder.pids_max || !flooder.alive(),
+        "the flood never reached a limit (peak {} of {})",
+        flooder.peak,
+        flooder.pids_max
     );
-    // Held there, not beyond.
-    for _ in 0..20 {
-        assert!(read_num(&pids_dir.join("pids.current")) <= pids_max);
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    flooder.watch(5, |_| false);
 
-    // Then a fork bomb and a memory hog (more than the guest has).
+    // A fork bomb and a memory hog (more than the guest has).
+    let mut bomber = Watched::of(&server, "bomber");
     let bomb = "nohup bash -c ':(){ :|:& };:' >/dev/null 2>&1 & \
         nohup python3 -c 'a=[]\nwhile True: a.append(bytearray(64<<20))' >/dev/null 2>&1 & \
         echo launched";
-    let o = server.mags_output(&["exec", "victim", bomb]);
+    let o = server.mags_output(&["exec", "bomber", bomb]);
     // The guest may be too busy to answer; what matters is the host.
     let _ = (stdout(&o), stderr(&o));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let current = read_num(&pids_dir.join("pids.current"));
-        peak = peak.max(current);
-        assert!(current <= pids_max, "pids {current} > max {pids_max}");
-        std::thread::sleep(Duration::from_millis(250));
+    bomber.watch(30, |_| false);
+    for w in [&flooder, &bomber] {
+        if let Some(peak) = first_num(&w.mem, &["memory.peak", "memory.max_usage_in_bytes"]) {
+            assert!(
+                peak <= w.mem_limit,
+                "memory peak {peak} > limit {}",
+                w.mem_limit
+            );
+        }
     }
 
     // The server answers, and so does the other sandbox.
@@ -267,29 +323,16 @@ echo launched";
     let o = server.mags_output(&["exec", "bystander", "echo still-here"]);
     assert_eq!(stdout(&o).trim(), "still-here", "{}", stderr(&o));
     eprintln!(
-        "bystander answered in {} ms; victim's host pids peaked at {peak} (max {pids_max})",
-        t0.elapsed().as_millis()
+        "bystander answered in {} ms; host pids peaked at {} (flood) and {} (fork bomb), max {}",
+        t0.elapsed().as_millis(),
+        flooder.peak,
+        bomber.peak,
+        flooder.pids_max
     );
-    // The victim's QEMU used no more memory than its cgroup allows.
-    let mem = cgroup_dir(pid, "memory");
-    if let Some(peak) = first_num(&mem, &["memory.peak", "memory.max_usage_in_bytes"]) {
-        let limit = first_num(&mem, MEMORY_LIMIT).expect("a memory limit");
-        assert!(peak <= limit, "memory peak {peak} > limit {limit}");
+    // Stopping them ends every process they had on the host (a sandbox
+    // killed at its memory limit has ended already).
+    for (name, w) in [("flooder", &flooder), ("bomber", &bomber)] {
+        let _ = server.mags_output(&["stop", name]);
+        w.assert_cleaned_up();
     }
-    // And stopping the victim ends every process it had on the host.
-    let o = server.mags_output(&["stop", "victim"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let gone = Instant::now() + Duration::from_secs(30);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < gone {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "QEMU still runs"
-    );
-    // Its helpers went with it: the group is emptied and removed.
-    while pids_dir.exists() && Instant::now() < gone {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(!pids_dir.exists(), "the sandbox's cgroup is left behind");
 }

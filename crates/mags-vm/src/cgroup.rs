@@ -48,8 +48,8 @@ pub struct Cgroups {
 
 impl Cgroups {
     /// Finds the hierarchy under `/sys/fs/cgroup` and makes the parent
-    /// group `name` (enabling the controllers it needs); a reason if this
-    /// host does not let us.
+    /// group `name` (a path like `mags/<server>`, each level made and given
+    /// the controllers it needs); a reason if this host does not let us.
     pub fn init(name: &str) -> Result<Cgroups, String> {
         Self::init_at(Path::new(CGROUP_FS), name)
     }
@@ -64,17 +64,21 @@ impl Cgroups {
                     return Err(format!("the cgroup v2 root has no {c} controller"));
                 }
             }
-            // Our parent may hold no processes itself; the root may.
+            // Our groups may hold no processes themselves; the root may.
             write(&fs.join("cgroup.subtree_control"), "+memory +pids +cpu")
                 .map_err(|e| why("cannot enable controllers at the cgroup root", e))?;
-            let parent = fs.join(name);
-            mkdir(&parent).map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
-            write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
-                .map_err(|e| why("cannot enable controllers for sandboxes", e))?;
-            let _ = write(
-                &parent.join("cpu.weight"),
-                &(100 * parent_weight()).to_string(),
-            );
+            let mut parent = fs.to_path_buf();
+            for level in Path::new(name).components() {
+                parent.push(level);
+                mkdir(&parent)
+                    .map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
+                write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
+                    .map_err(|e| why("cannot enable controllers for sandboxes", e))?;
+                let _ = write(
+                    &parent.join("cpu.weight"),
+                    &(100 * parent_weight()).to_string(),
+                );
+            }
             return Ok(Cgroups {
                 layout: Layout::Unified(parent),
             });
@@ -88,13 +92,17 @@ impl Cgroups {
                     fs.display()
                 ));
             }
-            let parent = ctl.join(name);
-            mkdir(&parent).map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
-            if c == "cpu" {
-                let _ = write(
-                    &parent.join("cpu.shares"),
-                    &(1024 * parent_weight()).to_string(),
-                );
+            let mut parent = ctl.clone();
+            for level in Path::new(name).components() {
+                parent.push(level);
+                mkdir(&parent)
+                    .map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
+                if c == "cpu" {
+                    let _ = write(
+                        &parent.join("cpu.shares"),
+                        &(1024 * parent_weight()).to_string(),
+                    );
+                }
             }
             dirs.push(parent);
         }
@@ -275,7 +283,7 @@ mod tests {
             std::fs::create_dir(fs.path().join(c)).unwrap();
             std::fs::write(fs.path().join(c).join("cgroup.procs"), "").unwrap();
         }
-        let cg = Cgroups::init_at(fs.path(), "mags").unwrap();
+        let cg = Cgroups::init_at(fs.path(), "mags/server-a").unwrap();
         assert_eq!(cg.describe(), "cgroup v1");
         let limits = CgroupLimits {
             memory_bytes: 640 << 20,
@@ -284,7 +292,7 @@ mod tests {
         };
         let g = cg.create("sb-1", limits).unwrap();
         let read = |c: &str, f: &str| {
-            std::fs::read_to_string(fs.path().join(c).join("mags/sb-1").join(f)).unwrap()
+            std::fs::read_to_string(fs.path().join(c).join("mags/server-a/sb-1").join(f)).unwrap()
         };
         assert_eq!(
             read("memory", "memory.limit_in_bytes"),
@@ -297,7 +305,7 @@ mod tests {
         std::mem::forget(g);
         assert_eq!(cg.sweep(), 0);
         for c in ["memory", "pids", "cpu"] {
-            let d = fs.path().join(c).join("mags/sb-1");
+            let d = fs.path().join(c).join("mags/server-a/sb-1");
             for f in std::fs::read_dir(&d).unwrap() {
                 std::fs::remove_file(f.unwrap().path()).unwrap();
             }

@@ -168,7 +168,14 @@ impl Jail {
         }
         std::fs::create_dir_all(&jail.root).map_err(|e| VmError::io(&jail.root, e))?;
         jail.privileged = true;
-        match Cgroups::init("mags") {
+        // One parent per server (by data dir): several servers on a host
+        // (or test runs) must never sweep each other's groups.
+        let server = {
+            use sha2::Digest as _;
+            let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+            hex::encode(&sha2::Sha256::digest(dir.as_os_str().as_bytes())[..6])
+        };
+        match Cgroups::init(&format!("mags/{server}")) {
             Ok(cg) => {
                 cg.sweep();
                 jail.cgroups = Some(cg);

@@ -453,3 +453,22 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// An HTTP client builder that resolves every name to loopback, so the
+/// server's public URLs (`<sub>.localhost:<port>`, `<sub>.apps.test`)
+/// reach it with no DNS, as they do in a browser.
+pub fn loopback_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().dns_resolver(std::sync::Arc::new(Loopback))
+}
+
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            0,
+        ))));
+        Box::pin(futures::future::ready(Ok(addrs)))
+    }
+}

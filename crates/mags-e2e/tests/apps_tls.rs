@@ -5,25 +5,10 @@
 //! refuses the connection.
 
 use mags_e2e::{stderr, Server};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Loopback;
-
-impl reqwest::dns::Resolve for Loopback {
-    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            0,
-        ))));
-        Box::pin(futures::future::ready(Ok(addrs)))
-    }
-}
-
 fn client(root: Option<&str>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .dns_resolver(Arc::new(Loopback))
-        .timeout(Duration::from_secs(60));
+    let mut b = mags_e2e::loopback_client().timeout(Duration::from_secs(60));
     if let Some(pem) = root {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("pem"));
     }

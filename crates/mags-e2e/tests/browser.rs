@@ -8,7 +8,6 @@
 use futures::{SinkExt, StreamExt};
 use mags_e2e::{stderr, stdout, Server};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -16,23 +15,10 @@ const TITLE: &str = "Hello from a Mags sandbox";
 
 /// A client that resolves every name to loopback (`<sub>.localhost`).
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .dns_resolver(Arc::new(Loopback))
+    mags_e2e::loopback_client()
         .timeout(Duration::from_secs(120))
         .build()
         .expect("client")
-}
-
-struct Loopback;
-
-impl reqwest::dns::Resolve for Loopback {
-    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            0,
-        ))));
-        Box::pin(futures::future::ready(Ok(addrs)))
-    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

@@ -61,23 +61,10 @@ fn exec_ok(server: &Server, name: &str, cmd: &str) -> String {
 /// A client that resolves every name to the server's address (the URLs
 /// are `<sub>.localhost:<port>`; no DNS is involved, as in a browser).
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .dns_resolver(Arc::new(Loopback))
+    mags_e2e::loopback_client()
         .timeout(Duration::from_secs(120))
         .build()
         .expect("client")
-}
-
-struct Loopback;
-
-impl reqwest::dns::Resolve for Loopback {
-    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            0,
-        ))));
-        Box::pin(futures::future::ready(Ok(addrs)))
-    }
 }
 
 /// GETs `url` until it answers 200 (the guest server may still be starting).

@@ -6,21 +6,7 @@ use crate::ms;
 use crate::report::{median, Row};
 use anyhow::{bail, Context};
 use mags_client::Client;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Resolves every name to loopback: URLs are `<sub>.localhost:<port>`.
-struct Loopback;
-
-impl reqwest::dns::Resolve for Loopback {
-    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            0,
-        ))));
-        Box::pin(std::future::ready(Ok(addrs)))
-    }
-}
 
 /// `n` small requests each way, and one download of `big_mb` MB.
 pub async fn rows(client: &Client, n: usize, big_mb: usize) -> anyhow::Result<Vec<Row>> {
@@ -45,9 +31,7 @@ pub async fn rows(client: &Client, n: usize, big_mb: usize) -> anyhow::Result<Ve
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let url = client.access(&id, 8080).await?.url;
-    let http = reqwest::Client::builder()
-        .dns_resolver(Arc::new(Loopback))
-        .build()?;
+    let http = mags_e2e::loopback_client().build()?;
 
     let mut proxied = Vec::new();
     for _ in 0..n + 3 {

@@ -469,6 +469,6 @@ impl reqwest::dns::Resolve for Loopback {
             [127, 0, 0, 1],
             0,
         ))));
-        Box::pin(futures::future::ready(Ok(addrs)))
+        Box::pin(std::future::ready(Ok(addrs)))
     }
 }

@@ -103,6 +103,45 @@ pub struct Jail {
     cgroups: Option<Cgroups>,
     used: Arc<Mutex<BTreeSet<u32>>>,
     note: Option<String>,
+    /// What every QEMU gets from the host, found once: `/usr`, the loader
+    /// cache, device nodes (not `/dev/kvm`), and the `/lib`-style
+    /// directories (bound) or links (as `(target, name)`).
+    host: HostFiles,
+}
+
+/// The host's part of every jail's root; see [`HostFiles::find`].
+#[derive(Debug, Default)]
+struct HostFiles {
+    binds: Vec<(PathBuf, BindKind)>,
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+impl HostFiles {
+    fn find() -> HostFiles {
+        let mut h = HostFiles {
+            binds: vec![(PathBuf::from("/usr"), BindKind::ReadOnly)],
+            links: Vec::new(),
+        };
+        for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let host = Path::new("/").join(top);
+            match std::fs::read_link(&host) {
+                Ok(target) => h.links.push((target, PathBuf::from(top))),
+                Err(_) if host.is_dir() => h.binds.push((host, BindKind::ReadOnly)),
+                Err(_) => {}
+            }
+        }
+        if Path::new("/etc/ld.so.cache").is_file() {
+            h.binds
+                .push(("/etc/ld.so.cache".into(), BindKind::ReadOnly));
+        }
+        for d in ["null", "zero", "full", "random", "urandom"] {
+            let p = Path::new("/dev").join(d);
+            if p.exists() {
+                h.binds.push((p, BindKind::Device));
+            }
+        }
+        h
+    }
 }
 
 /// What a sandbox's QEMU may touch and how big it is.
@@ -143,6 +182,7 @@ impl Jail {
             cgroups: None,
             used: Default::default(),
             note: None,
+            host: HostFiles::default(),
             cfg,
         };
         let refuse = |why: String| {
@@ -168,6 +208,7 @@ impl Jail {
         }
         std::fs::create_dir_all(&jail.root).map_err(|e| VmError::io(&jail.root, e))?;
         jail.privileged = true;
+        jail.host = HostFiles::find();
         // One parent per server (by data dir): several servers on a host
         // (or test runs) must never sweep each other's groups.
         let server = {
@@ -192,7 +233,7 @@ impl Jail {
             namespaces: self.privileged,
             own_uid: self.privileged,
             cgroups: self.cgroups.as_ref().map(|c| c.describe().to_string()),
-            seccomp: self.cfg.mode != JailMode::Off,
+            seccomp: self.seccomp(),
             note: self.note.clone(),
         }
     }
@@ -269,28 +310,9 @@ impl Jail {
 
     /// The root a confined QEMU sees.
     fn filesystem(&self, req: &Confine) -> Result<FsPlan, VmError> {
-        let mut binds: Vec<(PathBuf, BindKind)> = vec![(PathBuf::from("/usr"), BindKind::ReadOnly)];
-        let mut links = Vec::new();
-        for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
-            let host = Path::new("/").join(top);
-            match std::fs::read_link(&host) {
-                Ok(target) => links.push((target, PathBuf::from(top))),
-                Err(_) if host.is_dir() => binds.push((host, BindKind::ReadOnly)),
-                Err(_) => {}
-            }
-        }
-        if Path::new("/etc/ld.so.cache").is_file() {
-            binds.push(("/etc/ld.so.cache".into(), BindKind::ReadOnly));
-        }
-        let mut devices = vec!["null", "zero", "full", "random", "urandom"];
-        if req.kvm {
-            devices.push("kvm");
-        }
-        for d in devices {
-            let p = Path::new("/dev").join(d);
-            if p.exists() {
-                binds.push((p, BindKind::Device));
-            }
+        let mut binds = self.host.binds.clone();
+        if req.kvm && Path::new("/dev/kvm").exists() {
+            binds.push(("/dev/kvm".into(), BindKind::Device));
         }
         for p in &req.readable {
             binds.push((absolute(p)?, BindKind::ReadOnly));
@@ -324,7 +346,9 @@ impl Jail {
             proc: cstring(&self.root.join("proc"))?,
             dirs: dirs.iter().map(|d| cstring(d)).collect::<Result<_, _>>()?,
             files: files.iter().map(|f| cstring(f)).collect::<Result<_, _>>()?,
-            links: links
+            links: self
+                .host
+                .links
                 .iter()
                 .map(|(t, l)| Ok((cstring(t)?, cstring(&self.root.join(l))?)))
                 .collect::<Result<_, VmError>>()?,
@@ -734,6 +758,7 @@ mod tests {
             cgroups: None,
             used: Default::default(),
             note: None,
+            host: HostFiles::find(),
         };
         let leases: Vec<UidLease> = (0..3).map(|_| jail.lease_uid().unwrap()).collect();
         let uids: BTreeSet<u32> = leases.iter().map(|l| l.uid).collect();
@@ -761,6 +786,7 @@ mod tests {
             cgroups: None,
             used: Default::default(),
             note: None,
+            host: HostFiles::find(),
         };
         let fs = jail
             .filesystem(&Confine {

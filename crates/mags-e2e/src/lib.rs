@@ -7,7 +7,111 @@ pub mod load;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// The longest one `mags` command of a test may run: then it is killed and
+/// the test fails with the server's log, so a hang fails instead of
+/// stalling the whole suite.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(600);
+
+/// The longest a test may keep one server: then the watchdog prints the
+/// server's log and kills it, so that whatever the test waits for fails.
+pub const SERVER_LIMIT: Duration = Duration::from_secs(1200);
+
+/// Runs `cmd` to completion with its output captured, killing it after
+/// `limit` (the output then ends with a line saying so on stderr).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id();
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let (status, killed) = match rx.recv_timeout(limit) {
+        Ok(status) => (status, false),
+        Err(_) => {
+            // SAFETY: plain syscall on our own child's pid, not yet reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            (rx.recv().expect("waiter"), true)
+        }
+    };
+    let mut stderr = err.join().expect("stderr reader");
+    if killed {
+        stderr.extend_from_slice(
+            format!("\n[test harness: killed after {} s]\n", limit.as_secs()).as_bytes(),
+        );
+    }
+    Output {
+        status: status.expect("wait"),
+        stdout: out.join().expect("stdout reader"),
+        stderr,
+    }
+}
+
+/// Kills a test's `magsd` that outlives [`SERVER_LIMIT`], after printing
+/// which test it was and the end of its log.
+struct Watchdog {
+    pid: AtomicU32,
+    done: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Watchdog {
+    fn start(pid: u32, log: PathBuf) -> Arc<Watchdog> {
+        let dog = Arc::new(Watchdog {
+            pid: AtomicU32::new(pid),
+            done: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a test")
+            .to_string();
+        let d = dog.clone();
+        std::thread::spawn(move || {
+            let done = d.done.lock().unwrap_or_else(|p| p.into_inner());
+            let (done, _) = d
+                .wake
+                .wait_timeout_while(done, SERVER_LIMIT, |done| !*done)
+                .unwrap_or_else(|p| p.into_inner());
+            if *done {
+                return;
+            }
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            eprintln!(
+                "test harness: {test} has kept its magsd for {} s; killing it so the test fails \
+                 instead of hanging. The end of its log:\n{}",
+                SERVER_LIMIT.as_secs(),
+                tail(&log, 80)
+            );
+            // SAFETY: plain syscall on the server's pid (our child).
+            unsafe { libc::kill(d.pid.load(Ordering::SeqCst) as i32, libc::SIGKILL) };
+        });
+        dog
+    }
+
+    fn stand_down(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+}
 
 /// A workspace binary (`mags`, `magsd`) next to the test executable's target dir.
 pub fn bin(name: &str) -> PathBuf {
@@ -41,6 +145,7 @@ pub struct Server {
     pub token: String,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    watchdog: Arc<Watchdog>,
 }
 
 impl Server {
@@ -54,12 +159,14 @@ impl Server {
     pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let child = spawn_magsd(dir.path(), &args);
+        let watchdog = Watchdog::start(child.id(), dir.path().join("magsd.log"));
         let mut server = Server {
             child,
             url: String::new(),
             token: String::new(),
             dir,
             args,
+            watchdog,
         };
         server.wait_ready();
         server
@@ -76,6 +183,7 @@ impl Server {
         }
         let _ = std::fs::remove_file(self.dir.path().join("server.json"));
         self.child = spawn_magsd(self.dir.path(), &self.args);
+        self.watchdog.pid.store(self.child.id(), Ordering::SeqCst);
         self.wait_ready();
     }
 
@@ -177,13 +285,14 @@ impl Server {
                  magpie-mags==1.3.8 in a virtualenv first"
             ),
         };
-        let o = Command::new(py)
-            .args(["-c", script])
-            .args(args)
-            .env("MAGS_API_URL", &self.url)
-            .env("MAGS_API_TOKEN", &self.token)
-            .output()
-            .expect("python");
+        let o = output_within(
+            Command::new(py)
+                .args(["-c", script])
+                .args(args)
+                .env("MAGS_API_URL", &self.url)
+                .env("MAGS_API_TOKEN", &self.token),
+            COMMAND_LIMIT,
+        );
         let log = self.log();
         assert!(
             o.status.success(),
@@ -194,9 +303,9 @@ impl Server {
         serde_json::from_slice(&o.stdout).expect("the script prints JSON")
     }
 
-    /// Runs `mags ARGS` to completion.
+    /// Runs `mags ARGS` to completion (killed after [`COMMAND_LIMIT`]).
     pub fn mags_output(&self, args: &[&str]) -> Output {
-        self.mags().args(args).output().expect("run mags")
+        output_within(self.mags().args(args), COMMAND_LIMIT)
     }
 
     /// stdout of a `mags` run that must have succeeded; panics with its
@@ -245,6 +354,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.watchdog.stand_down();
         self.terminate();
     }
 }

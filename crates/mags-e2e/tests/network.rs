@@ -163,7 +163,11 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))
             .await
             .expect("connect");
-        match tokio_tungstenite::client_async(format!("{ws_url}/echo"), tcp).await {
+        let handshake = tokio_tungstenite::client_async(format!("{ws_url}/echo"), tcp);
+        match tokio::time::timeout(Duration::from_secs(120), handshake)
+            .await
+            .expect("the WebSocket handshake answers within 120 s")
+        {
             Ok((ws, resp)) => {
                 assert_eq!(resp.status(), 101);
                 break ws;
@@ -178,7 +182,11 @@ async fn url_proxy_serves_http_websockets_and_wakes_a_sleeping_sandbox() {
         ws.send(tokio_tungstenite::tungstenite::Message::text(msg))
             .await
             .expect("send");
-        let back = ws.next().await.expect("a frame").expect("frame ok");
+        let back = tokio::time::timeout(Duration::from_secs(120), ws.next())
+            .await
+            .expect("the echo arrives within 120 s")
+            .expect("a frame")
+            .expect("frame ok");
         assert_eq!(back.into_text().expect("text").as_str(), msg);
     }
     ws.close(None).await.expect("close");

@@ -117,6 +117,33 @@ fn an_idle_sandbox_sleeps_and_an_exec_wakes_it_intact() {
     assert!(!sandboxes.join(vm).exists(), "snapshot removed");
 }
 
+/// `mags run -p` follows its script to the end even when the script runs
+/// past the idle timeout: a followed script keeps its sandbox awake (it
+/// used to be slept mid-script, and `mags run` waited forever for the
+/// exit), and the sandbox sleeps once idle after the script.
+#[test]
+fn a_followed_script_keeps_its_sandbox_awake_until_it_ends() {
+    let server = Server::start(&["--idle-timeout-secs", "2"]);
+    let t0 = Instant::now();
+    let o = server.mags_output(&["run", "-p", "-n", "slow", "sleep 7; echo finished"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stderr(&o), server.log());
+    assert_eq!(stdout(&o), "finished\n");
+    assert!(t0.elapsed() >= Duration::from_secs(7));
+    let logs = stderr(&server.mags_output(&["logs", "slow"]));
+    let exited = logs
+        .find("script exited with code 0")
+        .unwrap_or_else(|| panic!("no script exit in the logs:\n{logs}"));
+    assert!(
+        !logs[..exited].contains("sandbox asleep"),
+        "slept under its followed script:\n{logs}"
+    );
+
+    let slept = server.wait_status("slow", "sleeping", Duration::from_secs(60));
+    assert_eq!(slept["exit_code"], 0, "{slept}");
+    let o = server.mags_output(&["stop", "slow"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn a_restarted_server_brings_its_sandboxes_back() {
     let mut server = Server::start(&[]);

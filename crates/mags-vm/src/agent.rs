@@ -19,6 +19,12 @@ use tokio::sync::mpsc;
 
 /// Largest chunk of file or stdin data put in one frame.
 const CHUNK: usize = 256 * 1024;
+/// How long the agent may take to answer a control request or to start a
+/// process: it answers in milliseconds, so a minute means it is stuck.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+/// How long a flush (sync, freeze, shutdown) may take: it writes out every
+/// dirty page of the guest.
+const FLUSH_WITHIN: Duration = Duration::from_secs(300);
 
 /// Where incoming frames go, by stream id; `None` once the connection is gone.
 type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<Frame>>>>>;
@@ -315,9 +321,21 @@ impl AgentConn {
     }
 
     async fn request(&self, msg: &HostMsg) -> Result<GuestMsg, VmError> {
+        self.request_within(msg, ANSWER_WITHIN).await
+    }
+
+    /// A control request whose answer is waited for at most `within`: a
+    /// guest that stopped answering fails the caller instead of hanging it.
+    async fn request_within(&self, msg: &HostMsg, within: Duration) -> Result<GuestMsg, VmError> {
         let mut s = self.open();
-        self.send_msg(s.id, msg).await?;
-        match s.reply().await? {
+        let answer = async {
+            self.send_msg(s.id, msg).await?;
+            s.reply().await
+        };
+        match tokio::time::timeout(within, answer)
+            .await
+            .map_err(|_| VmError::AgentTimeout(within.as_secs()))??
+        {
             GuestMsg::Error { message } => Err(VmError::Guest(message)),
             other => Ok(other),
         }
@@ -328,8 +346,14 @@ impl AgentConn {
     pub async fn run(&self, spec: RunSpec) -> Result<Process, VmError> {
         let mut stream = self.open();
         let want_pty = spec.pty.is_some();
-        self.send_msg(stream.id, &HostMsg::Run(spec)).await?;
-        match stream.reply().await? {
+        let started = async {
+            self.send_msg(stream.id, &HostMsg::Run(spec)).await?;
+            stream.reply().await
+        };
+        let reply = tokio::time::timeout(ANSWER_WITHIN, started)
+            .await
+            .map_err(|_| VmError::AgentTimeout(ANSWER_WITHIN.as_secs()))??;
+        match reply {
             GuestMsg::Started { pid, pty } => {
                 if want_pty && !pty {
                     let p = Process {
@@ -395,14 +419,16 @@ impl AgentConn {
 
     /// Flushes the guest's filesystems.
     pub async fn sync(&self) -> Result<(), VmError> {
-        self.request(&HostMsg::Sync).await.map(|_| ())
+        self.request_within(&HostMsg::Sync, FLUSH_WITHIN)
+            .await
+            .map(|_| ())
     }
 
     /// Flushes and freezes the guest's writable disk (it thaws by itself
     /// after `auto_thaw`); call [`AgentConn::thaw`] when done reading it.
     pub async fn freeze(&self, auto_thaw: Duration) -> Result<(), VmError> {
         let timeout_ms = auto_thaw.as_millis().min(u128::from(u64::MAX)) as u64;
-        self.request(&HostMsg::Freeze { timeout_ms })
+        self.request_within(&HostMsg::Freeze { timeout_ms }, FLUSH_WITHIN)
             .await
             .map(|_| ())
     }
@@ -456,7 +482,9 @@ impl AgentConn {
 
     /// Asks the guest to sync and power off.
     pub async fn shutdown(&self) -> Result<(), VmError> {
-        self.request(&HostMsg::Shutdown).await.map(|_| ())
+        self.request_within(&HostMsg::Shutdown, FLUSH_WITHIN)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+/// See [`Qmp::execute`].
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
 pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
@@ -34,7 +37,9 @@ impl Qmp {
             reader: BufReader::new(r),
             writer: w,
         };
-        qmp.read_value().await?; // greeting
+        tokio::time::timeout(ANSWER_WITHIN, qmp.read_value())
+            .await
+            .map_err(|_| err("no greeting from QEMU"))??;
         qmp.execute("qmp_capabilities", json!({})).await?;
         Ok(qmp)
     }
@@ -48,7 +53,20 @@ impl Qmp {
     }
 
     /// Runs a command and returns its `return` value; events are skipped.
+    /// QEMU answers in milliseconds: one that has not in [`ANSWER_WITHIN`]
+    /// is stuck, and the caller gets an error instead of waiting forever.
     pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, VmError> {
+        tokio::time::timeout(ANSWER_WITHIN, self.execute_now(command, arguments))
+            .await
+            .map_err(|_| {
+                err(format!(
+                    "{command}: no answer within {} s",
+                    ANSWER_WITHIN.as_secs()
+                ))
+            })?
+    }
+
+    async fn execute_now(&mut self, command: &str, arguments: Value) -> Result<Value, VmError> {
         let mut req = json!({ "execute": command });
         if arguments.as_object().is_some_and(|o| !o.is_empty()) {
             req["arguments"] = arguments;

@@ -107,6 +107,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 exit_code,
                 error,
             }) => break (status, exit_code, error),
+            // The server keeps a followed script's sandbox awake; one that
+            // slept anyway (it was asleep before we followed) will record
+            // nothing more of this script.
+            Some(OutputItem::Status(JobState::Sleeping)) if req.persistent => {
+                break (
+                    JobState::Sleeping,
+                    None,
+                    Some(
+                        "the sandbox went to sleep before its script ended; what the script \
+                         does from now on is not recorded"
+                            .into(),
+                    ),
+                )
+            }
             Some(_) => {}
             None => bail!("the output of job {id} ended without its exit status"),
         }
@@ -128,6 +142,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         Some(0) if status == JobState::Error => 1,
         Some(code) => u8::try_from(code).unwrap_or(1),
         None if status == JobState::Completed => 0,
+        None if status.is_live() => {
+            if !args.json {
+                let reason = error.unwrap_or_else(|| "unknown reason".into());
+                writeln!(stderr, "mags: {reason}")?;
+            }
+            1
+        }
         None => {
             if !printed_system && !args.json {
                 let reason = error.unwrap_or_else(|| "unknown reason".into());

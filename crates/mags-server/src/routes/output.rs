@@ -9,6 +9,10 @@
 //! its script has ended while the sandbox lives on). The job row is read before the
 //! chunks: the scheduler stores all output before the final state, so a
 //! final state seen first means the chunks read next are complete.
+//!
+//! Following a persistent job whose script still runs keeps its sandbox
+//! awake until the script ends or the follower leaves (see
+//! [`Sandboxes::watch`](crate::sandboxes::Sandboxes::watch)).
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiPath, ApiQuery};
@@ -52,7 +56,10 @@ pub async fn follow(
 ) -> Result<Response, ApiError> {
     let job = owned_job(&state, &user.id, &id).await?;
     let notify = state.followers.get(&job.id);
+    let script_live = job.persistent && !job.status.is_final() && job.exit_code.is_none();
+    let watch = (q.follow && script_live).then(|| state.sandboxes.watch(&job.id));
     let follower = Follower {
+        _watch: watch,
         state,
         notify,
         job_id: job.id,
@@ -76,6 +83,8 @@ pub async fn follow(
 }
 
 struct Follower {
+    /// Keeps the sandbox awake while its script runs and this stream lasts.
+    _watch: Option<crate::sandboxes::Watch>,
     state: AppState,
     notify: Arc<Notify>,
     job_id: String,

@@ -156,6 +156,7 @@ impl Shared {
         );
         match vm.run(script).await {
             Ok(process) => {
+                entry.script_running.store(true, Ordering::SeqCst);
                 tokio::spawn(self.clone().follow_script(entry.clone(), process));
                 Ok(vm)
             }
@@ -167,7 +168,14 @@ impl Shared {
     }
 
     /// Records the script's output, and its exit while the job stays live.
-    async fn follow_script(self: Arc<Self>, entry: Arc<Entry>, mut process: Box<dyn VmProcess>) {
+    async fn follow_script(self: Arc<Self>, entry: Arc<Entry>, process: Box<dyn VmProcess>) {
+        self.record_script(&entry, process).await;
+        entry.script_running.store(false, Ordering::SeqCst);
+        // Idle from now on: the script (if it was followed) kept it up.
+        entry.touch();
+    }
+
+    async fn record_script(&self, entry: &Entry, mut process: Box<dyn VmProcess>) {
         let started = Instant::now();
         loop {
             match process.next_event().await {
@@ -307,7 +315,7 @@ impl Shared {
             .filter(|e| {
                 e.job_id != except
                     && user.is_none_or(|u| e.user_id == u)
-                    && !e.is_busy()
+                    && !self.in_use(e)
                     && !e.settings().no_sleep
             })
             .collect();
@@ -322,7 +330,7 @@ impl Shared {
             let Ok(slot) = e.slot.clone().try_lock_owned() else {
                 continue;
             };
-            if !matches!(*slot, Slot::Running { .. }) || e.is_busy() {
+            if !matches!(*slot, Slot::Running { .. }) || self.in_use(&e) {
                 continue;
             }
             tracing::info!(job = %e.job_id, "sleeping an idle sandbox to make room");
@@ -356,14 +364,16 @@ impl Shared {
                 *slot = Slot::Sleeping {
                     vm_id: vm.id().to_string(),
                 };
-                if let Err(e) = self.store.mark_sleeping(&entry.job_id).await {
-                    tracing::error!(error = %e, "cannot mark the sandbox sleeping");
-                }
+                // The line first: a follower whose stream ends at `sleeping`
+                // (see `routes::output`) sees it.
                 entry
                     .sink
                     .system(&format!("sandbox asleep ({why}; snapshot in {ms} ms)"))
                     .await;
                 entry.sink.flush().await;
+                if let Err(e) = self.store.mark_sleeping(&entry.job_id).await {
+                    tracing::error!(error = %e, "cannot mark the sandbox sleeping");
+                }
                 self.followers.notify(&entry.job_id);
             }
             // At shutdown the job stays `running`; the next start replaces the VM.

@@ -8,7 +8,10 @@
 //! with that user's one-shot jobs), sleeping (a snapshot on disk, neither)
 //! or gone. The slot's async lock serializes what changes it: a wake, a
 //! sleep, a stop, a restart. Commands run without it; while one runs (a
-//! [`Busy`] guard lives) the sandbox does not sleep.
+//! [`Busy`] guard lives) the sandbox does not sleep. Neither does it while
+//! its script runs and someone follows that script's output (a [`Watch`]
+//! guard lives, as for `mags run -p`): the script would freeze mid-way and
+//! its follower would wait for an exit that never comes.
 //!
 //! - [`life`]: starting, waking, sleeping, losing and ending a sandbox.
 //! - [`watch`]: the background loop that sleeps idle sandboxes and notices
@@ -115,6 +118,9 @@ pub(crate) struct Shared {
     /// Per-user VM slots, shared with the scheduler's one-shot jobs.
     user_slots: Arc<UserSlots>,
     map: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Followers of each job's script output (see [`Sandboxes::watch`]), by
+    /// job id: a job may be followed before its entry exists.
+    watchers: Arc<Mutex<HashMap<String, usize>>>,
     /// Set at server shutdown: nothing is woken or restarted any more.
     closing: AtomicBool,
 }
@@ -161,6 +167,8 @@ pub(crate) struct Entry {
     settings: Mutex<Settings>,
     last_active: Mutex<Instant>,
     busy: AtomicUsize,
+    /// Its script is running and its output is recorded.
+    script_running: AtomicBool,
     stop_requested: AtomicBool,
     stop: Notify,
     /// When the watch loop may next try to wake it (after a failure).
@@ -219,6 +227,24 @@ impl Drop for Busy {
     }
 }
 
+/// Someone follows a job's script output; see [`Sandboxes::watch`].
+pub struct Watch {
+    watchers: Arc<Mutex<HashMap<String, usize>>>,
+    job_id: String,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut w = lock(&self.watchers);
+        if let Some(n) = w.get_mut(&self.job_id) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.job_id);
+            }
+        }
+    }
+}
+
 /// A live sandbox for an interactive session; see [`Sandboxes::connect`].
 pub struct Connected {
     /// The guest agent: run processes, write files.
@@ -251,6 +277,7 @@ impl Sandboxes {
             permits: Arc::new(Semaphore::new(max as usize)),
             user_slots,
             map: Mutex::default(),
+            watchers: Arc::default(),
             closing: AtomicBool::new(false),
         });
         watch::spawn(Arc::downgrade(&inner));
@@ -302,6 +329,19 @@ impl Sandboxes {
             s.idle_timeout = self.inner.idle_timeout(job);
             drop(s);
             e.touch();
+        }
+    }
+
+    /// Marks job `job_id`'s script output as followed until the guard
+    /// drops: while its script runs, its sandbox does not sleep (its idle
+    /// time counts from the script's end, or from when the follower left).
+    pub fn watch(&self, job_id: &str) -> Watch {
+        *lock(&self.inner.watchers)
+            .entry(job_id.to_string())
+            .or_default() += 1;
+        Watch {
+            watchers: self.inner.watchers.clone(),
+            job_id: job_id.to_string(),
         }
     }
 
@@ -396,6 +436,14 @@ impl Shared {
         })
     }
 
+    /// Whether the sandbox must stay awake now: a command or session runs
+    /// in it, or its script runs while someone follows the script's output.
+    fn in_use(&self, e: &Entry) -> bool {
+        e.is_busy()
+            || (e.script_running.load(Ordering::SeqCst)
+                && lock(&self.watchers).contains_key(&e.job_id))
+    }
+
     fn entries(&self) -> Vec<Arc<Entry>> {
         lock(&self.map).values().cloned().collect()
     }
@@ -430,6 +478,7 @@ impl Shared {
             }),
             last_active: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
+            script_running: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             stop: Notify::new(),
             wake_retry: Mutex::new(None),

@@ -46,7 +46,7 @@ fn check(shared: &Arc<Shared>, entry: Arc<Entry>) {
         }
         Slot::Running { .. }
             if !settings.no_sleep
-                && !entry.is_busy()
+                && !shared.in_use(&entry)
                 && entry.idle_for() >= settings.idle_timeout =>
         {
             let why = format!("idle for {}", human(settings.idle_timeout));

@@ -97,8 +97,14 @@ async fn typing_resizing_and_ctrl_c_reach_an_interactive_shell() {
     input.write(b"\n").await.expect("type");
     read_until(&mut p, "WINCH 50 132").await;
 
-    input.write(b"sleep 30\n").await.expect("type");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ctrl-C once the command runs in the foreground (it prints `in-2-sleep`;
+    // the typed line's echo reads `in-$((1+1))-sleep`): a fixed pause lost
+    // the race on a loaded machine, and the ^C reached bash instead.
+    input
+        .write(b"sh -c 'echo in-$((1+1))-sleep; exec sleep 30'\n")
+        .await
+        .expect("type");
+    read_until(&mut p, "in-2-sleep").await;
     input.write(b"\x03").await.expect("ctrl-c");
     input.write(b"echo interrupted-$?\n").await.expect("type");
     read_until(&mut p, "interrupted-130").await;

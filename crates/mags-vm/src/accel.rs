@@ -47,6 +47,43 @@ struct Verdict {
     reason: String,
 }
 
+/// The TSC rate a TCG guest is told (`tsc_early_khz`), in kHz.
+///
+/// Under TCG the guest's `rdtsc` reads the host's TSC, so the guest must be
+/// told the host's rate: told a fixed 2 GHz on a 2.45 GHz host, its clock
+/// ran 22 % fast (`sleep 10` took 8.2 s, and in-guest timeouts fired
+/// early). Measured once against the host's monotonic clock (median of
+/// three 50 ms windows) and rounded to a MHz, so templates made with it
+/// (their directory names carry it) are found again on the next start.
+pub fn tcg_tsc_khz() -> u64 {
+    static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| measure_tsc_khz().unwrap_or(2_000_000))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> Option<u64> {
+    use std::time::{Duration, Instant};
+    let mut rates: Vec<f64> = (0..3)
+        .map(|_| {
+            // SAFETY: `rdtsc` only reads the time-stamp counter.
+            let (t0, c0) = (Instant::now(), unsafe { core::arch::x86_64::_rdtsc() });
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: as above.
+            let (t1, c1) = (Instant::now(), unsafe { core::arch::x86_64::_rdtsc() });
+            c1.wrapping_sub(c0) as f64 / (t1 - t0).as_secs_f64() / 1000.0
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let mhz = (rates[1] / 1000.0).round() as u64;
+    // Anything else is not a TSC that counts at a constant rate.
+    (100..=10_000).contains(&mhz).then_some(mhz * 1000)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_tsc_khz() -> Option<u64> {
+    None
+}
+
 fn host_kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()

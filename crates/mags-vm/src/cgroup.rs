@@ -1,12 +1,14 @@
 //! One cgroup per QEMU process, with memory, pids and CPU limits (part of
 //! the [jail](crate::jail)).
 //!
-//! Works on the unified hierarchy (cgroup v2: `<root>/mags/<id>` with
+//! Works on the unified hierarchy (cgroup v2: `<root>/mags/<server>/<id>` with
 //! `memory.max`, `pids.max`, `cpu.max`) and on the legacy one (v1: a
-//! `mags/<id>` group in each of the `memory`, `pids` and `cpu` controllers).
+//! `mags/<server>/<id>` group in each of the `memory`, `pids` and `cpu` controllers).
 //! The QEMU child joins its groups itself, before it execs, so it never runs
 //! unconfined. A group is removed when its sandbox ends; groups a crashed
-//! server left behind are removed by [`Cgroups::sweep`] once empty.
+//! server left behind are removed by [`Cgroups::sweep`] once empty, and
+//! the empty parents of servers that are gone by the next server's
+//! [`Cgroups::init`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,71 +46,32 @@ enum Layout {
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     layout: Layout,
+    /// The cgroup filesystem and our parent's path in it, to make the
+    /// parent again if another server removed it as stale (see
+    /// [`Cgroups::init`]).
+    fs: PathBuf,
+    name: String,
 }
 
 impl Cgroups {
     /// Finds the hierarchy under `/sys/fs/cgroup` and makes the parent
     /// group `name` (a path like `mags/<server>`, each level made and given
     /// the controllers it needs); a reason if this host does not let us.
+    ///
+    /// Empty parents of other servers next to it (servers that are gone:
+    /// every test run leaves one) are removed first. One of a live server
+    /// with no sandbox may go too; that server makes it again on its next
+    /// [`Cgroups::create`].
     pub fn init(name: &str) -> Result<Cgroups, String> {
         Self::init_at(Path::new(CGROUP_FS), name)
     }
 
     fn init_at(fs: &Path, name: &str) -> Result<Cgroups, String> {
-        let why = |what: &str, e: io::Error| format!("{what}: {e}");
-        if fs.join("cgroup.controllers").is_file() {
-            let available = std::fs::read_to_string(fs.join("cgroup.controllers"))
-                .map_err(|e| why("cannot read cgroup.controllers", e))?;
-            for c in ["memory", "pids", "cpu"] {
-                if !available.split_whitespace().any(|a| a == c) {
-                    return Err(format!("the cgroup v2 root has no {c} controller"));
-                }
-            }
-            // Our groups may hold no processes themselves; the root may.
-            write(&fs.join("cgroup.subtree_control"), "+memory +pids +cpu")
-                .map_err(|e| why("cannot enable controllers at the cgroup root", e))?;
-            let mut parent = fs.to_path_buf();
-            for level in Path::new(name).components() {
-                parent.push(level);
-                mkdir(&parent)
-                    .map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
-                write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
-                    .map_err(|e| why("cannot enable controllers for sandboxes", e))?;
-                let _ = write(
-                    &parent.join("cpu.weight"),
-                    &(100 * parent_weight()).to_string(),
-                );
-            }
-            return Ok(Cgroups {
-                layout: Layout::Unified(parent),
-            });
-        }
-        let mut dirs = Vec::new();
-        for c in ["memory", "pids", "cpu"] {
-            let ctl = fs.join(c);
-            if !ctl.join("cgroup.procs").is_file() {
-                return Err(format!(
-                    "no cgroup v2 and no cgroup v1 {c} controller under {}",
-                    fs.display()
-                ));
-            }
-            let mut parent = ctl.clone();
-            for level in Path::new(name).components() {
-                parent.push(level);
-                mkdir(&parent)
-                    .map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
-                if c == "cpu" {
-                    let _ = write(
-                        &parent.join("cpu.shares"),
-                        &(1024 * parent_weight()).to_string(),
-                    );
-                }
-            }
-            dirs.push(parent);
-        }
-        let [memory, pids, cpu] = <[PathBuf; 3]>::try_from(dirs).map_err(|_| "unreachable")?;
+        remove_empty_siblings(fs, name);
         Ok(Cgroups {
-            layout: Layout::Legacy { memory, pids, cpu },
+            layout: make_parents(fs, name)?,
+            fs: fs.to_path_buf(),
+            name: name.to_string(),
         })
     }
 
@@ -136,7 +99,14 @@ impl Cgroups {
         };
         for d in &group.dirs {
             let _ = std::fs::remove_dir(d);
-            std::fs::create_dir(d)?;
+            match std::fs::create_dir(d) {
+                // Our parent was removed as stale by another server.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    make_parents(&self.fs, &self.name).map_err(io::Error::other)?;
+                    std::fs::create_dir(d)?;
+                }
+                r => r?,
+            }
         }
         let set = |dir: &Path, file: &str, value: &str| write(&dir.join(file), value);
         match &self.layout {
@@ -185,6 +155,81 @@ impl Cgroups {
             }
         }
         removed
+    }
+}
+
+/// Makes the parent group `name` under `fs` (each level, with the
+/// controllers it needs).
+fn make_parents(fs: &Path, name: &str) -> Result<Layout, String> {
+    let why = |what: &str, e: io::Error| format!("{what}: {e}");
+    if fs.join("cgroup.controllers").is_file() {
+        let available = std::fs::read_to_string(fs.join("cgroup.controllers"))
+            .map_err(|e| why("cannot read cgroup.controllers", e))?;
+        for c in ["memory", "pids", "cpu"] {
+            if !available.split_whitespace().any(|a| a == c) {
+                return Err(format!("the cgroup v2 root has no {c} controller"));
+            }
+        }
+        // Our groups may hold no processes themselves; the root may.
+        write(&fs.join("cgroup.subtree_control"), "+memory +pids +cpu")
+            .map_err(|e| why("cannot enable controllers at the cgroup root", e))?;
+        let mut parent = fs.to_path_buf();
+        for level in Path::new(name).components() {
+            parent.push(level);
+            mkdir(&parent).map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
+            write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
+                .map_err(|e| why("cannot enable controllers for sandboxes", e))?;
+            let _ = write(
+                &parent.join("cpu.weight"),
+                &(100 * parent_weight()).to_string(),
+            );
+        }
+        return Ok(Layout::Unified(parent));
+    }
+    let mut dirs = Vec::new();
+    for c in ["memory", "pids", "cpu"] {
+        let ctl = fs.join(c);
+        if !ctl.join("cgroup.procs").is_file() {
+            return Err(format!(
+                "no cgroup v2 and no cgroup v1 {c} controller under {}",
+                fs.display()
+            ));
+        }
+        let mut parent = ctl.clone();
+        for level in Path::new(name).components() {
+            parent.push(level);
+            mkdir(&parent).map_err(|e| why(&format!("cannot create {}", parent.display()), e))?;
+            if c == "cpu" {
+                let _ = write(
+                    &parent.join("cpu.shares"),
+                    &(1024 * parent_weight()).to_string(),
+                );
+            }
+        }
+        dirs.push(parent);
+    }
+    let [memory, pids, cpu] = <[PathBuf; 3]>::try_from(dirs).map_err(|_| "unreachable")?;
+    Ok(Layout::Legacy { memory, pids, cpu })
+}
+
+/// Removes the empty groups next to `name` (`name`'s siblings, in every
+/// hierarchy); a group with children or processes is not removable.
+fn remove_empty_siblings(fs: &Path, name: &str) {
+    let name = Path::new(name);
+    let (Some(up), Some(ours)) = (name.parent(), name.file_name()) else {
+        return;
+    };
+    let mut dirs = vec![fs.join(up)];
+    dirs.extend(["memory", "pids", "cpu"].map(|c| fs.join(c).join(up)));
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name() != ours && e.path().is_dir() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
     }
 }
 
@@ -311,6 +356,43 @@ mod tests {
             }
         }
         assert_eq!(cg.sweep(), 3);
+    }
+
+    /// Servers that are gone leave empty parents; the next server removes
+    /// them, and a live server whose empty parent went makes it again.
+    #[test]
+    fn empty_parents_of_other_servers_are_removed_and_made_again() {
+        let fs = tempfile::tempdir().unwrap();
+        for c in ["memory", "pids", "cpu"] {
+            std::fs::create_dir(fs.path().join(c)).unwrap();
+            std::fs::write(fs.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let parent = |c: &str, server: &str| fs.path().join(c).join("mags").join(server);
+        let a = Cgroups::init_at(fs.path(), "mags/server-a").unwrap();
+        let _gone = Cgroups::init_at(fs.path(), "mags/server-gone").unwrap();
+        assert!(parent("memory", "server-gone").is_dir());
+        // Control files are virtual in a real cgroup: they never keep a
+        // group from being removed. Here they are files.
+        for server in ["server-a", "server-gone"] {
+            let _ = std::fs::remove_file(parent("cpu", server).join("cpu.shares"));
+        }
+        let _b = Cgroups::init_at(fs.path(), "mags/server-b").unwrap();
+        for c in ["memory", "pids", "cpu"] {
+            assert!(!parent(c, "server-gone").exists(), "{c}");
+            assert!(!parent(c, "server-a").exists(), "{c}");
+            assert!(parent(c, "server-b").is_dir(), "{c}");
+        }
+        let limits = CgroupLimits {
+            memory_bytes: 1 << 30,
+            pids: 64,
+            cpu_quota_us: 100_000,
+        };
+        let g = a.create("sb-1", limits).unwrap();
+        assert_eq!(g.procs_files().len(), 3);
+        assert!(parent("pids", "server-a").join("sb-1/pids.max").is_file());
+        // A parent with a sandbox's group in it stays.
+        let _c = Cgroups::init_at(fs.path(), "mags/server-c").unwrap();
+        assert!(parent("memory", "server-a").join("sb-1").is_dir());
     }
 
     #[test]

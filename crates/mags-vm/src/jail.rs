@@ -249,6 +249,7 @@ impl Jail {
         let mut plan = Plan {
             rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, NOFILE_MAX)],
             inherit: req.inherit,
+            server: std::process::id() as libc::pid_t,
             ..Plan::default()
         };
         if !self.privileged {
@@ -281,7 +282,11 @@ impl Jail {
                     // Its vCPUs, plus a quarter core for device emulation.
                     cpu_quota_us: u64::from(req.vcpus.max(1)) * 100_000 + 25_000,
                 };
-                let group = cg.create(&req.id, limits).map_err(|e| {
+                // A name of its own per QEMU: the group of the sandbox's
+                // previous QEMU (before a sleep) may still be emptying when
+                // it wakes.
+                let name = format!("{}.{}", req.id, incarnation());
+                let group = cg.create(&name, limits).map_err(|e| {
                     VmError::Other(format!("cannot create the sandbox's cgroup: {e}"))
                 })?;
                 plan.cgroup_procs = group
@@ -396,6 +401,14 @@ impl Confinement {
     }
 }
 
+/// A suffix no other QEMU of this host's servers has had: this server's
+/// pid and a counter.
+fn incarnation() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{n:x}", std::process::id())
+}
+
 /// A uid in use by one live sandbox; free again on drop.
 struct UidLease {
     uid: u32,
@@ -443,6 +456,9 @@ struct Plan {
     groups: Vec<libc::gid_t>,
     /// A descriptor of the server's that QEMU keeps (the template's RAM).
     inherit: Option<std::os::fd::RawFd>,
+    /// The server's pid: the child dies with it, and gives up at once if
+    /// the server died before the child could ask to (0: no check).
+    server: libc::pid_t,
 }
 
 /// The errno of the last failed call, tagged with what was attempted (a
@@ -456,11 +472,26 @@ fn check(r: libc::c_int) -> io::Result<()> {
 }
 
 impl Plan {
+    /// Asks for SIGKILL when the server dies; if it already has (between
+    /// the fork and now, so no signal will come), fails: no QEMU outlives
+    /// its server.
+    fn die_with_server(&self) -> io::Result<()> {
+        // SAFETY: plain system calls on this process.
+        unsafe {
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            if self.server != 0 && libc::getppid() != self.server {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs in the forked child: only system calls, no allocation.
     fn enter(&self) -> io::Result<()> {
         // SAFETY: every call below is a plain system call on C strings that
         // live in `self`, in a single-threaded child between fork and exec.
         unsafe {
+            self.die_with_server()?;
             for procs in &self.cgroup_procs {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 check(fd)?;
@@ -486,8 +517,8 @@ impl Plan {
                 check(libc::setresuid(uid, uid, uid))?;
             }
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            // Cleared by the uid change above, so set (again) after it.
-            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            // Cleared by the uid change above, so set again after it.
+            self.die_with_server()?;
             // Close-on-exec for everything above stderr (std's own error
             // pipe already is); ENOSYS on old kernels is fine.
             libc::syscall(

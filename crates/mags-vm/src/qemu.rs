@@ -55,7 +55,8 @@ pub const SECCOMP: &str =
     "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny";
 
 /// Kernel command line. TCG hangs at "Marking TSC unstable" without
-/// `tsc_early_khz`.
+/// `tsc_early_khz`, which must be the host's TSC rate (see
+/// [`crate::accel::tcg_tsc_khz`]).
 ///
 /// `init_on_free=1`: freed guest pages are zeroed, so a sleep snapshot
 /// (which carries all guest RAM) sends them as zero pages, not stale data.
@@ -63,7 +64,10 @@ pub fn kernel_cmdline(accel: Accel) -> String {
     let mut cl =
         String::from("console=ttyS0 reboot=t panic=-1 quiet mitigations=off init_on_free=1");
     if accel == Accel::Tcg {
-        cl.push_str(" tsc_early_khz=2000000 no_timer_check");
+        cl.push_str(&format!(
+            " tsc_early_khz={} no_timer_check",
+            crate::accel::tcg_tsc_khz()
+        ));
     }
     cl
 }
@@ -227,7 +231,7 @@ mod tests {
         assert!(
             a.contains("restrict=on") && a.contains("guestfwd=tcp:10.0.2.100:3128-cmd:/bin/false")
         );
-        assert!(a.contains("tsc_early_khz=2000000"));
+        assert!(a.contains(&format!("tsc_early_khz={} ", crate::accel::tcg_tsc_khz())));
         assert!(a.contains("serial=mags-rootfs") && a.contains("serial=mags-disk"));
         assert!(a.contains("readonly=on"));
         assert!(a.contains("file=d,format=qcow2"));

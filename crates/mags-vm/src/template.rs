@@ -15,7 +15,7 @@
 //!
 //! RAM lives in a file (`x-ignore-shared`): the template maps it shared
 //! while booting, clones map it private, so they share its pages until they
-//! write. Layout: `<images>/<image hash>/templates/v<N>-<accel>-<mem>m[-mounted]/{mem,state,disk,template.json}`;
+//! write. Layout: `<images>/<image hash>/templates/v<N>-<accel>[-tsc<MHz>]-<mem>m[-mounted]/{mem,state,disk,template.json}`;
 //! `template.json` is written last and marks it complete.
 
 use crate::accel::Accel;
@@ -78,10 +78,14 @@ fn template_dir(
         TemplateKind::Blank => "",
         TemplateKind::Mounted => "-mounted",
     };
-    images_dir
-        .join(&image.hash)
-        .join("templates")
-        .join(format!("v{TEMPLATE_VERSION}-{accel}-{memory_mb}m{suffix}"))
+    // A TCG guest's clock rate is set at boot, from the host's TSC rate.
+    let tsc = match accel {
+        Accel::Tcg => format!("-tsc{}", crate::accel::tcg_tsc_khz() / 1000),
+        Accel::Kvm => String::new(),
+    };
+    images_dir.join(&image.hash).join("templates").join(format!(
+        "v{TEMPLATE_VERSION}-{accel}{tsc}-{memory_mb}m{suffix}"
+    ))
 }
 
 fn load(dir: &Path) -> Option<Template> {

@@ -183,6 +183,31 @@ async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
             (guest_now - host_now).abs() < 10,
             "guest clock {guest_now} vs host {host_now}"
         );
+        if disk_gb == 2 {
+            // Its clock runs at the host's rate: told a fixed TSC rate
+            // under TCG, a guest's clock ran 22 % fast on this host.
+            let uptime = || async {
+                let (_, out, _) = sb
+                    .agent()
+                    .run(sh("cut -d' ' -f1 /proc/uptime"))
+                    .await
+                    .expect("run")
+                    .collect()
+                    .await
+                    .expect("collect");
+                let s = String::from_utf8_lossy(&out).trim().to_string();
+                s.parse::<f64>().unwrap_or_else(|_| panic!("uptime {s:?}"))
+            };
+            let t0 = std::time::Instant::now();
+            let g0 = uptime().await;
+            tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+            let g1 = uptime().await;
+            let rate = (g1 - g0) / t0.elapsed().as_secs_f64();
+            assert!(
+                (0.85..1.05).contains(&rate),
+                "the guest's clock runs at {rate:.3}x the host's"
+            );
+        }
         let size_kb: u64 = lines[4].trim().parse().expect("df size");
         let want_kb = u64::from(disk_gb) << 20;
         assert!(

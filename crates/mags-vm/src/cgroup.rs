@@ -321,13 +321,18 @@ mod tests {
     use super::*;
 
     /// A fake cgroup v1 tree: plain directories stand in for the controllers.
-    #[test]
-    fn legacy_groups_get_their_limits_and_are_swept() {
+    fn fake_v1() -> tempfile::TempDir {
         let fs = tempfile::tempdir().unwrap();
         for c in ["memory", "pids", "cpu"] {
             std::fs::create_dir(fs.path().join(c)).unwrap();
             std::fs::write(fs.path().join(c).join("cgroup.procs"), "").unwrap();
         }
+        fs
+    }
+
+    #[test]
+    fn legacy_groups_get_their_limits_and_are_swept() {
+        let fs = fake_v1();
         let cg = Cgroups::init_at(fs.path(), "mags/server-a").unwrap();
         assert_eq!(cg.describe(), "cgroup v1");
         let limits = CgroupLimits {
@@ -362,11 +367,7 @@ mod tests {
     /// them, and a live server whose empty parent went makes it again.
     #[test]
     fn empty_parents_of_other_servers_are_removed_and_made_again() {
-        let fs = tempfile::tempdir().unwrap();
-        for c in ["memory", "pids", "cpu"] {
-            std::fs::create_dir(fs.path().join(c)).unwrap();
-            std::fs::write(fs.path().join(c).join("cgroup.procs"), "").unwrap();
-        }
+        let fs = fake_v1();
         let parent = |c: &str, server: &str| fs.path().join(c).join("mags").join(server);
         let a = Cgroups::init_at(fs.path(), "mags/server-a").unwrap();
         let _gone = Cgroups::init_at(fs.path(), "mags/server-gone").unwrap();

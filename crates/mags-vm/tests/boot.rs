@@ -187,15 +187,8 @@ async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
             // Its clock runs at the host's rate: told a fixed TSC rate
             // under TCG, a guest's clock ran 22 % fast on this host.
             let uptime = || async {
-                let (_, out, _) = sb
-                    .agent()
-                    .run(sh("cut -d' ' -f1 /proc/uptime"))
-                    .await
-                    .expect("run")
-                    .collect()
-                    .await
-                    .expect("collect");
-                let s = String::from_utf8_lossy(&out).trim().to_string();
+                let (_, out) = stdout_of(&sb, "cut -d' ' -f1 /proc/uptime").await;
+                let s = out.trim().to_string();
                 s.parse::<f64>().unwrap_or_else(|_| panic!("uptime {s:?}"))
             };
             let t0 = std::time::Instant::now();
@@ -329,16 +322,21 @@ async fn setup_timeline_is_recorded_in_the_guest() {
 }
 
 async fn setup_log(sb: &mags_vm::Sandbox) -> String {
+    let (code, out) = stdout_of(sb, "cat /run/mags-setup.log").await;
+    eprintln!("{out}");
+    assert_eq!(code, 0);
+    out
+}
+
+/// Runs `script` in the guest: its exit code and stdout.
+async fn stdout_of(sb: &mags_vm::Sandbox, script: &str) -> (i32, String) {
     let (code, out, _) = sb
         .agent()
-        .run(sh("cat /run/mags-setup.log"))
+        .run(sh(script))
         .await
         .expect("run")
         .collect()
         .await
         .expect("collect");
-    let out = String::from_utf8_lossy(&out).to_string();
-    eprintln!("{out}");
-    assert_eq!(code, 0);
-    out
+    (code, String::from_utf8_lossy(&out).to_string())
 }

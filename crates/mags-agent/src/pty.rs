@@ -87,10 +87,17 @@ impl Pty {
             .stdin(Stdio::from(self.slave.try_clone()?))
             .stdout(Stdio::from(self.slave.try_clone()?))
             .stderr(Stdio::from(self.slave.try_clone()?));
-        // SAFETY: setsid and ioctl are async-signal-safe; std has already
-        // made the slave fds 0, 1 and 2 when this runs.
+        // SAFETY: setsid, ioctl and signal are async-signal-safe; std has
+        // already made the slave fds 0, 1 and 2 when this runs.
         unsafe {
             cmd.pre_exec(|| {
+                // A terminal session starts with the default handling of
+                // every signal its keys send, whatever the agent inherited
+                // (a shell's background job ignores SIGINT, and an ignored
+                // signal stays ignored across exec: Ctrl-C did nothing).
+                for sig in TERMINAL_SIGNALS {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
                 if libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -103,6 +110,16 @@ impl Pty {
         Ok(())
     }
 }
+
+/// Signals a terminal's keys and hangup send.
+const TERMINAL_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGHUP,
+];
 
 /// Spawns `cmd` on a new PTY (see the module docs): its output is the
 /// master, read as `Stdout`; its stdin is the master too.

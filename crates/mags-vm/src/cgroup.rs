@@ -212,8 +212,14 @@ fn make_parents(fs: &Path, name: &str) -> Result<Layout, String> {
     Ok(Layout::Legacy { memory, pids, cpu })
 }
 
+/// A sandbox's group with no process in it for this long is a leftover
+/// (a live one has its QEMU in it within milliseconds of being made).
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Removes the empty groups next to `name` (`name`'s siblings, in every
-/// hierarchy); a group with children or processes is not removable.
+/// hierarchy), after their sandbox groups that are empty and older than
+/// [`LEFTOVER_AGE`] (a server that exits leaves its warm pool's); a group
+/// with processes in it is not removable, so nothing live goes.
 fn remove_empty_siblings(fs: &Path, name: &str) {
     let name = Path::new(name);
     let (Some(up), Some(ours)) = (name.parent(), name.file_name()) else {
@@ -227,8 +233,27 @@ fn remove_empty_siblings(fs: &Path, name: &str) {
         };
         for e in entries.flatten() {
             if e.file_name() != ours && e.path().is_dir() {
+                remove_leftovers(&e.path());
                 let _ = std::fs::remove_dir(e.path());
             }
+        }
+    }
+}
+
+/// Removes the empty sandbox groups in `parent` older than [`LEFTOVER_AGE`].
+fn remove_leftovers(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= LEFTOVER_AGE);
+        if old && e.path().is_dir() {
+            let _ = std::fs::remove_dir(e.path());
         }
     }
 }
@@ -391,9 +416,29 @@ mod tests {
         let g = a.create("sb-1", limits).unwrap();
         assert_eq!(g.procs_files().len(), 3);
         assert!(parent("pids", "server-a").join("sb-1/pids.max").is_file());
-        // A parent with a sandbox's group in it stays.
+        // A parent with a sandbox's group in it stays, and so does a young
+        // empty group (its QEMU may be about to join it).
+        let young = parent("memory", "server-a").join("sb-2");
+        std::fs::create_dir(&young).unwrap();
         let _c = Cgroups::init_at(fs.path(), "mags/server-c").unwrap();
         assert!(parent("memory", "server-a").join("sb-1").is_dir());
+        assert!(young.is_dir());
+        // An empty one older than a minute is a leftover of a server that
+        // is gone: it goes, and then its parent.
+        let when = std::time::SystemTime::now() - LEFTOVER_AGE * 2;
+        std::fs::File::open(&young)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        let gone = parent("pids", "server-d");
+        std::fs::create_dir_all(gone.join("pool-1")).unwrap();
+        std::fs::File::open(gone.join("pool-1"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        let _e = Cgroups::init_at(fs.path(), "mags/server-e").unwrap();
+        assert!(!young.exists());
+        assert!(!gone.exists(), "the parent of an old leftover goes too");
     }
 
     #[test]

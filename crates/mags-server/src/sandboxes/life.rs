@@ -364,8 +364,8 @@ impl Shared {
                 *slot = Slot::Sleeping {
                     vm_id: vm.id().to_string(),
                 };
-                // The line first: a follower whose stream ends at `sleeping`
-                // (see `routes::output`) sees it.
+                // The line first: a follower that stops at `sleeping` (as
+                // `mags run -p` does) sees it.
                 entry
                     .sink
                     .system(&format!("sandbox asleep ({why}; snapshot in {ms} ms)"))

@@ -334,7 +334,7 @@ impl Sandboxes {
 
     /// Marks job `job_id`'s script output as followed until the guard
     /// drops: while its script runs, its sandbox does not sleep (its idle
-    /// time counts from the script's end, or from when the follower left).
+    /// time counts from the script's end).
     pub fn watch(&self, job_id: &str) -> Watch {
         *lock(&self.inner.watchers)
             .entry(job_id.to_string())

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The cgroup filesystem's usual mount point.
 const CGROUP_FS: &str = "/sys/fs/cgroup";
@@ -67,12 +68,13 @@ impl Cgroups {
     }
 
     fn init_at(fs: &Path, name: &str) -> Result<Cgroups, String> {
-        remove_empty_siblings(fs, name);
-        Ok(Cgroups {
+        let cg = Cgroups {
             layout: make_parents(fs, name)?,
             fs: fs.to_path_buf(),
             name: name.to_string(),
-        })
+        };
+        cg.remove_empty_siblings();
+        Ok(cg)
     }
 
     /// "cgroup v2" or "cgroup v1", for status reports.
@@ -143,18 +145,29 @@ impl Cgroups {
     /// Removes the groups of sandboxes that are gone (empty ones; a group
     /// with a process left in it stays).
     pub fn sweep(&self) -> usize {
-        let mut removed = 0;
-        for parent in self.parents() {
-            let Ok(entries) = std::fs::read_dir(parent) else {
+        self.parents()
+            .into_iter()
+            .map(|p| remove_empty_children(p, Duration::ZERO))
+            .sum()
+    }
+
+    /// Removes the empty groups next to ours (in every hierarchy), after
+    /// their sandbox groups that are empty and older than [`LEFTOVER_AGE`]
+    /// (a server that exits leaves its warm pool's); a group with processes
+    /// in it is not removable, so nothing live goes.
+    fn remove_empty_siblings(&self) {
+        for ours in self.parents() {
+            let Some(Ok(entries)) = ours.parent().map(std::fs::read_dir) else {
                 continue;
             };
             for e in entries.flatten() {
-                if e.path().is_dir() && std::fs::remove_dir(e.path()).is_ok() {
-                    removed += 1;
+                let sibling = e.path();
+                if sibling != ours && sibling.is_dir() {
+                    remove_empty_children(&sibling, LEFTOVER_AGE);
+                    let _ = std::fs::remove_dir(&sibling);
                 }
             }
         }
-        removed
     }
 }
 
@@ -214,48 +227,26 @@ fn make_parents(fs: &Path, name: &str) -> Result<Layout, String> {
 
 /// A sandbox's group with no process in it for this long is a leftover
 /// (a live one has its QEMU in it within milliseconds of being made).
-const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 
-/// Removes the empty groups next to `name` (`name`'s siblings, in every
-/// hierarchy), after their sandbox groups that are empty and older than
-/// [`LEFTOVER_AGE`] (a server that exits leaves its warm pool's); a group
-/// with processes in it is not removable, so nothing live goes.
-fn remove_empty_siblings(fs: &Path, name: &str) {
-    let name = Path::new(name);
-    let (Some(up), Some(ours)) = (name.parent(), name.file_name()) else {
-        return;
-    };
-    let mut dirs = vec![fs.join(up)];
-    dirs.extend(["memory", "pids", "cpu"].map(|c| fs.join(c).join(up)));
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_name() != ours && e.path().is_dir() {
-                remove_leftovers(&e.path());
-                let _ = std::fs::remove_dir(e.path());
-            }
-        }
-    }
-}
-
-/// Removes the empty sandbox groups in `parent` older than [`LEFTOVER_AGE`].
-fn remove_leftovers(parent: &Path) {
+/// Removes the empty groups in `parent` made at least `older_than` ago;
+/// how many went.
+fn remove_empty_children(parent: &Path, older_than: Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
+        return 0;
     };
-    for e in entries.flatten() {
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= LEFTOVER_AGE);
-        if old && e.path().is_dir() {
-            let _ = std::fs::remove_dir(e.path());
-        }
-    }
+    let old_enough = |e: &std::fs::DirEntry| {
+        older_than.is_zero()
+            || e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= older_than)
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir() && old_enough(e) && std::fs::remove_dir(e.path()).is_ok())
+        .count()
 }
 
 /// One sandbox's group; removed on drop if empty by then.
@@ -314,7 +305,7 @@ impl Drop for Cgroup {
                 {
                     return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(50));
             }
         });
     }

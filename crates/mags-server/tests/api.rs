@@ -40,6 +40,10 @@ async fn bad_input_is_a_json_400_and_creates_nothing() {
             "egress_deny",
         ),
         (r#"{"script": "echo", "egress_deny": "pypi.org"}"#, "JSON"),
+        (
+            r#"{"script": "echo", "rootfs_type": "gentoo"}"#,
+            "rootfs_type \"gentoo\": use one of standard",
+        ),
     ];
     for (body, needle) in cases {
         let (status, v) = h

@@ -21,12 +21,13 @@ touch this machine.
   script's exit code. Add `--json` for a machine-readable final status.
 - `mags run -f data.csv 'wc -l /root/data.csv'` uploads files first
   (they appear in `/root/` and `/uploads/`).
-- `-e KEY=VALUE` sets environment variables; `--disk GB` the disk size.
+- `--env KEY=VALUE` sets environment variables (repeatable); `--disk GB`
+  the disk size; `-e` (`--ephemeral`) says explicitly: no workspace.
 
 ## Keeping files
-- `mags run -w NAME '...'` keeps `/root` and installed packages in
-  workspace NAME on this host for a while; add `-p` to keep it in object
-  storage until deleted (`mags workspace list|delete`).
+- `mags run -w NAME '...'` (`-n` is the same) keeps `/root` and installed
+  packages in workspace NAME on this host for a while; add `-p` to keep it
+  in object storage until deleted (`mags workspace list|delete`).
 - `mags run --base NAME '...'` starts from NAME read-only (changes
   discarded); `--base NAME -w NEW` forks it.
 
@@ -38,8 +39,8 @@ touch this machine.
   `mags list` to look around.
 
 ## Scheduled jobs
-- `mags cron add --name N --schedule "0 * * * *" 'script'`, then
-  `mags cron list|disable|enable|remove`.
+- `mags cron add -n N -s "0 * * * *" [-w WS] [-p] 'script'` (`-p`: each
+  run's VM stays up), then `mags cron list|disable|enable|remove`.
 
 ## Tips
 - Prefer `mags run` for anything that installs packages or runs code you

@@ -10,7 +10,7 @@ use std::io::Write as _;
 /// Flags of `mags run`.
 pub struct RunArgs {
     pub script: String,
-    pub name: Option<String>,
+    /// `-w`/`-n`: the job's name and its workspace.
     pub workspace: Option<String>,
     pub env: Vec<String>,
     pub disk: Option<u32>,
@@ -33,11 +33,11 @@ pub struct RunArgs {
 /// Runs the job; returns the process exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut req = CreateJobRequest::new(args.script);
-    req.name = args.name;
+    req.name = args.workspace.clone();
     req.workspace_id = args.workspace;
     for kv in &args.env {
         let Some((k, v)) = kv.split_once('=') else {
-            bail!("-e expects KEY=VALUE, got {kv:?}");
+            bail!("--env expects KEY=VALUE, got {kv:?}");
         };
         req.environment.insert(k.to_string(), v.to_string());
     }

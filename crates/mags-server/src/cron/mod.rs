@@ -106,12 +106,14 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
     Ok(report)
 }
 
-/// The job one run of `c` submits: a one-shot job named after the cron.
+/// The job one run of `c` submits, named after the cron: one-shot, or for
+/// a persistent cron a sandbox that stays up after its script.
 fn run_request(c: &CronRow) -> CreateJobRequest {
     let mut req = CreateJobRequest::new(&c.script);
     req.name = Some(c.name.clone());
     req.workspace_id = c.workspace_id.clone();
     req.environment = c.environment.clone();
+    req.persistent = c.persistent;
     req
 }
 

@@ -143,6 +143,19 @@ pub fn validate(
     }
     check_egress_list("egress_allow", &req.egress_allow)?;
     check_egress_list("egress_deny", &req.egress_deny)?;
+    let rootfs_type = non_empty(req.rootfs_type);
+    if let Some(t) = &rootfs_type {
+        if t.parse::<mags_vm::ImageVariant>().is_err() {
+            let valid: Vec<&str> = mags_vm::ImageVariant::ALL
+                .iter()
+                .map(|v| v.as_str())
+                .collect();
+            return bad(format!(
+                "unknown rootfs_type {t:?}: use one of {}",
+                valid.join(", ")
+            ));
+        }
+    }
     let workspace_id = non_empty(req.workspace_id);
     for ws in [&workspace_id, &req.base_workspace_id]
         .into_iter()
@@ -168,7 +181,7 @@ pub fn validate(
         environment: req.environment,
         file_ids: req.file_ids,
         disk_gb: req.disk_gb,
-        rootfs_type: non_empty(req.rootfs_type),
+        rootfs_type,
         idle_timeout_secs: req.idle_timeout_secs,
         no_internet: req.no_internet,
         egress_allow: req.egress_allow,
@@ -353,6 +366,25 @@ mod tests {
         );
         r.idle_timeout_secs = Some(0);
         assert!(validate(r, "u", None).is_err());
+    }
+
+    #[test]
+    fn an_unknown_rootfs_type_names_the_valid_ones() {
+        let mut r = req("x");
+        r.rootfs_type = Some("gentoo".into());
+        match validate(r.clone(), "u", None) {
+            Err(ApiError::BadRequest(m)) => {
+                assert!(
+                    m.contains("\"gentoo\"") && m.contains("standard, browser"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        for ok in ["standard", "browser", ""] {
+            r.rootfs_type = Some(ok.into());
+            assert!(validate(r.clone(), "u", None).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -43,8 +43,8 @@ pub use users::{
     TokenInfo, TokenList, UserInfo, UserList,
 };
 pub use workspaces::{
-    ResizeRequest, UploadResponse, WorkspaceActionResponse, WorkspaceInfo, WorkspaceList,
-    MAX_UPLOAD_BYTES,
+    ResizeRequest, UploadResponse, UploadedFile, WorkspaceActionResponse, WorkspaceInfo,
+    WorkspaceList, MAX_UPLOAD_BYTES,
 };
 
 use serde::{Deserialize, Serialize};

@@ -80,7 +80,7 @@ struct DeletedResponse {
 #[derive(JsonSchema)]
 #[allow(dead_code)]
 struct UploadForm {
-    /// The file (100 MB at most).
+    /// The file (100 MB at most); repeat the part for several files.
     #[schemars(extend("format" = "binary"))]
     file: String,
 }
@@ -249,7 +249,7 @@ pub fn document() -> Value {
     d.op::<UploadForm, UploadResponse>(
         "post",
         "/mags-files",
-        "Upload a file (multipart, part `file`)",
+        "Upload files (multipart, one or more parts `file`)",
         true,
         200,
         "multipart/form-data",

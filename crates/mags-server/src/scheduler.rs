@@ -14,7 +14,7 @@
 //! (`completed` for exit 0, else `error`), so a follower that sees the final
 //! state has seen all output. A one-shot job can be stopped ([`Scheduler::stop`]).
 
-use crate::executor::{bash, run_to_end, ExecError, Executor, ExitInfo, JobSpec};
+use crate::executor::{run_to_end, ExecError, Executor, ExitInfo, JobSpec};
 use crate::quota::{UserSlot, UserSlots};
 use crate::sandboxes::Sandboxes;
 use crate::sink::{Followers, OutputSink};
@@ -266,10 +266,7 @@ impl Inner {
         sink.running(vm.id())
             .await
             .map_err(|e| ExecError::Start(e.to_string()))?;
-        let result = match vm
-            .run(bash(&spec.script, &spec.environment, spec.timeout_ms))
-            .await
-        {
+        let result = match vm.run(spec.script_run()).await {
             // A guest whose disk writes fail may hang in the kernel, so the
             // host's count of failed requests is watched while it runs.
             Ok(process) => tokio::select! {

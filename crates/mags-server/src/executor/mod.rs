@@ -35,7 +35,18 @@ pub struct JobSpec {
     pub variant: mags_vm::ImageVariant,
     /// The job's own egress rules (`no_internet`, allow/deny lists).
     pub egress: mags_vm::egress::SandboxEgress,
+    /// Where the script starts: [`SCRIPT_DIR`], or [`UPLOADS_DIR`] for a
+    /// job with uploaded files.
+    pub workdir: &'static str,
 }
+
+/// The script's working directory (and home).
+pub const SCRIPT_DIR: &str = "/root";
+/// Where a job's uploaded files also are, and where a job that has some
+/// starts: the public docs' `cp *.js *.json /root/ && cd /root` then copies
+/// from here (from /root itself GNU cp fails: "are the same file"), and
+/// `python3 script.py` finds its file either way.
+pub const UPLOADS_DIR: &str = "/uploads";
 
 impl JobSpec {
     /// The spec of a stored job.
@@ -52,7 +63,19 @@ impl JobSpec {
                 allow: job.egress_allow.clone(),
                 deny: job.egress_deny.clone(),
             },
+            workdir: if job.file_ids.is_empty() {
+                SCRIPT_DIR
+            } else {
+                UPLOADS_DIR
+            },
         }
+    }
+
+    /// How the job's script is run: `bash -c` in [`JobSpec::workdir`].
+    pub fn script_run(&self) -> RunSpec {
+        let mut run = bash(&self.script, &self.environment, self.timeout_ms);
+        run.cwd = Some(self.workdir.into());
+        run
     }
 }
 
@@ -183,7 +206,7 @@ pub fn bash(command: &str, env: &BTreeMap<String, String>, timeout_ms: Option<u6
     RunSpec {
         argv: vec!["/bin/bash".into(), "-c".into(), command.into()],
         env: env.clone(),
-        cwd: Some("/root".into()),
+        cwd: Some(SCRIPT_DIR.into()),
         stdin: false,
         timeout_ms,
         chroot: None,

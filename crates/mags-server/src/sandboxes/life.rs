@@ -149,11 +149,7 @@ impl Shared {
         }
         self.followers.notify(id);
         entry.touch();
-        let script = bash(
-            &entry.spec.script,
-            &entry.spec.environment,
-            entry.spec.timeout_ms,
-        );
+        let script = entry.spec.script_run();
         match vm.run(script).await {
             Ok(process) => {
                 entry.script_running.store(true, Ordering::SeqCst);

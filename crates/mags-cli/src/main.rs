@@ -27,7 +27,9 @@ enum Cmd {
         script: String,
         /// Name the job and its workspace (`-n`/`--name` are aliases). The
         /// workspace stays on this host for a while after the job; add -p to
-        /// keep it in storage.
+        /// keep it in storage. A live sandbox of that workspace is taken
+        /// over: its files are saved, it is stopped, then this job starts
+        /// on them (use `mags exec` to run inside it instead).
         #[arg(
             short = 'w',
             long,
@@ -82,7 +84,8 @@ enum Cmd {
         timeout: Option<u64>,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
-    /// until it runs; use it with exec, stop.
+    /// until it runs; use it with exec, stop. A live sandbox of that name
+    /// is taken over (its files kept).
     New {
         /// Its name (also its workspace).
         name: String,
@@ -309,7 +312,7 @@ enum CronCmd {
         /// day-of-week`, e.g. "0 */2 * * *") or @hourly/@daily/@weekly/@monthly/@yearly.
         #[arg(short = 's', long, value_name = "EXPR")]
         schedule: String,
-        /// Workspace every run uses.
+        /// Workspace every run uses (a run takes a live sandbox of it over).
         #[arg(short = 'w', long)]
         workspace: Option<String>,
         /// Keep each run's VM alive after its script, its workspace in

@@ -275,13 +275,24 @@ fn sandbox_commands_new_exec_set_stop() {
         (Some("running"), Some(true))
     );
     assert!(v["vm_id"].as_str().is_some_and(|id| !id.is_empty()));
+    // A second `new` on the same name takes the workspace over: the first
+    // sandbox's job ends `completed`, the new one runs.
+    let first = v["request_id"].as_str().expect("id").to_string();
     let out = s.run(&["new", "box"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.run(&["status", &first, "--json"]);
+    let old: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(old["status"], "completed", "{old}");
+    let out = s.run(&["logs", &first]);
     assert!(
-        text(&out.stderr).contains("already"),
+        text(&out.stderr).contains("replaced by job"),
         "{}",
         text(&out.stderr)
     );
+    let out = s.run(&["status", "box", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_ne!(v["request_id"].as_str(), Some(first.as_str()));
+    assert_eq!(v["status"], "running");
 
     // exec streams both outputs and exits with the command's code.
     let out = s.run(&["exec", "box", "echo hi\necho err >&2\nexit 3"]);

@@ -8,6 +8,8 @@
 //!   for tests), writing output through [`sink`].
 //! - [`sandboxes`]: the VMs of persistent jobs: exec, sleep when idle,
 //!   wake on demand, stop; and the seam the SSH gateway connects through.
+//! - [`takeover`]: a new job on a workspace with a live job takes it over
+//!   (the live sandbox saved and stopped), in submission order.
 //! - [`ssh`]: the SSH gateway (`ssh`/`scp`/`sftp` into a sandbox with the
 //!   key `/access` gives).
 //! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
@@ -39,6 +41,7 @@ pub mod scheduler;
 pub mod serve;
 pub mod sink;
 pub mod ssh;
+pub mod takeover;
 pub mod tls;
 pub mod view;
 pub mod workspaces;
@@ -70,6 +73,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Per-user limits and their state.
     pub quotas: std::sync::Arc<quota::Quotas>,
+    /// Jobs waiting to take a workspace over from its live job.
+    pub takeovers: takeover::Takeovers,
 }
 
 /// How much the server runs at once, when sandboxes sleep, and what one
@@ -156,9 +161,16 @@ impl AppState {
             limits.max_vms,
             quotas.slots.clone(),
         );
+        let takeovers = takeover::Takeovers::new(
+            store.clone(),
+            scheduler.clone(),
+            sandboxes.clone(),
+            followers.clone(),
+        );
         let (tx, rx) = watch::channel(false);
         (
             AppState {
+                takeovers,
                 audit: audit::Audit::new(store.clone()),
                 store,
                 scheduler,

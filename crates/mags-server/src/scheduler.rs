@@ -166,10 +166,45 @@ impl Scheduler {
             .jobs_in_states(&[JobState::Accepted, JobState::Queued])
             .await?
         {
+            if let Some(ws) = &job.workspace_id {
+                // Not its workspace yet: it waits to take it over
+                // (`Takeovers::resume`, after this).
+                if store
+                    .claim_workspace(&job.user_id, ws, &job.id)
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+            }
             tracing::info!(job = %job.id, "re-queueing a job accepted before a restart");
             self.submit(job);
         }
         Ok(())
+    }
+
+    /// The jobs [`Scheduler::recover`] left waiting for a workspace another
+    /// job holds, oldest first.
+    pub async fn waiting_for_workspaces(&self) -> Result<Vec<Job>, mags_store::StoreError> {
+        let store = &self.inner.store;
+        let mut waiting = Vec::new();
+        for job in store
+            .jobs_in_states(&[JobState::Accepted, JobState::Queued])
+            .await?
+        {
+            let Some(ws) = &job.workspace_id else {
+                continue;
+            };
+            let holder = store
+                .workspace(&job.user_id, ws)
+                .await?
+                .and_then(|w| w.live_job_id);
+            if holder.as_deref() != Some(job.id.as_str()) {
+                waiting.push(job);
+            }
+        }
+        waiting.sort_by_key(|j| j.created_at);
+        Ok(waiting)
     }
 }
 

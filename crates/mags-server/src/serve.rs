@@ -140,6 +140,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let (mut state, shutdown_tx) =
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
     state.scheduler.recover().await?;
+    let waiting = state.scheduler.waiting_for_workspaces().await?;
+    state.takeovers.resume(waiting).await?;
     // After recovery: a cron run missed while no server ran starts once now.
     crate::cron::start(state.clone(), state.shutdown.clone());
     tokio::spawn(state.audit.clone().prune_forever(

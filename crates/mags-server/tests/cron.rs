@@ -281,13 +281,31 @@ async fn a_persistent_cron_without_a_workspace_uses_its_own_name() {
         "{job}"
     );
     // The sandbox stays up after its script: the run is live, not final.
+    wait_running(&h, &r.started[0]).await;
+    // The next run is not skipped: it takes the workspace over.
+    let r2 = cron::tick(&h.state, clock::now_ms() + 2 * MINUTE + 1_000)
+        .await
+        .expect("tick");
+    assert_eq!((r2.started.len(), r2.skipped), (1, 0), "{r2:?}");
+    wait_running(&h, &r2.started[0]).await;
+    let first = h.wait_final(&r.started[0]).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let (_, logs) = h
+        .get(&format!("/api/v1/mags-jobs/{}/logs", r.started[0]))
+        .await;
+    assert!(
+        logs.to_string()
+            .contains(&format!("replaced by job {}", r2.started[0])),
+        "{logs}"
+    );
+}
+
+async fn wait_running(h: &common::Harness, id: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (_, job) = h
-            .get(&format!("/api/v1/mags-jobs/{}/status", r.started[0]))
-            .await;
+        let (_, job) = h.get(&format!("/api/v1/mags-jobs/{id}/status")).await;
         if job["status"] == "running" && job["vm_id"].as_str().is_some() {
-            break;
+            return;
         }
         assert!(std::time::Instant::now() < deadline, "{job}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -30,6 +30,9 @@ touch this machine.
   in object storage until deleted (`mags workspace list|delete`).
 - `mags run --base NAME '...'` starts from NAME read-only (changes
   discarded); `--base NAME -w NEW` forks it.
+- A new `mags run -w NAME` (or `mags new NAME`) while NAME's sandbox is up
+  takes it over: its files are saved, it is stopped, the new job starts on
+  them. Use `mags exec NAME 'cmd'` to run inside the live one instead.
 
 ## A sandbox that stays up
 - `mags new NAME` starts one; `mags exec NAME 'cmd'` runs commands in it

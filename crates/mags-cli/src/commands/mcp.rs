@@ -118,7 +118,7 @@ fn tools() -> Vec<Value> {
             "inputSchema": {"type": "object", "required": ["script"], "properties": {
                 "script": {"type": "string"},
                 "workspace": {"type": "string", "description": "Name the job and keep files in this \
-                    named workspace."},
+                    named workspace (a live sandbox of it is taken over, its files kept)."},
                 "persistent": {"type": "boolean", "description": "Keep the sandbox up after the \
                     script and sync the workspace to storage."},
                 "env": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -66,7 +66,7 @@ pub(crate) async fn submit(
     }
     let quotas = &state.quotas;
     quotas.check_pending(&state.store, user_id).await?;
-    if new.persistent {
+    if new.persistent && !replaces_a_sandbox(state, user_id, new.workspace_id.as_deref()).await? {
         let room = state.sandboxes.can_make_room_for(user_id);
         quotas.check_new_sandbox(user_id, room)?;
     }
@@ -77,17 +77,35 @@ pub(crate) async fn submit(
     };
     quotas.check_disk(&state.store, user_id, change).await?;
     let job = state.store.insert_job(&new).await?;
-    // One live job per workspace, decided atomically in the database.
-    if let Some(ws) = &job.workspace_id {
-        if let Some(holder) = state.store.claim_workspace(user_id, ws, &job.id).await? {
-            state.store.delete_accepted_job(&job.id).await?;
-            return Err(ApiError::Conflict(format!(
-                "workspace {ws:?} already has a live job ({holder}); stop it first"
-            )));
-        }
-    }
-    state.scheduler.submit(job.clone());
+    // One live job per workspace, decided atomically in the database; a
+    // job whose workspace is held waits its turn and takes it over.
+    state.takeovers.submit(job.clone()).await?;
     Ok(job)
+}
+
+/// Whether a job on `workspace` will take over a live sandbox of the user
+/// (whose VM slot it then reuses, so no new slot is needed).
+async fn replaces_a_sandbox(
+    state: &AppState,
+    user_id: &str,
+    workspace: Option<&str>,
+) -> Result<bool, ApiError> {
+    let Some(ws) = workspace else {
+        return Ok(false);
+    };
+    let Some(holder) = state
+        .store
+        .workspace(user_id, ws)
+        .await?
+        .and_then(|w| w.live_job_id)
+    else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .job(&holder)
+        .await?
+        .is_some_and(|h| h.persistent && h.status.is_live()))
 }
 
 /// Checks a create request and makes the job to store. A one-shot job

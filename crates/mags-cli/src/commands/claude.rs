@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// The skill Claude Code loads: when to use Mags and how.
 const SKILL: &str = r#"---
 name: mags
-description: Run code in isolated Mags microVM sandboxes (Debian with python3, node, git, curl) instead of on this machine; keep files in named workspaces, run commands in long-lived sandboxes, schedule jobs. Use for untrusted code, installs, experiments, or anything that should not touch the host.
+description: Run code in isolated Mags microVM sandboxes (Debian with python3/pip, node/npm, git, curl) instead of on this machine; keep files in named workspaces, run commands in long-lived sandboxes, schedule jobs. Use for untrusted code, installs, experiments, or anything that should not touch the host.
 ---
 
 # Running code with Mags
@@ -48,7 +48,10 @@ touch this machine.
 ## Tips
 - Prefer `mags run` for anything that installs packages or runs code you
   did not write.
-- Scripts run as root in `/root` under bash; check exit codes.
+- Scripts run as root in `/root` under bash (in `/uploads` when files were
+  uploaded with `-f`; they are in `/root` too); check exit codes.
+- The guest is Debian: `apt-get install`, `pip install`, `npm install`
+  work; `apk add` is mapped to apt for scripts written for Alpine.
 - `mags url NAME PORT` gives a public URL to a port in a sandbox.
 - An MCP server is available too: `mags mcp` (tools run_script,
   new_sandbox, exec, read_file, write_file, get_url, stop_sandbox).

@@ -113,8 +113,8 @@ fn tools() -> Vec<Value> {
     vec![
         json!({
             "name": "run_script",
-            "description": "Run a bash script in a fresh, isolated microVM (Debian with python3, \
-                node, git, curl) and return its exit code, stdout and stderr.",
+            "description": "Run a bash script in a fresh, isolated microVM (Debian with python3/pip, \
+                node/npm, git, curl) and return its exit code, stdout and stderr.",
             "inputSchema": {"type": "object", "required": ["script"], "properties": {
                 "script": {"type": "string"},
                 "workspace": {"type": "string", "description": "Name the job and keep files in this \

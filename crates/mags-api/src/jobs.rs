@@ -43,6 +43,9 @@ pub struct CreateJobRequest {
     pub file_ids: Vec<String>,
     #[serde(default = "default_disk_gb")]
     pub disk_gb: u32,
+    /// The guest image: `standard` (default), `browser` (Chromium),
+    /// `claude` (Claude Code), `pi` (the pi coding agent); any other value
+    /// is a 400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_type: Option<String>,
     /// Ours (unknown to the published clients): put a persistent sandbox to

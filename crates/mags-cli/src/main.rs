@@ -82,6 +82,11 @@ enum Cmd {
         /// default: the server's job timeout.
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
+        /// The guest image: standard (default), browser (Chromium), claude
+        /// (Claude Code), pi (the pi coding agent); a variant is built on
+        /// its first use (`mags image build --variant` shows the progress).
+        #[arg(long, value_name = "TYPE")]
+        rootfs: Option<String>,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
     /// until it runs; use it with exec, stop. A live sandbox of that name
@@ -380,7 +385,11 @@ enum AliasCmd {
 enum ImageCmd {
     /// Build the guest image now (also done on first use); a no-op when it
     /// is already built.
-    Build,
+    Build {
+        /// standard, browser, claude, pi, or all.
+        #[arg(long, default_value = "standard")]
+        variant: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -427,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             url,
             port,
             timeout,
+            rootfs,
         } => {
             run::run(run::RunArgs {
                 script,
@@ -442,6 +452,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 egress,
                 url: url.then_some(port),
                 timeout,
+                rootfs,
             })
             .await
         }
@@ -576,10 +587,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Mcp => commands::mcp::serve().await,
         Cmd::SetupClaude => commands::claude::setup(),
         Cmd::Image {
-            action: ImageCmd::Build,
+            action: ImageCmd::Build { variant },
         } => {
             let local = local::LocalDir::new(&config::mags_home()?);
-            local.build_image(&local::find_magsd()?)?;
+            local.build_variant(&local::find_magsd()?, &variant)?;
             Ok(0)
         }
     }

@@ -53,6 +53,8 @@ touch this machine.
 - The guest is Debian: `apt-get install`, `pip install`, `npm install`
   work; `apk add` is mapped to apt for scripts written for Alpine.
 - `mags url NAME PORT` gives a public URL to a port in a sandbox.
+- `mags run --rootfs claude '...'` (or `pi`) runs in an image with Claude
+  Code (or the pi coding agent) installed.
 - An MCP server is available too: `mags mcp` (tools run_script,
   new_sandbox, exec, read_file, write_file, get_url, stop_sandbox).
 "#;

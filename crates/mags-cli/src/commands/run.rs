@@ -28,6 +28,8 @@ pub struct RunArgs {
     pub url: Option<u16>,
     /// Kill the script after this many seconds.
     pub timeout: Option<u64>,
+    /// The guest image (`rootfs_type`).
+    pub rootfs: Option<String>,
 }
 
 /// Runs the job; returns the process exit code.
@@ -50,6 +52,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     req.startup_command = args.startup_command;
     req.base_workspace_id = args.base;
     req.timeout = args.timeout;
+    req.rootfs_type = args.rootfs;
     let (client, _) = connect().await?;
     for path in &args.files {
         let up = client

@@ -79,13 +79,10 @@ impl JobSpec {
     }
 }
 
-/// The image variant for a job's `rootfs_type` (the published clients
-/// also send "claude" or "pi"; those run the standard image).
+/// The image variant for a job's `rootfs_type` (checked at submit: an
+/// unknown one never gets here; none is the standard image).
 pub fn variant_of(rootfs_type: Option<&str>) -> mags_vm::ImageVariant {
-    match rootfs_type {
-        Some("browser") => mags_vm::ImageVariant::Browser,
-        _ => mags_vm::ImageVariant::Standard,
-    }
+    rootfs_type.and_then(|t| t.parse().ok()).unwrap_or_default()
 }
 
 /// How a script ended.

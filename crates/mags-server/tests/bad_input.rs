@@ -283,6 +283,24 @@ async fn names_with_control_characters_are_refused() {
     assert_eq!(h.job_count().await, 0);
     assert_eq!(count(&h, "cron_jobs").await, 0);
     assert_eq!(count(&h, "url_aliases").await, 0);
+    // User names are plainer still (admin's POST /mags-users).
+    let root = h.add_user("root", true).await;
+    let users_before = count(&h, "users").await;
+    for name in bad_names {
+        let body = json!({"name": name}).to_string();
+        let (status, v) = h
+            .call(Method::POST, "/api/v1/mags-users", Some(&root), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("invalid user name"),
+            "{v}"
+        );
+    }
+    assert_eq!(count(&h, "users").await, users_before);
 
     // Renaming a cron job is checked the same way and changes nothing.
     let cron = json!({"name": "nightly", "cron_expression": "0 3 * * *", "script": "echo"});

@@ -71,7 +71,12 @@ impl Lines {
                 let Some((_, bytes)) = self.open[i].as_mut() else {
                     break;
                 };
-                let take = piece.len().min(MAX_LINE_BYTES - bytes.len());
+                let mut take = piece.len().min(MAX_LINE_BYTES - bytes.len());
+                // A line of exactly the limit keeps its newline (no empty
+                // entry after it).
+                if piece.get(take) == Some(&b'\n') {
+                    take += 1;
+                }
                 bytes.extend_from_slice(&piece[..take]);
                 piece = &piece[take..];
                 if bytes.ends_with(b"\n") || bytes.len() >= MAX_LINE_BYTES {
@@ -363,6 +368,15 @@ mod tests {
         let e = chunks_to_entries(&[chunk(0, OutputStream::Stdout, &long, 1)]);
         let sizes: Vec<usize> = e.iter().map(|e| e.message.len()).collect();
         assert_eq!(sizes, vec![MAX_LINE_BYTES, 10]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_one_entry() {
+        let mut line = vec![b'a'; MAX_LINE_BYTES];
+        line.extend_from_slice(b"\nnext\n");
+        let e = chunks_to_entries(&[chunk(0, OutputStream::Stdout, &line, 1)]);
+        let sizes: Vec<usize> = e.iter().map(|e| e.message.len()).collect();
+        assert_eq!(sizes, vec![MAX_LINE_BYTES, 4]);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   key `/access` gives).
 //! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
 //!   base, fork), saving it to object storage, and uploaded files.
-//! - [`logs`], [`view`]: how stored output and jobs look on the wire.
+//! - [`logs`], [`view`]: how stored output and jobs look on the wire
+//!   (`/logs` is streamed in bounded memory).
+//! - [`text`]: user-given names (no control characters) and escaping
+//!   user-given text for logs and terminals.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
 //! - [`quota`]: per-user limits (VMs at once, waiting jobs, disk,
@@ -39,6 +42,7 @@ pub mod scheduler;
 pub mod serve;
 pub mod sink;
 pub mod ssh;
+pub mod text;
 pub mod tls;
 pub mod view;
 pub mod workspaces;

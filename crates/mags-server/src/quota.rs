@@ -137,7 +137,9 @@ impl Quotas {
         };
         if after > quota {
             return Err(ApiError::Forbidden(format!(
-                "disk quota exceeded: {what} would bring your disk use to {} of {}                  (workspaces {}, uploads of the last 24 h {}); delete a workspace or ask                  for less",
+                "disk quota exceeded: {what} would bring your disk use to {} of {} \
+                 (workspaces {}, uploads of the last 24 h {}); delete a workspace or ask \
+                 for less",
                 human_bytes(after),
                 human_bytes(quota),
                 human_bytes(usage.workspaces),

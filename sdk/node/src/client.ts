@@ -275,9 +275,12 @@ export class Mags {
     return this.request("GET", `/mags-jobs/${seg(requestId)}/status`);
   }
 
-  /** `{logs: [{timestamp, level, message, source}]}`. */
-  logs(requestId: string): Promise<Logs> {
-    return this.request("GET", `/mags-jobs/${seg(requestId)}/logs`);
+  /** `{logs: [{timestamp, level, message, source}]}`; `offset` skips that
+   * many lines, `limit` returns at most that many (default: all). */
+  logs(requestId: string, opts: { offset?: number; limit?: number } = {}): Promise<Logs> {
+    return this.request("GET", `/mags-jobs/${seg(requestId)}/logs`, {
+      params: { offset: opts.offset, limit: opts.limit },
+    });
   }
 
   /** Recent jobs, newest first. */

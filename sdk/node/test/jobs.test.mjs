@@ -52,6 +52,8 @@ test("status, logs, listJobs and findJob", async () => {
   assert.equal((await m.findJob(name)).request_id, sub.request_id);
   assert.equal(await m.findJob("no-such-" + name), null);
   assert.deepEqual((await m.logs(sub.request_id)).logs.map((l) => l.message), ["hello node"]);
+  assert.deepEqual((await m.logs(sub.request_id, { offset: 0, limit: 1 })).logs.map((l) => l.message), ["hello node"]);
+  assert.deepEqual((await m.logs(sub.request_id, { offset: 1000 })).logs, []);
   const usage = await m.usage();
   assert.ok(usage.total_jobs >= 1 && usage.vm_seconds > 0);
 });

@@ -58,6 +58,8 @@ def test_status_list_and_find_job(m, unique):
     assert m.find_job(job_id)["request_id"] == job_id
     assert m.find_job("no-such-" + unique) is None
     assert m.logs(job_id)["logs"][0]["message"] == "listed"
+    assert m.logs(job_id, offset=0, limit=1)["logs"][0]["message"] == "listed"
+    assert m.logs(job_id, offset=1000)["logs"] == []
 
 
 def test_output_streams_before_the_job_ends(m):

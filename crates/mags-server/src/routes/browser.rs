@@ -8,6 +8,7 @@ use crate::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
 use crate::error::{ApiError, ApiJson};
 use crate::routes::access::new_subdomain;
 use crate::routes::jobs::submit;
+use crate::text::Esc;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -39,7 +40,7 @@ pub async fn create(
             create.persistent = true;
             create.rootfs_type = Some(ROOTFS_TYPE.into());
             let job = submit(&state, &user.id, create).await?;
-            tracing::info!(job = %job.id, user = %user.name, "browser session accepted");
+            tracing::info!(job = %job.id, user = %Esc(&user.name), "browser session accepted");
             job
         }
     };

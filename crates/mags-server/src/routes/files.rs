@@ -7,10 +7,12 @@
 //! rather than a reset connection.
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiMultipart};
+use crate::text::Esc;
 use crate::workspaces::clean_name;
 use crate::AppState;
-use axum::extract::{Multipart, State};
+use axum::extract::multipart::MultipartError;
+use axum::extract::State;
 use axum::Json;
 use futures::StreamExt as _;
 use mags_api::UploadResponse;
@@ -23,12 +25,9 @@ const DRAIN_FACTOR: u64 = 4;
 pub async fn upload(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    mut form: Multipart,
+    ApiMultipart(mut form): ApiMultipart,
 ) -> Result<Json<UploadResponse>, ApiError> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::BadRequest(format!("invalid multipart body: {}", e.body_text()))
-    };
-    while let Some(field) = form.next_field().await.map_err(bad)? {
+    while let Some(field) = form.next_field().await? {
         if field.name() != Some("file") {
             continue;
         }
@@ -40,14 +39,31 @@ pub async fn upload(
             .quotas
             .upload_room(&state.store, &user.id, max)
             .await?;
-        let mut body = Box::pin(field);
-        let stored = state
+        // A body that breaks off inside the part is the client's error (a
+        // 400), not the store's: remember the multipart error to say so.
+        let broken: std::sync::Mutex<Option<MultipartError>> = std::sync::Mutex::new(None);
+        let mut body = Box::pin(field.map(|r| {
+            r.map_err(|e| {
+                let text = e.body_text();
+                *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                std::io::Error::other(text)
+            })
+        }));
+        let stored = match state
             .workspaces
             .upload(&user.id, &name, &mut body, room)
-            .await?;
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                drop(body);
+                let broken = broken.into_inner().unwrap_or_else(|p| p.into_inner());
+                return Err(broken.map_or_else(|| e.into(), ApiError::from));
+            }
+        };
         return match stored {
             Ok(up) => {
-                tracing::info!(file = %up.id, size = up.size, user = %user.name, "file uploaded");
+                tracing::info!(file = %up.id, size = up.size, user = %Esc(&user.name), "file uploaded");
                 Ok(Json(UploadResponse {
                     file_id: up.id,
                     name: up.name,

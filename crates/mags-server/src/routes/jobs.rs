@@ -1,5 +1,5 @@
 //! `POST /mags-jobs`, `GET /mags-jobs`, `GET /mags-jobs/{id}/status`,
-//! `GET /mags-jobs/{id}/logs`.
+//! `GET /mags-jobs/{id}/logs` (streamed, see [`crate::logs`]).
 //!
 //! A create request is checked and turned into a [`NewJob`] here (the
 //! store and scheduler never see HTTP); a job of another user is a 404,
@@ -7,30 +7,30 @@
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::logs::chunks_to_entries;
+use crate::logs::LogBody;
 use crate::quota::DiskChange;
+use crate::text::Esc;
 use crate::view::job_status;
 use crate::AppState;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mags_api::{CreateJobRequest, CreateJobResponse, JobList, JobStatus, LogsResponse};
+use mags_api::{CreateJobRequest, CreateJobResponse, JobList, JobListQuery, JobStatus, LogsQuery};
 use mags_store::{clock, Job, NewJob};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// Largest `disk_gb` accepted.
-pub const MAX_DISK_GB: u32 = 256;
+pub const MAX_DISK_GB: u32 = mags_api::MAX_DISK_GB;
 /// Largest `idle_timeout_secs` accepted (30 days).
-pub const MAX_IDLE_TIMEOUT_SECS: u64 = 30 * 86_400;
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
 /// Largest `timeout` accepted (30 days).
-pub const MAX_JOB_TIMEOUT_SECS: u64 = 30 * 86_400;
+pub const MAX_JOB_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
 /// Largest script accepted, in bytes.
 const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 /// Largest `page_size`.
-const MAX_PAGE_SIZE: u32 = 100;
-/// Output chunks read per query when building `/logs`.
-const LOG_READ_BATCH: i64 = 1000;
+const MAX_PAGE_SIZE: u32 = mags_api::jobs::MAX_JOB_PAGE_SIZE;
 
 /// `POST /mags-jobs` -> 202.
 pub async fn create(
@@ -39,7 +39,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
     let job = submit(&state, &user.id, req).await?;
-    tracing::info!(job = %job.id, user = %user.name, "job accepted");
+    tracing::info!(job = %job.id, user = %Esc(&user.name), "job accepted");
     Ok((
         StatusCode::ACCEPTED,
         Json(CreateJobResponse {
@@ -151,8 +151,11 @@ pub fn validate(
         check_workspace_id(ws)?;
     }
     let name = non_empty(req.name).or_else(|| workspace_id.clone());
-    if name.as_ref().is_some_and(|n| n.len() > 256) {
-        return bad("name is longer than 256 characters".into());
+    if let Some(n) = &name {
+        if n.len() > 256 {
+            return bad("name is longer than 256 characters".into());
+        }
+        crate::text::check_name("name", n)?;
     }
     Ok(NewJob {
         id: uuid::Uuid::new_v4().to_string(),
@@ -236,18 +239,11 @@ pub(crate) fn check_workspace_id(ws: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Query of `GET /mags-jobs`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    page: Option<u32>,
-    page_size: Option<u32>,
-}
-
 /// `GET /mags-jobs?page=&page_size=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<JobListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let page = q.page.unwrap_or(1).max(1);
     let page_size = q.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
@@ -288,31 +284,26 @@ pub async fn status(
     Ok(Json(view))
 }
 
-/// `GET /mags-jobs/{id}/logs`: the output so far, as lines.
+/// `GET /mags-jobs/{id}/logs?offset=&limit=`: the output so far, as
+/// lines, streamed from the store ([`LogBody`]): memory stays bounded
+/// however much output the job has. A missing job is a 404 before any of
+/// the body is sent.
 pub async fn logs(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<LogsResponse>, ApiError> {
-    let job = owned_job(&state, &user.id, &id).await?;
-    let mut chunks = Vec::new();
-    let mut after = -1;
-    loop {
-        let batch = state
-            .store
-            .output_after(&job.id, after, LOG_READ_BATCH)
-            .await?;
-        let Some(last) = batch.last() else { break };
-        after = last.seq;
-        let full = batch.len() as i64 == LOG_READ_BATCH;
-        chunks.extend(batch);
-        if !full {
-            break;
-        }
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    if q.limit == Some(0) {
+        return Err(ApiError::BadRequest("limit must be at least 1".into()));
     }
-    Ok(Json(LogsResponse {
-        logs: chunks_to_entries(&chunks),
-    }))
+    let job = owned_job(&state, &user.id, &id).await?;
+    let body = LogBody::new(state.store.clone(), job.id, q.offset.unwrap_or(0), q.limit);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body.into_stream()),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

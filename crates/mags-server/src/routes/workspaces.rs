@@ -3,25 +3,24 @@
 
 use crate::audit::Caller;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::routes::page;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use mags_api::{ResizeRequest, WorkspaceActionResponse, WorkspaceList};
+use mags_api::{PageQuery, ResizeRequest, WorkspaceActionResponse, WorkspaceList};
 
 /// Largest disk a resize accepts (as for new jobs).
 const MAX_DISK_GB: u32 = crate::routes::jobs::MAX_DISK_GB;
 
-/// `GET /mags-workspaces`.
+/// `GET /mags-workspaces?offset=&limit=`: a page, most recently used first.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<WorkspaceList>, ApiError> {
-    let workspaces = state.workspaces.list(&user.id).await?;
-    Ok(Json(WorkspaceList {
-        total: workspaces.len() as i64,
-        workspaces,
-    }))
+    let (workspaces, total) = state.workspaces.list(&user.id, page(&q)?).await?;
+    Ok(Json(WorkspaceList { total, workspaces }))
 }
 
 /// `DELETE /mags-workspaces/{id}`.

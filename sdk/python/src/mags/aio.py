@@ -145,8 +145,14 @@ class AsyncMags:
     async def status(self, request_id: str) -> JobStatus:
         return await self._request("GET", f"/mags-jobs/{w.seg(request_id)}/status")
 
-    async def logs(self, request_id: str) -> Logs:
-        return await self._request("GET", f"/mags-jobs/{w.seg(request_id)}/logs")
+    async def logs(
+        self, request_id: str, *, offset: Optional[int] = None, limit: Optional[int] = None
+    ) -> Logs:
+        return await self._request(
+            "GET",
+            f"/mags-jobs/{w.seg(request_id)}/logs",
+            params=w.logs_params(offset, limit),
+        )
 
     async def list_jobs(self, *, page: int = 1, page_size: int = 20) -> JobList:
         return await self._request(

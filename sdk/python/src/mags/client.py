@@ -238,10 +238,17 @@ class Mags:
         ``sleeping``, ``completed``, ``error``) and details."""
         return self._request("GET", f"/mags-jobs/{w.seg(request_id)}/status")
 
-    def logs(self, request_id: str) -> Logs:
+    def logs(
+        self, request_id: str, *, offset: Optional[int] = None, limit: Optional[int] = None
+    ) -> Logs:
         """The job's output so far as lines: ``{"logs": [{"timestamp",
-        "level", "message", "source"}]}``."""
-        return self._request("GET", f"/mags-jobs/{w.seg(request_id)}/logs")
+        "level", "message", "source"}]}``; ``offset`` skips that many lines,
+        ``limit`` returns at most that many (default: all)."""
+        return self._request(
+            "GET",
+            f"/mags-jobs/{w.seg(request_id)}/logs",
+            params=w.logs_params(offset, limit),
+        )
 
     def list_jobs(self, *, page: int = 1, page_size: int = 20) -> JobList:
         """Recent jobs, newest first: ``{"jobs", "total", "page", "page_size"}``."""

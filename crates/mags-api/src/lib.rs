@@ -29,8 +29,8 @@ pub use access::{
 };
 pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
-    CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
-    OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,
+    CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobState, JobStatus, LogEntry,
+    LogsResponse, OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,
 };
 pub use sandbox::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, UpdateJobRequest,

@@ -165,6 +165,14 @@ pub fn document() -> Value {
         200,
         JSON,
     );
+    d.op::<(), DeleteJobResponse>(
+        "delete",
+        "/mags-jobs/{id}",
+        "Delete an ended job and its stored output (409 while live; 404 unknown)",
+        false,
+        200,
+        JSON,
+    );
     d.op::<ExecRequest, ExecResponse>(
         "post",
         "/mags-jobs/{id}/exec",

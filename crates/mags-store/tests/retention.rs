@@ -202,21 +202,13 @@ async fn postgres_retention() {
     schema.drop().await;
 }
 
-/// Output stored before the migration is counted by it.
-#[tokio::test]
-async fn the_migration_counts_existing_output() {
-    let (store, url, _dir) = common::sqlite().await;
+/// Output stored before the migration is counted by it: the migration is
+/// undone by hand, then applied again at the next connect.
+async fn migration_counts_existing_output(store: Store, url: &str) {
     let alice = store.create_user("alice", false).await.expect("alice");
     let id = ended_job(&store, &alice.id, &[700, 300]).await;
-    sqlx::query("UPDATE jobs SET output_bytes = 0")
-        .execute(store.pool())
-        .await
-        .expect("forget");
-    sqlx::query("DELETE FROM mags_migrations WHERE version = 11")
-        .execute(store.pool())
-        .await
-        .expect("unrecord");
     for sql in [
+        "DELETE FROM mags_migrations WHERE version = 11",
         "DROP INDEX jobs_finished",
         "ALTER TABLE jobs DROP COLUMN output_pruned_at",
         "ALTER TABLE jobs DROP COLUMN output_bytes",
@@ -224,8 +216,18 @@ async fn the_migration_counts_existing_output() {
         sqlx::query(sql).execute(store.pool()).await.expect(sql);
     }
     store.close().await;
-    let store = Store::connect(&url).await.expect("migrate again");
+    let store = Store::connect(url).await.expect("migrate again");
     let job = store.job(&id).await.expect("job").expect("kept");
     assert_eq!(job.output_bytes, 1000);
     store.close().await;
+}
+
+#[tokio::test]
+async fn the_migration_counts_existing_output() {
+    let (store, url, _dir) = common::sqlite().await;
+    migration_counts_existing_output(store, &url).await;
+    let (store, schema) = common::postgres("mags_retention_mig").await;
+    let url = schema.url.clone();
+    migration_counts_existing_output(store, &url).await;
+    schema.drop().await;
 }

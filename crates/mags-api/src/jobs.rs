@@ -222,6 +222,25 @@ pub struct JobStatus {
     /// Seconds a VM has run for this job (sleeping time not counted).
     #[serde(default)]
     pub vm_seconds: f64,
+    /// Bytes of output stored for this job; they count against its user's
+    /// disk quota until the job is deleted (`DELETE /mags-jobs/{id}`).
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// The server's retention deleted this ended job's output to bound
+    /// the total stored (`/logs` is empty); the job itself is kept.
+    #[serde(default)]
+    pub output_pruned: bool,
+}
+
+/// Body of `DELETE /mags-jobs/{id}` (ours): the ended job and its output
+/// are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeleteJobResponse {
+    pub success: bool,
+    pub request_id: String,
+    /// Bytes of stored output deleted with it.
+    pub output_bytes: u64,
+    pub message: String,
 }
 
 /// Which output a log entry or chunk came from.

@@ -29,9 +29,9 @@ pub use access::{
 };
 pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
-    CreateJobRequest, CreateJobResponse, JobList, JobListQuery, JobState, JobStatus, LogEntry,
-    LogsQuery, LogsResponse, OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI,
-    DEFAULT_DISK_GB, MAX_DISK_GB, MAX_TIMEOUT_SECS,
+    CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobState,
+    JobStatus, LogEntry, LogsQuery, LogsResponse, OutputEvent, OutputStream, PoolStatus,
+    UsageResponse, WhoAmI, DEFAULT_DISK_GB, MAX_DISK_GB, MAX_TIMEOUT_SECS,
 };
 pub use sandbox::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, UpdateJobRequest,

@@ -43,6 +43,10 @@ pub enum ApiError {
     /// the message is shown to the caller.
     #[error("{0}")]
     Unavailable(String),
+    /// The host's disk cannot hold what was asked for (507); the message
+    /// names the free space.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,7 +108,11 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let error = if status.is_server_error() && !matches!(self, ApiError::Unavailable(_)) {
+        let shown = matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::InsufficientStorage(_)
+        );
+        let error = if status.is_server_error() && !shown {
             tracing::error!(error = %Esc(&self.to_string()), "request failed");
             "internal server error (details are in the server log)".to_string()
         } else {

@@ -19,7 +19,8 @@
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
 //! - [`quota`]: per-user limits (VMs at once, waiting jobs, disk,
-//!   request rate).
+//!   request rate) and the host's free disk.
+//! - [`retention`]: bounds on ended jobs' stored output (age, total).
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
 
@@ -36,6 +37,7 @@ pub mod logs;
 pub mod openapi;
 pub mod proxy;
 pub mod quota;
+pub mod retention;
 pub mod routes;
 pub mod sandboxes;
 pub mod scheduler;
@@ -74,6 +76,9 @@ pub struct AppState {
     pub limits: Limits,
     /// Per-user limits and their state.
     pub quotas: std::sync::Arc<quota::Quotas>,
+    /// The data dir whose free space bounds new disks (`disk_gb`); None:
+    /// not checked (router tests without a data dir).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// How much the server runs at once, when sandboxes sleep, and what one
@@ -174,6 +179,7 @@ impl AppState {
                 ssh: None,
                 limits,
                 quotas,
+                data_dir: None,
             },
             tx,
         )

@@ -206,6 +206,14 @@ pub fn document() -> Value {
         200,
         JSON,
     );
+    d.op::<(), DeleteJobResponse>(
+        "delete",
+        "/mags-jobs/{id}",
+        "Delete an ended job and its stored output (409 while live; 404 unknown)",
+        false,
+        200,
+        JSON,
+    );
     d.op::<ExecRequest, ExecResponse>(
         "post",
         "/mags-jobs/{id}/exec",
@@ -462,6 +470,16 @@ fn render(mut d: Doc, error: Value) -> Value {
                 "content": {JSON: {"schema": error}},
             });
         }
+        if matches!(
+            (op.method, op.path),
+            ("post", "/mags-jobs") | ("post", "/mags-workspaces/{id}/resize")
+        ) {
+            o["responses"]["507"] = json!({
+                "description": "the host's data dir cannot hold this disk (after the disks \
+                    of running and sleeping sandboxes); the error names the free space",
+                "content": {JSON: {"schema": error}},
+            });
+        }
         paths
             .entry(full)
             .or_insert_with(|| json!({}))
@@ -478,7 +496,8 @@ fn render(mut d: Doc, error: Value) -> Value {
             "description": "Sandboxes in microVMs: jobs, long-lived sandboxes, workspaces, \
                 files, URLs and cron. Every request but /health needs `Authorization: Bearer <token>`. \
                 Request bodies are at most 2 MiB (uploads: their own limit), else 413; a disk \
-                quota exceeded is a 403.",
+                quota exceeded is a 403 (stored job output counts; DELETE an ended job to \
+                free it); a disk the host cannot hold is a 507.",
         },
         "servers": [{"url": "http://127.0.0.1:7070"}],
         "security": [{"bearer": []}],

@@ -139,12 +139,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     let (mut state, shutdown_tx) =
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
+    state.data_dir = Some(data_dir.clone());
     state.scheduler.recover().await?;
     // After recovery: a cron run missed while no server ran starts once now.
     crate::cron::start(state.clone(), state.shutdown.clone());
     tokio::spawn(state.audit.clone().prune_forever(
         args.audit_retention_days,
         args.audit_max_events,
+        state.shutdown.clone(),
+    ));
+    tokio::spawn(crate::retention::prune_forever(
+        store.clone(),
+        args.retention(),
         state.shutdown.clone(),
     ));
     let sandboxes = state.sandboxes.clone();

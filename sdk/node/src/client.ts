@@ -17,6 +17,7 @@ import type {
   BrowserInfo,
   CronJob,
   CronList,
+  DeleteResult,
   ExecResult,
   JobList,
   JobStatus,
@@ -325,6 +326,12 @@ export class Mags {
   async stop(nameOrId: string): Promise<ActionResult> {
     const id = await this.resolveJobId(nameOrId);
     return this.request("POST", `/mags-jobs/${seg(id)}/stop`);
+  }
+
+  /** Deletes an ended job and its stored output (409 while it is live: stop it first). */
+  async deleteJob(nameOrId: string): Promise<DeleteResult> {
+    const id = await this.resolveJobId(nameOrId);
+    return this.request("DELETE", `/mags-jobs/${seg(id)}`);
   }
 
   /** Stores a live sandbox's workspace now, without stopping it. */

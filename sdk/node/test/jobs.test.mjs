@@ -88,3 +88,19 @@ test("streamOutput yields output before the job ends", async () => {
   }
   assert.deepEqual(rest, ["b\n"]);
 });
+
+test("deleteJob removes an ended job and refuses a live one", async () => {
+  const m = client();
+  const name = unique();
+  const { request_id } = await m.run("echo gone", { name });
+  for await (const _ of await m.streamOutput(request_id));
+  assert.equal((await m.status(request_id)).output_bytes, 5);
+  const box = name + "-box";
+  await m.new(box);
+  await assert.rejects(m.deleteJob(box), (e) => e.statusCode === 409 && /stop it first/.test(e.message));
+  await m.stop(box);
+  const r = await m.deleteJob(name);
+  assert.deepEqual([r.success, r.request_id, r.output_bytes], [true, request_id, 5]);
+  await assert.rejects(m.status(request_id), (e) => e.statusCode === 404);
+  await assert.rejects(m.deleteJob(request_id), (e) => e.statusCode === 404);
+});

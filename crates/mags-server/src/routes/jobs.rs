@@ -1,14 +1,16 @@
 //! `POST /mags-jobs`, `GET /mags-jobs`, `GET /mags-jobs/{id}/status`,
-//! `GET /mags-jobs/{id}/logs` (streamed, see [`crate::logs`]).
+//! `GET /mags-jobs/{id}/logs` (streamed, see [`crate::logs`]), `DELETE
+//! /mags-jobs/{id}` (ended jobs).
 //!
 //! A create request is checked and turned into a [`NewJob`] here (the
 //! store and scheduler never see HTTP); a job of another user is a 404,
 //! exactly like a missing one.
 
+use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::logs::LogBody;
-use crate::quota::DiskChange;
+use crate::quota::{human_bytes, DiskChange};
 use crate::text::Esc;
 use crate::view::job_status;
 use crate::AppState;
@@ -17,8 +19,11 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mags_api::{CreateJobRequest, CreateJobResponse, JobList, JobListQuery, JobStatus, LogsQuery};
-use mags_store::{clock, Job, NewJob};
+use mags_api::{
+    CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobStatus,
+    LogsQuery,
+};
+use mags_store::{clock, Job, JobDeletion, NewJob};
 use std::collections::BTreeMap;
 
 /// Largest `disk_gb` accepted.
@@ -53,7 +58,7 @@ pub async fn create(
 /// Checks, stores and schedules a job for `user_id` (the API and cron).
 /// Per-user limits are checked before anything is stored: too many jobs
 /// waiting, or a new sandbox with every VM of the user busy, is a 429; a
-/// disk past the quota a 403.
+/// disk past the quota a 403; a disk the host cannot hold a 507.
 pub(crate) async fn submit(
     state: &AppState,
     user_id: &str,
@@ -76,6 +81,20 @@ pub(crate) async fn submit(
         None => DiskChange::Scratch { bytes },
     };
     quotas.check_disk(&state.store, user_id, change).await?;
+    if let Some(dir) = &state.data_dir {
+        // A workspace's existing disk only grows by the difference.
+        let have = match &new.workspace_id {
+            Some(name) => state
+                .store
+                .workspace(user_id, name)
+                .await?
+                .map_or(0, |w| w.disk_bytes),
+            None => 0,
+        };
+        let what = format!("a {} disk", human_bytes(bytes));
+        let needed = bytes.saturating_sub(have);
+        crate::quota::check_host_disk(&state.store, dir, needed, &what).await?;
+    }
     let job = state.store.insert_job(&new).await?;
     // One live job per workspace, decided atomically in the database.
     if let Some(ws) = &job.workspace_id {
@@ -282,6 +301,36 @@ pub async fn status(
         view.subdomain = Some(a.subdomain);
     }
     Ok(Json(view))
+}
+
+/// `DELETE /mags-jobs/{id}` (ours): an ended job, its stored output, URL
+/// routes and SSH keys; 409 while it is live (stop it first), 404 for a
+/// job the caller cannot see. Audited (`job.delete`).
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<DeleteJobResponse>, ApiError> {
+    match state.store.delete_ended_job(&caller.user.id, &id).await? {
+        JobDeletion::NotFound => Err(ApiError::job_not_found(&id)),
+        JobDeletion::Live(status) => Err(ApiError::Conflict(format!(
+            "job {id} is {status}: only an ended job can be deleted; stop it first"
+        ))),
+        JobDeletion::Deleted { output_bytes } => {
+            let detail = format!("{} of output", human_bytes(output_bytes));
+            state
+                .audit
+                .done(&caller, "job.delete", ("job", &id), Some(detail))
+                .await;
+            tracing::info!(job = %id, user = %caller.user.name, output_bytes, "job deleted");
+            Ok(Json(DeleteJobResponse {
+                success: true,
+                message: format!("job {id} deleted"),
+                request_id: id,
+                output_bytes,
+            }))
+        }
+    }
 }
 
 /// `GET /mags-jobs/{id}/logs?offset=&limit=`: the output so far, as

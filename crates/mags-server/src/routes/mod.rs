@@ -1,6 +1,6 @@
 //! The HTTP surface: `/health` and everything under `/api/v1`.
 //!
-//! - [`jobs`]: create, list, status, logs.
+//! - [`jobs`]: create, list, status, logs, delete (ended jobs).
 //! - [`output`]: the NDJSON output stream our CLI follows.
 //! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
 //! - [`ssh`]: SSH access keys (`/access`, port 22); [`tty`]: the terminal WebSocket.
@@ -79,7 +79,10 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/status", get(jobs::status))
         .route("/mags-jobs/{id}/logs", get(jobs::logs))
         .route("/mags-jobs/{id}/output", get(output::follow))
-        .route("/mags-jobs/{id}", patch(sandbox::update))
+        .route(
+            "/mags-jobs/{id}",
+            patch(sandbox::update).delete(jobs::delete),
+        )
         .route("/mags-jobs/{id}/exec", post(sandbox::exec))
         .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))

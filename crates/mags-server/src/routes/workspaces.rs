@@ -54,15 +54,18 @@ pub async fn resize(
         )));
     }
     // A workspace that does not exist is the resize's own 404.
-    if state.store.workspace(&user.id, &id).await?.is_some() {
-        let change = crate::quota::DiskChange::Workspace {
-            name: &id,
-            bytes: u64::from(req.disk_gb) << 30,
-        };
+    if let Some(ws) = state.store.workspace(&user.id, &id).await? {
+        let bytes = u64::from(req.disk_gb) << 30;
+        let change = crate::quota::DiskChange::Workspace { name: &id, bytes };
         state
             .quotas
             .check_disk(&state.store, &user.id, change)
             .await?;
+        if let Some(dir) = &state.data_dir {
+            let what = format!("workspace {id} at {}", crate::quota::human_bytes(bytes));
+            let growth = bytes.saturating_sub(ws.disk_bytes);
+            crate::quota::check_host_disk(&state.store, dir, growth, &what).await?;
+        }
     }
     let message = state
         .workspaces

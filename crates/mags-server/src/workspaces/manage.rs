@@ -239,5 +239,7 @@ fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) ->
         finished_at: None,
         vm_ms: 0,
         vm_since: None,
+        output_bytes: 0,
+        output_pruned_at: None,
     }
 }

@@ -27,6 +27,7 @@ from .types import (
     BrowserSession,
     CronJob,
     CronList,
+    DeleteResult,
     ExecExit,
     ExecResult,
     JobExit,
@@ -185,6 +186,10 @@ class AsyncMags:
     async def stop(self, name_or_id: str) -> ActionResult:
         request_id = await self._resolve_job_id(name_or_id)
         return await self._request("POST", f"/mags-jobs/{w.seg(request_id)}/stop")
+
+    async def delete_job(self, name_or_id: str) -> DeleteResult:
+        request_id = await self._resolve_job_id(name_or_id)
+        return await self._request("DELETE", f"/mags-jobs/{w.seg(request_id)}")
 
     async def sync(self, request_id: str) -> ActionResult:
         return await self._request("POST", f"/mags-jobs/{w.seg(request_id)}/sync")

@@ -26,6 +26,7 @@ from .types import (
     BrowserSession,
     CronJob,
     CronList,
+    DeleteResult,
     ExecExit,
     ExecResult,
     JobExit,
@@ -292,6 +293,13 @@ class Mags:
         synced first)."""
         request_id = self._resolve_job_id(name_or_id)
         return self._request("POST", f"/mags-jobs/{w.seg(request_id)}/stop")
+
+    def delete_job(self, name_or_id: str) -> DeleteResult:
+        """Deletes an ended job and its stored output, by id, name or
+        workspace (a 409 :class:`Conflict` while it is live: stop it
+        first)."""
+        request_id = self._resolve_job_id(name_or_id)
+        return self._request("DELETE", f"/mags-jobs/{w.seg(request_id)}")
 
     def sync(self, request_id: str) -> ActionResult:
         """Stores a live sandbox's workspace now, without stopping it."""

@@ -122,7 +122,9 @@ pub struct UserList {
 /// Body of `POST /mags-users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateUserRequest {
-    /// 1-64 of letters, digits, `-`, `_`, `.`, `@`.
+    /// 1-64 of letters, digits, `-`, `_`, `.`, `@`, not starting with `.`
+    /// or `-`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_@][A-Za-z0-9_@.-]{0,63}$"))]
     pub name: String,
     #[serde(default)]
     pub is_admin: bool,

@@ -128,13 +128,14 @@ pub struct ServeArgs {
     /// `output_pruned`); 0 turns it off.
     #[arg(long, env = "MAGS_JOB_OUTPUT_MAX_MB", default_value_t = crate::retention::DEFAULT_OUTPUT_MAX_MB)]
     pub job_output_max_mb: u64,
-    /// Which executor runs jobs (`fake` is for tests only).
     /// How each QEMU is confined: `auto` (everything this host allows;
     /// all of it as root), `require` (refuse to start without the full
     /// jail), `off` (QEMU's seccomp filter only). See SECURITY.md.
     #[arg(long, env = "MAGS_JAIL", default_value = "auto", value_parser = ["auto", "require", "off"])]
     pub jail: String,
 
+    /// Which executor runs jobs: `vm`, or `fake` (for tests only: jobs are
+    /// interpreted by [`crate::executor::fake`], no VM boots). Hidden.
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,
 }

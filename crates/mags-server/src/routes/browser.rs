@@ -44,7 +44,18 @@ pub async fn create(
             job
         }
     };
-    let job = wait_until_up(&state, &job.id).await?;
+    let job = match wait_until_up(&state, &job.id).await {
+        Ok(job) => job,
+        Err(e) => {
+            // A sandbox whose Chromium never came up serves no one: left
+            // running, each failed attempt would hold a VM slot and its
+            // disk until the idle sleep, and a retry would start another.
+            if let Err(stop) = state.sandboxes.stop(&job.id).await {
+                tracing::warn!(job = %job.id, error = %stop, "cannot stop a failed browser session");
+            }
+            return Err(e);
+        }
+    };
     let secret = browser::new_secret();
     let access = loop {
         let candidate = new_subdomain();

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 /// Disk size of a sandbox when the request does not say.
 pub const DEFAULT_DISK_GB: u32 = 2;
 
+/// Largest `disk_gb` accepted (jobs and resizes).
+pub const MAX_DISK_GB: u32 = 256;
+/// Largest `timeout` and `idle_timeout_secs` accepted (30 days).
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
+
 fn default_disk_gb() -> u32 {
     DEFAULT_DISK_GB
 }
@@ -42,6 +47,7 @@ pub struct CreateJobRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub file_ids: Vec<String>,
     #[serde(default = "default_disk_gb")]
+    #[schemars(range(min = 1, max = MAX_DISK_GB))]
     pub disk_gb: u32,
     /// The guest image: `standard` (default), `browser` (Chromium),
     /// `claude` (Claude Code), `pi` (the pi coding agent); any other value
@@ -51,6 +57,7 @@ pub struct CreateJobRequest {
     /// Ours (unknown to the published clients): put a persistent sandbox to
     /// sleep after this many idle seconds instead of the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_SECS))]
     pub idle_timeout_secs: Option<u64>,
     /// Ours: the sandbox reaches nothing outside itself (the egress proxy
     /// refuses every destination for it), whatever the server allows.
@@ -71,6 +78,7 @@ pub struct CreateJobRequest {
     /// server's default (`--job-timeout-secs`); a persistent job's script
     /// is limited only when this is given, and its sandbox stays up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_SECS))]
     pub timeout: Option<u64>,
 }
 
@@ -217,6 +225,25 @@ pub struct JobStatus {
     /// Seconds a VM has run for this job (sleeping time not counted).
     #[serde(default)]
     pub vm_seconds: f64,
+    /// Bytes of output stored for this job; they count against its user's
+    /// disk quota until the job is deleted (`DELETE /mags-jobs/{id}`).
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// The server's retention deleted this ended job's output to bound
+    /// the total stored (`/logs` is empty); the job itself is kept.
+    #[serde(default)]
+    pub output_pruned: bool,
+}
+
+/// Body of `DELETE /mags-jobs/{id}` (ours): the ended job and its output
+/// are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeleteJobResponse {
+    pub success: bool,
+    pub request_id: String,
+    /// Bytes of stored output deleted with it.
+    pub output_bytes: u64,
+    pub message: String,
 }
 
 /// Which output a log entry or chunk came from.
@@ -262,10 +289,40 @@ pub struct LogEntry {
     pub source: OutputStream,
 }
 
-/// Body of `GET /mags-jobs/{id}/logs`.
+/// Query of `GET /mags-jobs/{id}/logs`. Without either, every line so far
+/// (the body is streamed, so its size is no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogsQuery {
+    /// Skip this many entries first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Send at most this many entries (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+}
+
+/// Body of `GET /mags-jobs/{id}/logs` (streamed: entries are sent as they
+/// are read, so any amount of output is served in bounded memory).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogsResponse {
     pub logs: Vec<LogEntry>,
+}
+
+/// Largest `page_size` of `GET /mags-jobs`.
+pub const MAX_JOB_PAGE_SIZE: u32 = 100;
+
+/// Query of `GET /mags-jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct JobListQuery {
+    /// Page number, from 1 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub page: Option<u32>,
+    /// Jobs per page (default 20, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_JOB_PAGE_SIZE))]
+    pub page_size: Option<u32>,
 }
 
 /// Body of `GET /mags-jobs?page=&page_size=`: newest first.

@@ -29,8 +29,9 @@ pub use access::{
 };
 pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
-    CreateJobRequest, CreateJobResponse, JobList, JobState, JobStatus, LogEntry, LogsResponse,
-    OutputEvent, OutputStream, PoolStatus, UsageResponse, WhoAmI, DEFAULT_DISK_GB,
+    CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobState,
+    JobStatus, LogEntry, LogsQuery, LogsResponse, OutputEvent, OutputStream, PoolStatus,
+    UsageResponse, WhoAmI, DEFAULT_DISK_GB, MAX_DISK_GB, MAX_TIMEOUT_SECS,
 };
 pub use sandbox::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, UpdateJobRequest,
@@ -39,8 +40,8 @@ pub use sandbox::{
 
 pub use ssh::{SshAccessError, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
 pub use users::{
-    AuditEntry, AuditList, CreateTokenRequest, CreateUserRequest, CreatedToken, RevokedToken,
-    TokenInfo, TokenList, UserInfo, UserList,
+    AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest, CreatedToken,
+    RevokedToken, TokenInfo, TokenList, TokenListQuery, UserInfo, UserList,
 };
 pub use workspaces::{
     ResizeRequest, UploadResponse, UploadedFile, WorkspaceActionResponse, WorkspaceInfo,
@@ -48,6 +49,24 @@ pub use workspaces::{
 };
 
 use serde::{Deserialize, Serialize};
+
+/// Largest `limit` of a listing, and its default: a plain call gets up to
+/// this many rows, and `total` says how many there are.
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// Query of the listings (`/mags-workspaces`, `/mags-cron`,
+/// `/mags-url-aliases`, `/mags-tokens`, `/mags-users`): one page, with the
+/// whole count in the answer's `total`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PageQuery {
+    /// Skip this many rows first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// At most this many rows (default and largest: 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_PAGE_LIMIT))]
+    pub limit: Option<u32>,
+}
 
 /// Body of every error response (status >= 400).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -21,7 +21,53 @@ pub struct TokenInfo {
     pub revoked: bool,
 }
 
-/// Body of `GET /mags-tokens`.
+/// Query of `GET /mags-tokens`: a page of a user's tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenListQuery {
+    /// Another user's tokens (admin only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Skip this many tokens first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// At most this many tokens (default and largest: 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = crate::MAX_PAGE_LIMIT))]
+    pub limit: Option<u32>,
+}
+
+impl TokenListQuery {
+    /// Its page.
+    pub fn page(&self) -> crate::PageQuery {
+        crate::PageQuery {
+            offset: self.offset,
+            limit: self.limit,
+        }
+    }
+}
+
+/// Largest `limit` of `GET /mags-audit`.
+pub const MAX_AUDIT_LIMIT: i64 = 1000;
+
+/// Query of `GET /mags-audit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AuditQuery {
+    /// Only this user's events (another user's: admin only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Only events since: RFC 3339 or an age (`30m`, `24h`, `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Only this action (`auth.fail`, `token.revoke`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// At most this many, the newest (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_AUDIT_LIMIT))]
+    pub limit: Option<i64>,
+}
+
+/// Body of `GET /mags-tokens` (`total`: all of the user's tokens).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
@@ -76,7 +122,9 @@ pub struct UserList {
 /// Body of `POST /mags-users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateUserRequest {
-    /// 1-64 of letters, digits, `-`, `_`, `.`, `@`.
+    /// 1-64 of letters, digits, `-`, `_`, `.`, `@`, not starting with `.`
+    /// or `-`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_@][A-Za-z0-9_@.-]{0,63}$"))]
     pub name: String,
     #[serde(default)]
     pub is_admin: bool,

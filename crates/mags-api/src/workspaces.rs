@@ -66,6 +66,7 @@ pub struct WorkspaceList {
 /// Body of `POST /mags-workspaces/{id}/resize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResizeRequest {
+    #[schemars(range(min = 1, max = crate::jobs::MAX_DISK_GB))]
     pub disk_gb: u32,
 }
 

@@ -205,6 +205,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delete an ended job and its stored output (a live one: stop it
+    /// first). Frees what its output took of your disk quota.
+    Rm {
+        /// Job name, workspace or id.
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a job's output lines.
     Logs {
         /// Job name, workspace or id.
@@ -575,6 +583,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Status { job, json } => jobs::status(&job, json).await,
         Cmd::Logs { job, json } => jobs::logs(&job, json).await,
+        Cmd::Rm { job, json } => jobs::rm(&job, json).await,
         Cmd::List {
             page,
             page_size,

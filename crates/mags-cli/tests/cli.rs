@@ -525,3 +525,49 @@ fn token_create_list_and_revoke_own_tokens() {
     );
     assert!(s.run(&["token", "list"]).status.success());
 }
+
+#[test]
+fn rm_deletes_an_ended_job_and_refuses_a_live_one() {
+    let s = start_server();
+    assert!(s.run(&["run", "-n", "old", "echo gone"]).status.success());
+    let out = s.run(&["new", "live-box"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = s.run(&["rm", "live-box"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("stop it first"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        s.run(&["status", "live-box"]).status.success(),
+        "still there"
+    );
+
+    let out = s.run(&["status", "old", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = v["request_id"].as_str().expect("id").to_string();
+    assert_eq!(v["output_bytes"], 5, "{v}");
+    let out = s.run(&["rm", "old", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (&v["success"], &v["request_id"], &v["output_bytes"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(id),
+            &serde_json::json!(5)
+        ),
+        "{v}"
+    );
+    let out = s.run(&["status", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.run(&["rm", &id]);
+    assert_eq!(out.status.code(), Some(1), "a second rm finds nothing");
+}

@@ -21,8 +21,8 @@ pub use interactive::{TtyEvent, TtyReader, TtySession, TtyWriter};
 pub use sandbox::{ExecItem, ExecStream};
 
 use mags_api::{
-    CreateJobRequest, CreateJobResponse, ErrorBody, Health, JobList, JobStatus, LogsResponse,
-    PoolStatus, UsageResponse, WhoAmI,
+    CreateJobRequest, CreateJobResponse, DeleteJobResponse, ErrorBody, Health, JobList, JobStatus,
+    LogsResponse, PoolStatus, UsageResponse, WhoAmI,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -150,6 +150,13 @@ impl Client {
     /// `GET /mags-jobs/{id}/logs`.
     pub async fn job_logs(&self, id: &str) -> Result<LogsResponse, ClientError> {
         self.json(self.request(Method::GET, &format!("/mags-jobs/{}/logs", seg(id))))
+            .await
+    }
+
+    /// `DELETE /mags-jobs/{id}`: deletes an ended job and its stored
+    /// output (409 while the job is live).
+    pub async fn delete_job(&self, id: &str) -> Result<DeleteJobResponse, ClientError> {
+        self.json(self.request(Method::DELETE, &format!("/mags-jobs/{}", seg(id))))
             .await
     }
 
@@ -304,6 +311,8 @@ mod tests {
             idle_timeout_secs: None,
             timeout: None,
             vm_seconds: 0.0,
+            output_bytes: 0,
+            output_pruned: false,
         }
     }
 

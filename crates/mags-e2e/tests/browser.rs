@@ -23,11 +23,12 @@ fn client() -> reqwest::Client {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// A minimal CDP client: numbered commands, answers matched by id, events
-/// skipped.
+/// A minimal CDP client: numbered commands, answers matched by id; the
+/// last events are kept to explain a failure.
 struct Cdp {
     ws: Ws,
     next_id: u64,
+    events: std::collections::VecDeque<String>,
 }
 
 impl Cdp {
@@ -46,7 +47,11 @@ impl Cdp {
             .await
             .expect("CDP WebSocket handshake");
         assert_eq!(resp.status(), 101);
-        Cdp { ws, next_id: 1 }
+        Cdp {
+            ws,
+            next_id: 1,
+            events: Default::default(),
+        }
     }
 
     async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
@@ -71,8 +76,20 @@ impl Cdp {
             let Message::Text(text) = frame else { continue };
             let v: Value = serde_json::from_str(&text).expect("CDP JSON");
             if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                assert!(
+                    v.get("error").is_none(),
+                    "{method} failed: {v}; events before: {:#?}",
+                    self.events
+                );
                 return v["result"].clone();
+            }
+            if v.get("method").is_some() {
+                if self.events.len() == 100 {
+                    self.events.pop_front();
+                }
+                let mut e = v.to_string();
+                e.truncate(400);
+                self.events.push_back(e);
             }
         }
     }
@@ -209,6 +226,41 @@ async fn browser_session_serves_cdp_behind_its_secret_and_reads_a_page_title() {
         .as_str()
         .expect("sessionId")
         .to_string();
+    // Wait, as Playwright's `new_page()` does, until the new tab has loaded
+    // its initial about:blank. Under TCG its renderer takes tens of seconds
+    // to start, and a navigation sent before that first load has committed
+    // is cancelled by it: `Page.navigate` answered `net::ERR_ABORTED`.
+    for domain in ["Page.enable", "Network.enable"] {
+        cdp.call(Some(&session), domain, json!({})).await;
+    }
+    let t_blank = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let r = cdp
+            .call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({"expression": "document.readyState + ' ' + location.href", "returnByValue": true}),
+            )
+            .await;
+        let state = r["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if state == "complete about:blank" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new tab never finished loading about:blank ({state:?}); events: {:#?}",
+            cdp.events
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "new tab ready {:.1} s after attaching",
+        t_blank.elapsed().as_secs_f64()
+    );
     let nav = cdp
         .call(
             Some(&session),
@@ -216,7 +268,14 @@ async fn browser_session_serves_cdp_behind_its_secret_and_reads_a_page_title() {
             json!({"url": format!("{page_url}/")}),
         )
         .await;
-    assert!(nav.get("errorText").is_none(), "navigation failed: {nav}");
+    if nav.get("errorText").is_some() {
+        let o = server.mags_output(&["exec", "shop", "tail -n 40 /tmp/chromium.log"]);
+        panic!(
+            "navigation failed: {nav}\nCDP events before it: {:#?}\nChromium's log in the guest:\n{}",
+            cdp.events,
+            stdout(&o)
+        );
+    }
     // Under TCG a new renderer process for the page takes a while.
     let t_nav = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(240);

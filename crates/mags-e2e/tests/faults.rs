@@ -347,7 +347,9 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // Dropped after the server (declared first): unmounts the data dir.
-    let _mount = Tmpfs::mount(&data, 1536);
+    // Room for a 2 GiB disk after the server's own files (templates): a
+    // disk the data dir cannot hold is refused at submit (see below).
+    let _mount = Tmpfs::mount(&data, 4096);
     let server = Server::start_in(dir, &["--pool-size", "0"]);
 
     // A guest filling its own virtual disk is the guest's problem: ENOSPC
@@ -363,14 +365,31 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
     server.run_ok(&["run", "-w", "other", "-p", "echo safe > /root/f; sync"]);
     server.run_ok(&["stop", "other"]);
 
-    // The host's disk fills while a job writes.
-    let filler = fill(&data, "filler", 160 << 20);
-    let o = server.mags_output(&[
-        "run",
-        "-n",
-        "writer",
-        "head -c 400M /dev/zero > /root/big && sync /root/big && echo written",
-    ]);
+    // The host's disk fills while a job writes: the job is accepted (its
+    // disk fits), then the host fills under it.
+    let (o, filler) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            server.mags_output(&[
+                "run",
+                "-n",
+                "writer",
+                "sleep 5; head -c 400M /dev/zero > /root/big && sync /root/big && echo written",
+            ])
+        });
+        // Running (its sleep gives the fill time to land first).
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let o = server.mags_output(&["status", "writer", "--json"]);
+            let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            if s["status"] == "running" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the writer never ran: {s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let filler = fill(&data, "filler", 160 << 20);
+        (writer.join().expect("writer thread"), filler)
+    });
     let said = failed(&o);
     let s = server.wait_status("writer", "error", WAIT);
     let error = s["error"].as_str().unwrap_or_default();
@@ -383,7 +402,8 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
     eprintln!("host disk full under a job: {error:?}; CLI: {said:?}");
 
     // A new job while the disk is full (what the writer wrote is gone
-    // with its VM, so fill it again): refused with the reason.
+    // with its VM, so fill it again): refused at submit, before anything
+    // is made, naming the free space (507).
     let vm = server
         .data_dir()
         .join("sandboxes")
@@ -397,7 +417,7 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
     let o = server.mags_output(&["run", "-n", "late", "echo never"]);
     let said = failed(&o);
     assert!(
-        said.contains("disk is full") || said.contains("No space left"),
+        said.contains("the host cannot hold a 2 GiB disk") && said.contains("free"),
         "{said}\n{}",
         tail(&server.log(), 40)
     );

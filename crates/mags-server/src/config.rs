@@ -119,13 +119,23 @@ pub struct ServeArgs {
     /// At most this many audit events are kept (the newest).
     #[arg(long, env = "MAGS_AUDIT_MAX_EVENTS", default_value_t = crate::audit::DEFAULT_MAX_EVENTS, value_parser = clap::value_parser!(i64).range(1..))]
     pub audit_max_events: i64,
-    /// Which executor runs jobs (`fake` is for tests only).
+    /// Ended jobs (with their output) older than this many days are
+    /// deleted (at start and every 5 minutes); 0 keeps them.
+    #[arg(long, env = "MAGS_JOB_RETENTION_DAYS", default_value_t = crate::retention::DEFAULT_RETENTION_DAYS)]
+    pub job_retention_days: u32,
+    /// All jobs' stored output together, MiB: past it the output of the
+    /// oldest ended jobs is deleted (the jobs stay, marked
+    /// `output_pruned`); 0 turns it off.
+    #[arg(long, env = "MAGS_JOB_OUTPUT_MAX_MB", default_value_t = crate::retention::DEFAULT_OUTPUT_MAX_MB)]
+    pub job_output_max_mb: u64,
     /// How each QEMU is confined: `auto` (everything this host allows;
     /// all of it as root), `require` (refuse to start without the full
     /// jail), `off` (QEMU's seccomp filter only). See SECURITY.md.
     #[arg(long, env = "MAGS_JAIL", default_value = "auto", value_parser = ["auto", "require", "off"])]
     pub jail: String,
 
+    /// Which executor runs jobs: `vm`, or `fake` (for tests only: jobs are
+    /// interpreted by [`crate::executor::fake`], no VM boots). Hidden.
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,
 }
@@ -144,8 +154,8 @@ pub struct QuotaArgs {
     #[arg(long, env = "MAGS_USER_MAX_PENDING", default_value_t = 100)]
     pub user_max_pending: u32,
     /// Disk one user may hold, GiB: the sizes of their workspace disks plus
-    /// their uploads of the last 24 hours (and a job's own disk while it
-    /// runs). Past it: 403.
+    /// their uploads of the last 24 hours plus their jobs' stored output
+    /// (and a job's own disk while it runs). Past it: 403.
     #[arg(long, env = "MAGS_USER_DISK_GB", default_value_t = 100)]
     pub user_disk_gb: u64,
     /// API requests per second one user may make, sustained (429 with
@@ -165,6 +175,16 @@ pub struct QuotaArgs {
     /// `timeout`.
     #[arg(long, env = "MAGS_JOB_TIMEOUT_SECS", default_value_t = 3600)]
     pub job_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    /// The bounds on ended jobs' output these flags give.
+    pub fn retention(&self) -> crate::retention::Retention {
+        crate::retention::Retention {
+            max_age_days: self.job_retention_days,
+            max_output_bytes: self.job_output_max_mb.saturating_mul(1 << 20),
+        }
+    }
 }
 
 impl QuotaArgs {

@@ -2,6 +2,7 @@
 //! rejections use it, so every error body is JSON `{"error": "..."}`.
 
 use crate::sandboxes::SandboxError;
+use crate::text::Esc;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +43,10 @@ pub enum ApiError {
     /// the message is shown to the caller.
     #[error("{0}")]
     Unavailable(String),
+    /// The host's disk cannot hold what was asked for (507); the message
+    /// names the free space.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -61,6 +66,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,11 +98,22 @@ impl From<SandboxError> for ApiError {
     }
 }
 
+/// A multipart body that breaks off or is malformed while it is read.
+impl From<axum::extract::multipart::MultipartError> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartError) -> Self {
+        ApiError::BadRequest(format!("invalid multipart body: {}", e.body_text()))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let error = if status.is_server_error() && !matches!(self, ApiError::Unavailable(_)) {
-            tracing::error!(error = %self, "request failed");
+        let shown = matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::InsufficientStorage(_)
+        );
+        let error = if status.is_server_error() && !shown {
+            tracing::error!(error = %Esc(&self.to_string()), "request failed");
             "internal server error (details are in the server log)".to_string()
         } else {
             self.to_string()
@@ -182,6 +199,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| ApiQuery(q.0))
             .map_err(|r| ApiError::BadRequest(r.body_text()))
+    }
+}
+
+/// A `multipart/form-data` body; a request that is not one (another
+/// content type, no boundary) is a JSON 400 like every other error.
+pub struct ApiMultipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Multipart::from_request(req, state)
+            .await
+            .map(ApiMultipart)
+            .map_err(|r| {
+                ApiError::BadRequest(format!(
+                    "expected a multipart/form-data body with a boundary: {}",
+                    r.body_text()
+                ))
+            })
     }
 }
 

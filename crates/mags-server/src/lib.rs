@@ -14,11 +14,15 @@
 //!   key `/access` gives).
 //! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
 //!   base, fork), saving it to object storage, and uploaded files.
-//! - [`logs`], [`view`]: how stored output and jobs look on the wire.
+//! - [`logs`], [`view`]: how stored output and jobs look on the wire
+//!   (`/logs` is streamed in bounded memory).
+//! - [`text`]: user-given names (no control characters) and escaping
+//!   user-given text for logs and terminals.
 //! - [`config`], [`serve`]: settings and the start-up sequence;
 //!   [`files`]: the local token and server files; [`doctor`]: host checks.
 //! - [`quota`]: per-user limits (VMs at once, waiting jobs, disk,
-//!   request rate).
+//!   request rate) and the host's free disk.
+//! - [`retention`]: bounds on ended jobs' stored output (age, total).
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
 
@@ -35,6 +39,7 @@ pub mod logs;
 pub mod openapi;
 pub mod proxy;
 pub mod quota;
+pub mod retention;
 pub mod routes;
 pub mod sandboxes;
 pub mod scheduler;
@@ -42,6 +47,7 @@ pub mod serve;
 pub mod sink;
 pub mod ssh;
 pub mod takeover;
+pub mod text;
 pub mod tls;
 pub mod view;
 pub mod workspaces;
@@ -75,6 +81,9 @@ pub struct AppState {
     pub quotas: std::sync::Arc<quota::Quotas>,
     /// Jobs waiting to take a workspace over from its live job.
     pub takeovers: takeover::Takeovers,
+    /// The data dir whose free space bounds new disks (`disk_gb`); None:
+    /// not checked (router tests without a data dir).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// How much the server runs at once, when sandboxes sleep, and what one
@@ -182,6 +191,7 @@ impl AppState {
                 ssh: None,
                 limits,
                 quotas,
+                data_dir: None,
             },
             tx,
         )

@@ -29,6 +29,8 @@ struct Op {
     response: Value,
     /// Response media type (JSON unless a stream).
     media: &'static str,
+    /// Query parameters (OpenAPI parameter objects).
+    query: Vec<Value>,
 }
 
 struct Doc {
@@ -61,7 +63,44 @@ impl Doc {
             status,
             response,
             media,
+            query: Vec::new(),
         });
+    }
+
+    /// Documents the fields of `Q` as the query parameters of the operation
+    /// added last.
+    fn query<Q: JsonSchema>(&mut self) {
+        let schema = SchemaSettings::openapi3()
+            .into_generator()
+            .into_root_schema_for::<Q>()
+            .to_value();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut params = Vec::new();
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, prop) in props {
+                let mut prop = prop.clone();
+                let description = prop
+                    .as_object_mut()
+                    .and_then(|p| p.remove("description"))
+                    .unwrap_or(Value::Null);
+                let mut p = json!({
+                    "name": name,
+                    "in": "query",
+                    "required": required.contains(&name.as_str()),
+                    "schema": prop,
+                });
+                if !description.is_null() {
+                    p["description"] = description;
+                }
+                params.push(p);
+            }
+        }
+        if let Some(op) = self.ops.last_mut() {
+            op.query = params;
+        }
     }
 }
 
@@ -117,6 +156,7 @@ pub fn document() -> Value {
         200,
         JSON,
     );
+    d.query::<JobListQuery>();
     d.op::<(), UsageResponse>(
         "get",
         "/mags-jobs/usage",
@@ -144,11 +184,12 @@ pub fn document() -> Value {
     d.op::<(), LogsResponse>(
         "get",
         "/mags-jobs/{id}/logs",
-        "A job's output as log lines",
+        "A job's output as log lines (streamed; offset, limit)",
         false,
         200,
         JSON,
     );
+    d.query::<LogsQuery>();
     d.op::<(), OutputEvent>(
         "get",
         "/mags-jobs/{id}/output",
@@ -162,6 +203,14 @@ pub fn document() -> Value {
         "/mags-jobs/{id}",
         "Change a sandbox's startup command or sleep setting",
         true,
+        200,
+        JSON,
+    );
+    d.op::<(), DeleteJobResponse>(
+        "delete",
+        "/mags-jobs/{id}",
+        "Delete an ended job and its stored output (409 while live; 404 unknown)",
+        false,
         200,
         JSON,
     );
@@ -233,11 +282,12 @@ pub fn document() -> Value {
     d.op::<(), AliasList>(
         "get",
         "/mags-url-aliases",
-        "List URL aliases",
+        "List URL aliases, a page (offset, limit; total counts all)",
         false,
         200,
         JSON,
     );
+    d.query::<PageQuery>();
     d.op::<(), DeletedResponse>(
         "delete",
         "/mags-url-aliases/{subdomain}",
@@ -252,16 +302,17 @@ pub fn document() -> Value {
         "Upload files (multipart, one or more parts `file`)",
         true,
         200,
-        "multipart/form-data",
+        JSON,
     );
     d.op::<(), WorkspaceList>(
         "get",
         "/mags-workspaces",
-        "List workspaces",
+        "List workspaces, a page (offset, limit; total counts all)",
         false,
         200,
         JSON,
     );
+    d.query::<PageQuery>();
     d.op::<(), WorkspaceActionResponse>(
         "delete",
         "/mags-workspaces/{id}",
@@ -279,7 +330,15 @@ pub fn document() -> Value {
         JSON,
     );
     d.op::<CronCreateRequest, CronJob>("post", "/mags-cron", "Schedule a job", true, 201, JSON);
-    d.op::<(), CronList>("get", "/mags-cron", "List cron jobs", false, 200, JSON);
+    d.op::<(), CronList>(
+        "get",
+        "/mags-cron",
+        "List cron jobs, a page (offset, limit; total counts all)",
+        false,
+        200,
+        JSON,
+    );
+    d.query::<PageQuery>();
     d.op::<(), CronJob>(
         "get",
         "/mags-cron/{id}",
@@ -308,11 +367,12 @@ pub fn document() -> Value {
     d.op::<(), TokenList>(
         "get",
         "/mags-tokens",
-        "The caller's API tokens (never the secrets); an admin may pass user=NAME",
+        "The caller's API tokens, a page (never the secrets); an admin may pass user=NAME",
         false,
         200,
         JSON,
     );
+    d.query::<TokenListQuery>();
     d.op::<CreateTokenRequest, CreatedToken>(
         "post",
         "/mags-tokens",
@@ -332,11 +392,12 @@ pub fn document() -> Value {
     d.op::<(), UserList>(
         "get",
         "/mags-users",
-        "List users (admin only: 403 otherwise)",
+        "List users, a page (offset, limit; admin only: 403 otherwise)",
         false,
         200,
         JSON,
     );
+    d.query::<PageQuery>();
     d.op::<CreateUserRequest, UserInfo>(
         "post",
         "/mags-users",
@@ -354,6 +415,7 @@ pub fn document() -> Value {
         200,
         JSON,
     );
+    d.query::<AuditQuery>();
     let error = d.schema::<ErrorBody>();
     render(d, error)
 }
@@ -380,12 +442,13 @@ fn render(mut d: Doc, error: Value) -> Value {
                 },
             },
         });
-        let params: Vec<Value> = op
+        let mut params: Vec<Value> = op
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        params.extend(op.query);
         if !params.is_empty() {
             o["parameters"] = Value::Array(params);
         }
@@ -407,6 +470,16 @@ fn render(mut d: Doc, error: Value) -> Value {
                 "content": {JSON: {"schema": error}},
             });
         }
+        if matches!(
+            (op.method, op.path),
+            ("post", "/mags-jobs") | ("post", "/mags-workspaces/{id}/resize")
+        ) {
+            o["responses"]["507"] = json!({
+                "description": "the host's data dir cannot hold this disk (after the disks \
+                    of running and sleeping sandboxes); the error names the free space",
+                "content": {JSON: {"schema": error}},
+            });
+        }
         paths
             .entry(full)
             .or_insert_with(|| json!({}))
@@ -423,7 +496,8 @@ fn render(mut d: Doc, error: Value) -> Value {
             "description": "Sandboxes in microVMs: jobs, long-lived sandboxes, workspaces, \
                 files, URLs and cron. Every request but /health needs `Authorization: Bearer <token>`. \
                 Request bodies are at most 2 MiB (uploads: their own limit), else 413; a disk \
-                quota exceeded is a 403.",
+                quota exceeded is a 403 (stored job output counts; DELETE an ended job to \
+                free it); a disk the host cannot hold is a 507.",
         },
         "servers": [{"url": "http://127.0.0.1:7070"}],
         "security": [{"bearer": []}],

@@ -9,7 +9,11 @@
 //! - [`RateLimiter`]: a token bucket per user, checked by [`rate_limit`]
 //!   after authentication on every `/api/v1` route.
 //! - [`Quotas::check_disk`]: a user's workspace disks (their nominal
-//!   sizes) plus their uploads of the last [`UPLOAD_WINDOW`].
+//!   sizes) plus their uploads of the last [`UPLOAD_WINDOW`] plus their
+//!   jobs' stored output (until deleted or pruned).
+//! - [`check_host_disk`]: a disk the host's data dir cannot hold, with the
+//!   disks of the sandboxes that exist counted, is a 507 (server-wide,
+//!   not per user).
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -137,11 +141,14 @@ impl Quotas {
         };
         if after > quota {
             return Err(ApiError::Forbidden(format!(
-                "disk quota exceeded: {what} would bring your disk use to {} of {}                  (workspaces {}, uploads of the last 24 h {}); delete a workspace or ask                  for less",
+                "disk quota exceeded: {what} would bring your disk use to {} of {} \
+                 (workspaces {}, uploads of the last 24 h {}, stored job output {}); \
+                 delete a workspace or old jobs (`mags rm`), or ask for less",
                 human_bytes(after),
                 human_bytes(quota),
                 human_bytes(usage.workspaces),
                 human_bytes(usage.uploads),
+                human_bytes(usage.job_output),
             )));
         }
         Ok(())
@@ -173,6 +180,62 @@ pub enum DiskChange<'a> {
     /// A disk of `bytes` that lives only as long as its job (counted on
     /// top of what the user holds).
     Scratch { bytes: u64 },
+}
+
+/// Bytes of the data dir's filesystem never promised to disks (a sandbox
+/// does not start with less free, see the VM executor).
+pub const HOST_DISK_RESERVE: u64 = crate::executor::vm::LOW_DISK_BYTES;
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a writable
+    // statvfs that the call fills in completely on success.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// 507 if the host's data dir (`dir`) cannot hold `bytes` more of disk
+/// (`what`, for the message) on top of the nominal disks of every sandbox
+/// that exists (running or sleeping) and [`HOST_DISK_RESERVE`]. Disks are
+/// sparse, so this is conservative: what a live disk already wrote is
+/// counted twice (in its size and as space no longer free).
+pub async fn check_host_disk(
+    store: &Store,
+    dir: &std::path::Path,
+    bytes: u64,
+    what: &str,
+) -> Result<(), ApiError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let Some(free) = free_bytes(dir) else {
+        tracing::warn!(dir = %dir.display(), "cannot read the free space of the data dir");
+        return Ok(());
+    };
+    let live = store.live_disks().await?;
+    let room = free
+        .saturating_sub(HOST_DISK_RESERVE)
+        .saturating_sub(live.bytes);
+    if bytes <= room {
+        return Ok(());
+    }
+    Err(ApiError::InsufficientStorage(format!(
+        "the host cannot hold {what}: its data dir has {} free, {} of it promised to the \
+         disks of {} live sandboxes and {} kept free, so at most {} more; ask for less \
+         or try again when sandboxes have ended",
+        human_bytes(free),
+        human_bytes(live.bytes),
+        live.jobs,
+        human_bytes(HOST_DISK_RESERVE),
+        human_bytes(room),
+    )))
 }
 
 fn uploads_since() -> i64 {

@@ -129,16 +129,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         upload_max_bytes: args.quota.upload_max_bytes,
         job_timeout_secs: args.quota.job_timeout(),
     };
-    let workspaces = match args.executor {
-        // The fake executor has no disks: workspaces would only be ignored.
-        ExecutorKind::Fake => crate::workspaces::Workspaces::disabled(),
-        ExecutorKind::Vm => {
-            crate::workspaces::Workspaces::start(store.clone(), &data_dir, &args.storage)
-                .map_err(|e| ServeError::Workspaces(e.to_string()))?
-        }
-    };
+    // Also with the fake executor (its VMs have no disks, but uploads,
+    // workspace records and their routes are the real ones), so that a
+    // `magsd serve --executor fake` answers every route as the in-process
+    // tests' harness does.
+    let workspaces = crate::workspaces::Workspaces::start(store.clone(), &data_dir, &args.storage)
+        .map_err(|e| ServeError::Workspaces(e.to_string()))?;
     let (mut state, shutdown_tx) =
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
+    state.data_dir = Some(data_dir.clone());
     state.scheduler.recover().await?;
     let waiting = state.scheduler.waiting_for_workspaces().await?;
     state.takeovers.resume(waiting).await?;
@@ -147,6 +146,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     tokio::spawn(state.audit.clone().prune_forever(
         args.audit_retention_days,
         args.audit_max_events,
+        state.shutdown.clone(),
+    ));
+    tokio::spawn(crate::retention::prune_forever(
+        store.clone(),
+        args.retention(),
         state.shutdown.clone(),
     ));
     let sandboxes = state.sandboxes.clone();

@@ -39,6 +39,8 @@ pub fn job_status(job: &Job) -> JobStatus {
         finished_at: job.finished_at.map(rfc3339),
         error: job.error.clone(),
         vm_seconds: job.vm_ms_at(clock::now_ms()) as f64 / 1000.0,
+        output_bytes: job.output_bytes,
+        output_pruned: job.output_pruned_at.is_some(),
     }
 }
 

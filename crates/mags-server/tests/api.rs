@@ -455,3 +455,38 @@ async fn shutdown_ends_output_streams() {
         "no exit event for a job still running: {text}"
     );
 }
+
+/// A browser session whose Chromium never comes up (the fake executor runs
+/// no launch script: exit 127) is a 503, and its sandbox is stopped, not
+/// left running to hold a VM slot and its disk (found by schemathesis:
+/// each failed attempt added a live sandbox until the host-disk check
+/// answered 507).
+#[tokio::test]
+async fn a_browser_that_does_not_start_is_stopped() {
+    let h = harness().await;
+    let t = h.token.clone();
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/v1/mags-browser",
+            Some(&t),
+            Some(r#"{"name": "shop"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not start")),
+        "{body}"
+    );
+    let (_, list) = h.get("/api/v1/mags-jobs").await;
+    let job = &list["jobs"][0];
+    assert_eq!(job["name"], "shop", "{list}");
+    let id = job["request_id"].as_str().expect("request_id");
+    let s = h.wait_final(id).await;
+    assert!(
+        matches!(s["status"].as_str(), Some("completed" | "error")),
+        "{s}"
+    );
+}

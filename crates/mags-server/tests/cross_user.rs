@@ -245,6 +245,9 @@ fn id_cases(op: &str, a: &Alice) -> Option<Vec<(String, Option<Value>)>> {
             (job(&a.done, "/output"), None),
             (job(&a.running, "/output?follow=true"), None),
         ],
+        "delete /api/v1/mags-jobs/{id}" => {
+            vec![(job(&a.done, ""), None), (job(&a.running, ""), None)]
+        }
         "get /api/v1/mags-jobs/{id}/status" => vec![
             (job(&a.done, "/status"), None),
             (job(&a.sleeping, "/status"), None),

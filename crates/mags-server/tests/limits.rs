@@ -35,6 +35,8 @@ fn assert_json_error(status: StatusCode, body: &Value, want: StatusCode, needle:
     assert_eq!(status, want, "{body}");
     let msg = body["error"].as_str().unwrap_or_default();
     assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+    // One message, one line: no runs of spaces from a broken continuation.
+    assert!(!msg.contains("  ") && !msg.contains('\n'), "{msg:?}");
 }
 
 /// Polls the job until `done` holds for its status body.
@@ -462,6 +464,19 @@ async fn an_oversized_body_is_a_413_on_every_route_family_and_changes_nothing() 
         .await;
     assert_eq!(status, StatusCode::CREATED, "{cron}");
     let cron = cron["id"].as_str().expect("cron id").to_string();
+    // An alias needs a workspace of the caller's.
+    let alice = h
+        .store
+        .user_by_name("alice")
+        .await
+        .expect("q")
+        .expect("alice");
+    let holder = common::new_job(&alice.id, "echo");
+    h.store.insert_job(&holder).await.expect("job");
+    h.store
+        .claim_workspace(&alice.id, "box", &holder.id)
+        .await
+        .expect("workspace");
     let (status, v) = h
         .call(
             Method::POST,
@@ -527,7 +542,7 @@ async fn an_oversized_body_is_a_413_on_every_route_family_and_changes_nothing() 
     let (_, aliases) = h.get("/api/v1/mags-url-aliases").await;
     assert_eq!(aliases["total"], 1, "{aliases}");
     let (_, ws) = h.get("/api/v1/mags-workspaces").await;
-    assert_eq!(ws["total"], 0, "{ws}");
+    assert_eq!(ws["total"], 1, "only the alias's workspace: {ws}");
 }
 
 /// Routes whose handler reads a JSON body (so an undeclared oversized

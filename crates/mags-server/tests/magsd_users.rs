@@ -145,3 +145,57 @@ async fn users_and_tokens_from_the_command_line() {
     failed(&magsd(d, &["audit", "--since", "soon"]), "invalid time");
     store.close().await;
 }
+
+/// No control character a user could have put in the database (a name
+/// from before names were checked, an audit detail) reaches the
+/// operator's terminal: the listings print them escaped.
+#[tokio::test]
+async fn operator_listings_escape_user_given_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let store = Store::connect(&format!("sqlite://{}/mags.db", d.display()))
+        .await
+        .expect("store");
+    let evil = "mallory\u{1b}[2J\u{9b}31m\nforged";
+    let u = store.create_user(evil, false).await.expect("user");
+    store.create_token(&u.id).await.expect("token");
+    store
+        .record_audit(
+            &mags_store::NewAuditEvent::new("job.stop")
+                .by_user(&u.id, Some(evil))
+                .target("job", "j\u{7}1")
+                .detail("detail\r\nfake line \u{1b}]0;title\u{7}"),
+        )
+        .await
+        .expect("audit");
+    store.close().await;
+    for args in [
+        &["user", "list"][..],
+        &["token", "list"],
+        &["audit"],
+        &["audit", "--limit", "1"],
+    ] {
+        let out = ok(&magsd(d, args));
+        let raw: Vec<char> = out
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "{args:?} printed {raw:?}: {out:?}");
+        assert!(
+            out.contains("mallory\\u{1b}[2J\\u{9b}31m\\nforged"),
+            "{args:?}: {out}"
+        );
+        // One line per row (plus a header for the tables).
+        assert!(
+            !out.lines().any(|l| l.starts_with("forged")),
+            "{args:?}: {out}"
+        );
+    }
+    let events = json(&magsd(d, &["audit", "--json"]));
+    assert_eq!(
+        events[0]["detail"],
+        "detail\r\nfake line \u{1b}]0;title\u{7}"
+    );
+    let users = json(&magsd(d, &["user", "list", "--json"]));
+    assert_eq!(users[0]["name"], evil);
+}

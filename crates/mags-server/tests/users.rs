@@ -282,7 +282,20 @@ async fn the_audit_log_records_security_events_without_secrets() {
     )
     .await;
     assert_eq!(code, StatusCode::OK);
-    call(
+    // An alias needs one of alice's workspaces.
+    let alice = h
+        .store
+        .user_by_name("alice")
+        .await
+        .expect("q")
+        .expect("alice");
+    let holder = common::new_job(&alice.id, "echo");
+    h.store.insert_job(&holder).await.expect("job");
+    h.store
+        .claim_workspace(&alice.id, "w", &holder.id)
+        .await
+        .expect("workspace");
+    let (code, v) = call(
         &h,
         &t,
         Method::POST,
@@ -290,6 +303,7 @@ async fn the_audit_log_records_security_events_without_secrets() {
         Some(json!({"subdomain": "al", "workspace_id": "w"})),
     )
     .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
     let (code, _) = call(&h, &t, Method::DELETE, "/api/v1/mags-url-aliases/al", None).await;
     assert_eq!(code, StatusCode::OK);
     call(

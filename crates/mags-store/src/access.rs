@@ -168,16 +168,30 @@ impl Store {
         })
     }
 
-    /// A user's aliases, oldest first.
-    pub async fn aliases(&self, user_id: &str) -> Result<Vec<Alias>, StoreError> {
-        let rows = sqlx::query(
+    /// A page of a user's aliases, oldest first, and how many they have.
+    pub async fn aliases(
+        &self,
+        user_id: &str,
+        page: crate::Page,
+    ) -> Result<(Vec<Alias>, i64), StoreError> {
+        let rows = sqlx::query(&format!(
             "SELECT id, subdomain, user_id, workspace_id, domain, created_at FROM url_aliases \
-             WHERE user_id = $1 ORDER BY created_at, subdomain",
-        )
+             WHERE user_id = $1 ORDER BY created_at, subdomain{}",
+            page.sql()
+        ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(alias_from_row).collect()
+        let total = self
+            .count(
+                "SELECT COUNT(*) AS n FROM url_aliases WHERE user_id = $1",
+                user_id,
+            )
+            .await?;
+        Ok((
+            rows.iter().map(alias_from_row).collect::<Result<_, _>>()?,
+            total,
+        ))
     }
 
     /// Deletes a user's alias; false if there was none.

@@ -99,6 +99,20 @@ impl AuditEvent {
     }
 }
 
+/// The `WHERE` clauses of `f` (`$1` is the `since` bound, then the
+/// returned values in order).
+fn filter_sql(f: &AuditFilter) -> (String, Vec<&String>) {
+    let mut sql = "at >= $1".to_string();
+    let mut binds = Vec::new();
+    for (col, v) in [("user_id", &f.user_id), ("action", &f.action)] {
+        if let Some(v) = v {
+            binds.push(v);
+            sql.push_str(&format!(" AND {col} = ${}", binds.len() + 1));
+        }
+    }
+    (sql, binds)
+}
+
 impl Store {
     /// Appends an event; returns it as stored.
     pub async fn record_audit(&self, e: &NewAuditEvent) -> Result<AuditEvent, StoreError> {
@@ -156,6 +170,57 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         events.reverse();
         Ok(events)
+    }
+
+    /// Where the newest `f.limit` events matching `f` start: the position
+    /// (time, id) of the event just older than them, `None` if there are
+    /// no more than `f.limit`. Read on with [`Store::audit_page`].
+    pub async fn audit_start(&self, f: &AuditFilter) -> Result<Option<(i64, String)>, StoreError> {
+        let (clauses, binds) = filter_sql(f);
+        let sql = format!(
+            "SELECT at, id FROM audit_events WHERE {clauses} \
+             ORDER BY at DESC, id DESC LIMIT 1 OFFSET {}",
+            f.limit.max(0)
+        );
+        let mut q = sqlx::query(&sql).bind(f.since.unwrap_or(i64::MIN));
+        for v in binds {
+            q = q.bind(v);
+        }
+        let row = q.fetch_optional(&self.pool).await?;
+        row.map(|r| Ok((get(&r, "at")?, get(&r, "id")?)))
+            .transpose()
+    }
+
+    /// Up to `page` events matching `f` (its `limit` aside) after position
+    /// `after` (from the first when `None`), oldest first: a listing of
+    /// any length read in bounded pieces.
+    pub async fn audit_page(
+        &self,
+        f: &AuditFilter,
+        after: Option<(i64, &str)>,
+        page: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let (clauses, binds) = filter_sql(f);
+        let n = 2 + binds.len();
+        let after_sql = if after.is_some() {
+            format!(" AND (at > ${n} OR (at = ${n} AND id > ${}))", n + 1)
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE {clauses}{after_sql} \
+             ORDER BY at, id LIMIT {}",
+            page.max(0)
+        );
+        let mut q = sqlx::query(&sql).bind(f.since.unwrap_or(i64::MIN));
+        for v in binds {
+            q = q.bind(v);
+        }
+        if let Some((at, id)) = after {
+            q = q.bind(at).bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(AuditEvent::from_row).collect()
     }
 
     /// Deletes events older than `before` (unix ms) and all but the newest

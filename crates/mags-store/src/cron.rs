@@ -142,15 +142,26 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// A user's cron jobs, oldest first.
-    pub async fn crons(&self, user_id: &str) -> Result<Vec<CronRow>, StoreError> {
+    /// A page of a user's cron jobs, oldest first, and how many they have.
+    pub async fn crons(
+        &self,
+        user_id: &str,
+        page: crate::Page,
+    ) -> Result<(Vec<CronRow>, i64), StoreError> {
         let rows = sqlx::query(&format!(
-            "{SELECT} WHERE c.user_id = $1 ORDER BY c.created_at, c.id"
+            "{SELECT} WHERE c.user_id = $1 ORDER BY c.created_at, c.id{}",
+            page.sql()
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(from_row).collect()
+        let total = self
+            .count(
+                "SELECT COUNT(*) AS n FROM cron_jobs WHERE user_id = $1",
+                user_id,
+            )
+            .await?;
+        Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
     }
 
     /// Enabled cron jobs of every user whose next run is due at `now`.

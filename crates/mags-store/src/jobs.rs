@@ -80,6 +80,10 @@ pub struct Job {
     pub vm_ms: i64,
     /// Start of the current VM period (unix ms), while a VM runs.
     pub vm_since: Option<i64>,
+    /// Bytes of stored output (counted in the user's disk quota).
+    pub output_bytes: u64,
+    /// When the retention deleted this ended job's output (unix ms).
+    pub output_pruned_at: Option<i64>,
 }
 
 impl Job {
@@ -102,10 +106,13 @@ pub struct Finish {
 const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
     no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
     status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at, \
-    idle_timeout_secs, vm_ms, vm_since, no_internet, egress_allow, egress_deny, timeout_secs";
+    idle_timeout_secs, vm_ms, vm_since, no_internet, egress_allow, egress_deny, timeout_secs, \
+    output_bytes, output_pruned_at";
 
 /// States in which a job may still move (the guard of forward updates).
 pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
+/// Jobs that ended (and never change again).
+pub(crate) const FINAL: &str = "status IN ('completed', 'error')";
 
 impl Job {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
@@ -155,6 +162,8 @@ impl Job {
             finished_at: get(row, "finished_at")?,
             vm_ms: get(row, "vm_ms")?,
             vm_since: get(row, "vm_since")?,
+            output_bytes: get::<i64>(row, "output_bytes")?.max(0) as u64,
+            output_pruned_at: get(row, "output_pruned_at")?,
             id,
         })
     }
@@ -236,6 +245,8 @@ impl Store {
             finished_at: None,
             vm_ms: 0,
             vm_since: None,
+            output_bytes: 0,
+            output_pruned_at: None,
         })
     }
 
@@ -261,14 +272,19 @@ impl Store {
     }
 
     /// A page of a user's jobs, newest first, and how many they have in all.
+    /// The rows leave out `script` and `environment` (empty here): they can
+    /// be MiBs a job, and no listing shows them (read a job by id for them).
     pub async fn list_jobs(
         &self,
         user_id: &str,
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<Job>, i64), StoreError> {
+        let columns = JOB_COLUMNS
+            .replacen("script,", "'' AS script,", 1)
+            .replacen("environment,", "'{}' AS environment,", 1);
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 \
+            "SELECT {columns} FROM jobs WHERE user_id = $1 \
              ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
         );
         let rows = sqlx::query(&sql)

@@ -17,6 +17,9 @@
 //!   uploaded files.
 //! - [`quota`]: what a user holds, for the per-user limits (pending jobs,
 //!   disk bytes).
+//!
+//! Listings read one [`Page`] at a time (with the total count), so no
+//! request reads a whole table however large it grows.
 
 pub mod access;
 pub mod audit;
@@ -26,6 +29,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod output;
 pub mod quota;
+pub mod retention;
 pub mod sandboxes;
 pub mod ssh_keys;
 pub mod tokens;
@@ -38,6 +42,7 @@ pub use cron::{CronRow, CronUpdate, NewCron};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use quota::DiskUsage;
+pub use retention::{JobDeletion, LiveDisks};
 pub use sandboxes::JobSettings;
 pub use ssh_keys::SshKeyOwner;
 pub use tokens::{display_prefix, generate_token, hash_token, Authenticated, TokenInfo, TokenRow};
@@ -47,6 +52,33 @@ pub use workspaces::{Upload, WorkspaceRow};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _};
 use std::time::Duration;
+
+/// One page of a listing: at most `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub offset: i64,
+    pub limit: i64,
+}
+
+impl Page {
+    /// The first `limit` rows.
+    pub const fn first(limit: i64) -> Page {
+        Page { offset: 0, limit }
+    }
+
+    /// The page after this one.
+    pub const fn next(self) -> Page {
+        Page {
+            offset: self.offset + self.limit,
+            limit: self.limit,
+        }
+    }
+
+    /// `LIMIT .. OFFSET ..` for this page (values clamped to be >= 0).
+    pub(crate) fn sql(self) -> String {
+        format!(" LIMIT {} OFFSET {}", self.limit.max(0), self.offset.max(0))
+    }
+}
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +159,12 @@ impl Store {
     /// The connection pool, for queries this crate does not offer.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// `sql` (a `SELECT COUNT(*) AS n ... $1`) for `key`.
+    pub(crate) async fn count(&self, sql: &str, key: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(sql).bind(key).fetch_one(&self.pool).await?;
+        get(&row, "n")
     }
 
     /// Closes every connection (waits for checked-out ones).

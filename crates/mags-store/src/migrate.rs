@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_timeout",
         sql: include_str!("../migrations/0010_job_timeout.sql"),
     },
+    Migration {
+        version: 11,
+        name: "job_output_retention",
+        sql: include_str!("../migrations/0011_job_output_retention.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

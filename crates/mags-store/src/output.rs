@@ -21,12 +21,19 @@ pub struct NewChunk {
 pub type OutputChunk = NewChunk;
 
 impl Store {
-    /// Stores chunks, all or none.
+    /// Stores chunks, all or none, and adds their size to the job's
+    /// `output_bytes`.
     pub async fn append_output(&self, job_id: &str, chunks: &[NewChunk]) -> Result<(), StoreError> {
         if chunks.is_empty() {
             return Ok(());
         }
+        let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
         let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE jobs SET output_bytes = output_bytes + $1 WHERE id = $2")
+            .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
         for c in chunks {
             sqlx::query("INSERT INTO job_output (job_id, seq, stream, data, ts) VALUES ($1, $2, $3, $4, $5)")
                 .bind(job_id)

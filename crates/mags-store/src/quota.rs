@@ -10,12 +10,17 @@ pub struct DiskUsage {
     pub workspaces: u64,
     /// Sum of the sizes of the user's uploads made since the given time.
     pub uploads: u64,
+    /// Stored output of the user's jobs (until a job is deleted or its
+    /// output pruned).
+    pub job_output: u64,
 }
 
 impl DiskUsage {
-    /// Both together.
+    /// All of it together.
     pub fn total(&self) -> u64 {
-        self.workspaces.saturating_add(self.uploads)
+        self.workspaces
+            .saturating_add(self.uploads)
+            .saturating_add(self.job_output)
     }
 }
 
@@ -32,8 +37,8 @@ impl Store {
         Ok(get::<i64>(&row, "n")?.max(0) as u64)
     }
 
-    /// The user's workspace disks, and the uploads they made at or after
-    /// `uploads_since_ms` (unix ms).
+    /// The user's workspace disks, the uploads they made at or after
+    /// `uploads_since_ms` (unix ms), and their jobs' stored output.
     pub async fn disk_usage(
         &self,
         user_id: &str,
@@ -44,16 +49,20 @@ impl Store {
              CAST(COALESCE((SELECT SUM(disk_bytes) FROM workspaces WHERE user_id = $1), 0) \
                  AS BIGINT) AS ws, \
              CAST(COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = $2 \
-                 AND created_at >= $3), 0) AS BIGINT) AS up",
+                 AND created_at >= $3), 0) AS BIGINT) AS up, \
+             CAST(COALESCE((SELECT SUM(output_bytes) FROM jobs WHERE user_id = $4), 0) \
+                 AS BIGINT) AS out",
         )
         .bind(user_id)
         .bind(user_id)
         .bind(uploads_since_ms)
+        .bind(user_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(DiskUsage {
             workspaces: get::<i64>(&row, "ws")?.max(0) as u64,
             uploads: get::<i64>(&row, "up")?.max(0) as u64,
+            job_output: get::<i64>(&row, "out")?.max(0) as u64,
         })
     }
 }

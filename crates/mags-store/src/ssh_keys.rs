@@ -22,14 +22,19 @@ impl Store {
         job_id: &str,
         user_id: &str,
     ) -> Result<(), StoreError> {
+        // `created_at` orders a job's keys: made within one millisecond, a
+        // key still gets a later stamp than the one before it, so the
+        // trim below drops the oldest and never a newer one.
         sqlx::query(
             "INSERT INTO ssh_keys (fingerprint, job_id, user_id, created_at) \
-             VALUES ($1, $2, $3, $4)",
+             SELECT $1, $2, $3, CASE WHEN MAX(created_at) >= $4 THEN MAX(created_at) + 1 \
+             ELSE $4 END FROM ssh_keys WHERE job_id = $5",
         )
         .bind(fingerprint)
         .bind(job_id)
         .bind(user_id)
         .bind(clock::now_ms())
+        .bind(job_id)
         .execute(&self.pool)
         .await?;
         sqlx::query(

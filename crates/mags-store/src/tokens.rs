@@ -168,23 +168,39 @@ impl Store {
         row.as_ref().map(TokenRow::from_row).transpose()
     }
 
-    /// Tokens of `user_id` (every user's when `None`), newest first.
-    pub async fn tokens(&self, user_id: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
-        let order = "ORDER BY t.created_at DESC, t.id";
-        let rows = match user_id {
-            Some(u) => {
+    /// A page of the tokens of `user_id` (every user's when `None`),
+    /// newest first, and how many there are.
+    pub async fn tokens(
+        &self,
+        user_id: Option<&str>,
+        page: crate::Page,
+    ) -> Result<(Vec<TokenRow>, i64), StoreError> {
+        let order = format!("ORDER BY t.created_at DESC, t.id{}", page.sql());
+        let (rows, total) = match user_id {
+            Some(u) => (
                 sqlx::query(&format!("{TOKEN_ROW_SELECT} WHERE t.user_id = $1 {order}"))
                     .bind(u)
                     .fetch_all(&self.pool)
-                    .await?
-            }
+                    .await?,
+                self.count("SELECT COUNT(*) AS n FROM tokens WHERE user_id = $1", u)
+                    .await?,
+            ),
             None => {
-                sqlx::query(&format!("{TOKEN_ROW_SELECT} {order}"))
+                let rows = sqlx::query(&format!("{TOKEN_ROW_SELECT} {order}"))
                     .fetch_all(&self.pool)
-                    .await?
+                    .await?;
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
+                    .fetch_one(&self.pool)
+                    .await?;
+                (rows, get(&row, "n")?)
             }
         };
-        rows.iter().map(TokenRow::from_row).collect()
+        Ok((
+            rows.iter()
+                .map(TokenRow::from_row)
+                .collect::<Result<_, _>>()?,
+            total,
+        ))
     }
 
     /// Tokens whose id is `key` or whose display prefix starts with `key`
@@ -194,12 +210,30 @@ impl Store {
         key: &str,
         user_id: Option<&str>,
     ) -> Result<Vec<TokenRow>, StoreError> {
-        let mut found: Vec<TokenRow> = self
-            .tokens(user_id)
-            .await?
-            .into_iter()
-            .filter(|t| t.id == key || (key.len() >= 6 && t.prefix.starts_with(key)))
-            .collect();
+        // Prefixes are base62 after `mags_`: a key with anything else (a
+        // LIKE wildcard, say) can only be an id.
+        let plain = key.len() >= 6 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let pattern = if plain {
+            format!("{key}%")
+        } else {
+            String::new()
+        };
+        let mut sql = format!("{TOKEN_ROW_SELECT} WHERE (t.id = $1 OR t.prefix LIKE $2)");
+        if user_id.is_some() {
+            sql.push_str(" AND t.user_id = $3");
+        }
+        sql.push_str(" ORDER BY t.created_at DESC, t.id LIMIT 100");
+        let mut q = sqlx::query(&sql).bind(key).bind(pattern);
+        if let Some(u) = user_id {
+            q = q.bind(u);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut found = rows
+            .iter()
+            .map(TokenRow::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // LIKE ignores case on SQLite; prefixes do not.
+        found.retain(|t| t.id == key || (plain && t.prefix.starts_with(key)));
         // An exact id wins over prefixes that happen to match.
         if let Some(i) = found.iter().position(|t| t.id == key) {
             found = vec![found.swap_remove(i)];

@@ -83,12 +83,22 @@ impl Store {
         row.as_ref().map(User::from_row).transpose()
     }
 
-    /// Every user, by name.
-    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
-            .fetch_all(&self.pool)
+    /// A page of the users, by name, and how many there are.
+    pub async fn users(&self, page: crate::Page) -> Result<(Vec<User>, i64), StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY name, id{}",
+            page.sql()
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
             .await?;
-        rows.iter().map(User::from_row).collect()
+        let total = crate::get(&row, "n")?;
+        Ok((
+            rows.iter().map(User::from_row).collect::<Result<_, _>>()?,
+            total,
+        ))
     }
 
     /// The user called `name`, created (with `is_admin`) if missing.

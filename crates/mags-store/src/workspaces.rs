@@ -118,15 +118,30 @@ impl Store {
         row.as_ref().map(ws_from_row).transpose()
     }
 
-    /// A user's workspaces, most recently used first.
-    pub async fn workspaces(&self, user_id: &str) -> Result<Vec<WorkspaceRow>, StoreError> {
+    /// A page of a user's workspaces, most recently used first, and how
+    /// many they have.
+    pub async fn workspaces(
+        &self,
+        user_id: &str,
+        page: crate::Page,
+    ) -> Result<(Vec<WorkspaceRow>, i64), StoreError> {
         let rows = sqlx::query(&format!(
-            "{WS_SELECT} WHERE w.user_id = $1 ORDER BY w.last_used_at DESC, w.name"
+            "{WS_SELECT} WHERE w.user_id = $1 ORDER BY w.last_used_at DESC, w.name{}",
+            page.sql()
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(ws_from_row).collect()
+        let total = self
+            .count(
+                "SELECT COUNT(*) AS n FROM workspaces WHERE user_id = $1",
+                user_id,
+            )
+            .await?;
+        Ok((
+            rows.iter().map(ws_from_row).collect::<Result<_, _>>()?,
+            total,
+        ))
     }
 
     /// Every workspace of every user (the cache janitor).

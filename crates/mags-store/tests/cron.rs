@@ -3,7 +3,7 @@
 
 mod common;
 
-use mags_store::{CronUpdate, NewCron, Store, StoreError};
+use mags_store::{CronUpdate, NewCron, Page, Store, StoreError};
 use std::collections::BTreeMap;
 
 fn cron(user_id: &str, name: &str, next: Option<i64>) -> NewCron {
@@ -98,9 +98,11 @@ async fn exercise(store: &Store) {
         .expect("update")
         .is_none());
 
-    assert_eq!(store.crons(&u.id).await.expect("list").len(), 1);
+    let (rows, total) = store.crons(&u.id, Page::first(10)).await.expect("list");
+    assert_eq!((rows.len(), total), (1, 1));
     assert!(store.delete_cron(&u.id, &a.id).await.expect("delete"));
-    assert!(store.crons(&u.id).await.expect("list").is_empty());
+    let (rows, total) = store.crons(&u.id, Page::first(10)).await.expect("list");
+    assert!(rows.is_empty() && total == 0);
 }
 
 #[tokio::test]

@@ -135,6 +135,12 @@ async fn jobs_lifecycle(store: &Store) {
         page1.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         vec![ids[4].clone(), ids[3].clone()]
     );
+    assert!(
+        page1
+            .iter()
+            .all(|j| j.script.is_empty() && j.environment.is_empty()),
+        "listings leave the scripts out"
+    );
     let (page3, _) = store.list_jobs(&u.id, 4, 2).await.expect("list");
     assert_eq!(page3.len(), 1);
     assert_eq!(page3[0].id, ids[0]);

@@ -7,7 +7,7 @@
 mod common;
 
 use common::job;
-use mags_store::{clock, AuditFilter, NewAuditEvent, Store, Upload};
+use mags_store::{clock, AuditFilter, NewAuditEvent, Page, Store, Upload};
 
 /// Gives `user_id` one of everything a user can own.
 async fn own_everything(store: &Store, user_id: &str, tag: &str) -> String {
@@ -57,10 +57,27 @@ async fn exercise(store: &Store) {
     let (info, token) = store.create_token(&gone.id).await.expect("token");
 
     // Listings and lookups, scoped.
-    let all = store.tokens(None).await.expect("tokens");
-    assert_eq!(all.len(), 3);
-    let mine = store.tokens(Some(&gone.id)).await.expect("tokens");
-    assert_eq!(mine.len(), 2);
+    let (all, total) = store.tokens(None, Page::first(10)).await.expect("tokens");
+    assert_eq!((all.len(), total), (3, 3));
+    let (mine, total) = store
+        .tokens(Some(&gone.id), Page::first(10))
+        .await
+        .expect("tokens");
+    assert_eq!((mine.len(), total), (2, 2));
+    // Pages: the newest one, then the rest; the count is of all of them.
+    let (first, total) = store.tokens(None, Page::first(1)).await.expect("page");
+    let (rest, _) = store
+        .tokens(None, Page::first(1).next())
+        .await
+        .expect("page");
+    assert_eq!((first.len(), rest.len(), total), (1, 1, 3));
+    assert_eq!(first[0].id, all[0].id);
+    assert_eq!(rest[0].id, all[1].id);
+    // A prefix lookup finds by SQL, exactly (no LIKE wildcards).
+    let found = store.find_tokens(&info.prefix, None).await.expect("find");
+    assert_eq!(found.iter().map(|t| &t.id).collect::<Vec<_>>(), [&info.id]);
+    let wild = store.find_tokens("mags_%%%%", None).await.expect("find");
+    assert!(wild.is_empty(), "{wild:?}");
     assert_eq!(mine[0].id, info.id, "newest first");
     assert_eq!(mine[0].user_name, "gone");
     let by_prefix = store
@@ -125,7 +142,8 @@ async fn exercise(store: &Store) {
     );
     assert!(store.job(&kept_job).await.expect("job").is_some());
     assert!(store.ssh_key_owner("fp-k").await.expect("ssh").is_some());
-    assert_eq!(store.users().await.expect("users").len(), 1);
+    let (users, total) = store.users(Page::first(10)).await.expect("users");
+    assert_eq!((users.len(), total), (1, 1));
 
     // The audit log: filters, newest N oldest first, pruning.
     for i in 0..5 {
@@ -170,6 +188,24 @@ async fn exercise(store: &Store) {
         .await
         .expect("q");
     assert_eq!(ids(since), ["j2", "j3", "j4"]);
+    // The newest 4, read two at a time from where they start.
+    let newest4 = f(None, None, 4);
+    let start = store.audit_start(&newest4).await.expect("start");
+    let pos = start.as_ref().map(|(at, id)| (*at, id.as_str()));
+    let first = store.audit_page(&newest4, pos, 2).await.expect("page");
+    let (at, id) = first.last().map(|e| (e.at, e.id.clone())).expect("last");
+    let second = store
+        .audit_page(&newest4, Some((at, &id)), 2)
+        .await
+        .expect("page");
+    assert_eq!([ids(first), ids(second)].concat(), ["j1", "j2", "j3", "j4"]);
+    let kept10 = f(Some(&kept.id), None, 10);
+    assert!(
+        store.audit_start(&kept10).await.expect("start").is_none(),
+        "no more than the limit: from the first"
+    );
+    let kept_all = store.audit_page(&kept10, None, 10).await.expect("page");
+    assert_eq!(ids(kept_all), ["j0", "j2", "j4"]);
     // By count: keep the newest 3; by age: everything before the 4th.
     assert_eq!(store.prune_audit(i64::MIN, 3).await.expect("prune"), 2);
     assert_eq!(

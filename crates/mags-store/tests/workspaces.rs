@@ -8,7 +8,7 @@ mod common;
 use common::job;
 
 use mags_api::JobState;
-use mags_store::{clock, Finish, Store, Upload};
+use mags_store::{clock, Finish, Page, Store, Upload};
 
 async fn exercise(store: &Store) {
     let u = store.create_user("ws-user", false).await.expect("user");
@@ -36,7 +36,11 @@ async fn exercise(store: &Store) {
     store.delete_accepted_job(&b.id).await.expect("delete job");
     assert!(store.job(&b.id).await.expect("job").is_none());
 
-    let rows = store.workspaces(&u.id).await.expect("list");
+    let (rows, total) = store
+        .workspaces(&u.id, Page::first(10))
+        .await
+        .expect("list");
+    assert_eq!(total, 1);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].live_job_id.as_deref(), Some(a.id.as_str()));
 

@@ -41,7 +41,22 @@ async fn run(sb: &mags_vm::Sandbox, script: &str) -> (i32, String) {
 async fn tunnel_and_egress() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sock = tmp.path().join("egress.sock");
-    let _proxy = EgressProxy::start(&sock, EgressPolicy::for_this_host(), None).expect("proxy");
+    // As `magsd serve` does: an operator's MAGS_EGRESS_ALLOW (e.g. a local
+    // registry mirror in a range the policy denies) opens what it names.
+    let allow = std::env::var("MAGS_EGRESS_ALLOW")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| {
+            r.parse()
+                .unwrap_or_else(|e| panic!("MAGS_EGRESS_ALLOW: {e}"))
+        })
+        .collect();
+    let policy = EgressPolicy {
+        allow,
+        ..EgressPolicy::for_this_host()
+    };
+    let _proxy = EgressProxy::start(&sock, policy, None).expect("proxy");
     let rt = Runtime::new(RuntimeConfig {
         data_dir: tmp.path().to_path_buf(),
         agent_bin: mags_vm::locate::find_agent_bin().unwrap_or_else(|e| panic!("{e}")),

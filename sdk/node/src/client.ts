@@ -17,6 +17,7 @@ import type {
   BrowserInfo,
   CronJob,
   CronList,
+  DeleteResult,
   ExecResult,
   JobList,
   JobStatus,
@@ -275,9 +276,12 @@ export class Mags {
     return this.request("GET", `/mags-jobs/${seg(requestId)}/status`);
   }
 
-  /** `{logs: [{timestamp, level, message, source}]}`. */
-  logs(requestId: string): Promise<Logs> {
-    return this.request("GET", `/mags-jobs/${seg(requestId)}/logs`);
+  /** `{logs: [{timestamp, level, message, source}]}`; `offset` skips that
+   * many lines, `limit` returns at most that many (default: all). */
+  logs(requestId: string, opts: { offset?: number; limit?: number } = {}): Promise<Logs> {
+    return this.request("GET", `/mags-jobs/${seg(requestId)}/logs`, {
+      params: { offset: opts.offset, limit: opts.limit },
+    });
   }
 
   /** Recent jobs, newest first. */
@@ -322,6 +326,12 @@ export class Mags {
   async stop(nameOrId: string): Promise<ActionResult> {
     const id = await this.resolveJobId(nameOrId);
     return this.request("POST", `/mags-jobs/${seg(id)}/stop`);
+  }
+
+  /** Deletes an ended job and its stored output (409 while it is live: stop it first). */
+  async deleteJob(nameOrId: string): Promise<DeleteResult> {
+    const id = await this.resolveJobId(nameOrId);
+    return this.request("DELETE", `/mags-jobs/${seg(id)}`);
   }
 
   /** Stores a live sandbox's workspace now, without stopping it. */

@@ -38,6 +38,10 @@ export interface JobStatus {
   finished_at?: string | null;
   error?: string | null;
   vm_seconds?: number;
+  /** Bytes of stored output (counted in the user's disk quota). */
+  output_bytes?: number;
+  /** The server's retention deleted this ended job's output. */
+  output_pruned?: boolean;
 }
 
 export interface LogEntry {
@@ -82,6 +86,14 @@ export interface ActionResult {
   success: boolean;
   request_id: string;
   status: JobState;
+  message: string;
+}
+
+/** Answer of `deleteJob`: the ended job and its output are gone. */
+export interface DeleteResult {
+  success: boolean;
+  request_id: string;
+  output_bytes: number;
   message: string;
 }
 

@@ -52,6 +52,8 @@ test("status, logs, listJobs and findJob", async () => {
   assert.equal((await m.findJob(name)).request_id, sub.request_id);
   assert.equal(await m.findJob("no-such-" + name), null);
   assert.deepEqual((await m.logs(sub.request_id)).logs.map((l) => l.message), ["hello node"]);
+  assert.deepEqual((await m.logs(sub.request_id, { offset: 0, limit: 1 })).logs.map((l) => l.message), ["hello node"]);
+  assert.deepEqual((await m.logs(sub.request_id, { offset: 1000 })).logs, []);
   const usage = await m.usage();
   assert.ok(usage.total_jobs >= 1 && usage.vm_seconds > 0);
 });
@@ -85,4 +87,20 @@ test("streamOutput yields output before the job ends", async () => {
     if (ev.type === "output") rest.push(ev.text);
   }
   assert.deepEqual(rest, ["b\n"]);
+});
+
+test("deleteJob removes an ended job and refuses a live one", async () => {
+  const m = client();
+  const name = unique();
+  const { request_id } = await m.run("echo gone", { name });
+  for await (const _ of await m.streamOutput(request_id));
+  assert.equal((await m.status(request_id)).output_bytes, 5);
+  const box = name + "-box";
+  await m.new(box);
+  await assert.rejects(m.deleteJob(box), (e) => e.statusCode === 409 && /stop it first/.test(e.message));
+  await m.stop(box);
+  const r = await m.deleteJob(name);
+  assert.deepEqual([r.success, r.request_id, r.output_bytes], [true, request_id, 5]);
+  await assert.rejects(m.status(request_id), (e) => e.statusCode === 404);
+  await assert.rejects(m.deleteJob(request_id), (e) => e.statusCode === 404);
 });

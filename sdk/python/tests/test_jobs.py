@@ -1,12 +1,14 @@
-"""One-shot jobs: run, run_and_wait, status, logs, listing, streaming."""
+"""One-shot jobs: run, run_and_wait, status, logs, listing, streaming,
+deleting."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 from conftest import WAIT, messages
 
-from mags import JobExit, OutputChunk, StatusChange
+from mags import Conflict, JobExit, NotFound, OutputChunk, StatusChange
 
 
 def test_run_and_wait_reports_exit_code_and_logs(m):
@@ -58,6 +60,8 @@ def test_status_list_and_find_job(m, unique):
     assert m.find_job(job_id)["request_id"] == job_id
     assert m.find_job("no-such-" + unique) is None
     assert m.logs(job_id)["logs"][0]["message"] == "listed"
+    assert m.logs(job_id, offset=0, limit=1)["logs"][0]["message"] == "listed"
+    assert m.logs(job_id, offset=1000)["logs"] == []
 
 
 def test_output_streams_before_the_job_ends(m):
@@ -102,3 +106,24 @@ def test_usage_and_pool_status(m):
     assert u["vm_seconds"] > 0
     p = m.pool_status()
     assert {"idle_vms", "busy_vms", "total_vms", "min_pool_size", "max_pool_size"} <= set(p)
+
+
+def test_delete_job_removes_an_ended_job_and_refuses_a_live_one(m, unique):
+    job_id = m.run("echo gone", name=unique)["request_id"]
+    for _ in m.stream_output(job_id):
+        pass
+    assert m.status(job_id)["output_bytes"] == 5
+    box = unique + "-box"
+    m.new(box)
+    with pytest.raises(Conflict) as e:
+        m.delete_job(box)
+    assert e.value.status_code == 409 and "stop it first" in str(e.value)
+    assert m.status(m.find_job(box)["request_id"])["status"] == "running"
+    m.stop(box)
+
+    r = m.delete_job(unique)
+    assert (r["success"], r["request_id"], r["output_bytes"]) == (True, job_id, 5)
+    with pytest.raises(NotFound):
+        m.status(job_id)
+    with pytest.raises(NotFound):
+        m.delete_job(job_id)

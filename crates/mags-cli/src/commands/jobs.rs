@@ -1,4 +1,4 @@
-//! `mags status`, `mags logs`, `mags list`.
+//! `mags status`, `mags logs`, `mags list`, `mags rm`.
 
 use super::{connect, print_json};
 use mags_api::{JobStatus, OutputStream};
@@ -26,7 +26,12 @@ pub async fn status(job: &str, json: bool) -> anyhow::Result<u8> {
             )
         }
     });
-    let rows: [(&str, Option<String>); 14] = [
+    let output = if s.output_pruned {
+        "deleted by the server's retention".to_string()
+    } else {
+        format!("{} bytes stored", s.output_bytes)
+    };
+    let rows: [(&str, Option<String>); 15] = [
         ("id", Some(s.request_id.clone())),
         ("name", s.name.clone()),
         ("status", Some(state)),
@@ -54,11 +59,25 @@ pub async fn status(job: &str, json: bool) -> anyhow::Result<u8> {
             s.script_duration_ms.map(|ms| format!("{ms} ms")),
         ),
         ("error", s.error.clone()),
+        ("output", Some(output)),
     ];
     for (k, v) in rows {
         if let Some(v) = v {
             println!("{:<10} {v}", format!("{k}:"));
         }
+    }
+    Ok(0)
+}
+
+/// `mags rm <name|id>`: deletes an ended job and its output.
+pub async fn rm(job: &str, json: bool) -> anyhow::Result<u8> {
+    let (client, _) = connect().await?;
+    let id = client.resolve_job(job).await?;
+    let r = client.delete_job(&id).await?;
+    if json {
+        print_json(&r)?;
+    } else {
+        println!("{} ({} bytes of output)", r.message, r.output_bytes);
     }
     Ok(0)
 }
@@ -180,6 +199,8 @@ mod tests {
             idle_timeout_secs: None,
             timeout: None,
             vm_seconds: 0.0,
+            output_bytes: 0,
+            output_pruned: false,
         };
         let t = table(&[j]);
         let lines: Vec<&str> = t.lines().collect();

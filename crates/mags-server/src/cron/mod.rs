@@ -13,6 +13,7 @@
 pub mod expr;
 
 use crate::error::ApiError;
+use crate::text::Esc;
 use crate::view::rfc3339;
 use crate::AppState;
 use expr::CronExpr;
@@ -93,14 +94,14 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
                 "previous run {} is still {status}",
                 c.last_job_id.as_deref().unwrap_or("?")
             );
-            tracing::info!(cron = %c.name, "{why}; run skipped");
+            tracing::info!(cron = %Esc(&c.name), "{why}; run skipped");
             state.store.record_cron_skip(&c.id, &why).await?;
             report.skipped += 1;
             continue;
         }
         match crate::routes::jobs::submit(state, &c.user_id, run_request(&c)).await {
             Ok(job) => {
-                tracing::info!(cron = %c.name, job = %job.id, "cron run started");
+                tracing::info!(cron = %Esc(&c.name), job = %job.id, "cron run started");
                 state.store.record_cron_run(&c.id, &job.id, now).await?;
                 report.started.push(job.id);
             }
@@ -113,7 +114,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
                 | ApiError::TooManyRequests { .. }),
             ) => {
                 let why = format!("not started: {e}");
-                tracing::warn!(cron = %c.name, "{why}");
+                tracing::warn!(cron = %Esc(&c.name), "{}", Esc(&why));
                 state.store.record_cron_skip(&c.id, &why).await?;
                 report.skipped += 1;
             }

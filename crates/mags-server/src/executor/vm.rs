@@ -8,13 +8,14 @@
 //! the accelerator is probed (and cached by `mags-vm`) for `/pool-status`.
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
+use crate::quota::free_bytes;
 use futures::future::BoxFuture;
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
     AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
     Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -267,21 +268,6 @@ fn death_of(sandbox: &Mutex<Option<Sandbox>>) -> Option<String> {
         (_, Some(code)) => format!("the VM died: QEMU exited with code {code}"),
         _ => format!("the VM died: QEMU ended ({status})"),
     })
-}
-
-/// Free bytes for an unprivileged writer on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` is a writable
-    // statvfs that the call fills in completely on success.
-    let st = unsafe {
-        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
-            return None;
-        }
-        st.assume_init()
-    };
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 impl Vm for VmHandle {

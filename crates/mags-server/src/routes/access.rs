@@ -4,7 +4,7 @@
 
 use crate::audit::Caller;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::jobs::owned_job;
 use crate::sandboxes::check_live;
 use crate::view::rfc3339;
@@ -120,23 +120,23 @@ pub async fn create_alias(
             req.subdomain
         )));
     }
-    if req.workspace_id.trim().is_empty() {
+    let ws = req.workspace_id.trim();
+    if ws.is_empty() {
         return Err(ApiError::BadRequest("workspace_id is required".into()));
     }
+    crate::routes::jobs::check_workspace_id(ws)?;
     let taken = || ApiError::Conflict(format!("the subdomain {sub} already exists"));
     if state.store.subdomain_taken(&sub).await? {
         return Err(taken());
     }
+    // An alias must follow one of the caller's workspaces.
+    if state.store.workspace(&user.id, ws).await?.is_none() {
+        return Err(ApiError::NotFound(format!("workspace {ws} not found")));
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let alias = state
         .store
-        .create_alias(
-            &id,
-            &sub,
-            &user.id,
-            req.workspace_id.trim(),
-            req.domain.as_deref(),
-        )
+        .create_alias(&id, &sub, &user.id, ws, req.domain.as_deref())
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => taken(),
@@ -149,16 +149,15 @@ pub async fn create_alias(
 pub async fn list_aliases(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<mags_api::PageQuery>,
 ) -> Result<Json<AliasList>, ApiError> {
-    let aliases: Vec<AliasInfo> = state
+    let (rows, total) = state
         .store
-        .aliases(&user.id)
-        .await?
-        .into_iter()
-        .map(|a| alias_info(&state, a))
-        .collect();
+        .aliases(&user.id, crate::routes::page(&q)?)
+        .await?;
+    let aliases: Vec<AliasInfo> = rows.into_iter().map(|a| alias_info(&state, a)).collect();
     Ok(Json(AliasList {
-        total: aliases.len(),
+        total: usize::try_from(total).unwrap_or(usize::MAX),
         aliases,
     }))
 }

@@ -8,6 +8,7 @@ use crate::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
 use crate::error::{ApiError, ApiJson};
 use crate::routes::access::new_subdomain;
 use crate::routes::jobs::submit;
+use crate::text::Esc;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -39,11 +40,22 @@ pub async fn create(
             create.persistent = true;
             create.rootfs_type = Some(ROOTFS_TYPE.into());
             let job = submit(&state, &user.id, create).await?;
-            tracing::info!(job = %job.id, user = %user.name, "browser session accepted");
+            tracing::info!(job = %job.id, user = %Esc(&user.name), "browser session accepted");
             job
         }
     };
-    let job = wait_until_up(&state, &job.id).await?;
+    let job = match wait_until_up(&state, &job.id).await {
+        Ok(job) => job,
+        Err(e) => {
+            // A sandbox whose Chromium never came up serves no one: left
+            // running, each failed attempt would hold a VM slot and its
+            // disk until the idle sleep, and a retry would start another.
+            if let Err(stop) = state.sandboxes.stop(&job.id).await {
+                tracing::warn!(job = %job.id, error = %stop, "cannot stop a failed browser session");
+            }
+            return Err(e);
+        }
+    };
     let secret = browser::new_secret();
     let access = loop {
         let candidate = new_subdomain();

@@ -4,14 +4,16 @@
 use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::cron::{self, expr::CronExpr};
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::jobs::{check_environment, check_workspace_id};
+use crate::routes::page;
+use crate::text::Esc;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
-use mags_store::{clock, CronRow, CronUpdate, NewCron, StoreError};
+use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest, PageQuery};
+use mags_store::{clock, CronRow, CronUpdate, NewCron, Page, StoreError};
 use std::collections::BTreeMap;
 
 /// Most cron jobs one user may have.
@@ -41,6 +43,7 @@ pub fn check_fields(
     if name.trim().is_empty() || name.len() > 256 {
         return bad("name is required (up to 256 characters)");
     }
+    crate::text::check_name("name", name)?;
     if script.trim().is_empty() {
         return bad("script is required");
     }
@@ -100,7 +103,8 @@ pub async fn create(
         ws.as_deref(),
         &req.environment,
     )?;
-    if state.store.crons(&user.id).await?.len() >= MAX_CRONS_PER_USER {
+    let (_, count) = state.store.crons(&user.id, Page::first(0)).await?;
+    if count >= MAX_CRONS_PER_USER as i64 {
         return Err(ApiError::Conflict(format!(
             "at most {MAX_CRONS_PER_USER} cron jobs per user; delete one first"
         )));
@@ -124,7 +128,7 @@ pub async fn create(
         })
         .await
         .map_err(store_err)?;
-    tracing::info!(cron = %row.name, user = %user.name, "cron job created");
+    tracing::info!(cron = %Esc(&row.name), user = %Esc(&user.name), "cron job created");
     Ok((StatusCode::CREATED, Json(cron::view(&row))))
 }
 
@@ -132,17 +136,12 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<CronList>, ApiError> {
-    let cron_jobs: Vec<CronJob> = state
-        .store
-        .crons(&user.id)
-        .await?
-        .iter()
-        .map(cron::view)
-        .collect();
+    let (rows, total) = state.store.crons(&user.id, page(&q)?).await?;
     Ok(Json(CronList {
-        total: cron_jobs.len(),
-        cron_jobs,
+        total: usize::try_from(total).unwrap_or(usize::MAX),
+        cron_jobs: rows.iter().map(cron::view).collect(),
     }))
 }
 

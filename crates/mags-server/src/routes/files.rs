@@ -8,9 +8,11 @@
 //! reset connection.
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiMultipart};
+use crate::text::Esc;
 use crate::workspaces::clean_name;
 use crate::AppState;
+use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, State};
 use axum::Json;
 use futures::StreamExt as _;
@@ -26,7 +28,7 @@ const MAX_PARTS: usize = 100;
 pub async fn upload(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    mut form: Multipart,
+    ApiMultipart(mut form): ApiMultipart,
 ) -> Result<Json<UploadResponse>, ApiError> {
     let mut stored: Vec<UploadedFile> = Vec::new();
     let result = store_parts(&state, &user.id, &mut form, &mut stored).await;
@@ -40,7 +42,7 @@ pub async fn upload(
         return Err(e);
     }
     for f in &stored {
-        tracing::info!(file = %f.file_id, size = f.size, user = %user.name, "file uploaded");
+        tracing::info!(file = %f.file_id, size = f.size, user = %Esc(&user.name), "file uploaded");
     }
     let Some(first) = stored.first().cloned() else {
         return Err(ApiError::BadRequest(
@@ -70,10 +72,7 @@ async fn store_parts(
     form: &mut Multipart,
     stored: &mut Vec<UploadedFile>,
 ) -> Result<(), ApiError> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::BadRequest(format!("invalid multipart body: {}", e.body_text()))
-    };
-    while let Some(field) = form.next_field().await.map_err(bad)? {
+    while let Some(field) = form.next_field().await? {
         if field.name() != Some("file") {
             continue;
         }
@@ -87,12 +86,29 @@ async fn store_parts(
             .ok_or_else(|| ApiError::BadRequest(format!("invalid file name {raw:?}")))?;
         let max = state.limits.upload_max_bytes;
         let (room, by_quota) = state.quotas.upload_room(&state.store, user_id, max).await?;
-        let mut body = Box::pin(field);
-        match state
+        // A body that breaks off inside the part is the client's error (a
+        // 400), not the store's: remember the multipart error to say so.
+        let broken: std::sync::Mutex<Option<MultipartError>> = std::sync::Mutex::new(None);
+        let mut body = Box::pin(field.map(|r| {
+            r.map_err(|e| {
+                let text = e.body_text();
+                *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                std::io::Error::other(text)
+            })
+        }));
+        let kept = match state
             .workspaces
             .upload(user_id, &name, &mut body, room)
-            .await?
+            .await
         {
+            Ok(kept) => kept,
+            Err(e) => {
+                drop(body);
+                let broken = broken.into_inner().unwrap_or_else(|p| p.into_inner());
+                return Err(broken.map_or_else(|| e.into(), ApiError::from));
+            }
+        };
+        match kept {
             Ok(up) => stored.push(UploadedFile {
                 file_id: up.id,
                 name: up.name,

@@ -1,36 +1,41 @@
 //! `POST /mags-jobs`, `GET /mags-jobs`, `GET /mags-jobs/{id}/status`,
-//! `GET /mags-jobs/{id}/logs`.
+//! `GET /mags-jobs/{id}/logs` (streamed, see [`crate::logs`]), `DELETE
+//! /mags-jobs/{id}` (ended jobs).
 //!
 //! A create request is checked and turned into a [`NewJob`] here (the
 //! store and scheduler never see HTTP); a job of another user is a 404,
 //! exactly like a missing one.
 
+use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::logs::chunks_to_entries;
-use crate::quota::DiskChange;
+use crate::logs::LogBody;
+use crate::quota::{human_bytes, DiskChange};
+use crate::text::Esc;
 use crate::view::job_status;
 use crate::AppState;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mags_api::{CreateJobRequest, CreateJobResponse, JobList, JobStatus, LogsResponse};
-use mags_store::{clock, Job, NewJob};
-use serde::Deserialize;
+use mags_api::{
+    CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobStatus,
+    LogsQuery,
+};
+use mags_store::{clock, Job, JobDeletion, NewJob};
 use std::collections::BTreeMap;
 
 /// Largest `disk_gb` accepted.
-pub const MAX_DISK_GB: u32 = 256;
+pub const MAX_DISK_GB: u32 = mags_api::MAX_DISK_GB;
 /// Largest `idle_timeout_secs` accepted (30 days).
-pub const MAX_IDLE_TIMEOUT_SECS: u64 = 30 * 86_400;
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
 /// Largest `timeout` accepted (30 days).
-pub const MAX_JOB_TIMEOUT_SECS: u64 = 30 * 86_400;
+pub const MAX_JOB_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
 /// Largest script accepted, in bytes.
 const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 /// Largest `page_size`.
-const MAX_PAGE_SIZE: u32 = 100;
-/// Output chunks read per query when building `/logs`.
-const LOG_READ_BATCH: i64 = 1000;
+const MAX_PAGE_SIZE: u32 = mags_api::jobs::MAX_JOB_PAGE_SIZE;
 
 /// `POST /mags-jobs` -> 202.
 pub async fn create(
@@ -39,7 +44,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
     let job = submit(&state, &user.id, req).await?;
-    tracing::info!(job = %job.id, user = %user.name, "job accepted");
+    tracing::info!(job = %job.id, user = %Esc(&user.name), "job accepted");
     Ok((
         StatusCode::ACCEPTED,
         Json(CreateJobResponse {
@@ -53,7 +58,7 @@ pub async fn create(
 /// Checks, stores and schedules a job for `user_id` (the API and cron).
 /// Per-user limits are checked before anything is stored: too many jobs
 /// waiting, or a new sandbox with every VM of the user busy, is a 429; a
-/// disk past the quota a 403.
+/// disk past the quota a 403; a disk the host cannot hold a 507.
 pub(crate) async fn submit(
     state: &AppState,
     user_id: &str,
@@ -76,6 +81,20 @@ pub(crate) async fn submit(
         None => DiskChange::Scratch { bytes },
     };
     quotas.check_disk(&state.store, user_id, change).await?;
+    if let Some(dir) = &state.data_dir {
+        // A workspace's existing disk only grows by the difference.
+        let have = match &new.workspace_id {
+            Some(name) => state
+                .store
+                .workspace(user_id, name)
+                .await?
+                .map_or(0, |w| w.disk_bytes),
+            None => 0,
+        };
+        let what = format!("a {} disk", human_bytes(bytes));
+        let needed = bytes.saturating_sub(have);
+        crate::quota::check_host_disk(&state.store, dir, needed, &what).await?;
+    }
     let job = state.store.insert_job(&new).await?;
     // One live job per workspace, decided atomically in the database; a
     // job whose workspace is held waits its turn and takes it over.
@@ -182,8 +201,11 @@ pub fn validate(
         check_workspace_id(ws)?;
     }
     let name = non_empty(req.name).or_else(|| workspace_id.clone());
-    if name.as_ref().is_some_and(|n| n.len() > 256) {
-        return bad("name is longer than 256 characters".into());
+    if let Some(n) = &name {
+        if n.len() > 256 {
+            return bad("name is longer than 256 characters".into());
+        }
+        crate::text::check_name("name", n)?;
     }
     Ok(NewJob {
         id: uuid::Uuid::new_v4().to_string(),
@@ -267,18 +289,11 @@ pub(crate) fn check_workspace_id(ws: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Query of `GET /mags-jobs`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    page: Option<u32>,
-    page_size: Option<u32>,
-}
-
 /// `GET /mags-jobs?page=&page_size=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<JobListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let page = q.page.unwrap_or(1).max(1);
     let page_size = q.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
@@ -319,31 +334,56 @@ pub async fn status(
     Ok(Json(view))
 }
 
-/// `GET /mags-jobs/{id}/logs`: the output so far, as lines.
+/// `DELETE /mags-jobs/{id}` (ours): an ended job, its stored output, URL
+/// routes and SSH keys; 409 while it is live (stop it first), 404 for a
+/// job the caller cannot see. Audited (`job.delete`).
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<DeleteJobResponse>, ApiError> {
+    match state.store.delete_ended_job(&caller.user.id, &id).await? {
+        JobDeletion::NotFound => Err(ApiError::job_not_found(&id)),
+        JobDeletion::Live(status) => Err(ApiError::Conflict(format!(
+            "job {id} is {status}: only an ended job can be deleted; stop it first"
+        ))),
+        JobDeletion::Deleted { output_bytes } => {
+            let detail = format!("{} of output", human_bytes(output_bytes));
+            state
+                .audit
+                .done(&caller, "job.delete", ("job", &id), Some(detail))
+                .await;
+            tracing::info!(job = %id, user = %caller.user.name, output_bytes, "job deleted");
+            Ok(Json(DeleteJobResponse {
+                success: true,
+                message: format!("job {id} deleted"),
+                request_id: id,
+                output_bytes,
+            }))
+        }
+    }
+}
+
+/// `GET /mags-jobs/{id}/logs?offset=&limit=`: the output so far, as
+/// lines, streamed from the store ([`LogBody`]): memory stays bounded
+/// however much output the job has. A missing job is a 404 before any of
+/// the body is sent.
 pub async fn logs(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<LogsResponse>, ApiError> {
-    let job = owned_job(&state, &user.id, &id).await?;
-    let mut chunks = Vec::new();
-    let mut after = -1;
-    loop {
-        let batch = state
-            .store
-            .output_after(&job.id, after, LOG_READ_BATCH)
-            .await?;
-        let Some(last) = batch.last() else { break };
-        after = last.seq;
-        let full = batch.len() as i64 == LOG_READ_BATCH;
-        chunks.extend(batch);
-        if !full {
-            break;
-        }
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    if q.limit == Some(0) {
+        return Err(ApiError::BadRequest("limit must be at least 1".into()));
     }
-    Ok(Json(LogsResponse {
-        logs: chunks_to_entries(&chunks),
-    }))
+    let job = owned_job(&state, &user.id, &id).await?;
+    let body = LogBody::new(state.store.clone(), job.id, q.offset.unwrap_or(0), q.limit);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body.into_stream()),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

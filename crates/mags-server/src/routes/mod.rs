@@ -1,6 +1,6 @@
 //! The HTTP surface: `/health` and everything under `/api/v1`.
 //!
-//! - [`jobs`]: create, list, status, logs.
+//! - [`jobs`]: create, list, status, logs, delete (ended jobs).
 //! - [`output`]: the NDJSON output stream our CLI follows.
 //! - [`sandbox`]: persistent sandboxes: exec, settings, stop, sync.
 //! - [`ssh`]: SSH access keys (`/access`, port 22); [`tty`]: the terminal WebSocket.
@@ -49,6 +49,24 @@ use std::time::Instant;
 /// Largest accepted request body (JSON), except uploads.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// The page a listing's `offset`/`limit` ask for; a `limit` outside
+/// 1..=[`mags_api::MAX_PAGE_LIMIT`] is a 400.
+pub fn page(q: &mags_api::PageQuery) -> Result<mags_store::Page, ApiError> {
+    let max = mags_api::MAX_PAGE_LIMIT;
+    let limit = q.limit.unwrap_or(max);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    let offset = i64::try_from(q.offset.unwrap_or(0))
+        .map_err(|_| ApiError::BadRequest("offset is too large".into()))?;
+    Ok(mags_store::Page {
+        offset,
+        limit: i64::from(limit),
+    })
+}
+
 /// The one route whose body may be larger than [`BODY_LIMIT`].
 const UPLOAD_PATH: &str = "/api/v1/mags-files";
 
@@ -61,7 +79,10 @@ pub fn router(state: AppState) -> Router {
         .route("/mags-jobs/{id}/status", get(jobs::status))
         .route("/mags-jobs/{id}/logs", get(jobs::logs))
         .route("/mags-jobs/{id}/output", get(output::follow))
-        .route("/mags-jobs/{id}", patch(sandbox::update))
+        .route(
+            "/mags-jobs/{id}",
+            patch(sandbox::update).delete(jobs::delete),
+        )
         .route("/mags-jobs/{id}/exec", post(sandbox::exec))
         .route("/mags-jobs/{id}/exec/stream", post(sandbox::exec_stream))
         .route("/mags-jobs/{id}/stop", post(sandbox::stop))

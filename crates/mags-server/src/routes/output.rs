@@ -32,8 +32,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Chunks sent per database read.
-const READ_BATCH: i64 = 256;
+/// Chunks sent per database read (each at most
+/// [`CHUNK_BYTES`](crate::sink::CHUNK_BYTES), so a frame stays near 1 MiB
+/// however much output the job has).
+const READ_BATCH: i64 = 16;
 /// Longest wait between two looks at the database while following.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
 

@@ -20,14 +20,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use mags_api::{
-    AuditEntry, AuditList, CreateTokenRequest, CreateUserRequest, CreatedToken, RevokedToken,
-    TokenInfo, TokenList, UserInfo, UserList,
+    AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest, CreatedToken,
+    PageQuery, RevokedToken, TokenInfo, TokenList, TokenListQuery, UserInfo, UserList,
 };
 use mags_store::{clock, valid_user_name, AuditEvent, AuditFilter, TokenRow, User};
-use serde::Deserialize;
 
-/// Most audit events one request returns.
-const MAX_AUDIT_LIMIT: i64 = 1000;
+use mags_api::users::MAX_AUDIT_LIMIT;
 
 fn forbidden(what: &str) -> ApiError {
     ApiError::Forbidden(format!("{what} needs an admin token"))
@@ -64,29 +62,18 @@ pub fn token_info(t: &TokenRow) -> TokenInfo {
     }
 }
 
-/// Query naming a user.
-#[derive(Debug, Deserialize)]
-pub struct UserQuery {
-    user: Option<String>,
-}
-
-/// `GET /mags-tokens[?user=NAME]`.
+/// `GET /mags-tokens[?user=NAME&offset=&limit=]`: a page, newest first.
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<UserQuery>,
+    ApiQuery(q): ApiQuery<TokenListQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
+    let page = crate::routes::page(&q.page())?;
     let user = named_user(&state, &caller, q.user.as_deref()).await?;
-    let tokens: Vec<TokenInfo> = state
-        .store
-        .tokens(Some(&user.id))
-        .await?
-        .iter()
-        .map(token_info)
-        .collect();
+    let (rows, total) = state.store.tokens(Some(&user.id), page).await?;
     Ok(Json(TokenList {
-        total: tokens.len(),
-        tokens,
+        total: usize::try_from(total).unwrap_or(usize::MAX),
+        tokens: rows.iter().map(token_info).collect(),
     }))
 }
 
@@ -169,18 +156,19 @@ pub fn user_info(u: &User) -> UserInfo {
     }
 }
 
-/// `GET /mags-users` (admin).
+/// `GET /mags-users?offset=&limit=` (admin): a page, by name.
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<UserList>, ApiError> {
     if !caller.user.is_admin {
         return Err(forbidden("listing users"));
     }
-    let users: Vec<UserInfo> = state.store.users().await?.iter().map(user_info).collect();
+    let (rows, total) = state.store.users(crate::routes::page(&q)?).await?;
     Ok(Json(UserList {
-        total: users.len(),
-        users,
+        total: usize::try_from(total).unwrap_or(usize::MAX),
+        users: rows.iter().map(user_info).collect(),
     }))
 }
 
@@ -220,15 +208,6 @@ pub async fn create_user(
         )
         .await;
     Ok((StatusCode::CREATED, Json(user_info(&user))))
-}
-
-/// Query of `GET /mags-audit`.
-#[derive(Debug, Deserialize)]
-pub struct AuditQuery {
-    user: Option<String>,
-    since: Option<String>,
-    action: Option<String>,
-    limit: Option<i64>,
 }
 
 /// The API view of an audit event.

@@ -3,25 +3,24 @@
 
 use crate::audit::Caller;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::routes::page;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use mags_api::{ResizeRequest, WorkspaceActionResponse, WorkspaceList};
+use mags_api::{PageQuery, ResizeRequest, WorkspaceActionResponse, WorkspaceList};
 
 /// Largest disk a resize accepts (as for new jobs).
 const MAX_DISK_GB: u32 = crate::routes::jobs::MAX_DISK_GB;
 
-/// `GET /mags-workspaces`.
+/// `GET /mags-workspaces?offset=&limit=`: a page, most recently used first.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<WorkspaceList>, ApiError> {
-    let workspaces = state.workspaces.list(&user.id).await?;
-    Ok(Json(WorkspaceList {
-        total: workspaces.len() as i64,
-        workspaces,
-    }))
+    let (workspaces, total) = state.workspaces.list(&user.id, page(&q)?).await?;
+    Ok(Json(WorkspaceList { total, workspaces }))
 }
 
 /// `DELETE /mags-workspaces/{id}`.
@@ -55,15 +54,18 @@ pub async fn resize(
         )));
     }
     // A workspace that does not exist is the resize's own 404.
-    if state.store.workspace(&user.id, &id).await?.is_some() {
-        let change = crate::quota::DiskChange::Workspace {
-            name: &id,
-            bytes: u64::from(req.disk_gb) << 30,
-        };
+    if let Some(ws) = state.store.workspace(&user.id, &id).await? {
+        let bytes = u64::from(req.disk_gb) << 30;
+        let change = crate::quota::DiskChange::Workspace { name: &id, bytes };
         state
             .quotas
             .check_disk(&state.store, &user.id, change)
             .await?;
+        if let Some(dir) = &state.data_dir {
+            let what = format!("workspace {id} at {}", crate::quota::human_bytes(bytes));
+            let growth = bytes.saturating_sub(ws.disk_bytes);
+            crate::quota::check_host_disk(&state.store, dir, growth, &what).await?;
+        }
     }
     let message = state
         .workspaces

@@ -35,10 +35,15 @@ impl Workspaces {
     }
 
     /// The user's workspaces, most recently used first.
-    pub async fn list(&self, user_id: &str) -> Result<Vec<WorkspaceInfo>, WsError> {
+    pub async fn list(
+        &self,
+        user_id: &str,
+        page: mags_store::Page,
+    ) -> Result<(Vec<WorkspaceInfo>, i64), WsError> {
         let inner = self.inner()?;
         let mut out = Vec::new();
-        for row in inner.store().workspaces(user_id).await? {
+        let (rows, total) = inner.store().workspaces(user_id, page).await?;
+        for row in rows {
             let key = format!("{user_id}/{}", row.name);
             let (versions, latest) = if row.persistent {
                 match inner.engine.info(&key).await {
@@ -66,7 +71,7 @@ impl Workspaces {
                 live_job_id: row.live_job_id,
             });
         }
-        Ok(out)
+        Ok((out, total))
     }
 
     /// Deletes a workspace: its record, its cached disk and every stored
@@ -234,5 +239,7 @@ fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) ->
         finished_at: None,
         vm_ms: 0,
         vm_since: None,
+        output_bytes: 0,
+        output_pruned_at: None,
     }
 }

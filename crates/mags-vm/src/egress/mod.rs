@@ -24,11 +24,15 @@
 //! through the proxy's routing and checks, never to a host service. A
 //! `no_internet` sandbox does not get it.
 
+mod hostnets;
 mod policy;
 mod sandbox;
+pub mod special;
 
-pub use policy::{host_addresses, Denied, EgressPolicy, Rule};
+pub use hostnets::{host_addresses, host_networks, HostNets};
+pub use policy::{Denied, EgressPolicy, Rule};
 pub use sandbox::SandboxEgress;
+pub use special::Net;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};

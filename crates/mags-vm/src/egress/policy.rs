@@ -3,11 +3,17 @@
 //! Decided per connection on the host, after the host resolved the name,
 //! and the connection is made to exactly the address that was checked (no
 //! second lookup a DNS rebinding could exploit). Order: an explicit deny
-//! (hostname or CIDR) wins; then an explicit allow; then the built-in
-//! denials (loopback, private, link-local/metadata, CGNAT, multicast,
-//! reserved ranges, and every address of this host); the rest is allowed.
+//! (hostname or CIDR, also matching the IPv4 address an IPv6 one embeds)
+//! wins; then a job's own allow list must match (it only narrows); then an
+//! operator's explicit allow (`--egress-allow`) opens what it names; then
+//! the built-in denials: every network this host is attached to (whole
+//! prefixes, see [`HostNets`]) and the special-purpose ranges of
+//! [`special`], with NAT64/6to4/Teredo/IPv4-compatible/IPv4-mapped
+//! addresses judged by the IPv4 address inside; the rest is allowed.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use super::hostnets::HostNets;
+use super::special::{self, Net};
+use std::net::IpAddr;
 
 /// One allow/deny entry: a CIDR (`10.1.0.0/16`, `2001:db8::/32`, a bare
 /// address) or a hostname (`example.com` matches it and its subdomains).
@@ -57,7 +63,7 @@ impl std::str::FromStr for Rule {
 impl Rule {
     fn matches_ip(&self, ip: IpAddr) -> bool {
         match self {
-            Rule::Net(net, prefix) => in_net(ip, *net, *prefix),
+            Rule::Net(net, prefix) => Net::new(canonical(*net), *prefix).contains(canonical(ip)),
             Rule::Host(_) => false,
         }
     }
@@ -73,20 +79,6 @@ impl Rule {
     }
 }
 
-fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (canonical(ip), canonical(net)) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
 /// IPv4-mapped IPv6 addresses are judged as the IPv4 address they are.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -98,42 +90,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Ranges no sandbox reaches unless explicitly allowed.
-const DENIED_V4: &[([u8; 4], u8, &str)] = &[
-    ([0, 0, 0, 0], 8, "the unspecified network"),
-    ([10, 0, 0, 0], 8, "a private network"),
-    ([100, 64, 0, 0], 10, "carrier-grade NAT space"),
-    ([127, 0, 0, 0], 8, "loopback"),
-    ([169, 254, 0, 0], 16, "link-local (cloud metadata)"),
-    ([172, 16, 0, 0], 12, "a private network"),
-    ([192, 0, 0, 0], 24, "IETF protocol assignments"),
-    ([192, 168, 0, 0], 16, "a private network"),
-    ([198, 18, 0, 0], 15, "benchmarking space"),
-    ([224, 0, 0, 0], 4, "multicast"),
-    ([240, 0, 0, 0], 4, "reserved space"),
-];
-
-fn builtin_denial(ip: IpAddr) -> Option<&'static str> {
-    match canonical(ip) {
-        IpAddr::V4(v4) => DENIED_V4
-            .iter()
-            .find(|(net, p, _)| in_net(IpAddr::V4(v4), IpAddr::V4(Ipv4Addr::from(*net)), *p))
-            .map(|(_, _, why)| *why),
-        IpAddr::V6(v6) => {
-            let seg = v6.segments()[0];
-            if v6 == Ipv6Addr::LOCALHOST || v6 == Ipv6Addr::UNSPECIFIED {
-                Some("loopback")
-            } else if seg & 0xfe00 == 0xfc00 {
-                Some("a private network")
-            } else if seg & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if seg & 0xff00 == 0xff00 {
-                Some("multicast")
-            } else {
-                None
-            }
-        }
+/// `ip` and the IPv4 addresses it embeds (NAT64, 6to4, Teredo, ...).
+fn with_embedded(ip: IpAddr) -> Vec<IpAddr> {
+    let mut all = vec![canonical(ip)];
+    if let IpAddr::V6(v6) = ip {
+        all.extend(special::embedded_v4(v6).1.into_iter().map(IpAddr::V4));
     }
+    all
 }
 
 /// The rules in force; see the module docs.
@@ -143,8 +106,9 @@ pub struct EgressPolicy {
     pub allow: Vec<Rule>,
     /// Never reachable.
     pub deny: Vec<Rule>,
-    /// This host's own addresses (denied); see [`host_addresses`].
-    pub host_addrs: Vec<IpAddr>,
+    /// The networks this host is attached to (denied, whole prefixes);
+    /// see [`HostNets`].
+    pub host_nets: HostNets,
     /// Only `allow` is reachable (everything else denied).
     pub allow_only: bool,
     /// A job's own allow list: if not empty, a destination must match one
@@ -162,10 +126,11 @@ pub struct Denied {
 }
 
 impl EgressPolicy {
-    /// The default policy for this host: built-in denials plus its own addresses.
+    /// The default policy for this host: built-in denials plus the
+    /// networks of its interfaces (read now and kept current).
     pub fn for_this_host() -> Self {
         EgressPolicy {
-            host_addrs: host_addresses(),
+            host_nets: HostNets::live(),
             ..Default::default()
         }
     }
@@ -204,11 +169,9 @@ impl EgressPolicy {
             },
             why: why.to_string(),
         };
-        if self
-            .deny
-            .iter()
-            .any(|r| r.matches_ip(ip) || r.matches_host(host))
-        {
+        let targets = with_embedded(ip);
+        let denied_by_rule = |t: &IpAddr| self.deny.iter().any(|r| r.matches_ip(*t));
+        if targets.iter().any(denied_by_rule) || self.deny.iter().any(|r| r.matches_host(host)) {
             return Err(denied("denied by the egress policy"));
         }
         let limited = !self.limit_to.is_empty()
@@ -229,49 +192,16 @@ impl EgressPolicy {
         if self.allow_only {
             return Err(denied("not in the egress allow list"));
         }
-        let ip = canonical(ip);
-        if self.host_addrs.iter().any(|a| canonical(*a) == ip) {
-            return Err(denied("an address of the sandbox host"));
-        }
-        match builtin_denial(ip) {
-            Some(why) => Err(denied(why)),
+        let on_host = |a: IpAddr| {
+            self.host_nets
+                .find(a)
+                .map(|n| format!("on a network of the sandbox host ({n})"))
+        };
+        match special::denied(canonical(ip), &on_host) {
+            Some(why) => Err(denied(&why)),
             None => Ok(()),
         }
     }
-}
-
-/// Every address configured on this host's interfaces.
-pub fn host_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `ifap` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return out;
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr of the family it names.
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                // SAFETY: AF_INET means a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: AF_INET6 means a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees the list getifaddrs allocated, once.
-    unsafe { libc::freeifaddrs(ifap) };
-    out
 }
 
 #[cfg(test)]
@@ -282,12 +212,16 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    fn host_on(net: &str, prefix: u8) -> EgressPolicy {
+        EgressPolicy {
+            host_nets: HostNets::fixed(vec![Net::new(ip(net), prefix)]),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn defaults_deny_private_host_and_metadata() {
-        let p = EgressPolicy {
-            host_addrs: vec![ip("192.0.2.2")],
-            ..Default::default()
-        };
+        let p = host_on("81.2.3.2", 24);
         for bad in [
             "127.0.0.1",
             "10.0.0.1",
@@ -295,7 +229,11 @@ mod tests {
             "172.20.1.1",
             "192.168.1.1",
             "169.254.169.254",
-            "192.0.2.2",
+            "81.2.3.1",
+            "81.2.3.2",
+            "81.2.3.200",
+            "::ffff:81.2.3.1",
+            "64:ff9b::81.2.3.1",
             "::1",
             "fe80::1",
             "fd00::1",
@@ -305,9 +243,80 @@ mod tests {
         ] {
             assert!(p.check("h", ip(bad)).is_err(), "{bad} must be denied");
         }
-        for good in ["151.101.2.132", "2a04:4e42::644", "192.0.2.3"] {
+        let why = p.check("h", ip("81.2.3.1")).expect_err("gateway").why;
+        assert!(
+            why.contains("network of the sandbox host (81.2.3.2/24)"),
+            "{why}"
+        );
+        for good in ["151.101.2.132", "2a04:4e42::644", "81.2.4.1", "1.1.1.1"] {
             assert!(p.check("h", ip(good)).is_ok(), "{good} must be allowed");
         }
+    }
+
+    /// Every range the issue lists, with the public neighbours that must
+    /// stay reachable.
+    #[test]
+    fn special_ranges_and_embedded_forms_are_denied() {
+        let p = EgressPolicy::default();
+        for bad in [
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::192.168.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::1",
+            "::10.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:0:0",
+            "2002:a00:1::1",
+            "2002:c000:201::1",
+            "fec0::1",
+            "2001:db8::1",
+            "100::1",
+            "2001:0:a00:1::",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+        ] {
+            assert!(p.check("h", ip(bad)).is_err(), "{bad} must be denied");
+        }
+        for good in [
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::1.1.1.1",
+            "2002:101:101::1",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(p.check("h", ip(good)).is_ok(), "{good} must be allowed");
+        }
+    }
+
+    #[test]
+    fn an_operator_allow_opens_a_range_a_deny_closes_its_embedded_forms() {
+        let p = EgressPolicy {
+            allow: vec!["198.51.100.0/24".parse().expect("rule")],
+            deny: vec!["1.1.1.0/24".parse().expect("rule")],
+            ..host_on("81.2.3.2", 24)
+        };
+        assert!(p.check("x", ip("198.51.100.7")).is_ok());
+        assert!(p.check("x", ip("203.0.113.9")).is_err());
+        for bad in [
+            "1.1.1.1",
+            "64:ff9b::1.1.1.1",
+            "2002:101:101::1",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(p.check("x", ip(bad)).is_err(), "{bad} must be denied");
+        }
+        let host = EgressPolicy {
+            allow: vec!["81.2.3.1/32".parse().expect("rule")],
+            ..host_on("81.2.3.2", 24)
+        };
+        assert!(
+            host.check("x", ip("81.2.3.1")).is_ok(),
+            "named by the operator"
+        );
+        assert!(host.check("x", ip("81.2.3.3")).is_err());
     }
 
     #[test]
@@ -335,10 +344,5 @@ mod tests {
         assert!(only.check_host("deb.debian.org").is_err());
         assert!("a b".parse::<Rule>().is_err());
         assert!("10.0.0.0/33".parse::<Rule>().is_err());
-    }
-
-    #[test]
-    fn finds_own_addresses() {
-        assert!(host_addresses().contains(&ip("127.0.0.1")));
     }
 }

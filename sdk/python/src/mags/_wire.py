@@ -102,6 +102,13 @@ def browser_payload(name: Optional[str]) -> Dict[str, Any]:
     return {"name": name} if name else {}
 
 
+def logs_params(offset: Optional[int], limit: Optional[int]) -> Optional[Dict[str, int]]:
+    """Query of ``/logs``: only what was given (the server's default is
+    every line, streamed)."""
+    params = {k: v for k, v in (("offset", offset), ("limit", limit)) if v is not None}
+    return params or None
+
+
 def pick_job(jobs: List[JobStatus], name_or_id: str) -> Optional[JobStatus]:
     """The CLI's resolution order among recent jobs: live exact name, live
     workspace, any-status name, any-status workspace (an id matches too)."""

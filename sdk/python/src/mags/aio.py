@@ -27,6 +27,7 @@ from .types import (
     BrowserSession,
     CronJob,
     CronList,
+    DeleteResult,
     ExecExit,
     ExecResult,
     JobExit,
@@ -145,8 +146,14 @@ class AsyncMags:
     async def status(self, request_id: str) -> JobStatus:
         return await self._request("GET", f"/mags-jobs/{w.seg(request_id)}/status")
 
-    async def logs(self, request_id: str) -> Logs:
-        return await self._request("GET", f"/mags-jobs/{w.seg(request_id)}/logs")
+    async def logs(
+        self, request_id: str, *, offset: Optional[int] = None, limit: Optional[int] = None
+    ) -> Logs:
+        return await self._request(
+            "GET",
+            f"/mags-jobs/{w.seg(request_id)}/logs",
+            params=w.logs_params(offset, limit),
+        )
 
     async def list_jobs(self, *, page: int = 1, page_size: int = 20) -> JobList:
         return await self._request(
@@ -179,6 +186,10 @@ class AsyncMags:
     async def stop(self, name_or_id: str) -> ActionResult:
         request_id = await self._resolve_job_id(name_or_id)
         return await self._request("POST", f"/mags-jobs/{w.seg(request_id)}/stop")
+
+    async def delete_job(self, name_or_id: str) -> DeleteResult:
+        request_id = await self._resolve_job_id(name_or_id)
+        return await self._request("DELETE", f"/mags-jobs/{w.seg(request_id)}")
 
     async def sync(self, request_id: str) -> ActionResult:
         return await self._request("POST", f"/mags-jobs/{w.seg(request_id)}/sync")

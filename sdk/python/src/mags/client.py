@@ -26,6 +26,7 @@ from .types import (
     BrowserSession,
     CronJob,
     CronList,
+    DeleteResult,
     ExecExit,
     ExecResult,
     JobExit,
@@ -238,10 +239,17 @@ class Mags:
         ``sleeping``, ``completed``, ``error``) and details."""
         return self._request("GET", f"/mags-jobs/{w.seg(request_id)}/status")
 
-    def logs(self, request_id: str) -> Logs:
+    def logs(
+        self, request_id: str, *, offset: Optional[int] = None, limit: Optional[int] = None
+    ) -> Logs:
         """The job's output so far as lines: ``{"logs": [{"timestamp",
-        "level", "message", "source"}]}``."""
-        return self._request("GET", f"/mags-jobs/{w.seg(request_id)}/logs")
+        "level", "message", "source"}]}``; ``offset`` skips that many lines,
+        ``limit`` returns at most that many (default: all)."""
+        return self._request(
+            "GET",
+            f"/mags-jobs/{w.seg(request_id)}/logs",
+            params=w.logs_params(offset, limit),
+        )
 
     def list_jobs(self, *, page: int = 1, page_size: int = 20) -> JobList:
         """Recent jobs, newest first: ``{"jobs", "total", "page", "page_size"}``."""
@@ -285,6 +293,13 @@ class Mags:
         synced first)."""
         request_id = self._resolve_job_id(name_or_id)
         return self._request("POST", f"/mags-jobs/{w.seg(request_id)}/stop")
+
+    def delete_job(self, name_or_id: str) -> DeleteResult:
+        """Deletes an ended job and its stored output, by id, name or
+        workspace (a 409 :class:`Conflict` while it is live: stop it
+        first)."""
+        request_id = self._resolve_job_id(name_or_id)
+        return self._request("DELETE", f"/mags-jobs/{w.seg(request_id)}")
 
     def sync(self, request_id: str) -> ActionResult:
         """Stores a live sandbox's workspace now, without stopping it."""

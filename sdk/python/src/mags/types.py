@@ -48,6 +48,8 @@ class JobStatus(TypedDict, total=False):
     finished_at: Optional[str]
     error: Optional[str]
     vm_seconds: float
+    output_bytes: int
+    output_pruned: bool
 
 
 class LogEntry(TypedDict, total=False):
@@ -101,6 +103,15 @@ class ActionResult(TypedDict, total=False):
     success: bool
     request_id: str
     status: str
+    message: str
+
+
+class DeleteResult(TypedDict, total=False):
+    """Answer to ``delete_job``: the ended job and its output are gone."""
+
+    success: bool
+    request_id: str
+    output_bytes: int
     message: str
 
 

@@ -4,13 +4,18 @@
 //!
 //! What they change is in the audit log as done by the operator: the
 //! event's user is the user concerned, its detail says "by the operator".
+//!
+//! Listings read the database a page at a time and print as they go, so
+//! they run in bounded memory however many rows there are; user-given text
+//! is printed escaped (no control character reaches the terminal).
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use mags_server::audit::parse_since;
 use mags_server::config::DataArgs;
 use mags_server::routes::users::{audit_entry, token_info, user_info};
-use mags_store::{clock, valid_user_name, AuditFilter, NewAuditEvent, Store, User};
+use mags_server::text::escape;
+use mags_store::{clock, valid_user_name, AuditFilter, NewAuditEvent, Page, Store, User};
 use std::os::unix::fs::DirBuilderExt as _;
 
 #[derive(Subcommand)]
@@ -115,9 +120,26 @@ fn by_operator(action: &str, user: &User) -> NewAuditEvent {
     NewAuditEvent::new(action).by_user(&user.id, Some(&user.name))
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// Rows read per query by the listings.
+const PAGE: i64 = 500;
+
+/// Prints a JSON array one element at a time.
+#[derive(Default)]
+struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    fn item(&mut self, v: &impl serde::Serialize) -> anyhow::Result<()> {
+        let sep = if self.started { "," } else { "[" };
+        self.started = true;
+        println!("{sep}\n{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    }
+
+    fn end(self) {
+        println!("{}", if self.started { "]" } else { "[]" });
+    }
 }
 
 pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
@@ -142,15 +164,33 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { data, json } => {
             let store = open(&data).await?;
-            let users = store.users().await?;
-            if json {
-                print_json(&users.iter().map(user_info).collect::<Vec<_>>())?;
-            } else {
+            let mut out = JsonArray::default();
+            if !json {
                 println!("{:<24} {:<6} {:<24} ID", "NAME", "ADMIN", "CREATED");
+            }
+            let mut page = Page::first(PAGE);
+            loop {
+                let (users, _) = store.users(page).await?;
                 for u in users.iter().map(user_info) {
-                    let admin = if u.is_admin { "yes" } else { "no" };
-                    println!("{:<24} {admin:<6} {:<24} {}", u.name, u.created_at, u.id);
+                    if json {
+                        out.item(&u)?;
+                    } else {
+                        let admin = if u.is_admin { "yes" } else { "no" };
+                        println!(
+                            "{:<24} {admin:<6} {:<24} {}",
+                            escape(&u.name),
+                            u.created_at,
+                            escape(&u.id)
+                        );
+                    }
                 }
+                if (users.len() as i64) < PAGE {
+                    break;
+                }
+                page = page.next();
+            }
+            if json {
+                out.end();
             }
             store.close().await;
         }
@@ -246,22 +286,38 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 Some(n) => Some(user_named(&store, n).await?.id),
                 None => None,
             };
-            let tokens = store.tokens(user_id.as_deref()).await?;
-            if json {
-                print_json(&tokens.iter().map(token_info).collect::<Vec<_>>())?;
-            } else {
+            let mut out = JsonArray::default();
+            if !json {
                 println!(
                     "{:<36} {:<12} {:<16} {:<24} {:<24} REVOKED",
                     "ID", "PREFIX", "USER", "CREATED", "LAST USED"
                 );
+            }
+            let mut page = Page::first(PAGE);
+            loop {
+                let (tokens, _) = store.tokens(user_id.as_deref(), page).await?;
                 for t in tokens.iter().map(token_info) {
+                    if json {
+                        out.item(&t)?;
+                        continue;
+                    }
                     let last = t.last_used_at.as_deref().unwrap_or("never");
                     let revoked = if t.revoked { "yes" } else { "no" };
                     println!(
                         "{:<36} {:<12} {:<16} {:<24} {last:<24} {revoked}",
-                        t.id, t.prefix, t.user, t.created_at
+                        escape(&t.id),
+                        escape(&t.prefix),
+                        escape(&t.user),
+                        t.created_at
                     );
                 }
+                if (tokens.len() as i64) < PAGE {
+                    break;
+                }
+                page = page.next();
+            }
+            if json {
+                out.end();
             }
             store.close().await;
         }
@@ -314,35 +370,57 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if args.limit < 1 {
         bail!("--limit must be at least 1");
     }
-    let events = store
-        .audit_events(&AuditFilter {
-            user_id,
-            since,
-            action: args.action.clone(),
-            limit: args.limit,
-        })
-        .await?;
-    let entries: Vec<_> = events.iter().map(audit_entry).collect();
-    if args.json {
-        print_json(&entries)?;
-    } else {
-        for e in &entries {
-            let who = e.user.as_deref().or(e.user_id.as_deref()).unwrap_or("-");
-            let target = match (&e.target_kind, &e.target_id) {
-                (Some(k), Some(i)) => format!("{k}:{i}"),
-                _ => "-".into(),
-            };
-            println!(
-                "{} {:<16} {:<16} {:<12} {:<15} {target} {}",
-                e.time,
-                e.action,
-                who,
-                e.token_prefix.as_deref().unwrap_or("-"),
-                e.source_ip.as_deref().unwrap_or("-"),
-                e.detail.as_deref().unwrap_or("")
-            );
+    let filter = AuditFilter {
+        user_id,
+        since,
+        action: args.action.clone(),
+        limit: args.limit,
+    };
+    // The newest `limit` events, oldest first, read a page at a time.
+    let mut after = store.audit_start(&filter).await?;
+    let mut left = args.limit;
+    let mut out = JsonArray::default();
+    while left > 0 {
+        let want = PAGE.min(left);
+        let pos = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+        let events = store.audit_page(&filter, pos, want).await?;
+        for e in &events {
+            let e = audit_entry(e);
+            if args.json {
+                out.item(&e)?;
+            } else {
+                println!("{}", audit_line(&e));
+            }
         }
+        left -= events.len() as i64;
+        match events.last() {
+            Some(last) if events.len() as i64 == want => after = Some((last.at, last.id.clone())),
+            _ => break,
+        }
+    }
+    if args.json {
+        out.end();
     }
     store.close().await;
     Ok(())
+}
+
+/// One event as `magsd audit` prints it; everything a user could have
+/// chosen is escaped.
+fn audit_line(e: &mags_api::AuditEntry) -> String {
+    let or_dash = |v: &Option<String>| escape(v.as_deref().unwrap_or("-")).into_owned();
+    let who = e.user.as_ref().or(e.user_id.as_ref()).cloned();
+    let target = match (&e.target_kind, &e.target_id) {
+        (Some(k), Some(i)) => format!("{}:{}", escape(k), escape(i)),
+        _ => "-".into(),
+    };
+    format!(
+        "{} {:<16} {:<16} {:<12} {:<15} {target} {}",
+        e.time,
+        escape(&e.action),
+        or_dash(&who),
+        or_dash(&e.token_prefix),
+        or_dash(&e.source_ip),
+        escape(e.detail.as_deref().unwrap_or(""))
+    )
 }

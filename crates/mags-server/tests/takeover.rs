@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{harness, Harness};
+use common::{harness, log_text, Harness};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -26,19 +26,6 @@ async fn wait_for(h: &Harness, id: &str, want: &str) -> Value {
         assert!(Instant::now() < deadline, "{id} never became {want}: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn log_text(h: &Harness, id: &str) -> String {
-    let (_, logs) = h.get(&format!("/api/v1/mags-jobs/{id}/logs")).await;
-    logs["logs"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(|e| e["message"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
 }
 
 async fn submit(h: &Harness, body: Value) -> String {

@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use common::{harness_with_limits, Harness};
+use common::{files_under, harness_with_limits, Harness};
 use mags_server::Limits;
 use serde_json::{json, Value};
 
@@ -45,21 +45,6 @@ async fn upload_count(h: &Harness) -> i64 {
         .await
         .expect("count");
     sqlx::Row::try_get(&row, "n").expect("n")
-}
-
-/// Regular files anywhere under `dir` (0 if it does not exist).
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => files_under(&e.path()),
-            Ok(t) if t.is_file() => 1,
-            _ => 0,
-        })
-        .sum()
 }
 
 async fn harness() -> Harness {

@@ -49,6 +49,9 @@ pub struct CreateJobRequest {
     #[serde(default = "default_disk_gb")]
     #[schemars(range(min = 1, max = MAX_DISK_GB))]
     pub disk_gb: u32,
+    /// The guest image: `standard` (default), `browser` (Chromium),
+    /// `claude` (Claude Code), `pi` (the pi coding agent); any other value
+    /// is a 400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_type: Option<String>,
     /// Ours (unknown to the published clients): put a persistent sandbox to

@@ -44,8 +44,8 @@ pub use users::{
     RevokedToken, TokenInfo, TokenList, TokenListQuery, UserInfo, UserList,
 };
 pub use workspaces::{
-    ResizeRequest, UploadResponse, WorkspaceActionResponse, WorkspaceInfo, WorkspaceList,
-    MAX_UPLOAD_BYTES,
+    ResizeRequest, UploadResponse, UploadedFile, WorkspaceActionResponse, WorkspaceInfo,
+    WorkspaceList, MAX_UPLOAD_BYTES,
 };
 
 use serde::{Deserialize, Serialize};

@@ -6,12 +6,29 @@ use serde::{Deserialize, Serialize};
 /// Largest uploaded file, in bytes (100 MB).
 pub const MAX_UPLOAD_BYTES: u64 = 100_000_000;
 
-/// Body of the answer to `POST /mags-files` (multipart, one part `file`).
+/// Body of the answer to `POST /mags-files` (multipart, one or more parts
+/// named `file`): the first file's fields, and with several parts also
+/// every file's id and fields in the order sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UploadResponse {
     /// Pass it in a job's `file_ids`.
     pub file_id: String,
     /// The file name it will have in the VM (`/root/<name>`, `/uploads/<name>`).
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// With several parts: all their ids, in order (absent for one part).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_ids: Vec<String>,
+    /// With several parts: each file (absent for one part).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<UploadedFile>,
+}
+
+/// One stored file of a `POST /mags-files` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UploadedFile {
+    pub file_id: String,
     pub name: String,
     pub size: u64,
     pub sha256: String,

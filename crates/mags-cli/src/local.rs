@@ -79,8 +79,14 @@ impl LocalDir {
 
     /// Builds the local server's guest image in the foreground (progress shown).
     pub fn build_image(&self, magsd: &Path) -> anyhow::Result<()> {
+        self.build_variant(magsd, "standard")
+    }
+
+    /// Builds the image `variant` (or `all`) with `magsd image build`, its
+    /// progress on this terminal.
+    pub fn build_variant(&self, magsd: &Path, variant: &str) -> anyhow::Result<()> {
         let status = Command::new(magsd)
-            .args(["image", "build", "--data-dir"])
+            .args(["image", "build", "--variant", variant, "--data-dir"])
             .arg(&self.dir)
             .env_remove("MAGS_DATABASE_URL")
             .status()

@@ -25,26 +25,39 @@ enum Cmd {
     Run {
         /// The script (bash).
         script: String,
-        /// Name of the job.
-        #[arg(short = 'n', long)]
-        name: Option<String>,
-        /// Workspace to use.
-        #[arg(short = 'w', long)]
+        /// Name the job and its workspace (`-n`/`--name` are aliases). The
+        /// workspace stays on this host for a while after the job; add -p to
+        /// keep it in storage. A live sandbox of that workspace is taken
+        /// over: its files are saved, it is stopped, then this job starts
+        /// on them (use `mags exec` to run inside it instead).
+        #[arg(
+            short = 'w',
+            long,
+            value_name = "NAME",
+            visible_short_alias = 'n',
+            visible_alias = "name"
+        )]
         workspace: Option<String>,
+        /// No workspace, no sync (the default, said explicitly); cannot be
+        /// combined with -w/-n, -p or --base.
+        #[arg(short = 'e', long, conflicts_with_all = ["workspace", "persistent", "base"])]
+        ephemeral: bool,
         /// Environment variable for the script (repeatable).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
+        #[arg(long = "env", value_name = "KEY=VAL")]
         env: Vec<String>,
-        /// Disk size in GB.
+        /// Disk size in GB (default 2).
         #[arg(long = "disk", value_name = "GB")]
         disk: Option<u32>,
-        /// Keep the sandbox after the script (it sleeps when idle).
+        /// Keep the sandbox after the script (it sleeps when idle) and keep
+        /// the workspace in storage.
         #[arg(short = 'p', long)]
         persistent: bool,
         /// With -p: never sleep.
         #[arg(long, requires = "persistent")]
         no_sleep: bool,
-        /// With -p: run this after every wake.
-        #[arg(long, value_name = "CMD", requires = "persistent")]
+        /// Run this when the sandbox wakes from sleep (only a -p sandbox
+        /// sleeps).
+        #[arg(long, value_name = "CMD")]
         startup_command: Option<String>,
         /// Print the final job status as JSON instead of streaming output.
         #[arg(long)]
@@ -69,9 +82,15 @@ enum Cmd {
         /// default: the server's job timeout.
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
+        /// The guest image: standard (default), browser (Chromium), claude
+        /// (Claude Code), pi (the pi coding agent); a variant is built on
+        /// its first use (`mags image build --variant` shows the progress).
+        #[arg(long, value_name = "TYPE")]
+        rootfs: Option<String>,
     },
     /// Create an idle sandbox that stays up (sleeping when idle) and wait
-    /// until it runs; use it with exec, stop.
+    /// until it runs; use it with exec, stop. A live sandbox of that name
+    /// is taken over (its files kept).
     New {
         /// Its name (also its workspace).
         name: String,
@@ -300,20 +319,21 @@ enum CronCmd {
     /// Schedule a script; each run is an ordinary job (see `mags list`).
     Add {
         /// A name for it (unique among your cron jobs).
-        #[arg(long)]
+        #[arg(short = 'n', long)]
         name: String,
         /// When, in UTC: 5 fields (`min hour day-of-month month
         /// day-of-week`, e.g. "0 */2 * * *") or @hourly/@daily/@weekly/@monthly/@yearly.
-        #[arg(long, value_name = "EXPR")]
+        #[arg(short = 's', long, value_name = "EXPR")]
         schedule: String,
-        /// Workspace every run uses.
+        /// Workspace every run uses (a run takes a live sandbox of it over).
         #[arg(short = 'w', long)]
         workspace: Option<String>,
-        /// Keep the workspace in object storage (synced after each run).
-        #[arg(short = 'p', long, requires = "workspace")]
+        /// Keep each run's VM alive after its script, its workspace in
+        /// storage; without -w the workspace is named after the cron job.
+        #[arg(short = 'p', long)]
         persistent: bool,
         /// Environment variable for the script (repeatable).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
+        #[arg(long = "env", value_name = "KEY=VAL")]
         env: Vec<String>,
         #[arg(long)]
         json: bool,
@@ -373,7 +393,11 @@ enum AliasCmd {
 enum ImageCmd {
     /// Build the guest image now (also done on first use); a no-op when it
     /// is already built.
-    Build,
+    Build {
+        /// standard, browser, claude, pi, or all.
+        #[arg(long, default_value = "standard")]
+        variant: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -406,8 +430,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Run {
             script,
-            name,
             workspace,
+            ephemeral: _,
             env,
             disk,
             persistent,
@@ -420,10 +444,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             url,
             port,
             timeout,
+            rootfs,
         } => {
             run::run(run::RunArgs {
                 script,
-                name,
                 workspace,
                 env,
                 disk,
@@ -436,6 +460,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 egress,
                 url: url.then_some(port),
                 timeout,
+                rootfs,
             })
             .await
         }
@@ -571,10 +596,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Mcp => commands::mcp::serve().await,
         Cmd::SetupClaude => commands::claude::setup(),
         Cmd::Image {
-            action: ImageCmd::Build,
+            action: ImageCmd::Build { variant },
         } => {
             let local = local::LocalDir::new(&config::mags_home()?);
-            local.build_image(&local::find_magsd()?)?;
+            local.build_variant(&local::find_magsd()?, &variant)?;
             Ok(0)
         }
     }

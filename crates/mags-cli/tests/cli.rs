@@ -83,7 +83,9 @@ fn run_streams_output_and_exits_with_the_script_code() {
     assert_eq!(out.stdout, b"out1\n\xff\x00out2\n");
     assert_eq!(text(&out.stderr), "err1\n");
 
-    let out = s.run(&["run", "-n", "named", "-e", "A=1", "--disk", "3", "echo ok"]);
+    let out = s.run(&[
+        "run", "-n", "named", "--env", "A=1", "--disk", "3", "echo ok",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), "ok\n");
 
@@ -95,9 +97,101 @@ fn run_streams_output_and_exits_with_the_script_code() {
         text(&out.stderr)
     );
 
-    let out = s.run(&["run", "echo", "-e", "NOEQUALS"]);
+    let out = s.run(&["run", "echo", "--env", "NOEQUALS"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("KEY=VALUE"));
+}
+
+/// The flags as the public docs give them: `-n` is `-w` (job name and
+/// workspace), `-e` is `--ephemeral` and refuses a workspace, `-p` or
+/// `--base` before anything is created, `--startup-command` needs no `-p`.
+#[test]
+fn run_flags_are_the_documented_ones() {
+    let s = start_server();
+    let out = s.run(&["run", "-n", "proj", "echo one"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.run(&["status", "proj", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["name"].as_str(), v["workspace_id"].as_str()),
+        (Some("proj"), Some("proj")),
+        "{v}"
+    );
+    let out = s.run(&["run", "--name", "proj2", "echo two"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.run(&["status", "proj2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["workspace_id"], "proj2", "{v}");
+
+    let out = s.run(&["run", "-e", "echo fast"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "fast\n");
+    let out = s.run(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["jobs"][0]["workspace_id"], serde_json::Value::Null, "{v}");
+    let before = v["total"].as_u64();
+
+    for bad in [
+        &["run", "-e", "-w", "x", "echo"][..],
+        &["run", "-e", "-n", "x", "echo"],
+        &["run", "-e", "-p", "echo"],
+        &["run", "--ephemeral", "--base", "b", "echo"],
+    ] {
+        let out = s.run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("'--ephemeral' cannot be used with"),
+            "{bad:?}: {err}"
+        );
+    }
+    let out = s.run(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["total"].as_u64(), before, "nothing was created: {v}");
+
+    let out = s.run(&["run", "--startup-command", "echo woke", "echo ran"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+}
+
+/// `mags cron add -n NAME -s EXPR [-w WS] [-p]`: `-p` without `-w` uses a
+/// workspace named after the cron job.
+#[test]
+fn cron_add_takes_the_documented_short_flags() {
+    let s = start_server();
+    let out = s.run(&[
+        "cron",
+        "add",
+        "-n",
+        "health",
+        "-s",
+        "*/5 * * * *",
+        "-w",
+        "monitors",
+        "--json",
+        "curl -sf http://x/health",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            v["cron_expression"].as_str(),
+            v["workspace_id"].as_str(),
+            v["persistent"].as_bool()
+        ),
+        (Some("*/5 * * * *"), Some("monitors"), Some(false)),
+        "{v}"
+    );
+    let out = s.run(&[
+        "cron", "add", "-n", "keeper", "-s", "@hourly", "-p", "--json", "echo",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["workspace_id"].as_str(), v["persistent"].as_bool()),
+        (Some("keeper"), Some(true)),
+        "{v}"
+    );
 }
 
 #[test]
@@ -181,13 +275,24 @@ fn sandbox_commands_new_exec_set_stop() {
         (Some("running"), Some(true))
     );
     assert!(v["vm_id"].as_str().is_some_and(|id| !id.is_empty()));
+    // A second `new` on the same name takes the workspace over: the first
+    // sandbox's job ends `completed`, the new one runs.
+    let first = v["request_id"].as_str().expect("id").to_string();
     let out = s.run(&["new", "box"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.run(&["status", &first, "--json"]);
+    let old: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(old["status"], "completed", "{old}");
+    let out = s.run(&["logs", &first]);
     assert!(
-        text(&out.stderr).contains("already"),
+        text(&out.stderr).contains("replaced by job"),
         "{}",
         text(&out.stderr)
     );
+    let out = s.run(&["status", "box", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_ne!(v["request_id"].as_str(), Some(first.as_str()));
+    assert_eq!(v["status"], "running");
 
     // exec streams both outputs and exits with the command's code.
     let out = s.run(&["exec", "box", "echo hi\necho err >&2\nexit 3"]);

@@ -35,7 +35,7 @@ fn run_streams_guest_output_and_exits_with_the_script_code() {
     assert!(stderr(&o).contains("to-err"), "{}", stderr(&o));
     assert!(!stdout(&o).contains("to-err"));
 
-    let o = server.mags_output(&["run", "-e", "GREETING=hi there", "echo \"$GREETING\""]);
+    let o = server.mags_output(&["run", "--env", "GREETING=hi there", "echo \"$GREETING\""]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hi there\n");
 

@@ -27,7 +27,7 @@ fn cli_schedules_runs_that_are_ordinary_jobs() {
         "tick",
         "--schedule",
         "* * * * *",
-        "-e",
+        "--env",
         "WHO=cron",
         "echo ran-by-$WHO",
     ]);

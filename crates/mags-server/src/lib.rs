@@ -8,6 +8,8 @@
 //!   for tests), writing output through [`sink`].
 //! - [`sandboxes`]: the VMs of persistent jobs: exec, sleep when idle,
 //!   wake on demand, stop; and the seam the SSH gateway connects through.
+//! - [`takeover`]: a new job on a workspace with a live job takes it over
+//!   (the live sandbox saved and stopped), in submission order.
 //! - [`ssh`]: the SSH gateway (`ssh`/`scp`/`sftp` into a sandbox with the
 //!   key `/access` gives).
 //! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
@@ -44,6 +46,7 @@ pub mod scheduler;
 pub mod serve;
 pub mod sink;
 pub mod ssh;
+pub mod takeover;
 pub mod text;
 pub mod tls;
 pub mod view;
@@ -76,6 +79,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Per-user limits and their state.
     pub quotas: std::sync::Arc<quota::Quotas>,
+    /// Jobs waiting to take a workspace over from its live job.
+    pub takeovers: takeover::Takeovers,
     /// The data dir whose free space bounds new disks (`disk_gb`); None:
     /// not checked (router tests without a data dir).
     pub data_dir: Option<std::path::PathBuf>,
@@ -165,9 +170,16 @@ impl AppState {
             limits.max_vms,
             quotas.slots.clone(),
         );
+        let takeovers = takeover::Takeovers::new(
+            store.clone(),
+            scheduler.clone(),
+            sandboxes.clone(),
+            followers.clone(),
+        );
         let (tx, rx) = watch::channel(false);
         (
             AppState {
+                takeovers,
                 audit: audit::Audit::new(store.clone()),
                 store,
                 scheduler,

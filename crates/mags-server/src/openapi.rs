@@ -119,7 +119,7 @@ struct DeletedResponse {
 #[derive(JsonSchema)]
 #[allow(dead_code)]
 struct UploadForm {
-    /// The file (100 MB at most).
+    /// The file (100 MB at most); repeat the part for several files.
     #[schemars(extend("format" = "binary"))]
     file: String,
 }
@@ -299,7 +299,7 @@ pub fn document() -> Value {
     d.op::<UploadForm, UploadResponse>(
         "post",
         "/mags-files",
-        "Upload a file (multipart, part `file`)",
+        "Upload files (multipart, one or more parts `file`)",
         true,
         200,
         JSON,

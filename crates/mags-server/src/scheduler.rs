@@ -14,7 +14,7 @@
 //! (`completed` for exit 0, else `error`), so a follower that sees the final
 //! state has seen all output. A one-shot job can be stopped ([`Scheduler::stop`]).
 
-use crate::executor::{bash, run_to_end, ExecError, Executor, ExitInfo, JobSpec};
+use crate::executor::{run_to_end, ExecError, Executor, ExitInfo, JobSpec};
 use crate::quota::{UserSlot, UserSlots};
 use crate::sandboxes::Sandboxes;
 use crate::sink::{Followers, OutputSink};
@@ -166,10 +166,45 @@ impl Scheduler {
             .jobs_in_states(&[JobState::Accepted, JobState::Queued])
             .await?
         {
+            if let Some(ws) = &job.workspace_id {
+                // Not its workspace yet: it waits to take it over
+                // (`Takeovers::resume`, after this).
+                if store
+                    .claim_workspace(&job.user_id, ws, &job.id)
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+            }
             tracing::info!(job = %job.id, "re-queueing a job accepted before a restart");
             self.submit(job);
         }
         Ok(())
+    }
+
+    /// The jobs [`Scheduler::recover`] left waiting for a workspace another
+    /// job holds, oldest first.
+    pub async fn waiting_for_workspaces(&self) -> Result<Vec<Job>, mags_store::StoreError> {
+        let store = &self.inner.store;
+        let mut waiting = Vec::new();
+        for job in store
+            .jobs_in_states(&[JobState::Accepted, JobState::Queued])
+            .await?
+        {
+            let Some(ws) = &job.workspace_id else {
+                continue;
+            };
+            let holder = store
+                .workspace(&job.user_id, ws)
+                .await?
+                .and_then(|w| w.live_job_id);
+            if holder.as_deref() != Some(job.id.as_str()) {
+                waiting.push(job);
+            }
+        }
+        waiting.sort_by_key(|j| j.created_at);
+        Ok(waiting)
     }
 }
 
@@ -266,10 +301,7 @@ impl Inner {
         sink.running(vm.id())
             .await
             .map_err(|e| ExecError::Start(e.to_string()))?;
-        let result = match vm
-            .run(bash(&spec.script, &spec.environment, spec.timeout_ms))
-            .await
-        {
+        let result = match vm.run(spec.script_run()).await {
             // A guest whose disk writes fail may hang in the kernel, so the
             // host's count of failed requests is watched while it runs.
             Ok(process) => tokio::select! {

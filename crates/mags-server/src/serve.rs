@@ -139,6 +139,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         AppState::with_workspaces(store.clone(), executor, limits, workspaces);
     state.data_dir = Some(data_dir.clone());
     state.scheduler.recover().await?;
+    let waiting = state.scheduler.waiting_for_workspaces().await?;
+    state.takeovers.resume(waiting).await?;
     // After recovery: a cron run missed while no server ran starts once now.
     crate::cron::start(state.clone(), state.shutdown.clone());
     tokio::spawn(state.audit.clone().prune_forever(

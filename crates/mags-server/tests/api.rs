@@ -40,6 +40,10 @@ async fn bad_input_is_a_json_400_and_creates_nothing() {
             "egress_deny",
         ),
         (r#"{"script": "echo", "egress_deny": "pypi.org"}"#, "JSON"),
+        (
+            r#"{"script": "echo", "rootfs_type": "gentoo"}"#,
+            "rootfs_type \"gentoo\": use one of standard",
+        ),
     ];
     for (body, needle) in cases {
         let (status, v) = h
@@ -345,7 +349,7 @@ async fn jobs_queue_beyond_the_vm_limit() {
 }
 
 #[tokio::test]
-async fn a_live_workspace_refuses_a_second_job() {
+async fn a_second_job_on_a_busy_workspace_waits_for_the_first() {
     let h = harness().await;
     let (status, v) = h
         .create(json!({"script": "sleep 0.5", "workspace_id": "ws1"}))
@@ -354,16 +358,20 @@ async fn a_live_workspace_refuses_a_second_job() {
     let id = v["request_id"].as_str().expect("id").to_string();
     let (_, s) = h.get(&format!("/api/v1/mags-jobs/{id}/status")).await;
     assert_eq!(s["name"], "ws1", "the workspace names the job");
+    // No 409: it waits its turn (see tests/takeover.rs).
     let (status, v) = h
         .create(json!({"script": "echo", "workspace_id": "ws1"}))
         .await;
-    assert_json_error(status, &v, StatusCode::CONFLICT);
-    assert!(v["error"].as_str().is_some_and(|m| m.contains("already")));
-    h.wait_final(&id).await;
-    let (status, _) = h
-        .create(json!({"script": "echo", "workspace_id": "ws1"}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let second = v["request_id"].as_str().expect("id").to_string();
+    let first = h.wait_final(&id).await;
+    assert_eq!(first["status"], "completed");
+    let second = h.wait_final(&second).await;
+    assert_eq!(second["status"], "completed");
+    assert!(
+        second["started_at"].as_str() >= first["finished_at"].as_str(),
+        "{first}\n{second}"
+    );
 }
 
 #[tokio::test]

@@ -57,10 +57,6 @@ async fn bad_cron_requests_are_400_and_create_nothing() {
             "script",
         ),
         (
-            json!({"name": "a", "cron_expression": "* * * * *", "script": "x", "persistent": true}),
-            "workspace",
-        ),
-        (
             json!({"name": "a", "cron_expression": "* * * * *", "script": "x", "workspace_id": "../x"}),
             "workspace",
         ),
@@ -256,4 +252,62 @@ async fn a_disabled_cron_never_runs() {
         .expect("tick");
     assert!(r.started.is_empty());
     assert_eq!(h.job_count().await, 0);
+}
+
+/// The published Python client sends `persistent` without a workspace: the
+/// cron job gets one named after it, and each run is a sandbox that stays
+/// up on it.
+#[tokio::test]
+async fn a_persistent_cron_without_a_workspace_uses_its_own_name() {
+    let h = harness().await;
+    let (status, c) = create(
+        &h,
+        json!({"name": "my server", "cron_expression": "* * * * *", "script": "echo up",
+               "persistent": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    assert_eq!(c["workspace_id"], "my-server", "{c}");
+    let r = cron::tick(&h.state, clock::now_ms() + MINUTE + 1_000)
+        .await
+        .expect("tick");
+    assert_eq!(r.started.len(), 1, "{r:?}");
+    let (_, job) = h
+        .get(&format!("/api/v1/mags-jobs/{}/status", r.started[0]))
+        .await;
+    assert_eq!(
+        (job["workspace_id"].as_str(), job["persistent"].as_bool()),
+        (Some("my-server"), Some(true)),
+        "{job}"
+    );
+    // The sandbox stays up after its script: the run is live, not final.
+    wait_running(&h, &r.started[0]).await;
+    // The next run is not skipped: it takes the workspace over.
+    let r2 = cron::tick(&h.state, clock::now_ms() + 2 * MINUTE + 1_000)
+        .await
+        .expect("tick");
+    assert_eq!((r2.started.len(), r2.skipped), (1, 0), "{r2:?}");
+    wait_running(&h, &r2.started[0]).await;
+    let first = h.wait_final(&r.started[0]).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let (_, logs) = h
+        .get(&format!("/api/v1/mags-jobs/{}/logs", r.started[0]))
+        .await;
+    assert!(
+        logs.to_string()
+            .contains(&format!("replaced by job {}", r2.started[0])),
+        "{logs}"
+    );
+}
+
+async fn wait_running(h: &common::Harness, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, job) = h.get(&format!("/api/v1/mags-jobs/{id}/status")).await;
+        if job["status"] == "running" && job["vm_id"].as_str().is_some() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

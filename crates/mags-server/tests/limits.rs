@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{harness_with_limits, Harness};
+use common::{files_under, harness_with_limits, log_text, Harness};
 use mags_server::quota::UserLimits;
 use mags_server::Limits;
 use serde_json::{json, Value};
@@ -54,19 +54,6 @@ async fn wait_for(h: &Harness, id: &str, what: &str, done: impl Fn(&Value) -> bo
 
 async fn wait_status(h: &Harness, id: &str, want: &str) -> Value {
     wait_for(h, id, want, |b| b["status"] == want).await
-}
-
-async fn log_text(h: &Harness, id: &str) -> String {
-    let (_, logs) = h.get(&format!("/api/v1/mags-jobs/{id}/logs")).await;
-    logs["logs"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(|e| e["message"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
 }
 
 async fn post_as(h: &Harness, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
@@ -395,21 +382,6 @@ async fn upload(h: &Harness, data: &[u8]) -> (StatusCode, Value) {
         .expect("request");
     let (status, _, v) = h.send(req).await;
     (status, v)
-}
-
-/// Regular files anywhere under `dir` (0 if it does not exist).
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => files_under(&e.path()),
-            Ok(t) if t.is_file() => 1,
-            _ => 0,
-        })
-        .sum()
 }
 
 async fn upload_count(h: &Harness) -> i64 {

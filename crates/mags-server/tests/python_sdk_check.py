@@ -44,12 +44,15 @@ try:
     sys.exit("no_sleep without persistent accepted")
 except MagsError as e:
     assert e.status_code == 400, e
-m.new("myws2", timeout=10, poll_interval=0.2)
-try:
-    m._request("POST", "/mags-jobs", json={"script": "echo", "workspace_id": "myws2"})
-    sys.exit("second live job on a workspace accepted")
-except MagsError as e:
-    assert e.status_code == 409 and "already" in str(e), e
+# The docs: new('my-project'), then new('my-project', persistent=True):
+# the second takes the workspace over, the first ends completed.
+first = m.new("myws2", timeout=10, poll_interval=0.2)
+second = m.new("myws2", persistent=True, timeout=20, poll_interval=0.2)
+assert second["request_id"] != first["request_id"], second
+assert m.status(first["request_id"])["status"] == "completed"
+replaced = [l["message"] for l in m.logs(first["request_id"])["logs"]]
+assert any("replaced by job " + second["request_id"] in l for l in replaced), replaced
+assert m.find_job("myws2")["request_id"] == second["request_id"]
 try:
     m._request("POST", "/mags-jobs", json={"script": ""})
     sys.exit("empty script accepted")

@@ -228,6 +228,18 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets an uploaded file's record (its blob is the caller's to
+    /// delete); false if there was none.
+    pub async fn delete_upload(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM uploads WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
     /// A user's uploaded file.
     pub async fn upload(&self, user_id: &str, id: &str) -> Result<Option<Upload>, StoreError> {
         let row = sqlx::query(

@@ -123,7 +123,7 @@ impl SandboxOptions {
 pub struct Runtime {
     cfg: RuntimeConfig,
     /// One image per variant, in [`ImageVariant::ALL`] order.
-    images: [OnceCell<GuestImage>; 2],
+    images: [OnceCell<GuestImage>; ImageVariant::ALL.len()],
     accel: OnceCell<Accel>,
     /// Made templates by image hash, accelerator, memory size and kind.
     templates: tokio::sync::Mutex<HashMap<TemplateKey, Template>>,
@@ -187,10 +187,7 @@ impl Runtime {
     }
 
     fn image_cell(&self, variant: ImageVariant) -> &OnceCell<GuestImage> {
-        match variant {
-            ImageVariant::Standard => &self.images[0],
-            ImageVariant::Browser => &self.images[1],
-        }
+        &self.images[variant.index()]
     }
 
     /// The standard image if it is already built (cheap; no build, no network).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// The skill Claude Code loads: when to use Mags and how.
 const SKILL: &str = r#"---
 name: mags
-description: Run code in isolated Mags microVM sandboxes (Debian with python3, node, git, curl) instead of on this machine; keep files in named workspaces, run commands in long-lived sandboxes, schedule jobs. Use for untrusted code, installs, experiments, or anything that should not touch the host.
+description: Run code in isolated Mags microVM sandboxes (Debian with python3/pip, node/npm, git, curl) instead of on this machine; keep files in named workspaces, run commands in long-lived sandboxes, schedule jobs. Use for untrusted code, installs, experiments, or anything that should not touch the host.
 ---
 
 # Running code with Mags
@@ -21,14 +21,18 @@ touch this machine.
   script's exit code. Add `--json` for a machine-readable final status.
 - `mags run -f data.csv 'wc -l /root/data.csv'` uploads files first
   (they appear in `/root/` and `/uploads/`).
-- `-e KEY=VALUE` sets environment variables; `--disk GB` the disk size.
+- `--env KEY=VALUE` sets environment variables (repeatable); `--disk GB`
+  the disk size; `-e` (`--ephemeral`) says explicitly: no workspace.
 
 ## Keeping files
-- `mags run -w NAME '...'` keeps `/root` and installed packages in
-  workspace NAME on this host for a while; add `-p` to keep it in object
-  storage until deleted (`mags workspace list|delete`).
+- `mags run -w NAME '...'` (`-n` is the same) keeps `/root` and installed
+  packages in workspace NAME on this host for a while; add `-p` to keep it
+  in object storage until deleted (`mags workspace list|delete`).
 - `mags run --base NAME '...'` starts from NAME read-only (changes
   discarded); `--base NAME -w NEW` forks it.
+- A new `mags run -w NAME` (or `mags new NAME`) while NAME's sandbox is up
+  takes it over: its files are saved, it is stopped, the new job starts on
+  them. Use `mags exec NAME 'cmd'` to run inside the live one instead.
 
 ## A sandbox that stays up
 - `mags new NAME` starts one; `mags exec NAME 'cmd'` runs commands in it
@@ -38,14 +42,19 @@ touch this machine.
   `mags list` to look around.
 
 ## Scheduled jobs
-- `mags cron add --name N --schedule "0 * * * *" 'script'`, then
-  `mags cron list|disable|enable|remove`.
+- `mags cron add -n N -s "0 * * * *" [-w WS] [-p] 'script'` (`-p`: each
+  run's VM stays up), then `mags cron list|disable|enable|remove`.
 
 ## Tips
 - Prefer `mags run` for anything that installs packages or runs code you
   did not write.
-- Scripts run as root in `/root` under bash; check exit codes.
+- Scripts run as root in `/root` under bash (in `/uploads` when files were
+  uploaded with `-f`; they are in `/root` too); check exit codes.
+- The guest is Debian: `apt-get install`, `pip install`, `npm install`
+  work; `apk add` is mapped to apt for scripts written for Alpine.
 - `mags url NAME PORT` gives a public URL to a port in a sandbox.
+- `mags run --rootfs claude '...'` (or `pi`) runs in an image with Claude
+  Code (or the pi coding agent) installed.
 - An MCP server is available too: `mags mcp` (tools run_script,
   new_sandbox, exec, read_file, write_file, get_url, stop_sandbox).
 "#;

@@ -15,13 +15,13 @@ pub struct AddArgs {
     pub json: bool,
 }
 
-/// `mags cron add --name N --schedule EXPR [-w WS] [-p] [-e K=V]... 'script'`.
+/// `mags cron add -n NAME -s EXPR [-w WS] [-p] [--env K=V]... 'script'`.
 pub async fn add(a: AddArgs) -> anyhow::Result<u8> {
     let mut environment = BTreeMap::new();
     for kv in &a.env {
         let (k, v) = kv
             .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("-e takes KEY=VALUE, got {kv:?}"))?;
+            .ok_or_else(|| anyhow::anyhow!("--env takes KEY=VALUE, got {kv:?}"))?;
         environment.insert(k.to_string(), v.to_string());
     }
     let (client, _) = connect().await?;

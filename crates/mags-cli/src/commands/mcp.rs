@@ -113,12 +113,14 @@ fn tools() -> Vec<Value> {
     vec![
         json!({
             "name": "run_script",
-            "description": "Run a bash script in a fresh, isolated microVM (Debian with python3, \
-                node, git, curl) and return its exit code, stdout and stderr.",
+            "description": "Run a bash script in a fresh, isolated microVM (Debian with python3/pip, \
+                node/npm, git, curl) and return its exit code, stdout and stderr.",
             "inputSchema": {"type": "object", "required": ["script"], "properties": {
                 "script": {"type": "string"},
-                "workspace": {"type": "string", "description": "Keep files in this named workspace."},
-                "persistent": {"type": "boolean", "description": "Sync the workspace to storage."},
+                "workspace": {"type": "string", "description": "Name the job and keep files in this \
+                    named workspace (a live sandbox of it is taken over, its files kept)."},
+                "persistent": {"type": "boolean", "description": "Keep the sandbox up after the \
+                    script and sync the workspace to storage."},
                 "env": {"type": "object", "additionalProperties": {"type": "string"}},
             }},
         }),
@@ -310,6 +312,7 @@ async fn run_script(c: &Client, args: &Value) -> anyhow::Result<Value> {
         .get("workspace")
         .and_then(Value::as_str)
         .map(str::to_string);
+    req.name = req.workspace_id.clone();
     req.persistent = args
         .get("persistent")
         .and_then(Value::as_bool)

@@ -10,7 +10,7 @@ use std::io::Write as _;
 /// Flags of `mags run`.
 pub struct RunArgs {
     pub script: String,
-    pub name: Option<String>,
+    /// `-w`/`-n`: the job's name and its workspace.
     pub workspace: Option<String>,
     pub env: Vec<String>,
     pub disk: Option<u32>,
@@ -28,16 +28,18 @@ pub struct RunArgs {
     pub url: Option<u16>,
     /// Kill the script after this many seconds.
     pub timeout: Option<u64>,
+    /// The guest image (`rootfs_type`).
+    pub rootfs: Option<String>,
 }
 
 /// Runs the job; returns the process exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut req = CreateJobRequest::new(args.script);
-    req.name = args.name;
+    req.name = args.workspace.clone();
     req.workspace_id = args.workspace;
     for kv in &args.env {
         let Some((k, v)) = kv.split_once('=') else {
-            bail!("-e expects KEY=VALUE, got {kv:?}");
+            bail!("--env expects KEY=VALUE, got {kv:?}");
         };
         req.environment.insert(k.to_string(), v.to_string());
     }
@@ -50,6 +52,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     req.startup_command = args.startup_command;
     req.base_workspace_id = args.base;
     req.timeout = args.timeout;
+    req.rootfs_type = args.rootfs;
     let (client, _) = connect().await?;
     for path in &args.files {
         let up = client

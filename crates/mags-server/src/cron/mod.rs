@@ -5,8 +5,10 @@
 //! compare-and-set in the store (so of several hosts, or a server and its
 //! restarted self, exactly one starts the run, and ticks missed while no
 //! server ran collapse into one run), then starts the run, or skips it if
-//! the previous run of that cron is still live (never two at once) or the
-//! workspace is busy, recording why.
+//! the previous run of that cron is still going (never two at once),
+//! recording why. A persistent cron's previous run whose sandbox is up
+//! (running or sleeping) is not "still going": the new run takes the
+//! workspace over from it.
 
 pub mod expr;
 
@@ -70,9 +72,24 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
         if !state.store.claim_cron_run(&c.id, due, next).await? {
             continue; // another host (or tick) took this run
         }
-        // A run counts as running until its job is final.
+        // A run counts as running until its job is final, except that a
+        // persistent run's live sandbox is taken over by the next run (see
+        // `takeover`), as a new `mags run -p` on its workspace would.
         let unfinished = |s: &&str| JobState::parse(s).is_some_and(|st| !st.is_final());
-        if let Some(status) = c.last_job_status.as_deref().filter(unfinished) {
+        let running = match c.last_job_status.as_deref().filter(unfinished) {
+            Some(status) if c.persistent && c.workspace_id.is_some() => {
+                let prev = match &c.last_job_id {
+                    Some(id) => state.store.job(id).await?,
+                    None => None,
+                };
+                let handed_over = prev
+                    .as_ref()
+                    .is_some_and(|j| j.persistent && j.status.is_live());
+                (!handed_over).then_some(status)
+            }
+            other => other,
+        };
+        if let Some(status) = running {
             let why = format!(
                 "previous run {} is still {status}",
                 c.last_job_id.as_deref().unwrap_or("?")
@@ -107,12 +124,14 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
     Ok(report)
 }
 
-/// The job one run of `c` submits: a one-shot job named after the cron.
+/// The job one run of `c` submits, named after the cron: one-shot, or for
+/// a persistent cron a sandbox that stays up after its script.
 fn run_request(c: &CronRow) -> CreateJobRequest {
     let mut req = CreateJobRequest::new(&c.script);
     req.name = Some(c.name.clone());
     req.workspace_id = c.workspace_id.clone();
     req.environment = c.environment.clone();
+    req.persistent = c.persistent;
     req
 }
 

@@ -35,7 +35,18 @@ pub struct JobSpec {
     pub variant: mags_vm::ImageVariant,
     /// The job's own egress rules (`no_internet`, allow/deny lists).
     pub egress: mags_vm::egress::SandboxEgress,
+    /// Where the script starts: [`SCRIPT_DIR`], or [`UPLOADS_DIR`] for a
+    /// job with uploaded files.
+    pub workdir: &'static str,
 }
+
+/// The script's working directory (and home).
+pub const SCRIPT_DIR: &str = "/root";
+/// Where a job's uploaded files also are, and where a job that has some
+/// starts: the public docs' `cp *.js *.json /root/ && cd /root` then copies
+/// from here (from /root itself GNU cp fails: "are the same file"), and
+/// `python3 script.py` finds its file either way.
+pub const UPLOADS_DIR: &str = "/uploads";
 
 impl JobSpec {
     /// The spec of a stored job.
@@ -52,17 +63,26 @@ impl JobSpec {
                 allow: job.egress_allow.clone(),
                 deny: job.egress_deny.clone(),
             },
+            workdir: if job.file_ids.is_empty() {
+                SCRIPT_DIR
+            } else {
+                UPLOADS_DIR
+            },
         }
+    }
+
+    /// How the job's script is run: `bash -c` in [`JobSpec::workdir`].
+    pub fn script_run(&self) -> RunSpec {
+        let mut run = bash(&self.script, &self.environment, self.timeout_ms);
+        run.cwd = Some(self.workdir.into());
+        run
     }
 }
 
-/// The image variant for a job's `rootfs_type` (the published clients
-/// also send "claude" or "pi"; those run the standard image).
+/// The image variant for a job's `rootfs_type` (checked at submit: an
+/// unknown one never gets here; none is the standard image).
 pub fn variant_of(rootfs_type: Option<&str>) -> mags_vm::ImageVariant {
-    match rootfs_type {
-        Some("browser") => mags_vm::ImageVariant::Browser,
-        _ => mags_vm::ImageVariant::Standard,
-    }
+    rootfs_type.and_then(|t| t.parse().ok()).unwrap_or_default()
 }
 
 /// How a script ended.
@@ -183,7 +203,7 @@ pub fn bash(command: &str, env: &BTreeMap<String, String>, timeout_ms: Option<u6
     RunSpec {
         argv: vec!["/bin/bash".into(), "-c".into(), command.into()],
         env: env.clone(),
-        cwd: Some("/root".into()),
+        cwd: Some(SCRIPT_DIR.into()),
         stdin: false,
         timeout_ms,
         chroot: None,

@@ -25,6 +25,9 @@ pub const DEFAULT_MEMORY_MB: u32 = 256;
 /// Guest memory of a browser sandbox at least: headless Chromium with a
 /// page open needs several hundred MiB on its own.
 pub const BROWSER_MEMORY_MB: u32 = 1024;
+/// Guest memory of the coding-agent images (`claude`, `pi`): Claude Code
+/// is a 400 MB executable that the guest kernel refuses to map in 256 MiB.
+pub const AGENT_MEMORY_MB: u32 = 1024;
 
 /// Below this much free space on the data dir's filesystem the host's disk
 /// counts as full: no new sandbox starts (sparse disks grow as guests
@@ -106,6 +109,7 @@ impl VmExecutor {
         let memory_mb = match job.variant {
             ImageVariant::Standard => self.memory_mb,
             ImageVariant::Browser => self.memory_mb.max(BROWSER_MEMORY_MB),
+            ImageVariant::Claude | ImageVariant::Pi => self.memory_mb.max(AGENT_MEMORY_MB),
         };
         let opts = SandboxOptions {
             id: job.id.clone(),

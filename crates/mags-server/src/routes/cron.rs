@@ -59,6 +59,29 @@ pub fn check_fields(
     check_environment(env)
 }
 
+/// The workspace of a persistent cron job given none: one named after the
+/// cron job (characters a workspace id cannot have become `-`).
+pub fn default_workspace(cron_name: &str) -> String {
+    cron_name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect()
+}
+
+/// The workspace a cron job's runs use: the one given, else for a
+/// persistent one [`default_workspace`].
+fn workspace_for(name: &str, persistent: bool, given: Option<String>) -> Option<String> {
+    given.or_else(|| persistent.then(|| default_workspace(name)))
+}
+
 /// The next fire time after now, if enabled.
 fn next_run(expr: &CronExpr, enabled: bool) -> Option<i64> {
     enabled.then(|| expr.next_after(clock::now_ms())).flatten()
@@ -72,6 +95,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CronJob>), ApiError> {
     let expr = cron::parse(&req.cron_expression)?;
     let ws = req.workspace_id.filter(|w| !w.trim().is_empty());
+    let ws = workspace_for(&req.name, req.persistent, ws);
     check_fields(
         &req.name,
         &req.script,
@@ -158,6 +182,7 @@ pub async fn update(
         None => cur.workspace_id.clone(),
     };
     let persistent = req.persistent.unwrap_or(cur.persistent);
+    let ws = workspace_for(req.name.as_deref().unwrap_or(&cur.name), persistent, ws);
     let enabled = req.enabled.unwrap_or(cur.enabled);
     check_fields(
         req.name.as_deref().unwrap_or(&cur.name),
@@ -221,4 +246,20 @@ pub async fn delete(
         "id": cur.id,
         "message": format!("cron job {} deleted", cur.name),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_workspace;
+
+    #[test]
+    fn a_cron_name_becomes_a_valid_workspace_id() {
+        assert_eq!(default_workspace("daily-backup"), "daily-backup");
+        assert_eq!(default_workspace(" my job/1.x "), "my-job-1-x");
+        let long = default_workspace(&"a".repeat(300));
+        assert_eq!(long.len(), 128);
+        for name in ["..", "a b", "ü"] {
+            assert!(crate::routes::jobs::check_workspace_id(&default_workspace(name)).is_ok());
+        }
+    }
 }

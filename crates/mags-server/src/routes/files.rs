@@ -1,10 +1,11 @@
-//! `POST /mags-files`: one file per request, multipart part `file`,
-//! streamed into object storage (never whole in memory). Larger than the
-//! server's upload limit (`--upload-max-bytes`, default
-//! [`mags_api::MAX_UPLOAD_BYTES`]) is a 413, larger than what is left of
-//! the user's disk quota a 403; either leaves nothing behind, and the rest
-//! of the body is read and dropped first, so the client sees the answer
-//! rather than a reset connection.
+//! `POST /mags-files`: multipart, one or more parts named `file`, each
+//! streamed into object storage (never whole in memory) as its own upload.
+//! A part larger than the server's upload limit (`--upload-max-bytes`,
+//! default [`mags_api::MAX_UPLOAD_BYTES`]) is a 413, larger than what is
+//! left of the user's disk quota a 403; either leaves nothing behind (the
+//! request's earlier parts are removed too), and the rest of the body is
+//! read and dropped first, so the client sees the answer rather than a
+//! reset connection.
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiMultipart};
@@ -12,14 +13,16 @@ use crate::text::Esc;
 use crate::workspaces::clean_name;
 use crate::AppState;
 use axum::extract::multipart::MultipartError;
-use axum::extract::State;
+use axum::extract::{Multipart, State};
 use axum::Json;
 use futures::StreamExt as _;
-use mags_api::UploadResponse;
+use mags_api::{UploadResponse, UploadedFile};
 
 /// Most bytes read and dropped after an upload was refused: this many
 /// times the upload limit.
 const DRAIN_FACTOR: u64 = 4;
+/// Most `file` parts in one request (a job takes at most 100 `file_ids`).
+const MAX_PARTS: usize = 100;
 
 /// `POST /mags-files`.
 pub async fn upload(
@@ -27,18 +30,62 @@ pub async fn upload(
     AuthUser(user): AuthUser,
     ApiMultipart(mut form): ApiMultipart,
 ) -> Result<Json<UploadResponse>, ApiError> {
+    let mut stored: Vec<UploadedFile> = Vec::new();
+    let result = store_parts(&state, &user.id, &mut form, &mut stored).await;
+    if let Err(e) = result {
+        let ids: Vec<String> = stored.iter().map(|f| f.file_id.clone()).collect();
+        state.workspaces.discard_uploads(&user.id, &ids).await;
+        // Read what is left so the client gets the answer.
+        while let Ok(Some(mut f)) = form.next_field().await {
+            while let Ok(Some(_)) = f.chunk().await {}
+        }
+        return Err(e);
+    }
+    for f in &stored {
+        tracing::info!(file = %f.file_id, size = f.size, user = %Esc(&user.name), "file uploaded");
+    }
+    let Some(first) = stored.first().cloned() else {
+        return Err(ApiError::BadRequest(
+            "no multipart part named \"file\" in the request".into(),
+        ));
+    };
+    let several = stored.len() > 1;
+    Ok(Json(UploadResponse {
+        file_id: first.file_id,
+        name: first.name,
+        size: first.size,
+        sha256: first.sha256,
+        file_ids: if several {
+            stored.iter().map(|f| f.file_id.clone()).collect()
+        } else {
+            Vec::new()
+        },
+        files: if several { stored } else { Vec::new() },
+    }))
+}
+
+/// Stores every `file` part of `form` in order, pushing each to `stored`
+/// as soon as it is kept (so the caller can remove them on a refusal).
+async fn store_parts(
+    state: &AppState,
+    user_id: &str,
+    form: &mut Multipart,
+    stored: &mut Vec<UploadedFile>,
+) -> Result<(), ApiError> {
     while let Some(field) = form.next_field().await? {
         if field.name() != Some("file") {
             continue;
+        }
+        if stored.len() == MAX_PARTS {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_PARTS} files per request; nothing was stored"
+            )));
         }
         let raw = field.file_name().unwrap_or("upload").to_string();
         let name = clean_name(&raw)
             .ok_or_else(|| ApiError::BadRequest(format!("invalid file name {raw:?}")))?;
         let max = state.limits.upload_max_bytes;
-        let (room, by_quota) = state
-            .quotas
-            .upload_room(&state.store, &user.id, max)
-            .await?;
+        let (room, by_quota) = state.quotas.upload_room(&state.store, user_id, max).await?;
         // A body that breaks off inside the part is the client's error (a
         // 400), not the store's: remember the multipart error to say so.
         let broken: std::sync::Mutex<Option<MultipartError>> = std::sync::Mutex::new(None);
@@ -49,28 +96,25 @@ pub async fn upload(
                 std::io::Error::other(text)
             })
         }));
-        let stored = match state
+        let kept = match state
             .workspaces
-            .upload(&user.id, &name, &mut body, room)
+            .upload(user_id, &name, &mut body, room)
             .await
         {
-            Ok(stored) => stored,
+            Ok(kept) => kept,
             Err(e) => {
                 drop(body);
                 let broken = broken.into_inner().unwrap_or_else(|p| p.into_inner());
                 return Err(broken.map_or_else(|| e.into(), ApiError::from));
             }
         };
-        return match stored {
-            Ok(up) => {
-                tracing::info!(file = %up.id, size = up.size, user = %Esc(&user.name), "file uploaded");
-                Ok(Json(UploadResponse {
-                    file_id: up.id,
-                    name: up.name,
-                    size: up.size,
-                    sha256: up.sha256,
-                }))
-            }
+        match kept {
+            Ok(up) => stored.push(UploadedFile {
+                file_id: up.id,
+                name: up.name,
+                size: up.size,
+                sha256: up.sha256,
+            }),
             Err(limit) => {
                 let mut drained = 0u64;
                 while let Some(Ok(b)) = body.next().await {
@@ -79,10 +123,6 @@ pub async fn upload(
                         break;
                     }
                 }
-                drop(body);
-                while let Ok(Some(mut f)) = form.next_field().await {
-                    while let Ok(Some(_)) = f.chunk().await {}
-                }
                 if by_quota {
                     return Err(ApiError::Forbidden(format!(
                         "disk quota exceeded: file {name} is larger than the {} left of your \
@@ -90,16 +130,14 @@ pub async fn upload(
                         crate::quota::human_bytes(limit)
                     )));
                 }
-                Err(ApiError::PayloadTooLarge(format!(
+                return Err(ApiError::PayloadTooLarge(format!(
                     "file {name} is larger than the upload limit of {}; nothing was stored",
                     upload_limit_words(limit)
-                )))
+                )));
             }
-        };
+        }
     }
-    Err(ApiError::BadRequest(
-        "no multipart part named \"file\" in the request".into(),
-    ))
+    Ok(())
 }
 
 /// `100 MB` for a limit in whole megabytes (10^6, as the contract says),

@@ -71,7 +71,7 @@ pub(crate) async fn submit(
     }
     let quotas = &state.quotas;
     quotas.check_pending(&state.store, user_id).await?;
-    if new.persistent {
+    if new.persistent && !replaces_a_sandbox(state, user_id, new.workspace_id.as_deref()).await? {
         let room = state.sandboxes.can_make_room_for(user_id);
         quotas.check_new_sandbox(user_id, room)?;
     }
@@ -96,17 +96,35 @@ pub(crate) async fn submit(
         crate::quota::check_host_disk(&state.store, dir, needed, &what).await?;
     }
     let job = state.store.insert_job(&new).await?;
-    // One live job per workspace, decided atomically in the database.
-    if let Some(ws) = &job.workspace_id {
-        if let Some(holder) = state.store.claim_workspace(user_id, ws, &job.id).await? {
-            state.store.delete_accepted_job(&job.id).await?;
-            return Err(ApiError::Conflict(format!(
-                "workspace {ws:?} already has a live job ({holder}); stop it first"
-            )));
-        }
-    }
-    state.scheduler.submit(job.clone());
+    // One live job per workspace, decided atomically in the database; a
+    // job whose workspace is held waits its turn and takes it over.
+    state.takeovers.submit(job.clone()).await?;
     Ok(job)
+}
+
+/// Whether a job on `workspace` will take over a live sandbox of the user
+/// (whose VM slot it then reuses, so no new slot is needed).
+async fn replaces_a_sandbox(
+    state: &AppState,
+    user_id: &str,
+    workspace: Option<&str>,
+) -> Result<bool, ApiError> {
+    let Some(ws) = workspace else {
+        return Ok(false);
+    };
+    let Some(holder) = state
+        .store
+        .workspace(user_id, ws)
+        .await?
+        .and_then(|w| w.live_job_id)
+    else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .job(&holder)
+        .await?
+        .is_some_and(|h| h.persistent && h.status.is_live()))
 }
 
 /// Checks a create request and makes the job to store. A one-shot job
@@ -162,6 +180,19 @@ pub fn validate(
     }
     check_egress_list("egress_allow", &req.egress_allow)?;
     check_egress_list("egress_deny", &req.egress_deny)?;
+    let rootfs_type = non_empty(req.rootfs_type);
+    if let Some(t) = &rootfs_type {
+        if t.parse::<mags_vm::ImageVariant>().is_err() {
+            let valid: Vec<&str> = mags_vm::ImageVariant::ALL
+                .iter()
+                .map(|v| v.as_str())
+                .collect();
+            return bad(format!(
+                "unknown rootfs_type {t:?}: use one of {}",
+                valid.join(", ")
+            ));
+        }
+    }
     let workspace_id = non_empty(req.workspace_id);
     for ws in [&workspace_id, &req.base_workspace_id]
         .into_iter()
@@ -190,7 +221,7 @@ pub fn validate(
         environment: req.environment,
         file_ids: req.file_ids,
         disk_gb: req.disk_gb,
-        rootfs_type: non_empty(req.rootfs_type),
+        rootfs_type,
         idle_timeout_secs: req.idle_timeout_secs,
         no_internet: req.no_internet,
         egress_allow: req.egress_allow,
@@ -393,6 +424,25 @@ mod tests {
         );
         r.idle_timeout_secs = Some(0);
         assert!(validate(r, "u", None).is_err());
+    }
+
+    #[test]
+    fn an_unknown_rootfs_type_names_the_valid_ones() {
+        let mut r = req("x");
+        r.rootfs_type = Some("gentoo".into());
+        match validate(r.clone(), "u", None) {
+            Err(ApiError::BadRequest(m)) => {
+                assert!(
+                    m.contains("\"gentoo\"") && m.contains("standard, browser, claude, pi"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        for ok in ["standard", "browser", "claude", "pi", ""] {
+            r.rootfs_type = Some(ok.into());
+            assert!(validate(r.clone(), "u", None).is_ok(), "{ok}");
+        }
     }
 
     #[test]

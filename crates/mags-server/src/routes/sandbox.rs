@@ -313,7 +313,9 @@ pub async fn stop(
             Some(format!("was {}", job.status)),
         )
         .await;
-    if job.persistent {
+    if state.takeovers.stop(&job.id).await {
+        // It was waiting for its workspace: it never started.
+    } else if job.persistent {
         state.sandboxes.stop(&job.id).await?;
     } else if state.scheduler.stop(&job.id) {
         let deadline = tokio::time::Instant::now() + STOP_WAIT;

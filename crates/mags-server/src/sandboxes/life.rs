@@ -21,6 +21,10 @@ pub(super) type SlotGuard = OwnedMutexGuard<Slot>;
 const WAKE_WAIT: Duration = Duration::from_secs(30);
 /// How long a wake waits for the startup command before letting callers in.
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
+/// A sandbox whose script started less than this long ago (and still
+/// runs) is not replaced yet by a takeover: in a burst of jobs on one
+/// workspace, each one's script gets to run.
+pub const MIN_SCRIPT_RUN: Duration = Duration::from_secs(2);
 
 /// How to wait for a running slot.
 #[derive(Clone, Copy)]
@@ -149,14 +153,11 @@ impl Shared {
         }
         self.followers.notify(id);
         entry.touch();
-        let script = bash(
-            &entry.spec.script,
-            &entry.spec.environment,
-            entry.spec.timeout_ms,
-        );
+        let script = entry.spec.script_run();
         match vm.run(script).await {
             Ok(process) => {
                 entry.script_running.store(true, Ordering::SeqCst);
+                *super::lock(&entry.script_started) = Some(Instant::now());
                 tokio::spawn(self.clone().follow_script(entry.clone(), process));
                 Ok(vm)
             }
@@ -537,12 +538,57 @@ impl Shared {
     }
 
     pub(super) async fn stop(&self, job_id: &str) -> Result<(), SandboxError> {
+        self.end_on_request(job_id, None).await
+    }
+
+    /// Replaces the sandbox of `job_id` by job `by` on workspace `ws`:
+    /// like a stop (its files saved by the final save after power-off), but
+    /// refused with [`SandboxError::Starting`] while it starts or while its
+    /// script has run less than [`MIN_SCRIPT_RUN`], and its log names `by`.
+    pub(super) async fn replace(
+        &self,
+        job_id: &str,
+        by: &str,
+        ws: &str,
+    ) -> Result<(), SandboxError> {
+        let entry = self.live_entry(job_id)?;
+        let not_yet = || SandboxError::Starting {
+            id: job_id.to_string(),
+            status: JobState::Running,
+        };
+        {
+            let slot = entry.slot.clone().lock_owned().await;
+            if matches!(*slot, Slot::Starting) {
+                return Err(not_yet());
+            }
+        }
+        let young =
+            super::lock(&entry.script_started).is_some_and(|t| t.elapsed() < MIN_SCRIPT_RUN);
+        if young && entry.script_running.load(Ordering::SeqCst) {
+            return Err(not_yet());
+        }
+        self.end_on_request(job_id, Some((by, ws))).await
+    }
+
+    /// Ends the sandbox on request: a stop (`replaced_by` none: the guest
+    /// is synced, then shut down) or a takeover by another job.
+    async fn end_on_request(
+        &self,
+        job_id: &str,
+        replaced_by: Option<(&str, &str)>,
+    ) -> Result<(), SandboxError> {
         let entry = self.live_entry(job_id)?;
         entry.request_stop();
         let mut slot = entry.slot.clone().lock_owned().await;
         let (status, error) = match std::mem::replace(&mut *slot, Slot::Gone) {
             Slot::Running { vm, _permit } => {
-                let r = match vm.sync().await {
+                // A takeover skips the live sync: the final save after the
+                // power-off (which flushes the guest) stores the same files.
+                let synced = match replaced_by {
+                    None => vm.sync().await,
+                    Some(_) => Ok(()),
+                };
+                let r = match synced {
                     Ok(()) => vm.shutdown().await,
                     Err(e) => {
                         retire(vm);
@@ -566,9 +612,13 @@ impl Shared {
             Slot::Gone => return Ok(()),
         };
         let job = self.store.job(job_id).await?;
-        let line = match &error {
-            None => "stopped on request".to_string(),
-            Some(e) => format!("error: {e}"),
+        let line = match (&error, replaced_by) {
+            (None, None) => "stopped on request".to_string(),
+            (None, Some((by, ws))) => format!(
+                "replaced by job {by}, which took workspace {ws} over: this sandbox's files \
+                 were saved and it was stopped"
+            ),
+            (Some(e), _) => format!("error: {e}"),
         };
         entry.sink.system(&line).await;
         let finish = Finish {
@@ -578,7 +628,7 @@ impl Shared {
             script_duration_ms: job.as_ref().and_then(|j| j.script_duration_ms),
         };
         self.end(&entry, slot, finish).await;
-        tracing::info!(job = job_id, %status, "sandbox stopped");
+        tracing::info!(job = job_id, %status, replaced_by = ?replaced_by.map(|r| r.0), "sandbox stopped");
         Ok(())
     }
 

@@ -27,6 +27,7 @@ mod life;
 mod watch;
 
 pub use exec::ExecRun;
+pub use life::MIN_SCRIPT_RUN;
 
 use crate::executor::{AgentConn, Executor, JobSpec, Vm};
 use crate::quota::{UserSlot, UserSlots};
@@ -169,13 +170,15 @@ pub(crate) struct Entry {
     busy: AtomicUsize,
     /// Its script is running and its output is recorded.
     script_running: AtomicBool,
+    /// When its script last started (in this server process).
+    script_started: Mutex<Option<Instant>>,
     stop_requested: AtomicBool,
     stop: Notify,
     /// When the watch loop may next try to wake it (after a failure).
     wake_retry: Mutex<Option<Instant>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -313,6 +316,15 @@ impl Sandboxes {
     /// the reason). Ok if it has ended meanwhile.
     pub async fn stop(&self, job_id: &str) -> Result<(), SandboxError> {
         self.inner.stop(job_id).await
+    }
+
+    /// Ends the sandbox because job `by` takes its workspace `ws` over:
+    /// its files are saved (synced workspace: a new version; local: its
+    /// disk kept), it is shut down, and its job ends `completed` with a log
+    /// line naming `by`. [`SandboxError::Starting`] while it is starting or
+    /// its script started less than [`MIN_SCRIPT_RUN`] ago: try again.
+    pub async fn replace(&self, job_id: &str, by: &str, ws: &str) -> Result<(), SandboxError> {
+        self.inner.replace(job_id, by, ws).await
     }
 
     /// Flushes the guest's filesystems (a sleeping sandbox's disk already is).
@@ -479,6 +491,7 @@ impl Shared {
             last_active: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
             script_running: AtomicBool::new(false),
+            script_started: Mutex::new(None),
             stop_requested: AtomicBool::new(false),
             stop: Notify::new(),
             wake_retry: Mutex::new(None),

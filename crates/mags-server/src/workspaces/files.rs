@@ -1,6 +1,7 @@
 //! Uploaded files: streamed into object storage by `POST /mags-files`, and
 //! placed at `/root/<name>` and `/uploads/<name>` in a job's VM before its
-//! script starts (streamed over the agent channel, never whole in memory).
+//! script starts (streamed over the agent channel, never whole in memory);
+//! `/uploads` holds exactly this job's files.
 
 use super::{Inner, Workspaces, WsError};
 use crate::executor::{bash, ProcessEvent, Vm};
@@ -66,6 +67,21 @@ impl Workspaces {
         Ok(Ok(up))
     }
 
+    /// Removes uploads stored by a request that was then refused (a later
+    /// part too large), so a refused request leaves nothing behind. Best
+    /// effort: a failure is logged.
+    pub async fn discard_uploads(&self, user_id: &str, ids: &[String]) {
+        let Ok(inner) = self.inner() else { return };
+        for id in ids {
+            if let Err(e) = inner.store().delete_upload(user_id, id).await {
+                tracing::warn!(file = %id, error = %e, "cannot forget a refused upload");
+            }
+            if let Err(e) = inner.blobs.delete(id).await {
+                tracing::warn!(file = %id, error = %e, "cannot delete a refused upload");
+            }
+        }
+    }
+
     /// Checks that every id names an upload of `user_id`.
     pub async fn check_files(&self, user_id: &str, ids: &[String]) -> Result<(), WsError> {
         let Some(id) = ids.first() else {
@@ -115,8 +131,11 @@ pub(crate) async fn place_files(ws: &Inner, vm: &dyn Vm, job: &Job) -> Result<()
         written.map_err(|e| WsError::Disk(format!("writing {path}: {e}")))?;
         names.push(up.name);
     }
-    // The same files under /uploads, as one public example expects them.
-    let mut script = String::from("set -e; mkdir -p /uploads");
+    // The same files under /uploads, as one public example expects them,
+    // and nothing else: this is where the script starts (see
+    // `executor::UPLOADS_DIR`), so an earlier job's uploads in the same
+    // workspace must not be picked up by its globs.
+    let mut script = String::from("set -e; rm -rf /uploads; mkdir -p /uploads");
     for n in &names {
         script.push_str(&format!(" && cp -f -- '/root/{n}' '/uploads/{n}'"));
     }

@@ -202,3 +202,32 @@ impl Harness {
         sqlx::Row::try_get(&row, "n").expect("n")
     }
 }
+
+/// The messages of a job's `/logs`, one per line.
+pub async fn log_text(h: &Harness, id: &str) -> String {
+    let (_, logs) = h.get(&format!("/api/v1/mags-jobs/{id}/logs")).await;
+    logs["logs"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e["message"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Regular files anywhere under `dir` (0 if it does not exist).
+pub fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
+}

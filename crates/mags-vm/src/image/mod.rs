@@ -112,17 +112,40 @@ pub enum ImageVariant {
     Standard,
     /// The standard root plus Debian's `chromium` (browser sessions).
     Browser,
+    /// The standard root plus Claude Code (`@anthropic-ai/claude-code`)
+    /// and the Node it needs, from the npm registry.
+    Claude,
+    /// The standard root plus the pi coding agent
+    /// (`@mariozechner/pi-coding-agent`) and the Node it needs.
+    Pi,
 }
 
 impl ImageVariant {
     /// All variants, standard first.
-    pub const ALL: [ImageVariant; 2] = [ImageVariant::Standard, ImageVariant::Browser];
+    pub const ALL: [ImageVariant; 4] = [
+        ImageVariant::Standard,
+        ImageVariant::Browser,
+        ImageVariant::Claude,
+        ImageVariant::Pi,
+    ];
 
     /// The name used in the API (`rootfs_type`) and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             ImageVariant::Standard => "standard",
             ImageVariant::Browser => "browser",
+            ImageVariant::Claude => "claude",
+            ImageVariant::Pi => "pi",
+        }
+    }
+
+    /// Its place in [`ImageVariant::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            ImageVariant::Standard => 0,
+            ImageVariant::Browser => 1,
+            ImageVariant::Claude => 2,
+            ImageVariant::Pi => 3,
         }
     }
 }
@@ -137,13 +160,13 @@ impl std::str::FromStr for ImageVariant {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "standard" => Ok(ImageVariant::Standard),
-            "browser" => Ok(ImageVariant::Browser),
-            other => Err(format!(
-                "unknown image variant {other:?} (standard or browser)"
-            )),
-        }
+        ImageVariant::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ImageVariant::ALL.iter().map(|v| v.as_str()).collect();
+                format!("unknown image variant {s:?} ({})", names.join(", "))
+            })
     }
 }
 

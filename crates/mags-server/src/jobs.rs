@@ -21,11 +21,7 @@ pub const MAX_JOB_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
 /// Largest script accepted, in bytes.
 const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 
-/// A request that can never be accepted as it is (the API's 400); the
-/// text says what to change.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use crate::invalid::Invalid;
 
 /// Why [`submit`] refused or failed a job; nothing was stored unless the
 /// variant says otherwise.

@@ -207,22 +207,9 @@ pub enum DiskChange<'a> {
 
 /// Bytes of the data dir's filesystem never promised to disks (a sandbox
 /// does not start with less free, see the VM executor).
-pub const HOST_DISK_RESERVE: u64 = crate::executor::vm::LOW_DISK_BYTES;
+pub const HOST_DISK_RESERVE: u64 = mags_vm::disk::LOW_DISK_BYTES;
 
-/// Free bytes for an unprivileged writer on the filesystem holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` is a writable
-    // statvfs that the call fills in completely on success.
-    let st = unsafe {
-        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
-            return None;
-        }
-        st.assume_init()
-    };
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
+pub use mags_vm::disk::free_bytes;
 
 /// Refused if the host's data dir (`dir`) cannot hold `bytes` more of disk
 /// (`what`, for the message) on top of the nominal disks of every sandbox

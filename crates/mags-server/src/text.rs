@@ -3,7 +3,7 @@
 //! [`escape`] makes any user-given string safe to print in a server log or
 //! an operator's terminal.
 
-use crate::jobs::Invalid;
+use crate::invalid::Invalid;
 use std::borrow::Cow;
 use std::fmt;
 

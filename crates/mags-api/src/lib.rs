@@ -54,6 +54,10 @@ use serde::{Deserialize, Serialize};
 /// this many rows, and `total` says how many there are.
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 
+/// Largest request body the server accepts (JSON), except uploads
+/// ([`MAX_UPLOAD_BYTES`] per file).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// Query of the listings (`/mags-workspaces`, `/mags-cron`,
 /// `/mags-url-aliases`, `/mags-tokens`, `/mags-users`): one page, with the
 /// whole count in the answer's `total`.

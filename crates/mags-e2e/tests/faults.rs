@@ -367,31 +367,33 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
 
     // The host's disk fills while a job writes: the job is accepted (its
     // disk fits), then the host fills under it.
-    let (o, filler) = std::thread::scope(|scope| {
+    let (o, filler, writer) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
+            // No name: a name is a workspace (`-n` = `-w`), whose disk
+            // would outlive the job; this one's disk goes with its VM.
             server.mags_output(&[
                 "run",
-                "-n",
-                "writer",
                 "sleep 5; head -c 400M /dev/zero > /root/big && sync /root/big && echo written",
             ])
         });
-        // Running (its sleep gives the fill time to land first).
+        // Running (its sleep gives the fill time to land first): the
+        // newest job.
         let deadline = Instant::now() + WAIT;
-        loop {
-            let o = server.mags_output(&["status", "writer", "--json"]);
-            let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-            if s["status"] == "running" {
-                break;
+        let writer_id = loop {
+            let o = server.mags_output(&["list", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            let newest = &v["jobs"][0];
+            if newest["status"] == "running" && newest["workspace_id"].is_null() {
+                break newest["id"].as_str().expect("id").to_string();
             }
-            assert!(Instant::now() < deadline, "the writer never ran: {s}");
+            assert!(Instant::now() < deadline, "the writer never ran: {v}");
             std::thread::sleep(Duration::from_millis(200));
-        }
+        };
         let filler = fill(&data, "filler", 160 << 20);
-        (writer.join().expect("writer thread"), filler)
+        (writer.join().expect("writer thread"), filler, writer_id)
     });
     let said = failed(&o);
-    let s = server.wait_status("writer", "error", WAIT);
+    let s = server.wait_status(&writer, "error", WAIT);
     let error = s["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("the host's disk is full"),
@@ -434,7 +436,7 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
         .output()
         .expect("sqlite3");
     assert_eq!(stdout(&o).trim(), "ok", "{}", stderr(&o));
-    assert_eq!(server.status("writer")["status"], "error");
+    assert_eq!(server.status(&writer)["status"], "error");
     assert_eq!(server.status("guestfull")["status"], "error");
     assert_eq!(workspace(&server, "other")["persistent"], true);
     let out = server.run_ok(&["run", "-w", "other", "cat /root/f"]);

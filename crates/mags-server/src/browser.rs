@@ -11,7 +11,7 @@
 //! included, so a CDP client that follows `webSocketDebuggerUrl` stays on
 //! the authenticated path.
 
-use crate::proxy::Apps;
+use crate::apps::Apps;
 
 /// Chromium's remote-debugging port in the guest (loopback only: the URL
 /// proxy reaches it through the agent's tunnel).

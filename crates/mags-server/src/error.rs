@@ -98,6 +98,56 @@ impl From<SandboxError> for ApiError {
     }
 }
 
+impl From<crate::workspaces::WsError> for ApiError {
+    fn from(e: crate::workspaces::WsError) -> Self {
+        use crate::workspaces::WsError;
+        match e {
+            WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
+            WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
+            WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            WsError::Disabled => ApiError::Unavailable(e.to_string()),
+            WsError::Store(s) => ApiError::Store(s),
+            WsError::Storage(_) | WsError::Disk(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::quota::QuotaError> for ApiError {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        use crate::quota::QuotaError;
+        match e {
+            QuotaError::TooManyPending { .. } | QuotaError::TooManySandboxes { .. } => {
+                ApiError::TooManyRequests {
+                    retry_after_secs: e.retry_after_secs().unwrap_or(1),
+                    message: e.to_string(),
+                }
+            }
+            QuotaError::Disk(m) => ApiError::Forbidden(m),
+            QuotaError::HostDisk(m) => ApiError::InsufficientStorage(m),
+            QuotaError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+/// A request the control layer can never accept as it is.
+impl From<crate::jobs::Invalid> for ApiError {
+    fn from(e: crate::jobs::Invalid) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}
+
+impl From<crate::jobs::SubmitError> for ApiError {
+    fn from(e: crate::jobs::SubmitError) -> Self {
+        use crate::jobs::SubmitError;
+        match e {
+            SubmitError::Invalid(e) => e.into(),
+            SubmitError::Workspace(e) => e.into(),
+            SubmitError::Quota(e) => e.into(),
+            SubmitError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 /// A multipart body that breaks off or is malformed while it is read.
 impl From<axum::extract::multipart::MultipartError> for ApiError {
     fn from(e: axum::extract::multipart::MultipartError) -> Self {
@@ -154,7 +204,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge(format!(
                         "request body is too large: at most {} bytes are accepted",
-                        crate::routes::BODY_LIMIT
+                        mags_api::MAX_BODY_BYTES
                     ))
                 } else {
                     ApiError::BadRequest(format!(

@@ -26,6 +26,7 @@
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
 
+pub mod apps;
 pub mod audit;
 pub mod auth;
 pub mod browser;
@@ -35,6 +36,8 @@ pub mod doctor;
 pub mod error;
 pub mod executor;
 pub mod files;
+pub mod invalid;
+pub mod jobs;
 pub mod logs;
 pub mod openapi;
 pub mod proxy;
@@ -70,7 +73,7 @@ pub struct AppState {
     /// Becomes `true` when the server shuts down (ends output streams).
     pub shutdown: watch::Receiver<bool>,
     /// Where public URLs live (the URL proxy's domain).
-    pub apps: std::sync::Arc<proxy::Apps>,
+    pub apps: std::sync::Arc<apps::Apps>,
     /// The SSH gateway, when it runs: what `/access` with port 22 returns.
     pub ssh: Option<ssh::SshEndpoint>,
     /// The audit log.

@@ -1,13 +1,14 @@
 //! Per-user limits: VMs running at once, jobs waiting for one, disk, and
 //! request rate. What is over a limit is refused before anything changes,
-//! with a JSON error: 429 (and `Retry-After`) for what passes with time,
-//! 403 for disk.
+//! with a typed [`QuotaError`] (the API answers 429 and `Retry-After` for
+//! what passes with time, 403 for the disk quota, 507 for the host's
+//! disk).
 //!
 //! - [`UserSlots`]: one counting semaphore per user, shared by the
 //!   scheduler (one-shot jobs) and [`crate::sandboxes`] (running
 //!   persistent sandboxes; sleeping ones hold none).
-//! - [`RateLimiter`]: a token bucket per user, checked by [`rate_limit`]
-//!   after authentication on every `/api/v1` route.
+//! - [`RateLimiter`]: a token bucket per user, checked by
+//!   `routes::rate_limit` after authentication on every `/api/v1` route.
 //! - [`Quotas::check_disk`]: a user's workspace disks (their nominal
 //!   sizes) plus their uploads of the last [`UPLOAD_WINDOW`] plus their
 //!   jobs' stored output (until deleted or pruned).
@@ -15,12 +16,7 @@
 //!   disks of the sandboxes that exist counted, is a 507 (server-wide,
 //!   not per user).
 
-use crate::error::ApiError;
-use crate::AppState;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use mags_store::Store;
+use mags_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +56,45 @@ impl UserLimits {
     };
 }
 
+/// Why a request is over a limit; the text is what the user reads.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    /// As many jobs waiting as the server queues per user.
+    #[error(
+        "you have {pending} jobs waiting for a VM, the most this server queues per user; \
+         wait for some to start or stop them"
+    )]
+    TooManyPending { pending: u64 },
+    /// Every VM of the user runs and none of their sandboxes can sleep.
+    #[error(
+        "you have {max} sandboxes running, the most this server allows per user, and none \
+         of them can sleep; stop one or try again"
+    )]
+    TooManySandboxes { max: u32 },
+    /// Past the user's disk quota (the text says by how much and what
+    /// holds it).
+    #[error("{0}")]
+    Disk(String),
+    /// More disk than the host's data dir can hold.
+    #[error("{0}")]
+    HostDisk(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl QuotaError {
+    /// Seconds after which asking again may succeed, for what passes with
+    /// time.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            QuotaError::TooManyPending { .. } | QuotaError::TooManySandboxes { .. } => {
+                Some(JOB_RETRY_AFTER_SECS)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The per-user limits in force, and their state; cheap to share.
 pub struct Quotas {
     pub limits: UserLimits,
@@ -76,50 +111,38 @@ impl Quotas {
         }
     }
 
-    /// 429 if `user_id` already has as many jobs waiting as allowed.
-    pub async fn check_pending(&self, store: &Store, user_id: &str) -> Result<(), ApiError> {
+    /// Refused if `user_id` already has as many jobs waiting as allowed.
+    pub async fn check_pending(&self, store: &Store, user_id: &str) -> Result<(), QuotaError> {
         let max = self.limits.max_pending;
         if max == 0 {
             return Ok(());
         }
         let pending = store.pending_jobs(user_id).await?;
         if pending >= u64::from(max) {
-            return Err(ApiError::TooManyRequests {
-                message: format!(
-                    "you have {pending} jobs waiting for a VM, the most this server queues \
-                     per user; wait for some to start or stop them"
-                ),
-                retry_after_secs: JOB_RETRY_AFTER_SECS,
-            });
+            return Err(QuotaError::TooManyPending { pending });
         }
         Ok(())
     }
 
-    /// 429 for a new persistent sandbox when the user runs as many VMs as
-    /// allowed and `can_make_room` (one of their sandboxes can sleep) is
+    /// Refused for a new persistent sandbox when the user runs as many VMs
+    /// as allowed and `can_make_room` (one of their sandboxes can sleep) is
     /// false.
-    pub fn check_new_sandbox(&self, user_id: &str, can_make_room: bool) -> Result<(), ApiError> {
+    pub fn check_new_sandbox(&self, user_id: &str, can_make_room: bool) -> Result<(), QuotaError> {
         let max = self.slots.max();
         if max == 0 || self.slots.in_use(user_id) < max || can_make_room {
             return Ok(());
         }
-        Err(ApiError::TooManyRequests {
-            message: format!(
-                "you have {max} sandboxes running, the most this server allows per user, \
-                 and none of them can sleep; stop one or try again"
-            ),
-            retry_after_secs: JOB_RETRY_AFTER_SECS,
-        })
+        Err(QuotaError::TooManySandboxes { max })
     }
 
-    /// 403 if growing the user's disk use by what `change` says would
+    /// Refused if growing the user's disk use by what `change` says would
     /// pass the quota.
     pub async fn check_disk(
         &self,
         store: &Store,
         user_id: &str,
         change: DiskChange<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), QuotaError> {
         let quota = self.limits.disk_bytes;
         if quota == 0 {
             return Ok(());
@@ -140,7 +163,7 @@ impl Quotas {
             ),
         };
         if after > quota {
-            return Err(ApiError::Forbidden(format!(
+            return Err(QuotaError::Disk(format!(
                 "disk quota exceeded: {what} would bring your disk use to {} of {} \
                  (workspaces {}, uploads of the last 24 h {}, stored job output {}); \
                  delete a workspace or old jobs (`mags rm`), or ask for less",
@@ -161,7 +184,7 @@ impl Quotas {
         store: &Store,
         user_id: &str,
         cap: u64,
-    ) -> Result<(u64, bool), ApiError> {
+    ) -> Result<(u64, bool), StoreError> {
         let quota = self.limits.disk_bytes;
         if quota == 0 {
             return Ok((cap, false));
@@ -184,24 +207,11 @@ pub enum DiskChange<'a> {
 
 /// Bytes of the data dir's filesystem never promised to disks (a sandbox
 /// does not start with less free, see the VM executor).
-pub const HOST_DISK_RESERVE: u64 = crate::executor::vm::LOW_DISK_BYTES;
+pub const HOST_DISK_RESERVE: u64 = mags_vm::disk::LOW_DISK_BYTES;
 
-/// Free bytes for an unprivileged writer on the filesystem holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` is a writable
-    // statvfs that the call fills in completely on success.
-    let st = unsafe {
-        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
-            return None;
-        }
-        st.assume_init()
-    };
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
+pub use mags_vm::disk::free_bytes;
 
-/// 507 if the host's data dir (`dir`) cannot hold `bytes` more of disk
+/// Refused if the host's data dir (`dir`) cannot hold `bytes` more of disk
 /// (`what`, for the message) on top of the nominal disks of every sandbox
 /// that exists (running or sleeping) and [`HOST_DISK_RESERVE`]. Disks are
 /// sparse, so this is conservative: what a live disk already wrote is
@@ -211,7 +221,7 @@ pub async fn check_host_disk(
     dir: &std::path::Path,
     bytes: u64,
     what: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), QuotaError> {
     if bytes == 0 {
         return Ok(());
     }
@@ -226,7 +236,7 @@ pub async fn check_host_disk(
     if bytes <= room {
         return Ok(());
     }
-    Err(ApiError::InsufficientStorage(format!(
+    Err(QuotaError::HostDisk(format!(
         "the host cannot hold {what}: its data dir has {} free, {} of it promised to the \
          disks of {} live sandboxes and {} kept free, so at most {} more; ask for less \
          or try again when sandboxes have ended",
@@ -373,29 +383,6 @@ impl RateLimiter {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
         }
     }
-}
-
-/// Middleware (inside authentication): 429 with `Retry-After` when the
-/// user's request rate is over the limit.
-pub async fn rate_limit(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
-        if let Err(wait) = state.quotas.rate.take(&caller.user.id) {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            return Err(ApiError::TooManyRequests {
-                message: format!(
-                    "too many requests: at most {} per second per user (bursts of {}); \
-                     retry in {secs} s",
-                    state.quotas.limits.requests_per_sec, state.quotas.limits.request_burst
-                ),
-                retry_after_secs: secs,
-            });
-        }
-    }
-    Ok(next.run(req).await)
 }
 
 #[cfg(test)]

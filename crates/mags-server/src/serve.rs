@@ -199,7 +199,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         Some(l) => l.local_addr().map(|a| a.port()).unwrap_or(addr.port()),
         None => addr.port(),
     };
-    state.apps = Arc::new(crate::proxy::Apps {
+    state.apps = Arc::new(crate::apps::Apps {
         domain: args.apps.apps_domain.trim_matches('.').to_ascii_lowercase(),
         scheme: args.apps.scheme(),
         port: Some(args.apps.apps_public_port.unwrap_or(proxy_port)),

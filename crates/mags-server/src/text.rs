@@ -3,7 +3,7 @@
 //! [`escape`] makes any user-given string safe to print in a server log or
 //! an operator's terminal.
 
-use crate::error::ApiError;
+use crate::invalid::Invalid;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -12,11 +12,11 @@ fn is_control(c: char) -> bool {
     c.is_control()
 }
 
-/// 400 naming `field` if `value` holds a control character.
-pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+/// Refused, naming `field`, if `value` holds a control character.
+pub fn check_name(field: &str, value: &str) -> Result<(), Invalid> {
     match value.chars().find(|c| is_control(*c)) {
         None => Ok(()),
-        Some(c) => Err(ApiError::BadRequest(format!(
+        Some(c) => Err(Invalid(format!(
             "{field} must not contain control characters (found {:?})",
             c
         ))),

@@ -1,7 +1,9 @@
-//! How stored records look on the wire: [`job_status`] and [`rfc3339`].
+//! How stored records look on the wire: [`job_status`], [`token_info`],
+//! [`user_info`], [`audit_entry`] and [`rfc3339`] (the API and the
+//! operator commands print the same shapes).
 
-use mags_api::JobStatus;
-use mags_store::{clock, Job};
+use mags_api::{AuditEntry, JobStatus, TokenInfo, UserInfo};
+use mags_store::{clock, AuditEvent, Job, TokenRow, User};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -41,6 +43,45 @@ pub fn job_status(job: &Job) -> JobStatus {
         vm_seconds: job.vm_ms_at(clock::now_ms()) as f64 / 1000.0,
         output_bytes: job.output_bytes,
         output_pruned: job.output_pruned_at.is_some(),
+    }
+}
+
+/// The API view of a stored token.
+pub fn token_info(t: &TokenRow) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        prefix: t.prefix.clone(),
+        user: t.user_name.clone(),
+        created_at: rfc3339(t.created_at),
+        last_used_at: t.last_used_at.map(rfc3339),
+        revoked: t.revoked,
+    }
+}
+
+/// The API view of a user.
+pub fn user_info(u: &User) -> UserInfo {
+    UserInfo {
+        id: u.id.clone(),
+        name: u.name.clone(),
+        is_admin: u.is_admin,
+        created_at: rfc3339(u.created_at),
+    }
+}
+
+/// The API view of an audit event.
+pub fn audit_entry(e: &AuditEvent) -> AuditEntry {
+    let ev = &e.event;
+    AuditEntry {
+        id: e.id.clone(),
+        time: rfc3339(e.at),
+        user: ev.user_name.clone(),
+        user_id: ev.user_id.clone(),
+        token_prefix: ev.token_prefix.clone(),
+        action: ev.action.clone(),
+        target_kind: ev.target_kind.clone(),
+        target_id: ev.target_id.clone(),
+        detail: ev.detail.clone(),
+        source_ip: ev.source_ip.clone(),
     }
 }
 

@@ -4,6 +4,26 @@
 use crate::VmError;
 use std::path::{Path, PathBuf};
 
+/// Below this much free space on the data dir's filesystem the host's disk
+/// counts as full: no new sandbox starts (sparse disks grow as guests
+/// write, so a sandbox started now would soon fail its writes).
+pub const LOW_DISK_BYTES: u64 = 64 << 20;
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a writable
+    // statvfs that the call fills in completely on success.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 pub(crate) fn sparse_file(path: &Path, bytes: u64) -> Result<(), VmError> {
     let f = std::fs::File::create(path).map_err(|e| VmError::io(path, e))?;
     f.set_len(bytes).map_err(|e| VmError::io(path, e))
@@ -114,6 +134,13 @@ fn backing_file(path: &Path) -> Option<PathBuf> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_bytes_of_a_real_and_a_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).is_some_and(|b| b > 0));
+        assert_eq!(free_bytes(&dir.path().join("missing")), None);
+    }
 
     #[tokio::test]
     async fn the_backing_chain_is_read_from_qcow2_headers() {

@@ -12,7 +12,7 @@
 
 pub mod expr;
 
-use crate::error::ApiError;
+use crate::jobs::{Invalid, SubmitError};
 use crate::text::Esc;
 use crate::view::rfc3339;
 use crate::AppState;
@@ -48,9 +48,9 @@ pub fn view(c: &CronRow) -> CronJob {
     }
 }
 
-/// Parses an expression for the API: a clear 400 when it is bad.
-pub fn parse(expression: &str) -> Result<CronExpr, ApiError> {
-    CronExpr::parse(expression).map_err(|e| ApiError::BadRequest(format!("cron_expression: {e}")))
+/// Parses an expression given by a user, saying what is wrong with it.
+pub fn parse(expression: &str) -> Result<CronExpr, Invalid> {
+    CronExpr::parse(expression).map_err(|e| Invalid(format!("cron_expression: {e}")))
 }
 
 /// What one [`tick`] did.
@@ -61,7 +61,10 @@ pub struct TickReport {
 }
 
 /// Starts (or skips) every run due at `now` (unix ms).
-pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
+/// A run refused for itself ([`SubmitError::is_refusal`]: its request or
+/// the user's limits) is skipped and recorded; any other failure ends the
+/// tick with it.
+pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, SubmitError> {
     let mut report = TickReport::default();
     for c in state.store.due_crons(now).await? {
         let Some(due) = c.next_run_at else { continue };
@@ -99,20 +102,14 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, ApiError> {
             report.skipped += 1;
             continue;
         }
-        match crate::routes::jobs::submit(state, &c.user_id, run_request(&c)).await {
+        match crate::jobs::submit(state, &c.user_id, run_request(&c)).await {
             Ok(job) => {
                 tracing::info!(cron = %Esc(&c.name), job = %job.id, "cron run started");
                 state.store.record_cron_run(&c.id, &job.id, now).await?;
                 report.started.push(job.id);
             }
             // Refused for this run only (the user's limits included): skipped.
-            Err(
-                e @ (ApiError::Conflict(_)
-                | ApiError::BadRequest(_)
-                | ApiError::NotFound(_)
-                | ApiError::Forbidden(_)
-                | ApiError::TooManyRequests { .. }),
-            ) => {
+            Err(e) if e.is_refusal() => {
                 let why = format!("not started: {e}");
                 tracing::warn!(cron = %Esc(&c.name), "{}", Esc(&why));
                 state.store.record_cron_skip(&c.id, &why).await?;

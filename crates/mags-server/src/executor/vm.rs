@@ -8,8 +8,8 @@
 //! the accelerator is probed (and cached by `mags-vm`) for `/pool-status`.
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
-use crate::quota::free_bytes;
 use futures::future::BoxFuture;
+use mags_vm::disk::free_bytes;
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
     AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
@@ -29,10 +29,7 @@ pub const BROWSER_MEMORY_MB: u32 = 1024;
 /// is a 400 MB executable that the guest kernel refuses to map in 256 MiB.
 pub const AGENT_MEMORY_MB: u32 = 1024;
 
-/// Below this much free space on the data dir's filesystem the host's disk
-/// counts as full: no new sandbox starts (sparse disks grow as guests
-/// write, so a sandbox started now would soon fail its writes).
-pub const LOW_DISK_BYTES: u64 = 64 << 20;
+pub use mags_vm::disk::LOW_DISK_BYTES;
 
 /// Runs each job in its own microVM.
 pub struct VmExecutor {

@@ -124,7 +124,7 @@ pub async fn create_alias(
     if ws.is_empty() {
         return Err(ApiError::BadRequest("workspace_id is required".into()));
     }
-    crate::routes::jobs::check_workspace_id(ws)?;
+    crate::jobs::check_workspace_id(ws)?;
     let taken = || ApiError::Conflict(format!("the subdomain {sub} already exists"));
     if state.store.subdomain_taken(&sub).await? {
         return Err(taken());

@@ -6,8 +6,8 @@
 use crate::audit::Caller;
 use crate::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
 use crate::error::{ApiError, ApiJson};
+use crate::jobs::submit;
 use crate::routes::access::new_subdomain;
-use crate::routes::jobs::submit;
 use crate::text::Esc;
 use crate::AppState;
 use axum::body::Body;

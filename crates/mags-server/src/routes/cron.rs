@@ -5,7 +5,7 @@ use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::cron::{self, expr::CronExpr};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::routes::jobs::{check_environment, check_workspace_id};
+use crate::jobs::{check_environment, check_workspace_id};
 use crate::routes::page;
 use crate::text::Esc;
 use crate::AppState;
@@ -56,7 +56,7 @@ pub fn check_fields(
     if persistent && workspace_id.is_none() {
         return bad("persistent needs a workspace_id: the workspace each run keeps");
     }
-    check_environment(env)
+    Ok(check_environment(env)?)
 }
 
 /// The workspace of a persistent cron job given none: one named after the
@@ -259,7 +259,7 @@ mod tests {
         let long = default_workspace(&"a".repeat(300));
         assert_eq!(long.len(), 128);
         for name in ["..", "a b", "ü"] {
-            assert!(crate::routes::jobs::check_workspace_id(&default_workspace(name)).is_ok());
+            assert!(crate::jobs::check_workspace_id(&default_workspace(name)).is_ok());
         }
     }
 }

@@ -21,7 +21,7 @@
 //! is larger is refused with a JSON 413 before any handler runs, and one
 //! that turns out larger while a handler reads it likewise. Every
 //! authenticated request first passes the per-user rate limit
-//! ([`crate::quota::rate_limit`]).
+//! ([`rate_limit`]).
 
 pub mod access;
 pub mod browser;
@@ -38,7 +38,7 @@ pub mod workspaces;
 
 use crate::error::ApiError;
 use crate::{auth, AppState};
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -47,7 +47,7 @@ use axum::Router;
 use std::time::Instant;
 
 /// Largest accepted request body (JSON), except uploads.
-pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub const BODY_LIMIT: usize = mags_api::MAX_BODY_BYTES;
 
 /// The page a listing's `offset`/`limit` ask for; a `limit` outside
 /// 1..=[`mags_api::MAX_PAGE_LIMIT`] is a 400.
@@ -122,10 +122,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/mags-audit", get(users::audit))
         // Layers run last-added first: authentication, then the rate limit.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::quota::rate_limit,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -185,4 +182,27 @@ async fn log_request(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     resp
+}
+
+/// Middleware (inside authentication): 429 with `Retry-After` when the
+/// user's request rate is over the limit.
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
+        if let Err(wait) = state.quotas.rate.take(&caller.user.id) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "too many requests: at most {} per second per user (bursts of {}); \
+                     retry in {secs} s",
+                    state.quotas.limits.requests_per_sec, state.quotas.limits.request_burst
+                ),
+                retry_after_secs: secs,
+            });
+        }
+    }
+    Ok(next.run(req).await)
 }

@@ -9,7 +9,8 @@
 use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::routes::jobs::{owned_job, MAX_IDLE_TIMEOUT_SECS};
+use crate::jobs::MAX_IDLE_TIMEOUT_SECS;
+use crate::routes::jobs::owned_job;
 use crate::routes::output::shutting_down;
 use crate::sandboxes::{check_live, ExecRun};
 use crate::view::job_status;

@@ -14,16 +14,16 @@
 
 use crate::audit::{parse_since, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::view::rfc3339;
+use crate::view::{audit_entry, rfc3339, token_info, user_info};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use mags_api::{
     AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest, CreatedToken,
-    PageQuery, RevokedToken, TokenInfo, TokenList, TokenListQuery, UserInfo, UserList,
+    PageQuery, RevokedToken, TokenList, TokenListQuery, UserInfo, UserList,
 };
-use mags_store::{clock, valid_user_name, AuditEvent, AuditFilter, TokenRow, User};
+use mags_store::{clock, valid_user_name, AuditFilter, User};
 
 use mags_api::users::MAX_AUDIT_LIMIT;
 
@@ -47,18 +47,6 @@ async fn named_user(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no user {n:?}"))),
         Some(_) => Err(forbidden("naming another user")),
-    }
-}
-
-/// The API view of a stored token.
-pub fn token_info(t: &TokenRow) -> TokenInfo {
-    TokenInfo {
-        id: t.id.clone(),
-        prefix: t.prefix.clone(),
-        user: t.user_name.clone(),
-        created_at: rfc3339(t.created_at),
-        last_used_at: t.last_used_at.map(rfc3339),
-        revoked: t.revoked,
     }
 }
 
@@ -146,16 +134,6 @@ pub async fn revoke_token(
     }))
 }
 
-/// The API view of a user.
-pub fn user_info(u: &User) -> UserInfo {
-    UserInfo {
-        id: u.id.clone(),
-        name: u.name.clone(),
-        is_admin: u.is_admin,
-        created_at: rfc3339(u.created_at),
-    }
-}
-
 /// `GET /mags-users?offset=&limit=` (admin): a page, by name.
 pub async fn list_users(
     State(state): State<AppState>,
@@ -208,23 +186,6 @@ pub async fn create_user(
         )
         .await;
     Ok((StatusCode::CREATED, Json(user_info(&user))))
-}
-
-/// The API view of an audit event.
-pub fn audit_entry(e: &AuditEvent) -> AuditEntry {
-    let ev = &e.event;
-    AuditEntry {
-        id: e.id.clone(),
-        time: rfc3339(e.at),
-        user: ev.user_name.clone(),
-        user_id: ev.user_id.clone(),
-        token_prefix: ev.token_prefix.clone(),
-        action: ev.action.clone(),
-        target_kind: ev.target_kind.clone(),
-        target_id: ev.target_id.clone(),
-        detail: ev.detail.clone(),
-        source_ip: ev.source_ip.clone(),
-    }
 }
 
 /// `GET /mags-audit?user=&since=&action=&limit=`: own events; an admin

@@ -11,7 +11,7 @@ use axum::Json;
 use mags_api::{PageQuery, ResizeRequest, WorkspaceActionResponse, WorkspaceList};
 
 /// Largest disk a resize accepts (as for new jobs).
-const MAX_DISK_GB: u32 = crate::routes::jobs::MAX_DISK_GB;
+const MAX_DISK_GB: u32 = crate::jobs::MAX_DISK_GB;
 
 /// `GET /mags-workspaces?offset=&limit=`: a page, most recently used first.
 pub async fn list(

@@ -127,20 +127,6 @@ impl From<mags_workspace::Error> for WsError {
     }
 }
 
-impl From<WsError> for crate::error::ApiError {
-    fn from(e: WsError) -> Self {
-        use crate::error::ApiError;
-        match e {
-            WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
-            WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
-            WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
-            WsError::Disabled => ApiError::Unavailable(e.to_string()),
-            WsError::Store(s) => ApiError::Store(s),
-            WsError::Storage(_) | WsError::Disk(_) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
 /// The workspace manager; cheap to clone. `Disabled` in router tests.
 #[derive(Clone)]
 pub struct Workspaces {

@@ -7,7 +7,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{files_under, harness_with_limits, log_text, Harness};
+use common::{files_under, harness_with_limits, log_text, upload_count, upload_parts, Harness};
 use mags_server::quota::UserLimits;
 use mags_server::Limits;
 use serde_json::{json, Value};
@@ -364,32 +364,7 @@ async fn disk_past_the_users_quota_is_a_403_and_changes_nothing() {
 
 /// `POST /mags-files` with one part `file` holding `data`.
 async fn upload(h: &Harness, data: &[u8]) -> (StatusCode, Value) {
-    let boundary = "xBOUNDARYx";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let req = Request::post("/api/v1/mags-files")
-        .header(header::AUTHORIZATION, format!("Bearer {}", h.token))
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(Body::from(body))
-        .expect("request");
-    let (status, _, v) = h.send(req).await;
-    (status, v)
-}
-
-async fn upload_count(h: &Harness) -> i64 {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM uploads")
-        .fetch_one(h.store.pool())
-        .await
-        .expect("count");
-    sqlx::Row::try_get(&row, "n").expect("n")
+    upload_parts(h, &[("file", "f.bin", data)]).await
 }
 
 #[tokio::test]

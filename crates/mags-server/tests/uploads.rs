@@ -5,47 +5,10 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use common::{files_under, harness_with_limits, Harness};
+use axum::http::StatusCode;
+use common::{files_under, harness_with_limits, upload_count, upload_parts as upload, Harness};
 use mags_server::Limits;
 use serde_json::{json, Value};
-
-/// `POST /mags-files` with one part per `(field name, file name, data)`.
-async fn upload(h: &Harness, parts: &[(&str, &str, &[u8])]) -> (StatusCode, Value) {
-    let boundary = "xBOUNDARYx";
-    let mut body = Vec::new();
-    for (field, file, data) in parts {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; \
-                 filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let req = Request::post("/api/v1/mags-files")
-        .header(header::AUTHORIZATION, format!("Bearer {}", h.token))
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(Body::from(body))
-        .expect("request");
-    let (status, _, v) = h.send(req).await;
-    (status, v)
-}
-
-async fn upload_count(h: &Harness) -> i64 {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM uploads")
-        .fetch_one(h.store.pool())
-        .await
-        .expect("count");
-    sqlx::Row::try_get(&row, "n").expect("n")
-}
 
 async fn harness() -> Harness {
     harness_with_limits(

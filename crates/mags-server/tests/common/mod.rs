@@ -231,3 +231,40 @@ pub fn files_under(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// `POST /mags-files` with one part per `(field name, file name, data)`.
+pub async fn upload_parts(h: &Harness, parts: &[(&str, &str, &[u8])]) -> (StatusCode, Value) {
+    let boundary = "xBOUNDARYx";
+    let mut body = Vec::new();
+    for (field, file, data) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; \
+                 filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let req = Request::post("/api/v1/mags-files")
+        .header(header::AUTHORIZATION, format!("Bearer {}", h.token))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .expect("request");
+    let (status, _, v) = h.send(req).await;
+    (status, v)
+}
+
+/// Uploads stored, of every user.
+pub async fn upload_count(h: &Harness) -> i64 {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM uploads")
+        .fetch_one(h.store.pool())
+        .await
+        .expect("count");
+    sqlx::Row::try_get(&row, "n").expect("n")
+}

@@ -209,7 +209,7 @@ pub enum DiskChange<'a> {
 /// does not start with less free, see the VM executor).
 pub const HOST_DISK_RESERVE: u64 = mags_vm::disk::LOW_DISK_BYTES;
 
-pub use mags_vm::disk::free_bytes;
+use mags_vm::disk::free_bytes;
 
 /// Refused if the host's data dir (`dir`) cannot hold `bytes` more of disk
 /// (`what`, for the message) on top of the nominal disks of every sandbox

@@ -9,7 +9,7 @@
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
-use mags_vm::disk::free_bytes;
+use mags_vm::disk::{free_bytes, LOW_DISK_BYTES};
 use mags_vm::sleep::SleepRecord;
 use mags_vm::{
     AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
@@ -28,8 +28,6 @@ pub const BROWSER_MEMORY_MB: u32 = 1024;
 /// Guest memory of the coding-agent images (`claude`, `pi`): Claude Code
 /// is a 400 MB executable that the guest kernel refuses to map in 256 MiB.
 pub const AGENT_MEMORY_MB: u32 = 1024;
-
-pub use mags_vm::disk::LOW_DISK_BYTES;
 
 /// Runs each job in its own microVM.
 pub struct VmExecutor {

@@ -193,6 +193,12 @@ def main():
         total = sum(b["secs"] for b in bins if b["lane"] == name)
         print(f"lane {name}: {total:.0f} s")
     print(f"tests wall: {wall:.0f} s")
+    # The plain closing line (`WORD: N passed, N failed, N skipped`) a
+    # reader of CI output can count without knowing this script.
+    passed = sum(b["passed"] for b in bins)
+    failures = sum(b["failed"] for b in bins) + sum(1 for b in failed if b["failed"] == 0)
+    ignored = sum(b["ignored"] for b in bins)
+    print(f"tests: {passed} passed, {failures} failed, {ignored} skipped")
     if failed:
         print("failed: " + ", ".join(b["label"] for b in failed))
         return 1

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mags_api::CronCreateRequest;
-use mags_server::cron::expr::CronExpr;
+use mags_control::cron::expr::CronExpr;
 use mags_server::error::parse_json_object;
 use mags_server::routes::cron::check_fields;
 

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use mags_api::CreateJobRequest;
 use mags_server::error::parse_json_object;
-use mags_server::jobs::{validate, MAX_DISK_GB, MAX_JOB_TIMEOUT_SECS};
+use mags_control::jobs::{validate, MAX_DISK_GB, MAX_JOB_TIMEOUT_SECS};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = parse_json_object::<CreateJobRequest>(data) else {

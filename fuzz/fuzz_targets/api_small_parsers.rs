@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use mags_api::{AccessRequest, ExecRequest, ResizeRequest, UpdateJobRequest};
 use mags_server::error::parse_json_object;
-use mags_server::workspaces::clean_name;
+use mags_control::workspaces::clean_name;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = HeaderValue::from_bytes(data) {

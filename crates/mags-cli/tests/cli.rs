@@ -2,7 +2,8 @@
 //! executor): streaming, exit codes, name resolution, login. And local
 //! mode with the real `magsd` binary, when it is built next to `mags`.
 
-use mags_server::executor::fake::FakeExecutor;
+use mags_control::executor::fake::FakeExecutor;
+use mags_control::Control;
 use mags_server::{router, AppState};
 use mags_store::Store;
 use std::io::Read as _;
@@ -29,7 +30,8 @@ fn start_server() -> Server {
             let store = Store::connect(&db).await.expect("store");
             let user = store.ensure_user("tester", false).await.expect("user");
             let (_, token) = store.create_token(&user.id).await.expect("token");
-            let (state, _shutdown) = AppState::new(store, Arc::new(FakeExecutor::new()), 4);
+            let (control, _shutdown) = Control::new(store, Arc::new(FakeExecutor::new()), 4);
+            let state = AppState::new(control);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");

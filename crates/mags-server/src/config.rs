@@ -1,15 +1,18 @@
 //! Settings of `magsd serve` (flags and `MAGS_*` environment variables) and
 //! their defaults.
 
+use mags_control::workspaces::StorageConfig;
 use mags_vm::{Accel, RuntimeConfig};
+use mags_workspace::{ObjectConfig, S3Config};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Which executor runs jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecutorKind {
     /// A QEMU microVM per job (the real thing).
     Vm,
-    /// The test interpreter of [`crate::executor::fake`]; runs nothing.
+    /// The test interpreter of [`mags_control::executor::fake`]; runs nothing.
     Fake,
 }
 
@@ -59,7 +62,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
-    pub storage: crate::workspaces::StorageArgs,
+    pub storage: StorageArgs,
     /// Address to listen on (port 0 picks a free one; see --server-file).
     #[arg(long, env = "MAGS_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
@@ -83,7 +86,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MAGS_IDLE_TIMEOUT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_secs: u64,
     /// Guest memory per VM, MiB.
-    #[arg(long, env = "MAGS_VM_MEMORY_MB", default_value_t = crate::executor::vm::DEFAULT_MEMORY_MB)]
+    #[arg(long, env = "MAGS_VM_MEMORY_MB", default_value_t = mags_control::executor::vm::DEFAULT_MEMORY_MB)]
     pub vm_memory_mb: u32,
     /// Idle VMs kept restored and ready (the warm pool); 0 turns it off.
     /// Default: one per core, at most 4.
@@ -114,19 +117,19 @@ pub struct ServeArgs {
     pub ssh_host: Option<String>,
     /// Audit events older than this many days are deleted (hourly); 0
     /// keeps them by count only.
-    #[arg(long, env = "MAGS_AUDIT_RETENTION_DAYS", default_value_t = crate::audit::DEFAULT_RETENTION_DAYS)]
+    #[arg(long, env = "MAGS_AUDIT_RETENTION_DAYS", default_value_t = mags_control::audit::DEFAULT_RETENTION_DAYS)]
     pub audit_retention_days: u32,
     /// At most this many audit events are kept (the newest).
-    #[arg(long, env = "MAGS_AUDIT_MAX_EVENTS", default_value_t = crate::audit::DEFAULT_MAX_EVENTS, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, env = "MAGS_AUDIT_MAX_EVENTS", default_value_t = mags_control::audit::DEFAULT_MAX_EVENTS, value_parser = clap::value_parser!(i64).range(1..))]
     pub audit_max_events: i64,
     /// Ended jobs (with their output) older than this many days are
     /// deleted (at start and every 5 minutes); 0 keeps them.
-    #[arg(long, env = "MAGS_JOB_RETENTION_DAYS", default_value_t = crate::retention::DEFAULT_RETENTION_DAYS)]
+    #[arg(long, env = "MAGS_JOB_RETENTION_DAYS", default_value_t = mags_control::retention::DEFAULT_RETENTION_DAYS)]
     pub job_retention_days: u32,
     /// All jobs' stored output together, MiB: past it the output of the
     /// oldest ended jobs is deleted (the jobs stay, marked
     /// `output_pruned`); 0 turns it off.
-    #[arg(long, env = "MAGS_JOB_OUTPUT_MAX_MB", default_value_t = crate::retention::DEFAULT_OUTPUT_MAX_MB)]
+    #[arg(long, env = "MAGS_JOB_OUTPUT_MAX_MB", default_value_t = mags_control::retention::DEFAULT_OUTPUT_MAX_MB)]
     pub job_output_max_mb: u64,
     /// How each QEMU is confined: `auto` (everything this host allows;
     /// all of it as root), `require` (refuse to start without the full
@@ -135,7 +138,7 @@ pub struct ServeArgs {
     pub jail: String,
 
     /// Which executor runs jobs: `vm`, or `fake` (for tests only: jobs are
-    /// interpreted by [`crate::executor::fake`], no VM boots). Hidden.
+    /// interpreted by [`mags_control::executor::fake`], no VM boots). Hidden.
     #[arg(long, env = "MAGS_EXECUTOR", default_value = "vm", hide = true)]
     pub executor: ExecutorKind,
 }
@@ -179,8 +182,8 @@ pub struct QuotaArgs {
 
 impl ServeArgs {
     /// The bounds on ended jobs' output these flags give.
-    pub fn retention(&self) -> crate::retention::Retention {
-        crate::retention::Retention {
+    pub fn retention(&self) -> mags_control::retention::Retention {
+        mags_control::retention::Retention {
             max_age_days: self.job_retention_days,
             max_output_bytes: self.job_output_max_mb.saturating_mul(1 << 20),
         }
@@ -189,8 +192,8 @@ impl ServeArgs {
 
 impl QuotaArgs {
     /// The per-user limits these flags give (`max_vms`: the server's).
-    pub fn user_limits(&self, max_vms: u32) -> crate::quota::UserLimits {
-        crate::quota::UserLimits {
+    pub fn user_limits(&self, max_vms: u32) -> mags_control::quota::UserLimits {
+        mags_control::quota::UserLimits {
             max_running: self.user_max_vms.unwrap_or(max_vms),
             max_pending: self.user_max_pending,
             disk_bytes: self.user_disk_gb.saturating_mul(1 << 30),
@@ -371,5 +374,60 @@ mod tests {
             images_dir: None,
         };
         assert_eq!(d.database_url(), "sqlite:///x/y/mags.db");
+    }
+}
+
+/// Where workspace snapshots and uploads are stored (flags of `magsd serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Object storage directory when no S3 bucket is set (default
+    /// <data-dir>/objects).
+    #[arg(long, env = "MAGS_OBJECTS_DIR")]
+    pub objects_dir: Option<PathBuf>,
+    /// S3 bucket for workspace snapshots and uploads (instead of a directory).
+    #[arg(long, env = "MAGS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS).
+    #[arg(long, env = "MAGS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "MAGS_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Access key (default: AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "MAGS_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// Secret key (default: AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "MAGS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Seconds an unused workspace disk stays cached on this host; a local
+    /// (not synced) workspace is gone after that.
+    #[arg(long, env = "MAGS_WORKSPACE_CACHE_SECS", default_value_t = 600)]
+    pub workspace_cache_secs: u64,
+    /// Stored versions kept per persistent workspace.
+    #[arg(long, env = "MAGS_WORKSPACE_VERSIONS", default_value_t = 5)]
+    pub workspace_versions: usize,
+}
+
+impl StorageArgs {
+    /// The storage these flags name.
+    pub fn storage_config(&self, data_dir: &Path) -> StorageConfig {
+        let objects = match &self.s3_bucket {
+            Some(bucket) => ObjectConfig::S3(S3Config {
+                endpoint: self.s3_endpoint.clone(),
+                bucket: bucket.clone(),
+                region: self.s3_region.clone(),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+            }),
+            None => ObjectConfig::Local(
+                self.objects_dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("objects")),
+            ),
+        };
+        StorageConfig {
+            objects,
+            cache_window: Duration::from_secs(self.workspace_cache_secs),
+            versions: self.workspace_versions,
+        }
     }
 }

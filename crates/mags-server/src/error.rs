@@ -1,13 +1,13 @@
 //! The one mapping from errors to HTTP responses, and extractors whose
 //! rejections use it, so every error body is JSON `{"error": "..."}`.
 
-use crate::sandboxes::SandboxError;
-use crate::text::Esc;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mags_api::ErrorBody;
+use mags_control::sandboxes::SandboxError;
+use mags_control::text::Esc;
 use mags_store::StoreError;
 use serde::de::DeserializeOwned;
 
@@ -90,7 +90,7 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::UserBusy(_) => ApiError::TooManyRequests {
                 message: e.to_string(),
-                retry_after_secs: crate::quota::JOB_RETRY_AFTER_SECS,
+                retry_after_secs: mags_control::quota::JOB_RETRY_AFTER_SECS,
             },
             SandboxError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
             SandboxError::Store(e) => ApiError::Store(e),
@@ -98,9 +98,9 @@ impl From<SandboxError> for ApiError {
     }
 }
 
-impl From<crate::workspaces::WsError> for ApiError {
-    fn from(e: crate::workspaces::WsError) -> Self {
-        use crate::workspaces::WsError;
+impl From<mags_control::workspaces::WsError> for ApiError {
+    fn from(e: mags_control::workspaces::WsError) -> Self {
+        use mags_control::workspaces::WsError;
         match e {
             WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
             WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
@@ -112,9 +112,9 @@ impl From<crate::workspaces::WsError> for ApiError {
     }
 }
 
-impl From<crate::quota::QuotaError> for ApiError {
-    fn from(e: crate::quota::QuotaError) -> Self {
-        use crate::quota::QuotaError;
+impl From<mags_control::quota::QuotaError> for ApiError {
+    fn from(e: mags_control::quota::QuotaError) -> Self {
+        use mags_control::quota::QuotaError;
         match e {
             QuotaError::TooManyPending { .. } | QuotaError::TooManySandboxes { .. } => {
                 ApiError::TooManyRequests {
@@ -130,15 +130,15 @@ impl From<crate::quota::QuotaError> for ApiError {
 }
 
 /// A request the control layer can never accept as it is.
-impl From<crate::jobs::Invalid> for ApiError {
-    fn from(e: crate::jobs::Invalid) -> Self {
+impl From<mags_control::jobs::Invalid> for ApiError {
+    fn from(e: mags_control::jobs::Invalid) -> Self {
         ApiError::BadRequest(e.0)
     }
 }
 
-impl From<crate::jobs::SubmitError> for ApiError {
-    fn from(e: crate::jobs::SubmitError) -> Self {
-        use crate::jobs::SubmitError;
+impl From<mags_control::jobs::SubmitError> for ApiError {
+    fn from(e: mags_control::jobs::SubmitError) -> Self {
+        use mags_control::jobs::SubmitError;
         match e {
             SubmitError::Invalid(e) => e.into(),
             SubmitError::Workspace(e) => e.into(),

@@ -1,204 +1,60 @@
-//! `magsd`, the Mags control plane, as a library (the binary is thin).
+//! `magsd`'s edges, as a library (the binary is thin): how what
+//! [`mags_control`] does is reached.
 //!
 //! - [`routes`]: the axum router (`/health`, `/api/v1/...`), with
-//!   [`auth`] (bearer tokens) and [`error`] (the one error -> HTTP mapping).
-//! - [`audit`]: the audit log's writer (who did what, refusals rate-bounded).
-//! - [`scheduler`]: runs accepted jobs with a concurrency limit through an
-//!   [`executor::Executor`] ([`executor::vm`] for real, [`executor::fake`]
-//!   for tests), writing output through [`sink`].
-//! - [`sandboxes`]: the VMs of persistent jobs: exec, sleep when idle,
-//!   wake on demand, stop; and the seam the SSH gateway connects through.
-//! - [`takeover`]: a new job on a workspace with a live job takes it over
-//!   (the live sandbox saved and stopped), in submission order.
+//!   [`auth`] (bearer tokens, the [`audit::Caller`] extractor) and
+//!   [`error`] (the one error -> HTTP mapping).
 //! - [`ssh`]: the SSH gateway (`ssh`/`scp`/`sftp` into a sandbox with the
 //!   key `/access` gives).
-//! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
-//!   base, fork), saving it to object storage, and uploaded files.
-//! - [`logs`], [`view`]: how stored output and jobs look on the wire
-//!   (`/logs` is streamed in bounded memory).
-//! - [`text`]: user-given names (no control characters) and escaping
-//!   user-given text for logs and terminals.
-//! - [`config`], [`serve`]: settings and the start-up sequence;
-//!   [`files`]: the local token and server files; [`doctor`]: host checks.
-//! - [`quota`]: per-user limits (VMs at once, waiting jobs, disk,
-//!   request rate) and the host's free disk.
-//! - [`retention`]: bounds on ended jobs' stored output (age, total).
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
+//! - [`logs`], [`view`]: how stored output and records look on the wire
+//!   (`/logs` is streamed in bounded memory).
+//! - [`config`], [`serve`], [`tls`]: settings, the start-up sequence and
+//!   HTTPS; [`doctor`]: host checks; [`openapi`]: the API's document.
 
-pub mod apps;
 pub mod audit;
 pub mod auth;
-pub mod browser;
 pub mod config;
-pub mod cron;
 pub mod doctor;
 pub mod error;
-pub mod executor;
-pub mod files;
-pub mod invalid;
-pub mod jobs;
 pub mod logs;
 pub mod openapi;
 pub mod proxy;
-pub mod quota;
-pub mod retention;
 pub mod routes;
-pub mod sandboxes;
-pub mod scheduler;
 pub mod serve;
-pub mod sink;
 pub mod ssh;
-pub mod takeover;
-pub mod text;
 pub mod tls;
 pub mod view;
-pub mod workspaces;
 
-use mags_store::Store;
-use sandboxes::{SandboxConfig, Sandboxes};
-use scheduler::Scheduler;
-use sink::Followers;
-use std::time::Duration;
-use tokio::sync::watch;
+use mags_control::Control;
+use std::ops::Deref;
 
-/// What every handler can reach; cheap to clone.
+/// What every handler can reach: the control layer and, when it runs, the
+/// SSH gateway's endpoint. Built once, complete, before the router gets
+/// it; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub scheduler: Scheduler,
-    pub sandboxes: Sandboxes,
-    pub followers: Followers,
-    pub workspaces: workspaces::Workspaces,
-    /// Becomes `true` when the server shuts down (ends output streams).
-    pub shutdown: watch::Receiver<bool>,
-    /// Where public URLs live (the URL proxy's domain).
-    pub apps: std::sync::Arc<apps::Apps>,
+    pub control: Control,
     /// The SSH gateway, when it runs: what `/access` with port 22 returns.
     pub ssh: Option<ssh::SshEndpoint>,
-    /// The audit log.
-    pub audit: audit::Audit,
-    /// The limits the server was started with.
-    pub limits: Limits,
-    /// Per-user limits and their state.
-    pub quotas: std::sync::Arc<quota::Quotas>,
-    /// Jobs waiting to take a workspace over from its live job.
-    pub takeovers: takeover::Takeovers,
-    /// The data dir whose free space bounds new disks (`disk_gb`); None:
-    /// not checked (router tests without a data dir).
-    pub data_dir: Option<std::path::PathBuf>,
-}
-
-/// How much the server runs at once, when sandboxes sleep, and what one
-/// user or request may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// One-shot jobs running at once.
-    pub max_vms: u32,
-    /// Persistent sandboxes running (not sleeping) at once.
-    pub max_sandboxes: u32,
-    /// Idle time before a persistent sandbox sleeps, unless its job says.
-    pub idle_timeout: Duration,
-    /// Per user: VMs at once, waiting jobs, disk, request rate.
-    pub user: quota::UserLimits,
-    /// Largest upload (`POST /mags-files`), bytes.
-    pub upload_max_bytes: u64,
-    /// Seconds a one-shot job's script may run when its request gives no
-    /// `timeout` (None: no limit).
-    pub job_timeout_secs: Option<u64>,
-}
-
-impl Limits {
-    /// `max_vms` for both kinds, the default idle timeout and upload
-    /// limit, no job timeout and no per-user limits.
-    pub fn new(max_vms: u32) -> Self {
-        Limits {
-            max_vms,
-            max_sandboxes: max_vms,
-            idle_timeout: sandboxes::DEFAULT_IDLE_TIMEOUT,
-            user: quota::UserLimits::UNLIMITED,
-            upload_max_bytes: mags_api::MAX_UPLOAD_BYTES,
-            job_timeout_secs: None,
-        }
-    }
 }
 
 impl AppState {
-    /// State around `store` and an executor, running at most `max_vms`
-    /// one-shot jobs (and as many sandboxes) at once. Returns the sender
-    /// that signals shutdown. Call within a tokio runtime.
-    pub fn new(
-        store: Store,
-        executor: std::sync::Arc<dyn executor::Executor>,
-        max_vms: u32,
-    ) -> (AppState, watch::Sender<bool>) {
-        Self::with_limits(store, executor, Limits::new(max_vms))
-    }
-
-    /// Like [`AppState::new`] with every limit given.
-    pub fn with_limits(
-        store: Store,
-        executor: std::sync::Arc<dyn executor::Executor>,
-        limits: Limits,
-    ) -> (AppState, watch::Sender<bool>) {
-        Self::with_workspaces(store, executor, limits, workspaces::Workspaces::disabled())
-    }
-
-    /// Like [`AppState::with_limits`], with workspaces (the executor is
-    /// wrapped so jobs get their workspace disks).
-    pub fn with_workspaces(
-        store: Store,
-        executor: std::sync::Arc<dyn executor::Executor>,
-        limits: Limits,
-        workspaces: workspaces::Workspaces,
-    ) -> (AppState, watch::Sender<bool>) {
-        let executor = workspaces::executor::wrap(executor, &workspaces);
-        let followers = Followers::default();
-        let quotas = std::sync::Arc::new(quota::Quotas::new(limits.user));
-        let sandboxes = Sandboxes::new(
-            store.clone(),
-            executor.clone(),
-            followers.clone(),
-            SandboxConfig {
-                max_running: limits.max_sandboxes,
-                idle_timeout: limits.idle_timeout,
-            },
-            quotas.slots.clone(),
-        );
-        let scheduler = Scheduler::new(
-            store.clone(),
-            executor,
-            followers.clone(),
-            sandboxes.clone(),
-            limits.max_vms,
-            quotas.slots.clone(),
-        );
-        let takeovers = takeover::Takeovers::new(
-            store.clone(),
-            scheduler.clone(),
-            sandboxes.clone(),
-            followers.clone(),
-        );
-        let (tx, rx) = watch::channel(false);
-        (
-            AppState {
-                takeovers,
-                audit: audit::Audit::new(store.clone()),
-                store,
-                scheduler,
-                sandboxes,
-                followers,
-                workspaces,
-                shutdown: rx,
-                apps: Default::default(),
-                ssh: None,
-                limits,
-                quotas,
-                data_dir: None,
-            },
-            tx,
-        )
+    /// The state of a server without an SSH gateway.
+    pub fn new(control: Control) -> AppState {
+        AppState { control, ssh: None }
     }
 }
 
-pub use routes::router;
+/// Handlers reach the control layer's parts (`state.store`,
+/// `state.sandboxes`, ...) through the state directly.
+impl Deref for AppState {
+    type Target = Control;
+
+    fn deref(&self) -> &Control {
+        &self.control
+    }
+}
+
+pub use routes::{apps_router, router};

@@ -14,9 +14,9 @@
 //! behind a still open line of another stream pass [`MAX_HELD_BYTES`], that
 //! open line is cut there (its rest becomes the next entry of its stream).
 
-use crate::view::rfc3339;
 use bytes::Bytes;
 use mags_api::{LogEntry, OutputStream};
+use mags_store::clock::rfc3339;
 use mags_store::{OutputChunk, Store};
 use std::collections::VecDeque;
 
@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 /// Most bytes of finished lines held back behind an open line.
 pub const MAX_HELD_BYTES: usize = 1024 * 1024;
-/// Output chunks (each at most [`crate::sink::CHUNK_BYTES`]) read per query.
+/// Output chunks (each at most [`mags_control::sink::CHUNK_BYTES`]) read per query.
 pub const LOG_READ_BATCH: i64 = 16;
 /// A frame of the streamed body is sent once it holds this many bytes.
 pub const FRAME_BYTES: usize = 64 * 1024;

@@ -10,17 +10,15 @@
 //! WebSocket) lasts; the request counts as activity for the idle timer.
 //!
 //! A subdomain whose access record has a secret (a browser session's CDP
-//! endpoint, see [`crate::browser`]) is not public: see [`authorize`].
+//! endpoint, see [`mags_control::browser`]) is not public: see [`authorize`].
 //!
 //! Each request gets its own tunnel and HTTP/1.1 connection to the guest,
 //! with bodies streamed both ways; `101 Switching Protocols` (WebSockets)
 //! turns into a byte pipe between the two upgraded connections.
 //!
-//! [`Sandboxes::connect`]: crate::sandboxes::Sandboxes::connect
+//! [`Sandboxes::connect`]: mags_control::sandboxes::Sandboxes::connect
 
-use crate::browser;
 use crate::error::ApiError;
-use crate::sandboxes::SandboxError;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -28,10 +26,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
+use mags_control::browser;
+use mags_control::sandboxes::SandboxError;
 use mags_store::Route;
 use std::sync::Arc;
 
-pub use crate::apps::Apps;
+pub use mags_control::apps::Apps;
 
 /// The request's host: the `Host` header, or the authority of an
 /// absolute-form URI (HTTP/2 and proxies send that).

@@ -7,10 +7,11 @@
 //! sandboxes to sleep (they wake on demand after the next start).
 
 use crate::config::{default_max_vms, runtime_config, ExecutorKind, ServeArgs};
-use crate::executor::{fake::FakeExecutor, vm::VmExecutor, Executor};
-use crate::files::{self, FileError};
 use crate::ssh::SshGateway;
-use crate::{router, AppState, Limits};
+use crate::{router, AppState};
+use mags_control::executor::{fake::FakeExecutor, vm::VmExecutor, Executor};
+use mags_control::files::{self, FileError};
+use mags_control::{Control, Limits};
 use mags_store::{Store, StoreError};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
@@ -129,32 +130,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         upload_max_bytes: args.quota.upload_max_bytes,
         job_timeout_secs: args.quota.job_timeout(),
     };
-    // Also with the fake executor (its VMs have no disks, but uploads,
-    // workspace records and their routes are the real ones), so that a
-    // `magsd serve --executor fake` answers every route as the in-process
-    // tests' harness does.
-    let workspaces = crate::workspaces::Workspaces::start(store.clone(), &data_dir, &args.storage)
-        .map_err(|e| ServeError::Workspaces(e.to_string()))?;
-    let (mut state, shutdown_tx) =
-        AppState::with_workspaces(store.clone(), executor, limits, workspaces);
-    state.data_dir = Some(data_dir.clone());
-    state.scheduler.recover().await?;
-    let waiting = state.scheduler.waiting_for_workspaces().await?;
-    state.takeovers.resume(waiting).await?;
-    // After recovery: a cron run missed while no server ran starts once now.
-    crate::cron::start(state.clone(), state.shutdown.clone());
-    tokio::spawn(state.audit.clone().prune_forever(
-        args.audit_retention_days,
-        args.audit_max_events,
-        state.shutdown.clone(),
-    ));
-    tokio::spawn(crate::retention::prune_forever(
-        store.clone(),
-        args.retention(),
-        state.shutdown.clone(),
-    ));
-    let sandboxes = state.sandboxes.clone();
-
+    // The listeners first: the public URLs' port is the URL proxy's.
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -165,21 +141,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         addr: args.listen.clone(),
         source,
     })?;
-    let ssh = match args.ssh_listen.as_deref().map(str::trim) {
-        Some("off") => None,
-        ssh_listen => Some(
-            SshGateway::start(
-                &crate::ssh::listen_addr(ssh_listen, &args.listen),
-                args.ssh_host.clone(),
-                &data_dir,
-                store.clone(),
-                state.sandboxes.clone(),
-                state.audit.clone(),
-            )
-            .await?,
-        ),
-    };
-    state.ssh = ssh.as_ref().map(|g| g.endpoint.clone());
     let url = format!("http://{addr}");
     // The URL proxy: on its own listener, or on the API's (told apart by Host).
     let apps_listener = match &args.apps.apps_listen {
@@ -199,11 +160,59 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         Some(l) => l.local_addr().map(|a| a.port()).unwrap_or(addr.port()),
         None => addr.port(),
     };
-    state.apps = Arc::new(crate::apps::Apps {
+
+    // Also with the fake executor (its VMs have no disks, but uploads,
+    // workspace records and their routes are the real ones), so that a
+    // `magsd serve --executor fake` answers every route as the in-process
+    // tests' harness does.
+    let storage = args.storage.storage_config(&data_dir);
+    let workspaces =
+        mags_control::workspaces::Workspaces::start(store.clone(), &data_dir, &storage)
+            .map_err(|e| ServeError::Workspaces(e.to_string()))?;
+    // The control layer, complete before anything gets a copy of it.
+    let (mut control, shutdown_tx) =
+        Control::with_workspaces(store.clone(), executor, limits, workspaces);
+    control.data_dir = Some(data_dir.clone());
+    control.apps = Arc::new(mags_control::apps::Apps {
         domain: args.apps.apps_domain.trim_matches('.').to_ascii_lowercase(),
         scheme: args.apps.scheme(),
         port: Some(args.apps.apps_public_port.unwrap_or(proxy_port)),
     });
+    control.scheduler.recover().await?;
+    let waiting = control.scheduler.waiting_for_workspaces().await?;
+    control.takeovers.resume(waiting).await?;
+    // After recovery: a cron run missed while no server ran starts once now.
+    mags_control::cron::start(control.clone(), control.shutdown.clone());
+    tokio::spawn(control.audit.clone().prune_forever(
+        args.audit_retention_days,
+        args.audit_max_events,
+        control.shutdown.clone(),
+    ));
+    tokio::spawn(mags_control::retention::prune_forever(
+        store.clone(),
+        args.retention(),
+        control.shutdown.clone(),
+    ));
+    let sandboxes = control.sandboxes.clone();
+
+    let ssh = match args.ssh_listen.as_deref().map(str::trim) {
+        Some("off") => None,
+        ssh_listen => Some(
+            SshGateway::start(
+                &crate::ssh::listen_addr(ssh_listen, &args.listen),
+                args.ssh_host.clone(),
+                &data_dir,
+                store.clone(),
+                control.sandboxes.clone(),
+                control.audit.clone(),
+            )
+            .await?,
+        ),
+    };
+    let state = AppState {
+        control,
+        ssh: ssh.as_ref().map(|g| g.endpoint.clone()),
+    };
     tracing::info!(example = %state.apps.url("<subdomain>"), "URL proxy");
     // Sandboxes may open the server's public URLs (through the URL proxy,
     // never a host service): the egress proxy routes them here.
@@ -228,7 +237,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(%url, max_vms, max_sandboxes = limits.max_sandboxes, "magsd listening");
 
     if let Some(l) = apps_listener {
-        let apps = crate::routes::apps_router(state.clone());
+        let apps = crate::apps_router(state.clone());
         let mut stop = state.shutdown.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -1,20 +1,11 @@
 //! How stored records look on the wire: [`job_status`], [`token_info`],
-//! [`user_info`], [`audit_entry`] and [`rfc3339`] (the API and the
-//! operator commands print the same shapes).
+//! [`user_info`], [`audit_entry`] and [`cron_job`] (the API and the
+//! operator commands print the same shapes; times are
+//! [`mags_store::clock::rfc3339`]).
 
-use mags_api::{AuditEntry, JobStatus, TokenInfo, UserInfo};
-use mags_store::{clock, AuditEvent, Job, TokenRow, User};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
-/// Unix milliseconds as RFC 3339 UTC (`2025-01-02T03:04:05.678Z`).
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
+use mags_api::{AuditEntry, CronJob, JobStatus, TokenInfo, UserInfo};
+use mags_store::clock::{self, rfc3339};
+use mags_store::{AuditEvent, CronRow, Job, TokenRow, User};
 
 /// The API view of a job.
 pub fn job_status(job: &Job) -> JobStatus {
@@ -82,6 +73,29 @@ pub fn audit_entry(e: &AuditEvent) -> AuditEntry {
         target_id: ev.target_id.clone(),
         detail: ev.detail.clone(),
         source_ip: ev.source_ip.clone(),
+    }
+}
+
+/// The wire shape of a stored cron job.
+pub fn cron_job(c: &CronRow) -> CronJob {
+    CronJob {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        cron_expression: c.expression.clone(),
+        script: c.script.clone(),
+        persistent: c.persistent,
+        workspace_id: c.workspace_id.clone(),
+        environment: c.environment.clone(),
+        enabled: c.enabled,
+        next_run_at: c.next_run_at.map(rfc3339),
+        last_run_at: c.last_run_at.map(rfc3339),
+        last_job_id: c.last_job_id.clone(),
+        last_status: c.last_job_status.clone(),
+        last_skip_reason: c.last_skip.clone(),
+        run_count: c.run_count,
+        skipped_runs: c.skip_count,
+        created_at: rfc3339(c.created_at),
+        updated_at: rfc3339(c.updated_at),
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use common::{harness, harness_with_workspaces, Harness};
-use mags_server::Limits;
+use mags_control::Limits;
 use serde_json::{json, Value};
 
 /// Status and `application/json` with an `error` string.

@@ -5,7 +5,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::harness;
-use mags_server::cron;
+use mags_control::cron;
 use mags_store::clock;
 use serde_json::{json, Value};
 
@@ -183,9 +183,9 @@ async fn due_runs_become_jobs_once_and_never_overlap() {
     assert_eq!(started.len(), 1, "one run, not two: {started:?}");
     // A restarted server (a new state over the same database) ticking at
     // the same moment finds nothing left to start.
-    let (restarted, _stop) = mags_server::AppState::new(
+    let (restarted, _stop) = mags_control::Control::new(
         h.store.clone(),
-        std::sync::Arc::new(mags_server::executor::fake::FakeExecutor::new()),
+        std::sync::Arc::new(mags_control::executor::fake::FakeExecutor::new()),
         4,
     );
     let r = cron::tick(&restarted, later).await.expect("tick");

@@ -15,7 +15,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use common::Harness;
-use mags_server::Limits;
+use mags_control::Limits;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;

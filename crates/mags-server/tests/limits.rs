@@ -8,8 +8,8 @@ mod common;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use common::{files_under, harness_with_limits, log_text, upload_count, upload_parts, Harness};
-use mags_server::quota::UserLimits;
-use mags_server::Limits;
+use mags_control::quota::UserLimits;
+use mags_control::Limits;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -526,7 +526,7 @@ async fn a_cron_run_refused_by_the_users_limits_is_skipped_with_the_reason() {
     assert_eq!(status, StatusCode::CREATED, "{c}");
     let before = h.job_count().await;
     let later = mags_store::clock::now_ms() + 61_000;
-    let r = mags_server::cron::tick(&h.state, later)
+    let r = mags_control::cron::tick(&h.state, later)
         .await
         .expect("the tick goes on");
     assert_eq!((r.started.len(), r.skipped), (0, 1));

@@ -2,7 +2,8 @@
 //! against this server over real HTTP (fake executor), so contract breaks
 //! show without VMs. Fails with a clear message when the SDK is missing.
 
-use mags_server::executor::fake::FakeExecutor;
+use mags_control::executor::fake::FakeExecutor;
+use mags_control::Control;
 use mags_server::{router, AppState};
 use mags_store::Store;
 use std::process::Command;
@@ -36,7 +37,8 @@ async fn python_sdk_works_unmodified() {
         .expect("store");
     let user = store.ensure_user("py", false).await.expect("user");
     let (_, token) = store.create_token(&user.id).await.expect("token");
-    let (state, _shutdown) = AppState::new(store, Arc::new(FakeExecutor::new()), 4);
+    let (control, _shutdown) = Control::new(store, Arc::new(FakeExecutor::new()), 4);
+    let state = AppState::new(control);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -10,9 +10,9 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{harness_with_limits, Harness};
-use mags_server::quota::UserLimits;
-use mags_server::retention::{prune, prune_forever, Retention};
-use mags_server::Limits;
+use mags_control::quota::UserLimits;
+use mags_control::retention::{prune, prune_forever, Retention};
+use mags_control::Limits;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,7 +251,7 @@ impl Drop for Tmpfs {
 }
 
 fn with_data_dir(mut h: Harness, dir: &Path) -> Harness {
-    h.state.data_dir = Some(dir.to_path_buf());
+    h.state.control.data_dir = Some(dir.to_path_buf());
     h.app = mags_server::router(h.state.clone());
     h
 }

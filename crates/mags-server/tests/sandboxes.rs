@@ -7,8 +7,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use mags_api::JobState;
-use mags_server::executor::fake::FakeExecutor;
-use mags_server::{router, AppState, Limits};
+use mags_control::executor::fake::FakeExecutor;
+use mags_control::{Control, Limits};
+use mags_server::{router, AppState};
 use mags_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -33,7 +34,8 @@ async fn harness_with(limits: Limits) -> Harness {
     let alice = store.create_user("alice", false).await.expect("user");
     let (_, token) = store.create_token(&alice.id).await.expect("token");
     let fake = FakeExecutor::new();
-    let (state, shutdown) = AppState::with_limits(store.clone(), Arc::new(fake.clone()), limits);
+    let (control, shutdown) = Control::with_limits(store.clone(), Arc::new(fake.clone()), limits);
+    let state = AppState::new(control);
     Harness {
         app: router(state.clone()),
         state,
@@ -517,7 +519,7 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
         .as_str()
         .expect("vm")
         .to_string();
-    use mags_server::executor::Executor as _;
+    use mags_control::executor::Executor as _;
     assert!(h.fake.has_snapshot(&vm));
     let (code, v) = h
         .call(
@@ -563,8 +565,9 @@ async fn a_restarted_server_brings_persistent_sandboxes_back() {
     let old_vm = h.status(&running).await["vm_id"].clone();
 
     // A new server on the same database and "host" (the fake keeps snapshots).
-    let (state2, shutdown2) =
-        AppState::with_limits(h.store.clone(), Arc::new(h.fake.clone()), Limits::new(4));
+    let (control2, shutdown2) =
+        Control::with_limits(h.store.clone(), Arc::new(h.fake.clone()), Limits::new(4));
+    let state2 = AppState::new(control2);
     let h2 = Harness {
         app: router(state2.clone()),
         state: state2,

@@ -8,9 +8,10 @@
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use mags_server::executor::fake::FakeExecutor;
+use mags_control::executor::fake::FakeExecutor;
+use mags_control::{Control, Limits};
 use mags_server::ssh::{keys, SshEndpoint};
-use mags_server::{router, AppState, Limits};
+use mags_server::{router, AppState};
 use mags_store::Store;
 use russh::keys::PrivateKey;
 use serde_json::{json, Value};
@@ -32,8 +33,9 @@ async fn harness(ssh: bool) -> Harness {
         .expect("store");
     let alice = store.create_user("alice", false).await.expect("user");
     let (_, token) = store.create_token(&alice.id).await.expect("token");
-    let (mut state, _shutdown) =
-        AppState::with_limits(store.clone(), Arc::new(FakeExecutor::new()), Limits::new(4));
+    let (control, _shutdown) =
+        Control::with_limits(store.clone(), Arc::new(FakeExecutor::new()), Limits::new(4));
+    let mut state = AppState::new(control);
     if ssh {
         state.ssh = Some(SshEndpoint {
             addr: "0.0.0.0:2222".parse().expect("addr"),

@@ -7,7 +7,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{files_under, harness_with_limits, upload_count, upload_parts as upload, Harness};
-use mags_server::Limits;
+use mags_control::Limits;
 use serde_json::{json, Value};
 
 async fn harness() -> Harness {

@@ -415,7 +415,7 @@ async fn the_audit_log_records_security_events_without_secrets() {
 #[tokio::test]
 async fn a_flood_of_bad_tokens_is_recorded_only_up_to_the_per_minute_bound() {
     let h = harness().await;
-    let n = mags_server::audit::REFUSALS_PER_MINUTE + 15;
+    let n = mags_control::audit::REFUSALS_PER_MINUTE + 15;
     for i in 0..n {
         let (code, _) = call(
             &h,
@@ -436,7 +436,7 @@ async fn a_flood_of_bad_tokens_is_recorded_only_up_to_the_per_minute_bound() {
         })
         .await
         .expect("events");
-    assert_eq!(rows.len() as u32, mags_server::audit::REFUSALS_PER_MINUTE);
+    assert_eq!(rows.len() as u32, mags_control::audit::REFUSALS_PER_MINUTE);
     // Real requests still work and are still recorded.
     let t = h.token.clone();
     let (code, _) = call(&h, &t, Method::POST, "/api/v1/mags-tokens", Some(json!({}))).await;

@@ -1,4 +1,5 @@
-//! Wall-clock time as unix milliseconds, the one time format in the database.
+//! Wall-clock time as unix milliseconds, the one time format in the
+//! database, and [`rfc3339`], the one on the wire.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,6 +25,18 @@ pub fn monotonic_ms() -> i64 {
             Err(actual) => prev = actual,
         }
     }
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2025-01-02T03:04:05.678Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]

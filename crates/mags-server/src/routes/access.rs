@@ -6,8 +6,6 @@ use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::jobs::owned_job;
-use crate::sandboxes::check_live;
-use crate::view::rfc3339;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -16,6 +14,8 @@ use axum::Json;
 use mags_api::{
     valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest,
 };
+use mags_control::sandboxes::check_live;
+use mags_store::clock::rfc3339;
 use mags_store::{Alias, StoreError};
 
 /// `POST /mags-jobs/{id}/access`.
@@ -55,10 +55,9 @@ pub async fn access(
             Err(e) => return Err(e.into()),
         }
     };
-    state
-        .audit
+    caller
         .done(
-            &caller,
+            &state.audit,
             "access.url",
             ("job", &job.id),
             Some(format!("port {} at {}", access.port, access.subdomain)),
@@ -124,7 +123,7 @@ pub async fn create_alias(
     if ws.is_empty() {
         return Err(ApiError::BadRequest("workspace_id is required".into()));
     }
-    crate::jobs::check_workspace_id(ws)?;
+    mags_control::jobs::check_workspace_id(ws)?;
     let taken = || ApiError::Conflict(format!("the subdomain {sub} already exists"));
     if state.store.subdomain_taken(&sub).await? {
         return Err(taken());
@@ -172,9 +171,8 @@ pub async fn delete_alias(
     if !state.store.delete_alias(&caller.user.id, &sub).await? {
         return Err(ApiError::NotFound(format!("no alias {sub}")));
     }
-    state
-        .audit
-        .done(&caller, "alias.delete", ("alias", &sub), None)
+    caller
+        .done(&state.audit, "alias.delete", ("alias", &sub), None)
         .await;
     Ok(Json(serde_json::json!({
         "success": true,

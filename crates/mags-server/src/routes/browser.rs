@@ -1,14 +1,11 @@
 //! `POST /mags-browser`: start a browser session (or find the caller's live
 //! one of that name) and answer where a CDP client connects; see
-//! [`crate::browser`]. The call returns once Chromium's DevTools endpoint
+//! [`mags_control::browser`]. The call returns once Chromium's DevTools endpoint
 //! answers (under TCG that is tens of seconds on a cold start).
 
 use crate::audit::Caller;
-use crate::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
 use crate::error::{ApiError, ApiJson};
-use crate::jobs::submit;
 use crate::routes::access::new_subdomain;
-use crate::text::Esc;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -16,6 +13,9 @@ use axum::http::{header, Request};
 use axum::Json;
 use hyper_util::rt::TokioIo;
 use mags_api::{BrowserRequest, BrowserSession, CreateJobRequest, JobState};
+use mags_control::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
+use mags_control::jobs::submit;
+use mags_control::text::Esc;
 use mags_store::{Job, StoreError};
 use std::time::{Duration, Instant};
 
@@ -76,10 +76,9 @@ pub async fn create(
         .secret
         .ok_or_else(|| ApiError::Internal("the CDP access record has no secret".into()))?;
     let ws_path = browser_ws_path(&state, &user.id, &job.id).await?;
-    state
-        .audit
+    caller
         .done(
-            &caller,
+            &state.audit,
             "browser.session",
             ("job", &job.id),
             Some(format!("CDP at {}", access.subdomain)),

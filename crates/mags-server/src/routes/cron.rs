@@ -3,16 +3,16 @@
 
 use crate::audit::Caller;
 use crate::auth::AuthUser;
-use crate::cron::{self, expr::CronExpr};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::jobs::{check_environment, check_workspace_id};
 use crate::routes::page;
-use crate::text::Esc;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest, PageQuery};
+use mags_control::cron::{self, expr::CronExpr};
+use mags_control::jobs::{check_environment, check_workspace_id};
+use mags_control::text::Esc;
 use mags_store::{clock, CronRow, CronUpdate, NewCron, Page, StoreError};
 use std::collections::BTreeMap;
 
@@ -43,7 +43,7 @@ pub fn check_fields(
     if name.trim().is_empty() || name.len() > 256 {
         return bad("name is required (up to 256 characters)");
     }
-    crate::text::check_name("name", name)?;
+    mags_control::text::check_name("name", name)?;
     if script.trim().is_empty() {
         return bad("script is required");
     }
@@ -129,7 +129,7 @@ pub async fn create(
         .await
         .map_err(store_err)?;
     tracing::info!(cron = %Esc(&row.name), user = %Esc(&user.name), "cron job created");
-    Ok((StatusCode::CREATED, Json(cron::view(&row))))
+    Ok((StatusCode::CREATED, Json(crate::view::cron_job(&row))))
 }
 
 /// `GET /mags-cron`.
@@ -141,7 +141,7 @@ pub async fn list(
     let (rows, total) = state.store.crons(&user.id, page(&q)?).await?;
     Ok(Json(CronList {
         total: usize::try_from(total).unwrap_or(usize::MAX),
-        cron_jobs: rows.iter().map(cron::view).collect(),
+        cron_jobs: rows.iter().map(crate::view::cron_job).collect(),
     }))
 }
 
@@ -159,7 +159,9 @@ pub async fn get(
     AuthUser(user): AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CronJob>, ApiError> {
-    Ok(Json(cron::view(&owned(&state, &user.id, &id).await?)))
+    Ok(Json(crate::view::cron_job(
+        &owned(&state, &user.id, &id).await?,
+    )))
 }
 
 /// `PATCH /mags-cron/{id}`: any subset of the fields; the next run is
@@ -218,7 +220,7 @@ pub async fn update(
         .await
         .map_err(store_err)?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(cron::view(&row)))
+    Ok(Json(crate::view::cron_job(&row)))
 }
 
 /// `DELETE /mags-cron/{id}`.
@@ -232,10 +234,9 @@ pub async fn delete(
     if !state.store.delete_cron(&user.id, &cur.id).await? {
         return Err(not_found(&id));
     }
-    state
-        .audit
+    caller
         .done(
-            &caller,
+            &state.audit,
             "cron.delete",
             ("cron", &cur.id),
             Some(cur.name.clone()),
@@ -259,7 +260,7 @@ mod tests {
         let long = default_workspace(&"a".repeat(300));
         assert_eq!(long.len(), 128);
         for name in ["..", "a b", "ü"] {
-            assert!(crate::jobs::check_workspace_id(&default_workspace(name)).is_ok());
+            assert!(mags_control::jobs::check_workspace_id(&default_workspace(name)).is_ok());
         }
     }
 }

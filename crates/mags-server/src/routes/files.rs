@@ -9,14 +9,14 @@
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiMultipart};
-use crate::text::Esc;
-use crate::workspaces::clean_name;
 use crate::AppState;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, State};
 use axum::Json;
 use futures::StreamExt as _;
 use mags_api::{UploadResponse, UploadedFile};
+use mags_control::text::Esc;
+use mags_control::workspaces::clean_name;
 
 /// Most bytes read and dropped after an upload was refused: this many
 /// times the upload limit.
@@ -127,7 +127,7 @@ async fn store_parts(
                     return Err(ApiError::Forbidden(format!(
                         "disk quota exceeded: file {name} is larger than the {} left of your \
                          disk quota; nothing was stored",
-                        crate::quota::human_bytes(limit)
+                        mags_control::quota::human_bytes(limit)
                     )));
                 }
                 return Err(ApiError::PayloadTooLarge(format!(

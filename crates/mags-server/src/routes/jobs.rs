@@ -3,16 +3,13 @@
 //! /mags-jobs/{id}` (ended jobs).
 //!
 //! A create request is checked, stored and scheduled by
-//! [`crate::jobs::submit`] (no HTTP there); a job of another user is a
+//! [`mags_control::jobs::submit`] (no HTTP there); a job of another user is a
 //! 404, exactly like a missing one.
 
 use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::jobs::submit;
 use crate::logs::LogBody;
-use crate::quota::human_bytes;
-use crate::text::Esc;
 use crate::view::job_status;
 use crate::AppState;
 use axum::body::Body;
@@ -24,6 +21,9 @@ use mags_api::{
     CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobStatus,
     LogsQuery,
 };
+use mags_control::jobs::submit;
+use mags_control::quota::human_bytes;
+use mags_control::text::Esc;
 use mags_store::{Job, JobDeletion};
 
 /// Largest `page_size`.
@@ -107,9 +107,8 @@ pub async fn delete(
         ))),
         JobDeletion::Deleted { output_bytes } => {
             let detail = format!("{} of output", human_bytes(output_bytes));
-            state
-                .audit
-                .done(&caller, "job.delete", ("job", &id), Some(detail))
+            caller
+                .done(&state.audit, "job.delete", ("job", &id), Some(detail))
                 .await;
             tracing::info!(job = %id, user = %caller.user.name, output_bytes, "job deleted");
             Ok(Json(DeleteJobResponse {

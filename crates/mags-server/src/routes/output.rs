@@ -12,12 +12,11 @@
 //!
 //! Following a persistent job whose script still runs keeps its sandbox
 //! awake until the script ends or the follower leaves (see
-//! [`Sandboxes::watch`](crate::sandboxes::Sandboxes::watch)).
+//! [`Sandboxes::watch`](mags_control::sandboxes::Sandboxes::watch)).
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::routes::jobs::owned_job;
-use crate::view::rfc3339;
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -25,6 +24,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use mags_api::{JobState, OutputEvent};
+use mags_store::clock::rfc3339;
 use mags_store::OutputChunk;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Chunks sent per database read (each at most
-/// [`CHUNK_BYTES`](crate::sink::CHUNK_BYTES), so a frame stays near 1 MiB
+/// [`CHUNK_BYTES`](mags_control::sink::CHUNK_BYTES), so a frame stays near 1 MiB
 /// however much output the job has).
 const READ_BATCH: i64 = 16;
 /// Longest wait between two looks at the database while following.
@@ -86,7 +86,7 @@ pub async fn follow(
 
 struct Follower {
     /// Keeps the sandbox awake while its script runs and this stream lasts.
-    _watch: Option<crate::sandboxes::Watch>,
+    _watch: Option<mags_control::sandboxes::Watch>,
     state: AppState,
     notify: Arc<Notify>,
     job_id: String,

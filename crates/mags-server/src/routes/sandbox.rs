@@ -9,10 +9,8 @@
 use crate::audit::Caller;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::jobs::MAX_IDLE_TIMEOUT_SECS;
 use crate::routes::jobs::owned_job;
 use crate::routes::output::shutting_down;
-use crate::sandboxes::{check_live, ExecRun};
 use crate::view::job_status;
 use crate::AppState;
 use axum::body::{Body, Bytes};
@@ -25,6 +23,8 @@ use mags_api::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, JobStatus, OutputStream,
     UpdateJobRequest, DEFAULT_EXEC_TIMEOUT_SECS, TIMEOUT_EXIT_CODE,
 };
+use mags_control::jobs::MAX_IDLE_TIMEOUT_SECS;
+use mags_control::sandboxes::{check_live, ExecRun};
 use mags_store::JobSettings;
 use mags_vm::ProcessEvent;
 use std::convert::Infallible;
@@ -112,7 +112,7 @@ pub async fn exec(
                     stdout: out.text(),
                     stderr: err.text(),
                     timed_out,
-                    duration_ms: crate::executor::elapsed_ms(run.started()),
+                    duration_ms: mags_control::executor::elapsed_ms(run.started()),
                 }));
             }
             Err(e) => {
@@ -305,10 +305,9 @@ pub async fn stop(
             job.id, job.status
         )));
     }
-    state
-        .audit
+    caller
         .done(
-            &caller,
+            &state.audit,
             "job.stop",
             ("job", &job.id),
             Some(format!("was {}", job.status)),

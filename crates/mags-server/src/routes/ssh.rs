@@ -9,13 +9,13 @@
 use crate::audit::Caller;
 use crate::error::ApiError;
 use crate::routes::jobs::owned_job;
-use crate::sandboxes::check_live;
 use crate::ssh::keys;
 use crate::AppState;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mags_api::{SshAccessError, SshAccessResponse};
+use mags_control::sandboxes::check_live;
 
 /// An [`ApiError`] in the SSH `/access` shape.
 pub struct Failed(ApiError);
@@ -69,10 +69,9 @@ pub async fn ssh_access(
         .add_ssh_key(&key.fingerprint, &job.id, &job.user_id)
         .await?;
     tracing::info!(job = %job.id, fingerprint = %key.fingerprint, "SSH access key issued");
-    state
-        .audit
+    caller
         .done(
-            caller,
+            &state.audit,
             "access.ssh",
             ("job", &job.id),
             Some(format!("key {}", key.fingerprint)),

@@ -20,7 +20,6 @@ use crate::audit::Caller;
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::routes::jobs::owned_job;
 use crate::routes::output::shutting_down;
-use crate::sandboxes::check_live;
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -28,6 +27,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
 use mags_api::{TtyClientMsg, TtyQuery, TtyServerMsg};
+use mags_control::sandboxes::check_live;
 use mags_proto::{PtySpec, RunSpec};
 use mags_vm::{Process, ProcessEvent, ProcessInput};
 
@@ -83,9 +83,8 @@ pub async fn tty(
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot start the command: {e}")))?;
     tracing::info!(job = %job.id, "terminal session started");
-    state
-        .audit
-        .done(&caller, "tty.open", ("job", &job.id), None)
+    caller
+        .done(&state.audit, "tty.open", ("job", &job.id), None)
         .await;
     let shutdown = state.shutdown.clone();
     // Also if the upgrade never completes, the command does not linger.

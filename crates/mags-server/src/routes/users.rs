@@ -12,9 +12,9 @@
 //! workspaces, files, cron jobs or URLs: the admin role manages users,
 //! tokens and the audit log only.
 
-use crate::audit::{parse_since, Caller};
+use crate::audit::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::view::{audit_entry, rfc3339, token_info, user_info};
+use crate::view::{audit_entry, token_info, user_info};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,6 +23,8 @@ use mags_api::{
     AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest, CreatedToken,
     PageQuery, RevokedToken, TokenList, TokenListQuery, UserInfo, UserList,
 };
+use mags_control::audit::parse_since;
+use mags_store::clock::rfc3339;
 use mags_store::{clock, valid_user_name, AuditFilter, User};
 
 use mags_api::users::MAX_AUDIT_LIMIT;
@@ -73,10 +75,9 @@ pub async fn create_token(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let user = named_user(&state, &caller, req.user.as_deref()).await?;
     let (info, token) = state.store.create_token(&user.id).await?;
-    state
-        .audit
+    caller
         .done(
-            &caller,
+            &state.audit,
             "token.create",
             ("token", &info.id),
             Some(format!("{} for user {}", info.prefix, user.name)),
@@ -115,10 +116,9 @@ pub async fn revoke_token(
         format!("token {} was already revoked", token.prefix)
     } else {
         state.store.revoke_token(&token.id).await?;
-        state
-            .audit
+        caller
             .done(
-                &caller,
+                &state.audit,
                 "token.revoke",
                 ("token", &token.id),
                 Some(format!("{} of user {}", token.prefix, token.user_name)),
@@ -176,10 +176,9 @@ pub async fn create_user(
             e => e.into(),
         })?;
     let role = if user.is_admin { "admin" } else { "user" };
-    state
-        .audit
+    caller
         .done(
-            &caller,
+            &state.audit,
             "user.add",
             ("user", &user.id),
             Some(format!("{} ({role})", user.name)),

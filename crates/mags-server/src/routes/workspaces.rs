@@ -11,7 +11,7 @@ use axum::Json;
 use mags_api::{PageQuery, ResizeRequest, WorkspaceActionResponse, WorkspaceList};
 
 /// Largest disk a resize accepts (as for new jobs).
-const MAX_DISK_GB: u32 = crate::jobs::MAX_DISK_GB;
+const MAX_DISK_GB: u32 = mags_control::jobs::MAX_DISK_GB;
 
 /// `GET /mags-workspaces?offset=&limit=`: a page, most recently used first.
 pub async fn list(
@@ -30,9 +30,8 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WorkspaceActionResponse>, ApiError> {
     state.workspaces.delete(&caller.user.id, &id).await?;
-    state
-        .audit
-        .done(&caller, "workspace.delete", ("workspace", &id), None)
+    caller
+        .done(&state.audit, "workspace.delete", ("workspace", &id), None)
         .await;
     Ok(Json(WorkspaceActionResponse {
         success: true,
@@ -56,15 +55,18 @@ pub async fn resize(
     // A workspace that does not exist is the resize's own 404.
     if let Some(ws) = state.store.workspace(&user.id, &id).await? {
         let bytes = u64::from(req.disk_gb) << 30;
-        let change = crate::quota::DiskChange::Workspace { name: &id, bytes };
+        let change = mags_control::quota::DiskChange::Workspace { name: &id, bytes };
         state
             .quotas
             .check_disk(&state.store, &user.id, change)
             .await?;
         if let Some(dir) = &state.data_dir {
-            let what = format!("workspace {id} at {}", crate::quota::human_bytes(bytes));
+            let what = format!(
+                "workspace {id} at {}",
+                mags_control::quota::human_bytes(bytes)
+            );
             let growth = bytes.saturating_sub(ws.disk_bytes);
-            crate::quota::check_host_disk(&state.store, dir, growth, &what).await?;
+            mags_control::quota::check_host_disk(&state.store, dir, growth, &what).await?;
         }
     }
     let message = state

@@ -26,8 +26,8 @@
 pub mod keys;
 mod session;
 
-use crate::audit::Audit;
-use crate::sandboxes::Sandboxes;
+use mags_control::audit::Audit;
+use mags_control::sandboxes::Sandboxes;
 use mags_store::Store;
 use russh::server::Server as _;
 use std::net::SocketAddr;

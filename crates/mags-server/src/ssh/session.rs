@@ -9,8 +9,8 @@
 //! through the session's [`Handle`], then the exit status, EOF and close.
 
 use super::keys;
-use crate::audit::Audit;
-use crate::sandboxes::{Connected, SandboxError, Sandboxes};
+use mags_control::audit::Audit;
+use mags_control::sandboxes::{Connected, SandboxError, Sandboxes};
 use mags_proto::{PtySpec, RunSpec};
 use mags_store::{NewAuditEvent, SshKeyOwner, Store};
 use mags_vm::{Process, ProcessEvent, ProcessInput};

@@ -7,9 +7,10 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use mags_server::executor::fake::FakeExecutor;
-use mags_server::workspaces::{StorageArgs, Workspaces};
-use mags_server::{router, AppState, Limits};
+use mags_control::executor::fake::FakeExecutor;
+use mags_control::workspaces::{StorageConfig, Workspaces};
+use mags_control::{Control, Limits};
+use mags_server::{router, AppState};
 use mags_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -45,22 +46,14 @@ pub async fn harness_with_limits(limits: Limits, workspaces: bool) -> Harness {
     let alice = store.create_user("alice", false).await.expect("user");
     let (_, token) = store.create_token(&alice.id).await.expect("token");
     let ws = if workspaces {
-        let args = StorageArgs {
-            objects_dir: None,
-            s3_bucket: None,
-            s3_endpoint: None,
-            s3_region: None,
-            s3_access_key_id: None,
-            s3_secret_access_key: None,
-            workspace_cache_secs: 600,
-            workspace_versions: 5,
-        };
-        Workspaces::start(store.clone(), dir.path(), &args).expect("workspaces")
+        let config = StorageConfig::local(dir.path().join("objects"));
+        Workspaces::start(store.clone(), dir.path(), &config).expect("workspaces")
     } else {
         Workspaces::disabled()
     };
-    let (state, shutdown) =
-        AppState::with_workspaces(store.clone(), Arc::new(FakeExecutor::new()), limits, ws);
+    let (control, shutdown) =
+        Control::with_workspaces(store.clone(), Arc::new(FakeExecutor::new()), limits, ws);
+    let state = AppState::new(control);
     Harness {
         app: router(state.clone()),
         state,

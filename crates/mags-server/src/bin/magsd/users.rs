@@ -11,9 +11,9 @@
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use mags_server::audit::parse_since;
+use mags_control::audit::parse_since;
+use mags_control::text::escape;
 use mags_server::config::DataArgs;
-use mags_server::text::escape;
 use mags_server::view::{audit_entry, token_info, user_info};
 use mags_store::{clock, valid_user_name, AuditFilter, NewAuditEvent, Page, Store, User};
 use std::os::unix::fs::DirBuilderExt as _;

@@ -7,7 +7,7 @@
 
 use crate::quota::{human_bytes, DiskChange, QuotaError};
 use crate::workspaces::WsError;
-use crate::AppState;
+use crate::Control;
 use mags_api::CreateJobRequest;
 use mags_store::{clock, Job, NewJob, StoreError};
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ impl SubmitError {
 /// busy, a disk past the quota or one the host cannot hold: each its own
 /// [`QuotaError`]).
 pub async fn submit(
-    state: &AppState,
+    state: &Control,
     user_id: &str,
     req: CreateJobRequest,
 ) -> Result<Job, SubmitError> {
@@ -113,7 +113,7 @@ pub async fn submit(
 /// Whether a job on `workspace` will take over a live sandbox of the user
 /// (whose VM slot it then reuses, so no new slot is needed).
 async fn replaces_a_sandbox(
-    state: &AppState,
+    state: &Control,
     user_id: &str,
     workspace: Option<&str>,
 ) -> Result<bool, StoreError> {

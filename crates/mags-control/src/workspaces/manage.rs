@@ -4,17 +4,8 @@
 use super::{ops, Workspaces, WsError};
 use crate::sandboxes::Sandboxes;
 use mags_api::{JobState, WorkspaceInfo};
+use mags_store::clock::rfc3339;
 use mags_store::Job;
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
 
 impl Workspaces {
     /// Checks that base workspace `name` exists for `user_id`.

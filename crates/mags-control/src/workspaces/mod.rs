@@ -37,59 +37,34 @@ pub(crate) use files::place_files;
 use crate::executor::DiskSource;
 use mags_store::{Job, Store, StoreError};
 use mags_vm::DiskFormat;
-use mags_workspace::{Blobs, Engine, Manifest, ObjectConfig, Objects, S3Config};
+use mags_workspace::{Blobs, Engine, Manifest, ObjectConfig, Objects};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
-/// Where workspace snapshots and uploads are stored (flags of `magsd serve`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct StorageArgs {
-    /// Object storage directory when no S3 bucket is set (default
-    /// <data-dir>/objects).
-    #[arg(long, env = "MAGS_OBJECTS_DIR")]
-    pub objects_dir: Option<PathBuf>,
-    /// S3 bucket for workspace snapshots and uploads (instead of a directory).
-    #[arg(long, env = "MAGS_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS).
-    #[arg(long, env = "MAGS_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    #[arg(long, env = "MAGS_S3_REGION")]
-    pub s3_region: Option<String>,
-    /// Access key (default: AWS_ACCESS_KEY_ID).
-    #[arg(long, env = "MAGS_S3_ACCESS_KEY_ID")]
-    pub s3_access_key_id: Option<String>,
-    /// Secret key (default: AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "MAGS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
-    /// Seconds an unused workspace disk stays cached on this host; a local
-    /// (not synced) workspace is gone after that.
-    #[arg(long, env = "MAGS_WORKSPACE_CACHE_SECS", default_value_t = 600)]
-    pub workspace_cache_secs: u64,
+/// Where workspace snapshots and uploads are stored, and how long disks
+/// stay cached (`magsd serve` builds it from its flags).
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The object store for snapshots and uploads.
+    pub objects: ObjectConfig,
+    /// How long an unused workspace disk stays cached on this host; a
+    /// local (not synced) workspace is gone after that.
+    pub cache_window: Duration,
     /// Stored versions kept per persistent workspace.
-    #[arg(long, env = "MAGS_WORKSPACE_VERSIONS", default_value_t = 5)]
-    pub workspace_versions: usize,
+    pub versions: usize,
 }
 
-impl StorageArgs {
-    /// The object store these flags name.
-    pub fn object_config(&self, data_dir: &Path) -> ObjectConfig {
-        match &self.s3_bucket {
-            Some(bucket) => ObjectConfig::S3(S3Config {
-                endpoint: self.s3_endpoint.clone(),
-                bucket: bucket.clone(),
-                region: self.s3_region.clone(),
-                access_key_id: self.s3_access_key_id.clone(),
-                secret_access_key: self.s3_secret_access_key.clone(),
-            }),
-            None => ObjectConfig::Local(
-                self.objects_dir
-                    .clone()
-                    .unwrap_or_else(|| data_dir.join("objects")),
-            ),
+impl StorageConfig {
+    /// Snapshots and uploads in `objects_dir`, the default cache window
+    /// (10 minutes) and versions kept (5).
+    pub fn local(objects_dir: PathBuf) -> StorageConfig {
+        StorageConfig {
+            objects: ObjectConfig::Local(objects_dir),
+            cache_window: Duration::from_secs(600),
+            versions: 5,
         }
     }
 }
@@ -238,18 +213,22 @@ impl Workspaces {
     }
 
     /// A manager keeping disks under `data_dir` and snapshots and uploads
-    /// in the object store `args` names; starts the cache janitor.
-    pub fn start(store: Store, data_dir: &Path, args: &StorageArgs) -> Result<Workspaces, WsError> {
-        let objects = Objects::open(&args.object_config(data_dir))?;
+    /// in the object store `config` names; starts the cache janitor.
+    pub fn start(
+        store: Store,
+        data_dir: &Path,
+        config: &StorageConfig,
+    ) -> Result<Workspaces, WsError> {
+        let objects = Objects::open(&config.objects)?;
         tracing::info!(store = ?objects, "workspace storage");
         let inner = Arc::new(Inner {
             store,
-            engine: Engine::new(objects.clone(), args.workspace_versions),
+            engine: Engine::new(objects.clone(), config.versions),
             blobs: Blobs::new(objects),
             root: data_dir.join("workspaces"),
             overlays: data_dir.join("overlays"),
             sandboxes: data_dir.join("sandboxes"),
-            cache_window: Duration::from_secs(args.workspace_cache_secs),
+            cache_window: config.cache_window,
             locks: Mutex::default(),
             leases: Mutex::default(),
         });

@@ -14,39 +14,15 @@ pub mod expr;
 
 use crate::jobs::{Invalid, SubmitError};
 use crate::text::Esc;
-use crate::view::rfc3339;
-use crate::AppState;
+use crate::Control;
 use expr::CronExpr;
-use mags_api::{CreateJobRequest, CronJob, JobState};
+use mags_api::{CreateJobRequest, JobState};
 use mags_store::CronRow;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// How often the server looks for due runs.
 pub const TICK_EVERY: Duration = Duration::from_secs(1);
-
-/// The wire shape of a stored cron job.
-pub fn view(c: &CronRow) -> CronJob {
-    CronJob {
-        id: c.id.clone(),
-        name: c.name.clone(),
-        cron_expression: c.expression.clone(),
-        script: c.script.clone(),
-        persistent: c.persistent,
-        workspace_id: c.workspace_id.clone(),
-        environment: c.environment.clone(),
-        enabled: c.enabled,
-        next_run_at: c.next_run_at.map(rfc3339),
-        last_run_at: c.last_run_at.map(rfc3339),
-        last_job_id: c.last_job_id.clone(),
-        last_status: c.last_job_status.clone(),
-        last_skip_reason: c.last_skip.clone(),
-        run_count: c.run_count,
-        skipped_runs: c.skip_count,
-        created_at: rfc3339(c.created_at),
-        updated_at: rfc3339(c.updated_at),
-    }
-}
 
 /// Parses an expression given by a user, saying what is wrong with it.
 pub fn parse(expression: &str) -> Result<CronExpr, Invalid> {
@@ -64,7 +40,7 @@ pub struct TickReport {
 /// A run refused for itself ([`SubmitError::is_refusal`]: its request or
 /// the user's limits) is skipped and recorded; any other failure ends the
 /// tick with it.
-pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, SubmitError> {
+pub async fn tick(state: &Control, now: i64) -> Result<TickReport, SubmitError> {
     let mut report = TickReport::default();
     for c in state.store.due_crons(now).await? {
         let Some(due) = c.next_run_at else { continue };
@@ -133,7 +109,7 @@ fn run_request(c: &CronRow) -> CreateJobRequest {
 }
 
 /// Runs [`tick`] every [`TICK_EVERY`] until shutdown.
-pub fn start(state: AppState, mut shutdown: watch::Receiver<bool>) {
+pub fn start(state: Control, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(TICK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

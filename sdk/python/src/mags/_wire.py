@@ -256,8 +256,8 @@ def _params_of(
     return decorate
 
 
-#: ``Mags.run``'s and ``AsyncMags.run``'s parameters and docstring: those
-#: of :func:`run_payload`.
+#: Gives ``Mags.run`` and ``AsyncMags.run`` the parameters of
+#: :func:`run_payload` and the docstring :data:`RUN_DOC`.
 takes_run_options = _params_of(run_payload, RUN_DOC)
 
 

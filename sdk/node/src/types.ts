@@ -121,6 +121,7 @@ export interface AccessInfo {
   subdomain?: string;
   ssh_host?: string;
   ssh_port?: number;
+  ssh_user?: string;
   ssh_private_key?: string;
   error?: string;
 }
@@ -179,7 +180,7 @@ export interface UrlAlias {
   subdomain: string;
   url: string;
   workspace_id?: string;
-  domain?: string;
+  created_at?: string | null;
 }
 
 export interface UrlAliasList {
@@ -260,6 +261,7 @@ export interface AuditEvent {
   id: string;
   time: string;
   user: string | null;
+  user_id: string | null;
   token_prefix: string | null;
   action: string;
   target_kind: string | null;

@@ -12,14 +12,12 @@ the server's answers, and configuration like the ``mags`` CLI's
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Dict, Generator, Iterator, List, Literal, Optional, Union, overload
+from typing import Any, Dict, Generator, Iterator, List, Literal, Optional, TypeVar, Union, overload
 
 import httpx
 
-from . import _wire as w
-from .config import resolve
-from .errors import ConnectionFailed, MagsError, MagsTimeout, error_for_status
+from . import _ndjson, _wire as w
+from .errors import ConnectionFailed, MagsError
 from .types import (
     AccessInfo,
     ActionResult,
@@ -27,9 +25,7 @@ from .types import (
     CronJob,
     CronList,
     DeleteResult,
-    ExecExit,
     ExecResult,
-    JobExit,
     JobList,
     JobStatus,
     JobSubmitted,
@@ -48,30 +44,10 @@ from .types import (
 
 __all__ = ["Mags", "MagsError", "ExecStream", "OutputStream"]
 
-#: How often a followed output stream may reconnect without progress.
-_RECONNECTS = 5
+_T = TypeVar("_T")
 
 
-def _decode(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-def _check(resp: httpx.Response) -> Any:
-    """The body of a 2xx answer (``{}`` when empty); raises otherwise."""
-    if resp.status_code >= 400:
-        raise error_for_status(resp.status_code, _decode(resp), resp.text)
-    if not resp.content:
-        return {}
-    body = _decode(resp)
-    if body is None:
-        raise MagsError(f"the server answered {resp.status_code} with a body that is not JSON")
-    return body
-
-
-class Mags:
+class Mags(w.ClientBase):
     """Client for a Mags server.
 
     Args:
@@ -89,14 +65,8 @@ class Mags:
         api_url: Optional[str] = None,
         timeout: int = 30,
     ):
-        cfg = resolve(api_url, api_token)
-        self.api_url = cfg.api_url
-        self.api_token = cfg.api_token
-        self.timeout = timeout
-        self._http = httpx.Client(
-            headers={"Authorization": f"Bearer {self.api_token}"},
-            timeout=timeout,
-        )
+        super().__init__(api_token, api_url, timeout)
+        self._http = httpx.Client(**self._http_options())
 
     def close(self) -> None:
         """Closes the connection pool."""
@@ -113,103 +83,48 @@ class Mags:
 
     # ── transport ────────────────────────────────────────────────────
 
-    def _url(self, path: str) -> str:
-        return f"{self.api_url}/api/v1{path}"
-
     def _send(self, method: str, path: str, *, stream: bool = False, **kw: Any) -> httpx.Response:
         try:
             req = self._http.build_request(method, self._url(path), **kw)
             return self._http.send(req, stream=stream)
-        except httpx.TimeoutException as e:
-            raise MagsTimeout(f"{method} {path}: no answer from {self.api_url} in time ({e})") from e
         except httpx.TransportError as e:
-            raise ConnectionFailed(f"cannot reach the Mags server at {self.api_url}: {e}") from e
+            raise self._transport_error(method, path, e) from e
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        json: Any = None,
-        params: Optional[Dict[str, Any]] = None,
-        timeout: Optional[float] = None,
-    ) -> Any:
-        kw: Dict[str, Any] = {"params": params, "timeout": timeout or self.timeout}
-        if json is not None:
-            kw["json"] = json
-        return _check(self._send(method, path, **kw))
+    def _call(self, call: w.Call) -> Any:
+        """Sends one JSON call; its decoded answer."""
+        return w.check(self._send(call.method, call.path, **self._request_options(call)))
 
-    def _open_stream(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """Sends a request whose NDJSON answer is read as it arrives (no
-        read timeout: a quiet command is not a dead one)."""
-        kw["timeout"] = httpx.Timeout(self.timeout, read=None)
-        resp = self._send(method, path, stream=True, **kw)
+    def _drive(self, flow: "w.Flow[_T]") -> _T:
+        """Runs a flow of :mod:`mags._wire`: sends its calls, sleeps its
+        pauses; its result."""
+        answer: Any = None
+        try:
+            while True:
+                step = flow.send(answer)
+                if isinstance(step, w.Sleep):
+                    time.sleep(step.seconds)
+                    answer = None
+                else:
+                    answer = self._call(step)
+        except StopIteration as done:
+            return done.value
+
+    def _open_stream(self, call: w.Call) -> httpx.Response:
+        """Sends a call whose NDJSON answer is read as it arrives."""
+        resp = self._send(call.method, call.path, stream=True, **self._stream_options(call))
         if resp.status_code >= 400:
             try:
                 resp.read()
             finally:
                 resp.close()
-            _check(resp)
+            w.check(resp)
         return resp
 
     # ── jobs ─────────────────────────────────────────────────────────
 
-    def run(
-        self,
-        script: str,
-        *,
-        name: Optional[str] = None,
-        workspace_id: Optional[str] = None,
-        base_workspace_id: Optional[str] = None,
-        persistent: bool = False,
-        no_sleep: bool = False,
-        ephemeral: bool = False,
-        startup_command: Optional[str] = None,
-        environment: Optional[Dict[str, str]] = None,
-        file_ids: Optional[List[str]] = None,
-        disk_gb: Optional[int] = None,
-        no_sync: bool = False,
-        rootfs_type: Optional[str] = None,
-        idle_timeout_secs: Optional[int] = None,
-        no_internet: bool = False,
-        egress_allow: Optional[List[str]] = None,
-        egress_deny: Optional[List[str]] = None,
-        script_timeout: Optional[int] = None,
-    ) -> JobSubmitted:
-        """Submits ``script`` (run as ``bash -c`` in ``/root`` of a fresh VM).
-
-        ``workspace_id`` keeps the disk (local; synced too with
-        ``persistent``), ``base_workspace_id`` mounts one read-only (a fork
-        with ``workspace_id``), ``persistent`` keeps the VM after the
-        script, ``no_sleep`` keeps it awake, ``file_ids`` come from
-        :meth:`upload_files`. ``no_internet`` cuts the sandbox off the
-        network; ``egress_allow`` (hostnames or CIDRs) is the only place it
-        may reach, ``egress_deny`` adds denials: both narrow the server's
-        policy. ``script_timeout`` (seconds, sent as ``timeout``) kills the
-        script after that long and ends the job in
-        ``error``; without it the server's default applies to one-shot jobs.
-        Returns ``{"request_id", "status": "accepted"}``.
-        """
-        body = w.run_payload(
-            script,
-            name=name,
-            workspace_id=workspace_id,
-            base_workspace_id=base_workspace_id,
-            persistent=persistent,
-            no_sleep=no_sleep,
-            ephemeral=ephemeral,
-            startup_command=startup_command,
-            environment=environment,
-            file_ids=file_ids,
-            disk_gb=disk_gb,
-            no_sync=no_sync,
-            rootfs_type=rootfs_type,
-            idle_timeout_secs=idle_timeout_secs,
-            no_internet=no_internet,
-            egress_allow=egress_allow,
-            egress_deny=egress_deny,
-            script_timeout=script_timeout,
-        )
-        return self._request("POST", "/mags-jobs", json=body)
+    @w.takes_run_options
+    def run(self, script: str, **options: Any) -> JobSubmitted:
+        return self._call(w.submit(script, **options))
 
     def run_and_wait(
         self,
@@ -224,20 +139,12 @@ class Mags:
         Returns ``request_id``, ``status``, ``exit_code``, ``duration_ms``
         and ``logs``; raises :class:`MagsTimeout` after ``timeout`` seconds.
         """
-        request_id = self.run(script, **run_kwargs)["request_id"]
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status(request_id)
-            if st.get("status") in w.FINAL:
-                return w.run_result(request_id, st, self.logs(request_id))
-            if time.monotonic() >= deadline:
-                raise MagsTimeout(f"Job {request_id} timed out after {timeout}s")
-            time.sleep(poll_interval)
+        return self._drive(w.run_and_wait(script, timeout, poll_interval, run_kwargs))
 
     def status(self, request_id: str) -> JobStatus:
         """The job's status (``accepted``, ``queued``, ``running``,
         ``sleeping``, ``completed``, ``error``) and details."""
-        return self._request("GET", f"/mags-jobs/{w.seg(request_id)}/status")
+        return self._call(w.job_status(request_id))
 
     def logs(
         self, request_id: str, *, offset: Optional[int] = None, limit: Optional[int] = None
@@ -245,15 +152,11 @@ class Mags:
         """The job's output so far as lines: ``{"logs": [{"timestamp",
         "level", "message", "source"}]}``; ``offset`` skips that many lines,
         ``limit`` returns at most that many (default: all)."""
-        return self._request(
-            "GET",
-            f"/mags-jobs/{w.seg(request_id)}/logs",
-            params=w.logs_params(offset, limit),
-        )
+        return self._call(w.job_logs(request_id, offset, limit))
 
     def list_jobs(self, *, page: int = 1, page_size: int = 20) -> JobList:
         """Recent jobs, newest first: ``{"jobs", "total", "page", "page_size"}``."""
-        return self._request("GET", "/mags-jobs", params={"page": page, "page_size": page_size})
+        return self._call(w.list_jobs(page, page_size))
 
     def stream_output(
         self, name_or_id: str, *, after: Optional[int] = None, follow: bool = True
@@ -267,7 +170,7 @@ class Mags:
         chunks up to that ``seq``; ``follow=False`` returns what exists now.
         A dropped connection is resumed where it stopped.
         """
-        return OutputStream(self, self._resolve_job_id(name_or_id), after, follow)
+        return OutputStream(self, self._drive(w.resolve_job_id(name_or_id)), after, follow)
 
     def update_job(
         self,
@@ -279,39 +182,30 @@ class Mags:
     ) -> JobStatus:
         """Changes a live job's ``startup_command`` (run after each wake;
         ``""`` removes it), ``no_sleep`` or ``idle_timeout_secs``."""
-        body: Dict[str, Any] = {}
-        if startup_command is not None:
-            body["startup_command"] = startup_command
-        if no_sleep is not None:
-            body["no_sleep"] = no_sleep
-        if idle_timeout_secs is not None:
-            body["idle_timeout_secs"] = idle_timeout_secs
-        return self._request("PATCH", f"/mags-jobs/{w.seg(request_id)}", json=body)
+        return self._call(w.update_job(request_id, startup_command, no_sleep, idle_timeout_secs))
 
     def stop(self, name_or_id: str) -> ActionResult:
         """Stops a job by id, name or workspace (a persistent sandbox is
         synced first)."""
-        request_id = self._resolve_job_id(name_or_id)
-        return self._request("POST", f"/mags-jobs/{w.seg(request_id)}/stop")
+        return self._drive(w.stop(name_or_id))
 
     def delete_job(self, name_or_id: str) -> DeleteResult:
         """Deletes an ended job and its stored output, by id, name or
         workspace (a 409 :class:`Conflict` while it is live: stop it
         first)."""
-        request_id = self._resolve_job_id(name_or_id)
-        return self._request("DELETE", f"/mags-jobs/{w.seg(request_id)}")
+        return self._drive(w.delete(name_or_id))
 
     def sync(self, request_id: str) -> ActionResult:
         """Stores a live sandbox's workspace now, without stopping it."""
-        return self._request("POST", f"/mags-jobs/{w.seg(request_id)}/sync")
+        return self._call(w.sync_job(request_id))
 
     def usage(self, *, window_days: int = 30) -> Usage:
         """``{"total_jobs", "vm_seconds", "window_days"}`` for the window."""
-        return self._request("GET", "/mags-jobs/usage", params={"window_days": window_days})
+        return self._call(w.usage(window_days))
 
     def pool_status(self) -> PoolStatus:
         """The server's warm pool and queue."""
-        return self._request("GET", "/mags-jobs/pool-status")
+        return self._call(w.POOL_STATUS)
 
     # ── sandboxes ────────────────────────────────────────────────────
 
@@ -330,30 +224,13 @@ class Mags:
         Its disk stays on this host (``persistent=True``: synced to object
         storage too). Returns ``{"request_id", "status": "running"}``.
         """
-        request_id = self.run(
-            "sleep infinity",
-            workspace_id=name,
-            persistent=True,
-            no_sync=not persistent,
-            base_workspace_id=base_workspace_id,
-            disk_gb=disk_gb,
-        )["request_id"]
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status(request_id)
-            if st.get("status") == "running" and st.get("vm_id"):
-                return {"request_id": request_id, "status": "running"}
-            if st.get("status") in w.FINAL:
-                why = f" ({st['error']})" if st.get("error") else ""
-                raise MagsError(f"Job {request_id} ended unexpectedly: {st.get('status')}{why}")
-            if time.monotonic() >= deadline:
-                raise MagsTimeout(f"Job {request_id} did not start within {timeout}s")
-            time.sleep(poll_interval)
+        flow = w.new(name, persistent, base_workspace_id, disk_gb, timeout, poll_interval)
+        return self._drive(flow)
 
     def find_job(self, name_or_id: str) -> Optional[JobStatus]:
         """The job a name, workspace or id means (the CLI's rule: live
         name, live workspace, then any status), or ``None``."""
-        return w.pick_job(self.list_jobs(page_size=50).get("jobs", []), name_or_id)
+        return self._drive(w.find_job(name_or_id))
 
     @overload
     def exec(
@@ -382,15 +259,7 @@ class Mags:
         """
         if stream:
             return self.exec_stream(name_or_id, command, timeout=timeout)
-        request_id = w.exec_target(self.find_job(name_or_id), name_or_id)
-        secs = 30.0 if timeout is None else float(timeout)
-        resp = self._request(
-            "POST",
-            f"/mags-jobs/{w.seg(request_id)}/exec",
-            json=w.exec_body(command, timeout),
-            timeout=secs + w.EXEC_HTTP_SLACK,
-        )
-        return w.exec_result(resp)
+        return self._drive(w.exec_(name_or_id, command, timeout))
 
     def exec_stream(
         self, name_or_id: str, command: str, *, timeout: Optional[float] = None
@@ -398,11 +267,8 @@ class Mags:
         """Runs ``command`` in a sandbox; its output arrives as it is
         produced. No time limit unless ``timeout`` (seconds). Closing the
         stream early kills the command."""
-        request_id = w.exec_target(self.find_job(name_or_id), name_or_id)
-        resp = self._open_stream(
-            "POST", f"/mags-jobs/{w.seg(request_id)}/exec/stream", json=w.exec_body(command, timeout)
-        )
-        return ExecStream(resp)
+        request_id = self._drive(w.find_sandbox(name_or_id))
+        return ExecStream(self._open_stream(w.exec_stream(request_id, command, timeout)))
 
     def resize(
         self,
@@ -415,30 +281,19 @@ class Mags:
         """Grows a workspace's disk to ``disk_gb`` and returns its running
         sandbox: a live one is grown in place, else a new persistent
         sandbox starts on the bigger disk."""
-        existing = self.find_job(workspace)
-        if existing and existing.get("status") in w.LIVE:
-            self._request(
-                "POST", f"/mags-workspaces/{w.seg(workspace)}/resize", json={"disk_gb": disk_gb}
-            )
-            return {"request_id": w.job_id(existing), "status": "running"}
-        return self.new(
-            workspace, persistent=True, disk_gb=disk_gb, timeout=timeout, poll_interval=poll_interval
-        )
+        return self._drive(w.resize(workspace, disk_gb, timeout, poll_interval))
 
     # ── access and URLs ──────────────────────────────────────────────
 
     def enable_access(self, request_id: str, *, port: int = 8080) -> AccessInfo:
         """Opens ``port`` of the job's VM: a public ``url`` for HTTP ports,
         ``ssh_host``/``ssh_port``/``ssh_private_key`` for 22."""
-        return self._request("POST", f"/mags-jobs/{w.seg(request_id)}/access", json={"port": port})
+        return self._call(w.enable_access(request_id, port))
 
     def url(self, name_or_id: str, *, port: int = 8080) -> AccessInfo:
         """The public URL of ``port`` in a job's VM, as the server names it
         (its own apps domain; never rewritten)."""
-        request_id = self._resolve_job_id(name_or_id)
-        resp = self.enable_access(request_id, port=port)
-        st = None if resp.get("url") else self.status(request_id)
-        return w.access_url(resp, st)
+        return self._drive(w.url(name_or_id, port))
 
     def url_alias_create(
         self, subdomain: str, workspace_id: str, domain: Optional[str] = None
@@ -446,16 +301,14 @@ class Mags:
         """A stable ``subdomain`` that follows whichever job is live in
         ``workspace_id``. ``domain`` defaults to the server's apps domain.
         Returns ``{"id", "subdomain", "url"}``."""
-        return self._request(
-            "POST", "/mags-url-aliases", json=w.alias_payload(subdomain, workspace_id, domain)
-        )
+        return self._call(w.alias_create(subdomain, workspace_id, domain))
 
     def url_alias_list(self) -> UrlAliasList:
         """``{"aliases": [...], "total"}``."""
-        return self._request("GET", "/mags-url-aliases")
+        return self._call(w.ALIAS_LIST)
 
     def url_alias_delete(self, subdomain: str) -> Dict[str, Any]:
-        return self._request("DELETE", f"/mags-url-aliases/{w.seg(subdomain)}")
+        return self._call(w.alias_delete(subdomain))
 
     def browser(
         self, name: Optional[str] = None, *, timeout: float = 300.0
@@ -466,29 +319,17 @@ class Mags:
         ``wsEndpoint`` (e.g. Playwright's ``connect_over_cdp(wsEndpoint)``);
         the URLs carry the session's secret. :meth:`stop` ends it. Starting
         Chromium takes a while under TCG, hence the long ``timeout`` (seconds)."""
-        return self._request(
-            "POST", "/mags-browser", json=w.browser_payload(name), timeout=timeout
-        )
+        return self._call(w.browser(name, timeout))
 
     # ── files and workspaces ─────────────────────────────────────────
 
     def upload_file(self, file_path: str) -> str:
         """Uploads one file (100 MB at most); returns its file id. A job
         given it in ``file_ids`` finds it at ``/root/<name>``."""
-        p = Path(file_path)
-        if not p.is_file():
-            raise MagsError(f"File not found: {file_path}")
+        p = w.upload_source(file_path)
         with p.open("rb") as f:
-            resp = self._send(
-                "POST",
-                "/mags-files",
-                files={"file": (p.name, f, "application/octet-stream")},
-                timeout=httpx.Timeout(self.timeout, write=None, read=max(self.timeout, 300)),
-            )
-        data = _check(resp)
-        if not data.get("file_id"):
-            raise MagsError(f"Upload failed for {p.name}: {data}")
-        return str(data["file_id"])
+            resp = self._send("POST", w.UPLOAD_PATH, **self._upload_options(p, f))
+        return w.upload_result(w.check(resp), p)
 
     def upload_files(self, file_paths: List[str]) -> List[str]:
         """Uploads each file in turn; returns their ids in the same order."""
@@ -496,12 +337,12 @@ class Mags:
 
     def list_workspaces(self) -> WorkspaceList:
         """``{"workspaces": [{"workspace_id", ...}], "total"}``."""
-        return self._request("GET", "/mags-workspaces")
+        return self._call(w.LIST_WORKSPACES)
 
     def delete_workspace(self, workspace_id: str) -> WorkspaceAction:
         """Deletes a workspace and its stored data (a 409 :class:`Conflict`
         while a job is live on it)."""
-        return self._request("DELETE", f"/mags-workspaces/{w.seg(workspace_id)}")
+        return self._call(w.delete_workspace(workspace_id))
 
     # ── cron ─────────────────────────────────────────────────────────
 
@@ -516,61 +357,47 @@ class Mags:
         persistent: bool = False,
     ) -> CronJob:
         """Schedules ``script`` (5-field expression in UTC, or ``@hourly``...)."""
-        body = w.cron_payload(name, cron_expression, script, workspace_id, environment, persistent)
-        return self._request("POST", "/mags-cron", json=body)
+        call = w.cron_create(name, cron_expression, script, workspace_id, environment, persistent)
+        return self._call(call)
 
     def cron_list(self) -> CronList:
         """``{"cron_jobs": [...], "total"}``."""
-        return self._request("GET", "/mags-cron")
+        return self._call(w.CRON_LIST)
 
     def cron_get(self, cron_id: str) -> CronJob:
-        return self._request("GET", f"/mags-cron/{w.seg(cron_id)}")
+        return self._call(w.cron_get(cron_id))
 
     def cron_update(self, cron_id: str, **updates: Any) -> CronJob:
         """Changes any fields, e.g. ``cron_update(id, enabled=False)``."""
-        return self._request("PATCH", f"/mags-cron/{w.seg(cron_id)}", json=updates)
+        return self._call(w.cron_update(cron_id, updates))
 
     def cron_delete(self, cron_id: str) -> Dict[str, Any]:
-        return self._request("DELETE", f"/mags-cron/{w.seg(cron_id)}")
+        return self._call(w.cron_delete(cron_id))
 
     # ── tokens and audit ─────────────────────────────────────────────
 
     def list_tokens(self) -> Dict[str, Any]:
         """Your API tokens, ``{"tokens": [{"id", "prefix", "created_at",
         "last_used_at", "revoked"}], "total"}`` (never the secrets)."""
-        return self._request("GET", "/mags-tokens")
+        return self._call(w.LIST_TOKENS)
 
     def create_token(self) -> Dict[str, Any]:
         """A new token for you: ``{"token", "id", "prefix", ...}``; the
         token is shown only this once."""
-        return self._request("POST", "/mags-tokens", json={})
+        return self._call(w.CREATE_TOKEN)
 
     def revoke_token(self, token_id: str) -> Dict[str, Any]:
         """Revokes one of your tokens (id or display prefix); it is refused
         from its next request on."""
-        return self._request("DELETE", f"/mags-tokens/{w.seg(token_id)}")
+        return self._call(w.revoke_token(token_id))
 
     def audit(self, since: Optional[str] = None, limit: int = 100) -> Dict[str, Any]:
         """Your audit events, oldest first: ``{"events": [...], "total"}``;
         ``since`` is RFC 3339 or an age like ``"24h"``."""
-        params: Dict[str, Any] = {"limit": limit}
-        if since:
-            params["since"] = since
-        return self._request("GET", "/mags-audit", params=params)
-
-    # ── helpers ──────────────────────────────────────────────────────
-
-    def _resolve_job_id(self, name_or_id: str) -> str:
-        """A job id for a name, workspace or id."""
-        if w.looks_like_id(name_or_id):
-            return name_or_id
-        job = self.find_job(name_or_id)
-        if not job:
-            raise MagsError(f"No job found for '{name_or_id}'")
-        return w.job_id(job)
+        return self._call(w.audit(since, limit))
 
 
-class ExecStream:
+class ExecStream(_ndjson.ExecStreamState):
     """A command running in a sandbox, read as it runs.
 
     Iterate for :class:`~mags.types.OutputChunk` items; afterwards
@@ -581,21 +408,9 @@ class ExecStream:
     """
 
     def __init__(self, resp: httpx.Response):
+        super().__init__()
         self._resp = resp
-        self._decoder = w.ExecDecoder()
         self._lines = resp.iter_lines()
-
-    @property
-    def exit(self) -> Optional[ExecExit]:
-        return self._decoder.exit
-
-    @property
-    def exit_code(self) -> Optional[int]:
-        return self._decoder.exit.exit_code if self._decoder.exit else None
-
-    @property
-    def timed_out(self) -> bool:
-        return bool(self._decoder.exit and self._decoder.exit.timed_out)
 
     def __iter__(self) -> Iterator[OutputChunk]:
         return self
@@ -606,25 +421,23 @@ class ExecStream:
                 line = next(self._lines)
             except StopIteration:
                 self.close()
-                raise MagsError("the exec stream ended before the command did") from None
+                raise self._ended() from None
             except httpx.TransportError as e:
                 self.close()
-                raise ConnectionFailed(f"the exec stream broke: {e}") from e
+                raise self._broke(e) from e
             try:
-                ev = self._decoder.decode(line)
+                chunk = self._chunk(line)
             except MagsError:
                 self.close()
                 raise
-            if isinstance(ev, OutputChunk):
-                return ev
+            if chunk is not None:
+                return chunk
         self.close()
         raise StopIteration
 
     def wait(self) -> ExecResult:
         """Reads to the end; the result of the output not yet iterated."""
-        chunks = list(self)
-        assert self._decoder.exit is not None
-        return w.collect(chunks, self._decoder.exit)
+        return self._result(list(self))
 
     def close(self) -> None:
         self._resp.close()
@@ -636,7 +449,7 @@ class ExecStream:
         self.close()
 
 
-class OutputStream:
+class OutputStream(_ndjson.OutputStreamState):
     """A job's output events as they happen (see :meth:`Mags.stream_output`).
 
     After the last event ``exit`` holds the :class:`~mags.types.JobExit`
@@ -645,36 +458,17 @@ class OutputStream:
     """
 
     def __init__(self, client: Mags, request_id: str, after: Optional[int], follow: bool):
-        self.request_id = request_id
+        super().__init__(request_id, after, follow)
         self._client = client
-        self._follow = follow
-        self._decoder = w.OutputDecoder(after)
         self._resp: Optional[httpx.Response] = None
         self._events = self._run()
 
-    @property
-    def exit(self) -> Optional[JobExit]:
-        return self._decoder.exit
-
-    @property
-    def after(self) -> Optional[int]:
-        return self._decoder.after
-
-    def _open(self) -> Iterator[str]:
-        params: Dict[str, Any] = {"follow": "true" if self._follow else "false"}
-        if self._decoder.after is not None:
-            params["after"] = self._decoder.after
-        self._resp = self._client._open_stream(
-            "GET", f"/mags-jobs/{w.seg(self.request_id)}/output", params=params
-        )
-        return self._resp.iter_lines()
-
     def _run(self) -> Generator[OutputEvent, None, None]:
-        failures = 0
         while True:
             seen = self._decoder.after
             try:
-                for line in self._open():
+                self._resp = self._client._open_stream(self._call())
+                for line in self._resp.iter_lines():
                     ev = self._decoder.decode(line)
                     if ev is not None:
                         yield ev
@@ -682,17 +476,14 @@ class OutputStream:
                         return
                 if not self._follow:
                     return
-                err: Exception = MagsError("the output stream ended before the job did")
+                err: Exception = self._ended_early()
             except (httpx.TransportError, ConnectionFailed) as e:
                 err = e
             finally:
                 self.close()
             # Resume after a dropped connection, unless it keeps failing
             # without progress.
-            failures = 0 if self._decoder.after != seen else failures + 1
-            if failures >= _RECONNECTS:
-                raise MagsError(f"lost the output stream of job {self.request_id}: {err}")
-            time.sleep(0.2 * (failures + 1))
+            time.sleep(self._resume_delay(seen, err))
 
     def __iter__(self) -> Iterator[OutputEvent]:
         return self

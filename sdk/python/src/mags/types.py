@@ -141,6 +141,7 @@ class AccessInfo(TypedDict, total=False):
     subdomain: str
     ssh_host: str
     ssh_port: int
+    ssh_user: str
     ssh_private_key: str
     error: str
 
@@ -199,7 +200,7 @@ class UrlAlias(TypedDict, total=False):
     subdomain: str
     url: str
     workspace_id: str
-    domain: str
+    created_at: Optional[str]
 
 
 BrowserSession = TypedDict(

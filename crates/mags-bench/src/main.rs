@@ -234,17 +234,16 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..n(10, 3) {
         wait_for(|| pool.status().idle_vms >= 2, Duration::from_secs(120)).await?;
         let t = Instant::now();
-        let sb = pool.acquire(opts()).await?;
+        let (sb, _slot) = pool.acquire(opts()).await?;
         v.push(ms(t.elapsed()));
         sb.shutdown().await?;
-        pool.release();
     }
     report.push(
         Row::new("sandbox start: take from the warm pool", v).vs("raw QEMU restore", raw_median),
     );
 
     eprintln!("exec round trips...");
-    let sb = pool.acquire(opts()).await?;
+    let (sb, slot) = pool.acquire(opts()).await?;
     let mut info = Vec::new();
     let mut exec = Vec::new();
     for _ in 0..n(200, 50) {
@@ -272,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
         exec,
     ));
     drop(sb);
-    pool.release();
+    drop(slot);
 
     eprintln!("sleep and wake...");
     let (mut slept, mut woke) = (Vec::new(), Vec::new());

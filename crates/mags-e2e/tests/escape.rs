@@ -25,13 +25,13 @@ fn status(server: &Server, name: &str) -> serde_json::Value {
 }
 
 /// The sandbox dir and QEMU pid of the live sandbox `name`.
-fn qemu_of(server: &Server, name: &str) -> (PathBuf, u32) {
+fn qemu_of(server: &Server, name: &str) -> (mags_vm::SandboxDir, u32) {
     let vm = status(server, name)["vm_id"]
         .as_str()
         .expect("a live sandbox has a vm_id")
         .to_string();
-    let dir = server.dir.path().join("data/sandboxes").join(vm);
-    let pid = std::fs::read_to_string(dir.join("qemu.pid"))
+    let dir = mags_vm::Layout::new(server.data_dir()).sandbox(&vm);
+    let pid = std::fs::read_to_string(dir.pid_file())
         .expect("qemu.pid")
         .trim()
         .parse()
@@ -146,30 +146,26 @@ fn every_qemu_runs_jailed() {
     assert!(entries(&root.join("tmp")) <= 2, "QEMU sees the host's /tmp");
     assert!(entries(Path::new("/tmp")) > entries(&root.join("tmp")));
     assert!(root.join("usr/bin/qemu-system-x86_64").exists());
-    let data = server.dir.path().join("data");
+    let layout = mags_vm::Layout::new(server.data_dir());
     let inside = |p: &Path| root.join(p.strip_prefix("/").expect("absolute"));
+    assert!(inside(&dir.qemu_log()).exists(), "its own dir is there");
     assert!(
-        inside(&dir).join("qemu.log").exists(),
-        "its own dir is there"
+        inside(&layout.egress_socket()).exists(),
+        "the egress socket is reachable"
     );
-    for other in ["mags.db", "egress.sock"] {
-        let p = data.join(other);
-        if other == "egress.sock" {
-            assert!(inside(&p).exists(), "the egress socket is reachable");
-        } else {
-            assert!(
-                p.exists() && !inside(&p).exists(),
-                "{other} is visible to QEMU"
-            );
-        }
-    }
+    let db = layout.data_dir().join("mags.db");
+    assert!(
+        db.exists() && !inside(&db).exists(),
+        "mags.db is visible to QEMU"
+    );
     // No other sandbox's dir (the pool's clones live next to it).
-    let siblings: Vec<_> = std::fs::read_dir(inside(dir.parent().expect("parent")))
+    let siblings: Vec<_> = std::fs::read_dir(inside(&layout.sandboxes_dir()))
         .expect("sandboxes dir inside")
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(siblings, vec![dir.file_name().expect("name").to_owned()]);
+    let name = dir.path().file_name().expect("name").to_owned();
+    assert_eq!(siblings, vec![name]);
 
     // Its own cgroup, with limits.
     let pids = cgroup_dir(pid, "pids");

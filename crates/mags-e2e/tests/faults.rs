@@ -56,8 +56,8 @@ fn descends_from(pid: i32, ancestor: i32) -> bool {
 fn qemu_of(server: &Server, name: &str) -> i32 {
     let st = server.status(name);
     let vm = st["vm_id"].as_str().expect("a running job has a vm_id");
-    let dir = server.data_dir().join("sandboxes").join(vm);
-    let procs = qemu_procs(&format!("{}/", dir.display()));
+    let dir = mags_vm::Layout::new(server.data_dir()).sandbox(vm);
+    let procs = qemu_procs(&format!("{}/", dir.path().display()));
     assert_eq!(procs.len(), 1, "QEMU of {name} ({vm}): {procs:?}");
     procs[0].0
 }
@@ -406,12 +406,9 @@ fn a_full_host_disk_fails_jobs_clearly_and_corrupts_nothing() {
     // A new job while the disk is full (what the writer wrote is gone
     // with its VM, so fill it again): refused at submit, before anything
     // is made, naming the free space (507).
-    let vm = server
-        .data_dir()
-        .join("sandboxes")
-        .join(s["vm_id"].as_str().expect("vm_id"));
+    let vm = mags_vm::Layout::new(server.data_dir()).sandbox(s["vm_id"].as_str().expect("vm_id"));
     let deadline = Instant::now() + WAIT;
-    while vm.exists() {
+    while vm.path().exists() {
         assert!(Instant::now() < deadline, "the writer's VM dir stays");
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -68,7 +68,7 @@ pub fn host_checks(cfg: &RuntimeConfig) -> Vec<Check> {
         )
         .collect();
     out.push(agent_check(&cfg.agent_bin));
-    out.push(kvm_check(&cfg.images_dir()));
+    out.push(kvm_check(&cfg.layout()));
     out.push(image_check(cfg));
     out.push(jail_check(cfg));
     out
@@ -140,8 +140,8 @@ fn agent_check(agent_bin: &Path) -> Check {
 
 /// Whether /dev/kvm opens, whether it is PVM (which cannot boot a stock
 /// guest kernel), and the verdict of the last probe.
-fn kvm_check(images_dir: &Path) -> Check {
-    let verdict = match accel::cached_verdict(images_dir) {
+fn kvm_check(layout: &mags_vm::Layout) -> Check {
+    let verdict = match accel::cached_verdict(layout) {
         Some((a, why)) => format!("verdict: {a} ({why})"),
         None => "no verdict yet: the first VM start probes it".to_string(),
     };

@@ -73,16 +73,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let egress = if args.egress.no_egress || args.executor == ExecutorKind::Fake {
         None
     } else {
-        let sock = data_dir.join("egress.sock");
-        let proxy = mags_vm::egress::EgressProxy::start(
-            &sock,
-            args.egress.policy(),
-            Some(data_dir.join("sandboxes")),
-        )
-        .map_err(|source| ServeError::Bind {
-            addr: sock.display().to_string(),
-            source,
-        })?;
+        let layout = mags_vm::Layout::new(&data_dir);
+        let sock = layout.egress_socket();
+        let proxy = mags_vm::egress::EgressProxy::start(&sock, args.egress.policy(), Some(layout))
+            .map_err(|source| ServeError::Bind {
+                addr: sock.display().to_string(),
+                source,
+            })?;
         Some(proxy)
     };
     let mut rt_config = runtime_config(&args.data, args.agent_bin.clone(), args.accel);

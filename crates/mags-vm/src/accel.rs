@@ -101,14 +101,13 @@ pub fn kvm_device_usable() -> bool {
 }
 
 /// The cached verdict and why, if any.
-pub fn cached_verdict(images_dir: &std::path::Path) -> Option<(Accel, String)> {
-    let v: Verdict =
-        serde_json::from_slice(&std::fs::read(images_dir.join("accel.json")).ok()?).ok()?;
+pub fn cached_verdict(layout: &crate::Layout) -> Option<(Accel, String)> {
+    let v: Verdict = serde_json::from_slice(&std::fs::read(layout.accel_verdict()).ok()?).ok()?;
     Some((v.accel, v.reason))
 }
 
 pub(crate) async fn detect(rt: &Runtime, image: &GuestImage) -> Result<Accel, VmError> {
-    let path = rt.config().images_dir().join("accel.json");
+    let path = rt.layout().accel_verdict();
     let key = format!("{}:{}", host_kernel(), image.hash);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(v) = serde_json::from_slice::<Verdict>(&bytes) {

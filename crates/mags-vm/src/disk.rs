@@ -1,7 +1,9 @@
 //! Writable disks on the host: fresh sparse ext4 images and qcow2
-//! overlays over a read-only image (a template's disk, a base workspace).
+//! overlays over a read-only image (a template's disk, a base workspace),
+//! the one wrapper of `qemu-img`, and the data dir's free space.
 
 use crate::VmError;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// Below this much free space on the data dir's filesystem the host's disk
@@ -58,18 +60,11 @@ pub async fn create_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
     Ok(())
 }
 
-/// A qcow2 overlay at `overlay` over the raw image `base`, `bytes` big.
-/// `base` is only read through it; writes go to the overlay. Written under
-/// a temporary name and renamed, so the overlay is whole or absent.
-pub async fn create_overlay(base: &Path, overlay: &Path, bytes: u64) -> Result<(), VmError> {
-    let mut tmp = overlay.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+/// Runs `qemu-img` with `args` (its subcommand first); an error names the
+/// subcommand and says what qemu-img printed, or how to install it.
+pub async fn qemu_img<S: AsRef<OsStr>>(args: &[S]) -> Result<(), VmError> {
     let out = tokio::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(base)
-        .arg(&tmp)
-        .arg(bytes.to_string())
+        .args(args)
         .output()
         .await
         .map_err(|e| {
@@ -78,11 +73,38 @@ pub async fn create_overlay(base: &Path, overlay: &Path, bytes: u64) -> Result<(
             ))
         })?;
     if !out.status.success() {
-        let _ = std::fs::remove_file(&tmp);
         return Err(VmError::Other(format!(
-            "qemu-img create failed: {}",
+            "qemu-img {} failed: {}",
+            args.first()
+                .map(|a| a.as_ref().to_string_lossy())
+                .unwrap_or_default(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
+    }
+    Ok(())
+}
+
+/// A qcow2 overlay at `overlay` over the raw image `base`, `bytes` big.
+/// `base` is only read through it; writes go to the overlay. Written under
+/// a temporary name and renamed, so the overlay is whole or absent.
+pub async fn create_overlay(base: &Path, overlay: &Path, bytes: u64) -> Result<(), VmError> {
+    let tmp = crate::layout::with_suffix(overlay, &format!(".tmp-{}", std::process::id()));
+    let size = bytes.to_string();
+    let args: [&OsStr; 10] = [
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-F".as_ref(),
+        "raw".as_ref(),
+        "-b".as_ref(),
+        base.as_os_str(),
+        tmp.as_os_str(),
+        size.as_ref(),
+    ];
+    if let Err(e) = qemu_img(&args).await {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, overlay).map_err(|e| VmError::io(overlay, e))
 }
@@ -140,6 +162,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(free_bytes(dir.path()).is_some_and(|b| b > 0));
         assert_eq!(free_bytes(&dir.path().join("missing")), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_qemu_img_names_its_subcommand_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.qcow2");
+        let e = qemu_img(&[OsStr::new("info"), missing.as_os_str()])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("qemu-img info failed: "), "{e}");
+        assert!(e.contains("missing.qcow2"), "{e}");
     }
 
     #[tokio::test]

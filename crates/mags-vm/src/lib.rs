@@ -7,7 +7,11 @@
 //! - [`accel`]: probing whether KVM really boots a guest, else TCG.
 //! - [`jail`] (with [`cgroup`]): what confines each QEMU process.
 //! - [`sandbox`]: one running VM with its own disk, and [`Runtime`], which
-//!   starts them and reaps what a previous server left behind.
+//!   starts them and reaps what a previous server left behind; [`live`]:
+//!   why one died, its disk's trouble, growing its disk online.
+//! - [`layout`]: where all of it lives under the data dir.
+//! - [`disk`]: host-side disk images (the one `qemu-img` wrapper).
+//! - [`pool`]: warm sandboxes, each taken with a [`PoolSlot`].
 
 pub mod accel;
 pub mod agent;
@@ -16,6 +20,8 @@ pub mod disk;
 pub mod egress;
 pub mod image;
 pub mod jail;
+pub mod layout;
+pub mod live;
 pub mod locate;
 pub mod net;
 pub mod pool;
@@ -30,7 +36,8 @@ pub use accel::Accel;
 pub use agent::{AgentConn, Process, ProcessEvent, ProcessInput};
 pub use image::{GuestImage, ImageProgress, ImageVariant};
 pub use jail::{JailConfig, JailMode, JailStatus};
-pub use pool::{Pool, PoolConfig, PoolStatus};
+pub use layout::{Layout, SandboxDir};
+pub use pool::{Pool, PoolConfig, PoolSlot, PoolStatus};
 pub use sandbox::{DiskFormat, DiskSource, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 pub use tunnel::TunnelStream;
 

@@ -4,6 +4,10 @@
 //! A background task keeps `size` idle sandboxes of the default shape,
 //! refilling after each take, and never while the host is short of memory.
 //! Jobs of another shape (memory, vCPUs, disk) start fresh from the template.
+//!
+//! Every sandbox handed out counts as busy (against `max`) while its
+//! [`PoolSlot`] lives: dropping the slot gives the place back and wakes
+//! the refill, on every path (an error, a cancelled start, a panic).
 
 use crate::sandbox::{Runtime, Sandbox, SandboxOptions};
 use crate::VmError;
@@ -56,8 +60,35 @@ pub struct Pool {
     rt: Arc<Runtime>,
     cfg: PoolConfig,
     idle: Mutex<VecDeque<Sandbox>>,
-    busy: AtomicUsize,
+    busy: Arc<AtomicUsize>,
     refill: Arc<Notify>,
+}
+
+/// One busy place of the pool, held by whoever took a sandbox from it
+/// for as long as that sandbox runs; dropped, the place is free again.
+#[must_use = "dropping the slot frees its place in the pool at once"]
+pub struct PoolSlot {
+    busy: Arc<AtomicUsize>,
+    refill: Arc<Notify>,
+}
+
+impl PoolSlot {
+    fn take(pool: &Pool) -> PoolSlot {
+        pool.busy.fetch_add(1, Ordering::SeqCst);
+        PoolSlot {
+            busy: pool.busy.clone(),
+            refill: pool.refill.clone(),
+        }
+    }
+}
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        let _ = self
+            .busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1));
+        self.refill.notify_one();
+    }
 }
 
 /// Runs what every job runs first (`bash -c` in `/root`) once, so this
@@ -99,7 +130,7 @@ impl Pool {
             rt,
             cfg,
             idle: Mutex::new(VecDeque::new()),
-            busy: AtomicUsize::new(0),
+            busy: Arc::new(AtomicUsize::new(0)),
             refill: Arc::new(Notify::new()),
         });
         let weak = Arc::downgrade(&pool);
@@ -153,9 +184,9 @@ impl Pool {
     }
 
     /// A sandbox for `opts`: an idle one from the pool if the shape fits,
-    /// else a fresh one. The caller owns it and calls [`Pool::release`]
-    /// when it is gone.
-    pub async fn acquire(&self, opts: SandboxOptions) -> Result<Sandbox, VmError> {
+    /// else a fresh one, with its busy slot. The caller owns both and drops
+    /// the slot when the sandbox is gone (shut down, slept or killed).
+    pub async fn acquire(&self, opts: SandboxOptions) -> Result<(Sandbox, PoolSlot), VmError> {
         let fresh = opts.disk == crate::sandbox::DiskSource::Fresh
             && opts.variant == crate::image::ImageVariant::Standard;
         if fresh && (opts.memory_mb, opts.vcpus, opts.disk_gb) == self.shape() {
@@ -165,28 +196,15 @@ impl Pool {
                 };
                 self.refill.notify_one();
                 if sb.is_alive() {
-                    self.busy.fetch_add(1, Ordering::SeqCst);
-                    return Ok(sb);
+                    return Ok((sb, PoolSlot::take(self)));
                 }
                 tracing::warn!(sandbox = sb.id(), "idle sandbox died; discarded");
             }
         }
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        match self.rt.start(opts).await {
-            Ok(sb) => Ok(sb),
-            Err(e) => {
-                self.busy.fetch_sub(1, Ordering::SeqCst);
-                Err(e)
-            }
-        }
-    }
-
-    /// Marks one acquired sandbox as gone (shut down, slept or killed).
-    pub fn release(&self) {
-        let _ = self
-            .busy
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1));
-        self.refill.notify_one();
+        // Counted while it starts; a failed or abandoned start frees it.
+        let slot = PoolSlot::take(self);
+        let sb = self.rt.start(opts).await?;
+        Ok((sb, slot))
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -204,5 +222,51 @@ impl Pool {
     /// Kills every idle sandbox (server shutdown).
     pub fn drain(&self) {
         lock(&self.idle).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_pool() -> Pool {
+        let dir = std::env::temp_dir().join("mags-pool-test-unused");
+        let rt = Runtime::new(crate::RuntimeConfig {
+            data_dir: dir.clone(),
+            agent_bin: dir.join("agent"),
+            accel: None,
+            images_dir: None,
+            egress_socket: None,
+            extra_ca_certs: String::new(),
+            jail: Default::default(),
+        });
+        Pool {
+            rt: Arc::new(rt),
+            cfg: PoolConfig::for_this_host(),
+            idle: Mutex::default(),
+            busy: Arc::default(),
+            refill: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_slot_counts_as_busy_until_dropped_and_wakes_the_refill() {
+        let pool = idle_pool();
+        let a = PoolSlot::take(&pool);
+        let b = PoolSlot::take(&pool);
+        assert_eq!(pool.status().busy_vms, 2);
+        let mut woken = std::pin::pin!(pool.refill.notified());
+        drop(a);
+        assert_eq!(pool.status().busy_vms, 1);
+        assert!(ready(woken.as_mut()), "the refill is told");
+        drop(b);
+        assert_eq!(pool.status().busy_vms, 0);
+    }
+
+    /// Whether `f` is ready on its first poll.
+    fn ready<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        f.poll(&mut cx).is_ready()
     }
 }

@@ -101,4 +101,32 @@ impl Qmp {
             }
         }
     }
+
+    /// Grows the writable disk (the drive QEMU knows as `disk`) to `bytes`.
+    /// QEMU extends the image and raises a config interrupt, so the guest
+    /// kernel sees the new size at once.
+    pub async fn resize_disk(&mut self, bytes: u64) -> Result<(), VmError> {
+        self.execute("block_resize", json!({"device": "disk", "size": bytes}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Requests to the writable disk that failed on the host (reads, writes,
+    /// flushes; `query-blockstats`). The guest saw each as an I/O error
+    /// (`werror=report`).
+    pub async fn disk_failures(&mut self) -> Result<u64, VmError> {
+        let stats = self.execute("query-blockstats", json!({})).await?;
+        let disk = stats
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["device"] == "disk"))
+            .ok_or_else(|| VmError::Other("query-blockstats has no device \"disk\"".into()))?;
+        Ok([
+            "failed_rd_operations",
+            "failed_wr_operations",
+            "failed_flush_operations",
+        ]
+        .iter()
+        .filter_map(|k| disk["stats"][k].as_u64())
+        .sum())
+    }
 }

@@ -1,14 +1,16 @@
 //! One running VM ([`Sandbox`]) and the [`Runtime`] that starts them.
 //!
-//! A sandbox's files live in `<data_dir>/sandboxes/<id>/`: its writable disk,
-//! the agent and QMP sockets, the console log and `qemu.pid`. The pid file
-//! lets a restarted server find and kill what a crashed one left running.
+//! A sandbox's files live in its own dir ([`crate::layout::SandboxDir`]):
+//! its writable disk, the agent and QMP sockets, the console log and
+//! `qemu.pid`. The pid file lets a restarted server find and kill what a
+//! crashed one left running.
 
 use crate::accel::{self, Accel};
 use crate::agent::AgentConn;
 use crate::disk::{create_disk, create_overlay, sparse_file};
 use crate::image::{self, GuestImage, ImageConfig, ImageProgress, ImageVariant};
 use crate::jail::{Confine, Confinement, Jail, JailConfig, JailStatus};
+use crate::layout::{Layout, SandboxDir};
 use crate::qemu::{self, Memory, QemuSpec};
 use crate::sleep::SleepRecord;
 use crate::template::{self, Template, TemplateKind};
@@ -23,8 +25,7 @@ use tokio::sync::OnceCell;
 /// Host-wide settings for running sandboxes.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Server data dir; sandboxes live under `<data_dir>/sandboxes/<id>`,
-    /// images under `<data_dir>/images`.
+    /// Server data dir, laid out as [`Layout`] says.
     pub data_dir: PathBuf,
     /// The static guest agent binary.
     pub agent_bin: PathBuf,
@@ -44,11 +45,14 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// Where everything lives.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.data_dir).with_images_dir(self.images_dir.clone())
+    }
+
     /// The image cache directory in effect.
     pub fn images_dir(&self) -> PathBuf {
-        self.images_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("images"))
+        self.layout().images_dir().to_path_buf()
     }
 }
 
@@ -122,6 +126,7 @@ impl SandboxOptions {
 /// Starts sandboxes; one per server.
 pub struct Runtime {
     cfg: RuntimeConfig,
+    layout: Layout,
     /// One image per variant, in [`ImageVariant::ALL`] order.
     images: [OnceCell<GuestImage>; ImageVariant::ALL.len()],
     accel: OnceCell<Accel>,
@@ -138,6 +143,7 @@ type TemplateKey = (String, Accel, u32, TemplateKind);
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Self {
         Self {
+            layout: cfg.layout(),
             cfg,
             images: Default::default(),
             accel: OnceCell::new(),
@@ -178,9 +184,14 @@ impl Runtime {
         &self.cfg
     }
 
+    /// Where this runtime keeps its files.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     fn image_config(&self, variant: ImageVariant) -> ImageConfig {
         ImageConfig {
-            images_dir: self.cfg.images_dir(),
+            images_dir: self.layout.images_dir().to_path_buf(),
             agent_bin: self.cfg.agent_bin.clone(),
             variant,
         }
@@ -249,17 +260,13 @@ impl Runtime {
     /// server, except slept ones (they can still be woken); returns how many
     /// processes were killed.
     pub fn reap_orphans(&self) -> usize {
-        let dir = self.cfg.data_dir.join("sandboxes");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return 0;
-        };
         let mut killed = 0;
-        for e in entries.flatten() {
-            if kill_recorded_qemu(&e.path()) {
+        for dir in self.layout.sandboxes() {
+            if kill_recorded_qemu(&dir) {
                 killed += 1;
             }
-            if SleepRecord::load(&e.path()).is_none() {
-                let _ = std::fs::remove_dir_all(e.path());
+            if SleepRecord::load(&dir).is_none() {
+                let _ = std::fs::remove_dir_all(dir.path());
             }
         }
         if killed > 0 {
@@ -324,13 +331,13 @@ impl Runtime {
         boot: Boot<'_>,
     ) -> Result<Sandbox, VmError> {
         let t0 = Instant::now();
-        let dir = self.cfg.data_dir.join("sandboxes").join(&opts.id);
-        std::fs::create_dir_all(&dir).map_err(|e| VmError::io(&dir, e))?;
+        let dir = self.layout.sandbox(&opts.id);
+        std::fs::create_dir_all(dir.path()).map_err(|e| VmError::io(dir.path(), e))?;
         // A slept sandbox's files must survive a failed wake.
-        let guard = (!matches!(boot, Boot::Wake(_))).then(|| DirGuard(dir.clone()));
+        let guard = (!matches!(boot, Boot::Wake(_))).then(|| DirGuard(dir.path().to_path_buf()));
         // A fresh disk is an overlay of a mounted template's disk (qcow2),
         // or a new ext4 image (raw).
-        let overlay = dir.join("disk.qcow2");
+        let overlay = dir.overlay_disk();
         let template_disk = match &boot {
             Boot::Restore(t) => t.disk.as_deref(),
             _ => None,
@@ -342,7 +349,7 @@ impl Runtime {
                 (overlay, DiskFormat::Qcow2, u64::from(opts.disk_gb) << 30)
             }
             DiskSource::Fresh => (
-                dir.join("disk.ext4"),
+                dir.raw_disk(),
                 DiskFormat::Raw,
                 u64::from(opts.disk_gb) << 30,
             ),
@@ -382,9 +389,9 @@ impl Runtime {
             rootfs: image.rootfs.clone(),
             disk,
             disk_format,
-            agent_socket: dir.join("agent.sock"),
-            qmp_socket: dir.join("qmp.sock"),
-            console_log: dir.join("console.log"),
+            agent_socket: dir.agent_socket(),
+            qmp_socket: dir.qmp_socket(),
+            console_log: dir.console_log(),
             memory,
             incoming,
             egress_cmd: crate::net::egress_cmd(
@@ -395,7 +402,7 @@ impl Runtime {
             seccomp: self.jail()?.seccomp(),
         };
         check_socket_path(&spec.agent_socket)?;
-        let log_path = dir.join("qemu.log");
+        let log_path = dir.qemu_log();
         let log = std::fs::File::create(&log_path).map_err(|e| VmError::io(&log_path, e))?;
         let jail = self.confine(&opts, &spec, &dir, &boot)?;
         let mut child = qemu::command(&spec, log, &jail)
@@ -403,7 +410,7 @@ impl Runtime {
             .spawn()
             .map_err(VmError::Spawn)?;
         let pid = child.id().unwrap_or(0);
-        let _ = std::fs::write(dir.join("qemu.pid"), pid.to_string());
+        let _ = std::fs::write(dir.pid_file(), pid.to_string());
 
         let boot_timeout = match (accel, &boot) {
             (_, Boot::Restore(_) | Boot::Wake(_)) => Duration::from_secs(30),
@@ -504,12 +511,12 @@ impl Runtime {
         &self,
         opts: &SandboxOptions,
         spec: &QemuSpec,
-        dir: &Path,
+        dir: &SandboxDir,
         boot: &Boot<'_>,
     ) -> Result<Confinement, VmError> {
         let mut c = Confine {
             id: opts.id.clone(),
-            writable: vec![dir.to_path_buf()],
+            writable: vec![dir.path().to_path_buf()],
             readable: vec![
                 spec.kernel.clone(),
                 spec.initrd.clone(),
@@ -520,7 +527,7 @@ impl Runtime {
             kvm: spec.accel == Accel::Kvm,
             ..Confine::default()
         };
-        if !spec.disk.starts_with(dir) {
+        if !spec.disk.starts_with(dir.path()) {
             c.writable.push(spec.disk.clone());
         }
         c.readable.extend(crate::disk::backing_chain(&spec.disk));
@@ -617,29 +624,29 @@ async fn connect_agent(sock: &Path, within: Duration) -> Result<AgentConn, VmErr
 }
 
 /// The last lines of the console and QEMU logs, to explain a failed boot.
-fn diagnostics(dir: &Path) -> String {
-    let tail = |name: &str| {
-        let s = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+fn diagnostics(dir: &SandboxDir) -> String {
+    let tail = |path: PathBuf| {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     };
     format!(
         "qemu: [{}] console: [{}]",
-        tail("qemu.log"),
-        tail("console.log")
+        tail(dir.qemu_log()),
+        tail(dir.console_log())
     )
 }
 
-/// Kills the QEMU recorded in `dir/qemu.pid` if it is still that process.
-fn kill_recorded_qemu(dir: &Path) -> bool {
-    let Some(pid) = std::fs::read_to_string(dir.join("qemu.pid"))
+/// Kills the QEMU recorded in the dir's `qemu.pid` if it is still that process.
+fn kill_recorded_qemu(dir: &SandboxDir) -> bool {
+    let Some(pid) = std::fs::read_to_string(dir.pid_file())
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
     else {
         return false;
     };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = dir.display().to_string();
+    let needle = dir.path().display().to_string();
     let ours = String::from_utf8_lossy(&cmdline).contains(&needle);
     if ours && pid > 0 {
         // SAFETY: plain syscall on a pid verified to be our QEMU.
@@ -651,7 +658,7 @@ fn kill_recorded_qemu(dir: &Path) -> bool {
 /// A running VM. Dropping it kills the VM and removes its files.
 pub struct Sandbox {
     id: String,
-    pub(crate) dir: PathBuf,
+    pub(crate) dir: SandboxDir,
     pub(crate) child: Option<tokio::process::Child>,
     /// Its uid and cgroup; released when the sandbox is dropped.
     jail: Confinement,
@@ -702,12 +709,17 @@ impl Sandbox {
     pub fn set_egress(&self, rules: &crate::egress::SandboxEgress) -> Result<(), VmError> {
         rules
             .write(&self.dir)
-            .map_err(|e| VmError::io(self.dir.join("egress.json"), e))
+            .map_err(|e| VmError::io(self.dir.egress_rules(), e))
+    }
+
+    /// The sandbox's files.
+    pub fn files(&self) -> &SandboxDir {
+        &self.dir
     }
 
     /// The sandbox's QMP socket.
     pub fn qmp_socket(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+        self.dir.qmp_socket()
     }
 
     /// Drops this handle's agent connection (the agent waits for the next).
@@ -720,7 +732,7 @@ impl Sandbox {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir.path());
     }
 
     /// How long the sandbox has existed.
@@ -740,7 +752,7 @@ impl Sandbox {
                 let _ = child.kill().await;
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir.path());
         match asked {
             Ok(r) => r,
             Err(_) => Err(VmError::AgentTimeout(5)),
@@ -754,46 +766,10 @@ impl Drop for Sandbox {
             let _ = child.start_kill();
         }
         if !self.keep_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_dir_all(self.dir.path());
         }
     }
 }
 
 /// Shared handle, for callers that keep sandboxes in maps.
 pub type SharedSandbox = Arc<Sandbox>;
-
-/// Grows the writable disk of the running sandbox whose QMP socket is
-/// `qmp_socket` to `bytes` (QEMU extends the image; the guest kernel sees
-/// the new size at once, its filesystem is grown by the caller).
-pub async fn resize_disk(qmp_socket: &Path, bytes: u64) -> Result<(), VmError> {
-    let mut qmp = crate::qmp::Qmp::connect(qmp_socket, Duration::from_secs(5)).await?;
-    qmp.execute(
-        "block_resize",
-        serde_json::json!({"device": "disk", "size": bytes}),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Requests to the writable disk of the running sandbox whose QMP socket
-/// is `qmp_socket` that failed on the host (reads, writes, flushes; QEMU's
-/// `query-blockstats`). The guest saw each as an I/O error (`werror=report`);
-/// the usual cause is a full host filesystem.
-pub async fn disk_failures(qmp_socket: &Path) -> Result<u64, VmError> {
-    let mut qmp = crate::qmp::Qmp::connect(qmp_socket, Duration::from_secs(5)).await?;
-    let stats = qmp
-        .execute("query-blockstats", serde_json::json!({}))
-        .await?;
-    let disk = stats
-        .as_array()
-        .and_then(|all| all.iter().find(|d| d["device"] == "disk"))
-        .ok_or_else(|| VmError::Other("query-blockstats has no device \"disk\"".into()))?;
-    Ok([
-        "failed_rd_operations",
-        "failed_wr_operations",
-        "failed_flush_operations",
-    ]
-    .iter()
-    .filter_map(|k| disk["stats"][k].as_u64())
-    .sum())
-}

@@ -7,12 +7,13 @@
 
 use crate::accel::Accel;
 use crate::image::GuestImage;
+use crate::layout::{with_suffix, SandboxDir};
 use crate::qmp::Qmp;
 use crate::sandbox::{Boot, Runtime, Sandbox, SandboxOptions};
 use crate::template::shell_quote;
 use crate::VmError;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A slept sandbox, as recorded in `<sandbox dir>/sleep.json`.
@@ -35,8 +36,8 @@ pub struct SleepRecord {
 
 impl SleepRecord {
     /// Reads the record of a slept sandbox dir, if it has one.
-    pub fn load(dir: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(dir.join("sleep.json")).ok()?).ok()
+    pub fn load(dir: &SandboxDir) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(dir.sleep_record()).ok()?).ok()
     }
 }
 
@@ -74,8 +75,8 @@ impl Sandbox {
             json!({"capabilities": [{"capability": "x-ignore-shared", "state": false}]}),
         )
         .await?;
-        let tmp = self.dir.join("sleep.state.tmp");
-        let state = self.dir.join("sleep.state");
+        let state = self.dir.sleep_state();
+        let tmp = with_suffix(&state, ".tmp");
         qmp.execute(
             "migrate",
             json!({"uri": format!("exec:cat > {}", shell_quote(&tmp))}),
@@ -98,9 +99,9 @@ impl Sandbox {
             state,
             sleep_ms: t0.elapsed().as_millis() as u64,
         };
-        let path = self.dir.join("sleep.json");
+        let path = self.dir.sleep_record();
         let json = serde_json::to_vec_pretty(&record).map_err(|e| VmError::Other(e.to_string()))?;
-        let tmp_json = self.dir.join("sleep.json.tmp");
+        let tmp_json = with_suffix(&path, ".tmp");
         std::fs::write(&tmp_json, json)
             .and_then(|_| std::fs::rename(&tmp_json, &path))
             .map_err(|e| VmError::io(&path, e))?;
@@ -125,9 +126,27 @@ impl Runtime {
         let sb = self
             .launch(&record.image, record.accel, opts, Boot::Wake(record))
             .await?;
-        let dir = self.config().data_dir.join("sandboxes").join(&record.id);
-        let _ = std::fs::remove_file(dir.join("sleep.json"));
+        let _ = std::fs::remove_file(self.layout().sandbox(&record.id).sleep_record());
         let _ = std::fs::remove_file(&record.state);
         Ok(sb)
+    }
+
+    /// The record of slept sandbox `id` (an id from outside, e.g. a stored
+    /// job's), if there is one.
+    pub fn sleep_record(&self, id: &str) -> Option<SleepRecord> {
+        SleepRecord::load(&self.layout().sandbox_checked(id)?)
+    }
+
+    /// Deletes the sleep snapshot of sandbox `id` (its whole dir), if it
+    /// has one; whether there was one.
+    pub fn discard_sleep(&self, id: &str) -> Result<bool, VmError> {
+        let Some(dir) = self.layout().sandbox_checked(id) else {
+            return Ok(false);
+        };
+        if SleepRecord::load(&dir).is_none() {
+            return Ok(false);
+        }
+        std::fs::remove_dir_all(dir.path()).map_err(|e| VmError::io(dir.path(), e))?;
+        Ok(true)
     }
 }

@@ -15,11 +15,13 @@
 //!
 //! RAM lives in a file (`x-ignore-shared`): the template maps it shared
 //! while booting, clones map it private, so they share its pages until they
-//! write. Layout: `<images>/<image hash>/templates/v<N>-<accel>[-tsc<MHz>]-<mem>m[-mounted]/{mem,state,disk,template.json}`;
-//! `template.json` is written last and marks it complete.
+//! write. Each is a [`TemplateDir`] of the image's, named
+//! `v<N>-<accel>[-tsc<MHz>]-<mem>m[-mounted]`; its `template.json` is
+//! written last and marks it complete.
 
 use crate::accel::Accel;
 use crate::image::GuestImage;
+use crate::layout::{Layout, TemplateDir};
 use crate::qmp::Qmp;
 use crate::sandbox::{Boot, DiskFormat, DiskSource, Runtime, SandboxOptions};
 use crate::VmError;
@@ -68,12 +70,12 @@ fn legacy_disk_bytes() -> u64 {
 const TEMPLATE_VERSION: u32 = 4;
 
 fn template_dir(
-    images_dir: &Path,
+    layout: &Layout,
     image: &GuestImage,
     accel: Accel,
     memory_mb: u32,
     kind: TemplateKind,
-) -> PathBuf {
+) -> TemplateDir {
     let suffix = match kind {
         TemplateKind::Blank => "",
         TemplateKind::Mounted => "-mounted",
@@ -83,14 +85,12 @@ fn template_dir(
         Accel::Tcg => format!("-tsc{}", crate::accel::tcg_tsc_khz() / 1000),
         Accel::Kvm => String::new(),
     };
-    images_dir.join(&image.hash).join("templates").join(format!(
-        "v{TEMPLATE_VERSION}-{accel}{tsc}-{memory_mb}m{suffix}"
-    ))
+    let name = format!("v{TEMPLATE_VERSION}-{accel}{tsc}-{memory_mb}m{suffix}");
+    layout.template(&image.hash, &name)
 }
 
-fn load(dir: &Path) -> Option<Template> {
-    let t: Template =
-        serde_json::from_slice(&std::fs::read(dir.join("template.json")).ok()?).ok()?;
+fn load(dir: &TemplateDir) -> Option<Template> {
+    let t: Template = serde_json::from_slice(&std::fs::read(dir.record()).ok()?).ok()?;
     let disk_ok = t.disk.as_ref().is_none_or(|d| d.is_file());
     (t.mem.is_file() && t.state.is_file() && disk_ok).then_some(t)
 }
@@ -103,30 +103,33 @@ pub(crate) async fn find_or_create(
     memory_mb: u32,
     kind: TemplateKind,
 ) -> Result<Template, VmError> {
-    let dir = template_dir(&rt.config().images_dir(), image, accel, memory_mb, kind);
+    let dir = template_dir(rt.layout(), image, accel, memory_mb, kind);
     if let Some(t) = load(&dir) {
         return Ok(t);
     }
     let t0 = Instant::now();
     // Built in a private dir and renamed into place, so a crash or a
     // concurrent server never sees half a template.
-    let tmp = dir.with_file_name(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&tmp).map_err(|e| VmError::io(&tmp, e))?;
+    let tmp = TemplateDir::at(
+        dir.path()
+            .with_file_name(format!(".tmp-{}", uuid::Uuid::new_v4())),
+    );
+    std::fs::create_dir_all(tmp.path()).map_err(|e| VmError::io(tmp.path(), e))?;
     let result = snapshot(rt, image, accel, memory_mb, kind, &tmp, &dir).await;
     if let Err(e) = &result {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(tmp.path());
         return Err(VmError::Other(format!(
             "making the template snapshot failed: {e}"
         )));
     }
-    match std::fs::rename(&tmp, &dir) {
+    match std::fs::rename(tmp.path(), dir.path()) {
         Ok(()) => {}
         Err(_) if load(&dir).is_some() => {
-            let _ = std::fs::remove_dir_all(&tmp); // another process won the race
+            let _ = std::fs::remove_dir_all(tmp.path()); // another process won the race
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(VmError::io(&dir, e));
+            let _ = std::fs::remove_dir_all(tmp.path());
+            return Err(VmError::io(dir.path(), e));
         }
     }
     let t = load(&dir).ok_or_else(|| VmError::Other("template vanished after creation".into()))?;
@@ -140,10 +143,10 @@ async fn snapshot(
     accel: Accel,
     memory_mb: u32,
     kind: TemplateKind,
-    tmp: &Path,
-    final_dir: &Path,
+    tmp: &TemplateDir,
+    final_dir: &TemplateDir,
 ) -> Result<(), VmError> {
-    let mem = tmp.join("mem");
+    let mem = tmp.mem();
     let mut opts = SandboxOptions::new(format!("template-{}", uuid::Uuid::new_v4()));
     opts.memory_mb = memory_mb;
     // The default disk size, so the common clone needs no resize.
@@ -152,14 +155,14 @@ async fn snapshot(
     let disk = match kind {
         TemplateKind::Blank => None,
         TemplateKind::Mounted => {
-            let path = tmp.join("disk");
+            let path = tmp.disk();
             crate::disk::create_disk(&path, disk_bytes).await?;
             opts.disk = DiskSource::Existing {
                 path,
                 format: DiskFormat::Raw,
                 bytes: disk_bytes,
             };
-            Some(final_dir.join("disk"))
+            Some(final_dir.disk())
         }
     };
     let sb = rt
@@ -193,7 +196,7 @@ async fn snapshot(
         json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
     )
     .await?;
-    let state = tmp.join("state");
+    let state = tmp.state();
     qmp.execute(
         "migrate",
         json!({"uri": format!("exec:cat > {}", shell_quote(&state))}),
@@ -204,17 +207,18 @@ async fn snapshot(
     drop(qmp);
     sb.kill().await;
     // Made by a jailed QEMU under a uid that another sandbox may get later.
-    crate::jail::give_back(tmp).map_err(|e| VmError::io(tmp, e))?;
-    if let Some(d) = &disk {
+    crate::jail::give_back(tmp.path()).map_err(|e| VmError::io(tmp.path(), e))?;
+    if disk.is_some() {
         // Clones read it through their overlays; nothing may write it again.
-        let path = tmp.join(d.file_name().unwrap_or_default());
-        let _ =
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o444));
+        let _ = std::fs::set_permissions(
+            tmp.disk(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o444),
+        );
     }
     let t = Template {
-        dir: final_dir.to_path_buf(),
-        mem: final_dir.join("mem"),
-        state: final_dir.join("state"),
+        dir: final_dir.path().to_path_buf(),
+        mem: final_dir.mem(),
+        state: final_dir.state(),
         accel,
         memory_mb,
         snapshot_ms,
@@ -222,7 +226,7 @@ async fn snapshot(
         disk,
     };
     let json = serde_json::to_vec_pretty(&t).map_err(|e| VmError::Other(e.to_string()))?;
-    let path = tmp.join("template.json");
+    let path = tmp.record();
     std::fs::write(&path, json).map_err(|e| VmError::io(&path, e))
 }
 
@@ -286,8 +290,7 @@ pub(crate) async fn restore_into(
     // The template's disk was a placeholder; this one may be bigger. Resizing
     // makes QEMU raise a config interrupt so the guest re-reads the capacity.
     if let Some(size) = disk_bytes {
-        qmp.execute("block_resize", json!({"device": "disk", "size": size}))
-            .await?;
+        qmp.resize_disk(size).await?;
     }
     Ok(())
 }

@@ -122,7 +122,8 @@ async fn a_restarted_server_reaps_orphaned_vms() {
         .start(SandboxOptions::new(id.clone()))
         .await
         .expect("start");
-    let pid: i32 = std::fs::read_to_string(tmp.path().join("sandboxes").join(&id).join("qemu.pid"))
+    let dir = mags_vm::Layout::new(tmp.path()).sandbox(&id);
+    let pid: i32 = std::fs::read_to_string(dir.pid_file())
         .expect("pid file")
         .trim()
         .parse()
@@ -145,7 +146,7 @@ async fn a_restarted_server_reaps_orphaned_vms() {
         state.is_empty() || state.contains(") Z"),
         "QEMU {pid} still running: {state}"
     );
-    assert!(!tmp.path().join("sandboxes").join(&id).exists());
+    assert!(!dir.path().exists());
 }
 
 #[tokio::test]
@@ -263,8 +264,7 @@ async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
     // A server restart in between must not lose a slept sandbox.
     let rt = runtime(tmp.path());
     assert_eq!(rt.reap_orphans(), 0);
-    let record = mags_vm::sleep::SleepRecord::load(&tmp.path().join("sandboxes").join(&record.id))
-        .expect("sleep record survives");
+    let record = rt.sleep_record(&record.id).expect("sleep record survives");
 
     let sb = rt.wake(&record).await.expect("wake");
     let check = "cat /root/file.txt; kill -0 $(cat /root/bg.pid) && echo alive; \

@@ -344,13 +344,14 @@ async fn check_all(dir: &Path) -> Vec<String> {
     };
     let _allow_proxy = EgressProxy::start(&allow_sock, opened, None).expect("proxy");
     // A job's own list only narrows: listing a denied range reopens nothing.
-    let sandboxes = dir.join("sandboxes");
-    std::fs::create_dir_all(sandboxes.join("job1")).expect("sandbox dir");
+    let sandboxes = mags_vm::Layout::new(dir);
+    let job1 = sandboxes.sandbox("job1");
+    std::fs::create_dir_all(job1.path()).expect("sandbox dir");
     SandboxEgress {
         allow: vec!["192.0.2.0/24".into(), "1.1.1.1/32".into()],
         ..SandboxEgress::default()
     }
-    .write(&sandboxes.join("job1"))
+    .write(&job1)
     .expect("egress.json");
     let job_sock = dir.join("job.sock");
     let _job_proxy = EgressProxy::start(&job_sock, EgressPolicy::for_this_host(), Some(sandboxes))

@@ -1,5 +1,6 @@
-//! The real [`Executor`]: one QEMU microVM per job, through `mags-vm`;
-//! a slept VM is woken from its snapshot in `<data dir>/sandboxes/<vm id>`.
+//! The real [`Executor`]: one QEMU microVM per job, through `mags-vm`,
+//! which owns the sandbox (its files, sleep snapshot, death and disk
+//! checks); this is the adapter to the [`Vm`] trait.
 //!
 //! On start it reaps what a previous server left behind and begins building
 //! the guest image in the background; jobs that arrive meanwhile wait for
@@ -9,13 +10,10 @@
 
 use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
 use futures::future::BoxFuture;
-use mags_vm::disk::{free_bytes, LOW_DISK_BYTES};
-use mags_vm::sleep::SleepRecord;
 use mags_vm::{
-    AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, Process, ProcessEvent,
-    Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
+    AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, PoolSlot, Process,
+    ProcessEvent, Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
 };
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -88,16 +86,9 @@ impl VmExecutor {
 
     /// A fresh sandbox from the warm pool (if the shape fits) or the template.
     async fn start_vm(&self, job: &JobSpec, disk: DiskSource) -> Result<Arc<dyn Vm>, ExecError> {
-        let data_dir = &self.runtime.config().data_dir;
-        if let Some(free) = free_bytes(data_dir).filter(|&f| f < LOW_DISK_BYTES) {
-            return Err(ExecError::Start(format!(
-                "the host's disk is full: {} MiB free in {} (at least {} MiB are needed to \
-                 start a sandbox)",
-                free >> 20,
-                data_dir.display(),
-                LOW_DISK_BYTES >> 20
-            )));
-        }
+        self.runtime
+            .check_disk_room()
+            .map_err(|e| ExecError::Start(e.to_string()))?;
         ensure_image(&self.runtime, job.variant)
             .await
             .map_err(|e| ExecError::Start(format!("guest image unavailable: {e}")))?;
@@ -114,13 +105,12 @@ impl VmExecutor {
             disk,
             variant: job.variant,
         };
-        let pool = self.pool.get().cloned();
-        let sandbox = match &pool {
-            Some(pool) => pool.acquire(opts).await,
-            None => self.runtime.start(opts).await,
+        let (sandbox, slot) = match self.pool.get() {
+            Some(pool) => pool.acquire(opts).await.map(|(sb, slot)| (sb, Some(slot))),
+            None => self.runtime.start(opts).await.map(|sb| (sb, None)),
         }
         .map_err(|e| ExecError::Start(e.to_string()))?;
-        let handle = VmHandle::new(sandbox, pool);
+        let handle = VmHandle::new(sandbox, slot);
         if !job.egress.is_empty() {
             // In place before the script runs; a pool VM, named `pool-...`,
             // is matched by the egress proxy through its own dir.
@@ -137,7 +127,9 @@ impl VmExecutor {
     }
 
     async fn wake_vm(&self, vm_id: &str) -> Result<Arc<dyn Vm>, ExecError> {
-        let record = SleepRecord::load(&self.sandbox_dir(vm_id))
+        let record = self
+            .runtime
+            .sleep_record(vm_id)
             .ok_or_else(|| ExecError::Wake(format!("no sleep snapshot of {vm_id}")))?;
         let sandbox = self
             .runtime
@@ -145,16 +137,6 @@ impl VmExecutor {
             .await
             .map_err(|e| ExecError::Wake(e.to_string()))?;
         Ok(Arc::new(VmHandle::new(sandbox, None)))
-    }
-
-    /// Where `mags-vm` keeps sandbox `id` (ids are ours: UUIDs or `pool-<uuid>`).
-    fn sandbox_dir(&self, id: &str) -> PathBuf {
-        let safe = !id.is_empty()
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        let name = if safe { id } else { "invalid-id" };
-        self.runtime.config().data_dir.join("sandboxes").join(name)
     }
 }
 
@@ -179,15 +161,12 @@ impl Executor for VmExecutor {
     }
 
     fn has_snapshot(&self, vm_id: &str) -> bool {
-        SleepRecord::load(&self.sandbox_dir(vm_id)).is_some()
+        self.runtime.sleep_record(vm_id).is_some()
     }
 
     fn discard_snapshot(&self, vm_id: &str) {
-        let dir = self.sandbox_dir(vm_id);
-        if SleepRecord::load(&dir).is_some() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(vm = vm_id, error = %e, "cannot remove a sleep snapshot");
-            }
+        if let Err(e) = self.runtime.discard_sleep(vm_id) {
+            tracing::warn!(vm = vm_id, error = %e, "cannot remove a sleep snapshot");
         }
     }
 
@@ -210,17 +189,18 @@ struct VmHandle {
     agent: AgentConn,
     /// Shared with its processes, which ask it why a lost VM died.
     sandbox: Arc<Mutex<Option<Sandbox>>>,
-    /// Set while the sandbox holds a slot of the warm pool.
-    pool: Mutex<Option<Arc<Pool>>>,
+    /// Set while the sandbox holds a slot of the warm pool; dropped with
+    /// the handle at the latest.
+    slot: Mutex<Option<PoolSlot>>,
 }
 
 impl VmHandle {
-    fn new(sandbox: Sandbox, pool: Option<Arc<Pool>>) -> Self {
+    fn new(sandbox: Sandbox, slot: Option<PoolSlot>) -> Self {
         VmHandle {
             id: sandbox.id().to_string(),
             agent: sandbox.agent().clone(),
             sandbox: Arc::new(Mutex::new(Some(sandbox))),
-            pool: Mutex::new(pool),
+            slot: Mutex::new(slot),
         }
     }
 
@@ -230,18 +210,9 @@ impl VmHandle {
             .ok_or_else(|| ExecError::Lost("the sandbox is no longer running".into()))
     }
 
-    /// Frees the pool slot (once).
+    /// Frees the pool slot now that the sandbox is gone.
     fn release(&self) {
-        if let Some(pool) = lock(&self.pool).take() {
-            pool.release();
-        }
-    }
-}
-
-impl Drop for VmHandle {
-    fn drop(&mut self) {
-        // The sandbox, if still here, is killed by its own Drop.
-        self.release();
+        drop(lock(&self.slot).take());
     }
 }
 
@@ -255,14 +226,7 @@ fn lost(e: VmError) -> ExecError {
 
 /// Why QEMU ended, in words, once it has.
 fn death_of(sandbox: &Mutex<Option<Sandbox>>) -> Option<String> {
-    use std::os::unix::process::ExitStatusExt as _;
-    let status = lock(sandbox).as_mut()?.exit_status()?;
-    Some(match (status.signal(), status.code()) {
-        (Some(sig), _) => format!("the VM died: QEMU was killed by signal {sig}"),
-        (_, Some(0)) => "the VM died: the guest powered off or its kernel panicked".into(),
-        (_, Some(code)) => format!("the VM died: QEMU exited with code {code}"),
-        _ => format!("the VM died: QEMU ended ({status})"),
-    })
+    lock(sandbox).as_mut()?.death()
 }
 
 impl Vm for VmHandle {
@@ -297,27 +261,8 @@ impl Vm for VmHandle {
 
     fn disk_trouble(&self) -> BoxFuture<'_, Option<String>> {
         Box::pin(async move {
-            let qmp = lock(&self.sandbox).as_ref()?.qmp_socket();
-            let failed = match mags_vm::sandbox::disk_failures(&qmp).await {
-                Ok(0) => return None,
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the disk's error counts");
-                    return None;
-                }
-            };
-            let free = qmp.parent().and_then(free_bytes);
-            Some(match free {
-                Some(f) if f < LOW_DISK_BYTES => format!(
-                    "the host's disk is full ({} MiB free): {failed} reads or writes of the \
-                     sandbox's disk failed, so its files may be incomplete",
-                    f >> 20
-                ),
-                _ => format!(
-                    "{failed} reads or writes of the sandbox's disk failed on the host \
-                     (I/O errors), so its files may be incomplete"
-                ),
-            })
+            let check = lock(&self.sandbox).as_ref()?.disk_trouble();
+            check.await
         })
     }
 

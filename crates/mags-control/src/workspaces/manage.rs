@@ -162,14 +162,9 @@ impl Workspaces {
                     .connect(user_id, job_id)
                     .await
                     .map_err(|e| WsError::Disk(e.to_string()))?;
-                let qmp = inner.sandboxes.join(&conn.vm_id).join("qmp.sock");
-                mags_vm::sandbox::resize_disk(&qmp, want)
+                mags_vm::live::grow_disk(&inner.vm_layout, &conn.vm_id, &conn.agent, want)
                     .await
-                    .map_err(|e| WsError::Disk(format!("growing the disk: {e}")))?;
-                conn.agent
-                    .grow_disk(want)
-                    .await
-                    .map_err(|e| WsError::Disk(format!("growing the filesystem: {e}")))?;
+                    .map_err(|e| WsError::Disk(e.to_string()))?;
                 inner
                     .store()
                     .touch_workspace(user_id, name, want, row.persistent)

@@ -116,8 +116,8 @@ pub(crate) struct Inner {
     root: PathBuf,
     /// `<data>/overlays`: base-only overlays, one per job.
     overlays: PathBuf,
-    /// `<data>/sandboxes`: for a running sandbox's QMP socket.
-    sandboxes: PathBuf,
+    /// Where `mags-vm` keeps running sandboxes: to grow one's disk online.
+    vm_layout: mags_vm::Layout,
     cache_window: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<String, Arc<Lease>>>,
@@ -227,7 +227,7 @@ impl Workspaces {
             blobs: Blobs::new(objects),
             root: data_dir.join("workspaces"),
             overlays: data_dir.join("overlays"),
-            sandboxes: data_dir.join("sandboxes"),
+            vm_layout: mags_vm::Layout::new(data_dir),
             cache_window: config.cache_window,
             locks: Mutex::default(),
             leases: Mutex::default(),

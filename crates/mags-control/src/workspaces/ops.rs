@@ -7,23 +7,9 @@ use super::WsError;
 use std::path::{Path, PathBuf};
 
 async fn qemu_img(args: &[&str]) -> Result<(), WsError> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(args)
-        .output()
+    mags_vm::disk::qemu_img(args)
         .await
-        .map_err(|e| {
-            WsError::Disk(format!(
-                "qemu-img not runnable ({e}): apt-get install qemu-utils"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(WsError::Disk(format!(
-            "qemu-img {} failed: {}",
-            args.first().copied().unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+        .map_err(|e| WsError::Disk(e.to_string()))
 }
 
 /// `path` with `.tmp-<pid>` appended to its file name.

@@ -11,7 +11,7 @@
 //! connection is made, to the very address checked.
 //!
 //! Per sandbox, the server's policy can be narrowed: a [`SandboxEgress`]
-//! file in the sandbox's dir (`<sandboxes>/<id>/egress.json`, written when a
+//! file in the sandbox's dir (`egress.json`, see [`crate::Layout`]; written when a
 //! job takes the sandbox, see [`crate::Sandbox::set_egress`]) is read on
 //! every connection, so it follows the sandbox through sleep, wake and a
 //! server restart, and a warm-pool VM (named `pool-...`) gets its job's
@@ -34,6 +34,7 @@ pub use policy::{Denied, EgressPolicy, Rule};
 pub use sandbox::SandboxEgress;
 pub use special::Net;
 
+use crate::layout::Layout;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
@@ -93,12 +94,12 @@ impl Drop for EgressProxy {
 
 impl EgressProxy {
     /// Listens on `socket` (replacing a stale one). Call within tokio.
-    /// Per-sandbox rules are looked up under `sandboxes` (the runtime's
-    /// `<data dir>/sandboxes`), if given.
+    /// Per-sandbox rules are looked up in the sandboxes' dirs of
+    /// `sandboxes` (the runtime's layout), if given.
     pub fn start(
         socket: &Path,
         policy: EgressPolicy,
-        sandboxes: Option<PathBuf>,
+        sandboxes: Option<Layout>,
     ) -> std::io::Result<EgressProxy> {
         let _ = std::fs::remove_file(socket);
         if let Some(dir) = socket.parent() {
@@ -142,7 +143,7 @@ impl EgressProxy {
 /// The server's policy and where per-sandbox rules live.
 struct Policies {
     server: Arc<EgressPolicy>,
-    sandboxes: Option<PathBuf>,
+    sandboxes: Option<Layout>,
     apps: Arc<std::sync::OnceLock<AppsRoute>>,
 }
 
@@ -167,15 +168,11 @@ impl Policies {
             // Without per-sandbox rules, who it is changes nothing.
             return true;
         }
-        let plain = !sandbox.is_empty()
-            && sandbox
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         let owner = self
             .sandboxes
             .as_ref()
-            .filter(|_| plain)
-            .and_then(|dir| std::fs::metadata(dir.join(sandbox)).ok())
+            .and_then(|layout| layout.sandbox_checked(sandbox))
+            .and_then(|dir| std::fs::metadata(dir.path()).ok())
             .map(|m| m.uid());
         owner == Some(peer.uid())
     }
@@ -185,7 +182,7 @@ impl Policies {
         let own = self
             .sandboxes
             .as_ref()
-            .and_then(|dir| SandboxEgress::load(dir, sandbox));
+            .and_then(|layout| SandboxEgress::load(layout, sandbox));
         let apps = self.apps.get().cloned();
         match own {
             Some(own) => Effective {

@@ -1,10 +1,7 @@
 //! Per-sandbox egress rules: `egress.json` in the sandbox's dir.
 
 use super::{EgressPolicy, Rule};
-use std::path::Path;
-
-/// File name in the sandbox dir.
-const FILE: &str = "egress.json";
+use crate::layout::{with_suffix, Layout, SandboxDir};
 
 /// A job's own egress rules; they only ever narrow the server's policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,17 +24,10 @@ impl SandboxEgress {
         !self.no_internet && self.allow.is_empty() && self.deny.is_empty()
     }
 
-    /// The rules of sandbox `id` under `sandboxes`, if it has any. Ids
-    /// that are not plain names are never looked up.
-    pub fn load(sandboxes: &Path, id: &str) -> Option<SandboxEgress> {
-        let plain = !id.is_empty()
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !plain {
-            return None;
-        }
-        let bytes = std::fs::read(sandboxes.join(id).join(FILE)).ok()?;
+    /// The rules of sandbox `id` in `layout`, if it has any. Ids that are
+    /// not plain names are never looked up.
+    pub fn load(layout: &Layout, id: &str) -> Option<SandboxEgress> {
+        let bytes = std::fs::read(layout.sandbox_checked(id)?.egress_rules()).ok()?;
         match serde_json::from_slice(&bytes) {
             Ok(e) => Some(e),
             Err(e) => {
@@ -52,11 +42,12 @@ impl SandboxEgress {
     }
 
     /// Writes the rules into a sandbox dir (atomically).
-    pub fn write(&self, sandbox_dir: &Path) -> std::io::Result<()> {
-        let tmp = sandbox_dir.join(format!("{FILE}.tmp"));
+    pub fn write(&self, dir: &SandboxDir) -> std::io::Result<()> {
+        let path = dir.egress_rules();
+        let tmp = with_suffix(&path, ".tmp");
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, sandbox_dir.join(FILE))
+        std::fs::rename(&tmp, path)
     }
 
     /// `server` narrowed by these rules.
@@ -87,19 +78,17 @@ mod tests {
     #[test]
     fn no_internet_denies_everything_and_survives_a_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let sb = dir.path().join("pool-1");
-        std::fs::create_dir_all(&sb).unwrap();
-        assert_eq!(SandboxEgress::load(dir.path(), "pool-1"), None);
+        let layout = Layout::new(dir.path());
+        let sb = layout.sandbox("pool-1");
+        std::fs::create_dir_all(sb.path()).unwrap();
+        assert_eq!(SandboxEgress::load(&layout, "pool-1"), None);
         let rules = SandboxEgress {
             no_internet: true,
             ..SandboxEgress::default()
         };
         rules.write(&sb).unwrap();
-        assert_eq!(
-            SandboxEgress::load(dir.path(), "pool-1"),
-            Some(rules.clone())
-        );
-        assert_eq!(SandboxEgress::load(dir.path(), "../pool-1"), None);
+        assert_eq!(SandboxEgress::load(&layout, "pool-1"), Some(rules.clone()));
+        assert_eq!(SandboxEgress::load(&layout, "../pool-1"), None);
 
         let server = EgressPolicy {
             allow: vec!["10.1.2.3/32".parse().unwrap()],
@@ -115,12 +104,8 @@ mod tests {
             "the server's allow list does not reopen it"
         );
 
-        std::fs::write(sb.join(FILE), b"{not json").unwrap();
-        assert!(
-            SandboxEgress::load(dir.path(), "pool-1")
-                .unwrap()
-                .no_internet
-        );
+        std::fs::write(sb.egress_rules(), b"{not json").unwrap();
+        assert!(SandboxEgress::load(&layout, "pool-1").unwrap().no_internet);
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub use sandbox::{
 
 pub use ssh::{SshAccessError, SshAccessResponse, TtyClientMsg, TtyQuery, TtyServerMsg, SSH_PORT};
 pub use users::{
-    AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest, CreatedToken,
-    RevokedToken, TokenInfo, TokenList, TokenListQuery, UserInfo, UserList,
+    AuditAction, AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest,
+    CreatedToken, RevokedToken, TokenInfo, TokenList, TokenListQuery, UserInfo, UserList,
 };
 pub use workspaces::{
     ResizeRequest, UploadResponse, UploadedFile, WorkspaceActionResponse, WorkspaceInfo,

@@ -144,8 +144,8 @@ pub struct AuditEntry {
     pub token_prefix: Option<String>,
     /// `kind.verb`: `auth.fail`, `token.create`, `token.revoke`, `user.add`,
     /// `user.remove`, `access.url`, `access.ssh`, `ssh.open`, `ssh.close`,
-    /// `ssh.refuse`, `browser.session`, `job.stop`, `workspace.delete`,
-    /// `cron.delete`, `alias.delete`.
+    /// `ssh.refuse`, `tty.open`, `browser.session`, `job.stop`, `job.delete`,
+    /// `workspace.delete`, `cron.delete`, `alias.delete`, `audit.dropped`.
     pub action: String,
     pub target_kind: Option<String>,
     pub target_id: Option<String>,
@@ -159,4 +159,111 @@ pub struct AuditList {
     /// Oldest first; the newest `limit` matching events.
     pub events: Vec<AuditEntry>,
     pub total: usize,
+}
+
+/// What an audit event records (`kind.verb` on the wire and in the
+/// database); the one list of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A request with a missing, unknown or revoked token.
+    AuthFail,
+    TokenCreate,
+    TokenRevoke,
+    UserAdd,
+    UserRemove,
+    /// A public URL (or its alias) opened for a sandbox port.
+    AccessUrl,
+    /// An SSH key issued for a sandbox.
+    AccessSsh,
+    SshOpen,
+    SshClose,
+    /// An SSH key that opens nothing.
+    SshRefuse,
+    /// A terminal WebSocket opened.
+    TtyOpen,
+    BrowserSession,
+    JobStop,
+    JobDelete,
+    WorkspaceDelete,
+    CronDelete,
+    AliasDelete,
+    /// Refusals over the per-minute bound, counted in one event.
+    AuditDropped,
+}
+
+impl AuditAction {
+    /// Every action, in the order the API documents them.
+    pub const ALL: [AuditAction; 18] = [
+        AuditAction::AuthFail,
+        AuditAction::TokenCreate,
+        AuditAction::TokenRevoke,
+        AuditAction::UserAdd,
+        AuditAction::UserRemove,
+        AuditAction::AccessUrl,
+        AuditAction::AccessSsh,
+        AuditAction::SshOpen,
+        AuditAction::SshClose,
+        AuditAction::SshRefuse,
+        AuditAction::TtyOpen,
+        AuditAction::BrowserSession,
+        AuditAction::JobStop,
+        AuditAction::JobDelete,
+        AuditAction::WorkspaceDelete,
+        AuditAction::CronDelete,
+        AuditAction::AliasDelete,
+        AuditAction::AuditDropped,
+    ];
+
+    /// The `kind.verb` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::AuthFail => "auth.fail",
+            AuditAction::TokenCreate => "token.create",
+            AuditAction::TokenRevoke => "token.revoke",
+            AuditAction::UserAdd => "user.add",
+            AuditAction::UserRemove => "user.remove",
+            AuditAction::AccessUrl => "access.url",
+            AuditAction::AccessSsh => "access.ssh",
+            AuditAction::SshOpen => "ssh.open",
+            AuditAction::SshClose => "ssh.close",
+            AuditAction::SshRefuse => "ssh.refuse",
+            AuditAction::TtyOpen => "tty.open",
+            AuditAction::BrowserSession => "browser.session",
+            AuditAction::JobStop => "job.stop",
+            AuditAction::JobDelete => "job.delete",
+            AuditAction::WorkspaceDelete => "workspace.delete",
+            AuditAction::CronDelete => "cron.delete",
+            AuditAction::AliasDelete => "alias.delete",
+            AuditAction::AuditDropped => "audit.dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod audit_action_tests {
+    use super::*;
+
+    /// The API's description of `action` names every action, in order, so
+    /// a new one cannot be left out of the documented list.
+    #[test]
+    fn the_documented_list_is_every_action() {
+        let schema = serde_json::to_value(schemars::schema_for!(AuditEntry)).expect("schema");
+        let doc = schema["properties"]["action"]["description"]
+            .as_str()
+            .expect("action has a description");
+        let listed: Vec<&str> = doc
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| *w != "kind.verb")
+            .collect();
+        let all: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(listed, all, "AuditEntry.action's doc lists: {doc}");
+    }
 }

@@ -9,6 +9,7 @@
 //! events out of the bounded log. [`Audit::prune_forever`] keeps the log
 //! within `--audit-retention-days` and `--audit-max-events`.
 
+use mags_api::AuditAction;
 use mags_store::{clock, NewAuditEvent, Store};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,10 +79,12 @@ impl Audit {
             (record, dropped)
         };
         if dropped > 0 {
-            self.record(NewAuditEvent::new("audit.dropped").detail(format!(
-                "{dropped} refusals in the previous minute were not recorded \
+            self.record(
+                NewAuditEvent::new(AuditAction::AuditDropped).detail(format!(
+                    "{dropped} refusals in the previous minute were not recorded \
                  (more than {REFUSALS_PER_MINUTE} a minute)"
-            )))
+                )),
+            )
             .await;
         }
         if record {

@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use mags_api::AuditAction;
 use mags_control::audit::Audit;
 use mags_store::{NewAuditEvent, User};
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ pub struct Caller {
 
 impl Caller {
     /// An event of `action` done by this caller.
-    pub fn event(&self, action: &str) -> NewAuditEvent {
+    pub fn event(&self, action: AuditAction) -> NewAuditEvent {
         NewAuditEvent {
             token_id: Some(self.token_id.clone()),
             token_prefix: Some(self.token_prefix.clone()),
@@ -33,7 +34,7 @@ impl Caller {
     pub async fn done(
         &self,
         audit: &Audit,
-        action: &str,
+        action: AuditAction,
         target: (&str, &str),
         detail: Option<String>,
     ) {

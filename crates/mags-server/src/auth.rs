@@ -15,6 +15,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
+use mags_api::AuditAction;
 use mags_store::{display_prefix, NewAuditEvent, User};
 
 /// The user whose token authenticated the request.
@@ -48,7 +49,7 @@ pub async fn require_token(
 /// Records a refused request: a revoked token names its user; an unknown
 /// one only its display prefix (if it has the shape of ours).
 async fn refused(state: &AppState, token: Option<&str>, ip: Option<String>, why: &str, path: &str) {
-    let mut event = NewAuditEvent::new("auth.fail");
+    let mut event = NewAuditEvent::new(AuditAction::AuthFail);
     let mut why = why.to_string();
     if let Some(token) = token {
         match state.store.revoked_token(token).await {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use mags_api::AuditAction;
 use mags_store::Store;
 use serde_json::Value;
 use std::process::Output;
@@ -161,7 +162,7 @@ async fn operator_listings_escape_user_given_text() {
     store.create_token(&u.id).await.expect("token");
     store
         .record_audit(
-            &mags_store::NewAuditEvent::new("job.stop")
+            &mags_store::NewAuditEvent::new(AuditAction::JobStop)
                 .by_user(&u.id, Some(evil))
                 .target("job", "j\u{7}1")
                 .detail("detail\r\nfake line \u{1b}]0;title\u{7}"),

@@ -25,9 +25,9 @@ pub struct NewAuditEvent {
 
 impl NewAuditEvent {
     /// An event of `action` by nobody in particular.
-    pub fn new(action: &str) -> NewAuditEvent {
+    pub fn new(action: mags_api::AuditAction) -> NewAuditEvent {
         NewAuditEvent {
-            action: action.to_string(),
+            action: action.as_str().to_string(),
             ..Default::default()
         }
     }

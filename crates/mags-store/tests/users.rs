@@ -150,9 +150,13 @@ async fn exercise(store: &Store) {
         let who = if i % 2 == 0 { &kept.id } else { "someone" };
         store
             .record_audit(
-                &NewAuditEvent::new(if i == 4 { "auth.fail" } else { "job.stop" })
-                    .by_user(who, Some("k"))
-                    .target("job", &format!("j{i}")),
+                &NewAuditEvent::new(if i == 4 {
+                    mags_api::AuditAction::AuthFail
+                } else {
+                    mags_api::AuditAction::JobStop
+                })
+                .by_user(who, Some("k"))
+                .target("job", &format!("j{i}")),
             )
             .await
             .expect("record");

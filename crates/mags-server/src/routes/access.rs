@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mags_api::AuditAction;
 use mags_api::{
     valid_subdomain, AccessRequest, AccessResponse, AliasInfo, AliasList, CreateAliasRequest,
 };
@@ -58,7 +59,7 @@ pub async fn access(
     caller
         .done(
             &state.audit,
-            "access.url",
+            AuditAction::AccessUrl,
             ("job", &job.id),
             Some(format!("port {} at {}", access.port, access.subdomain)),
         )
@@ -172,7 +173,12 @@ pub async fn delete_alias(
         return Err(ApiError::NotFound(format!("no alias {sub}")));
     }
     caller
-        .done(&state.audit, "alias.delete", ("alias", &sub), None)
+        .done(
+            &state.audit,
+            AuditAction::AliasDelete,
+            ("alias", &sub),
+            None,
+        )
         .await;
     Ok(Json(serde_json::json!({
         "success": true,

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, Request};
 use axum::Json;
 use hyper_util::rt::TokioIo;
+use mags_api::AuditAction;
 use mags_api::{BrowserRequest, BrowserSession, CreateJobRequest, JobState};
 use mags_control::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
 use mags_control::jobs::submit;
@@ -79,7 +80,7 @@ pub async fn create(
     caller
         .done(
             &state.audit,
-            "browser.session",
+            AuditAction::BrowserSession,
             ("job", &job.id),
             Some(format!("CDP at {}", access.subdomain)),
         )

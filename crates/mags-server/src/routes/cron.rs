@@ -9,6 +9,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use mags_api::AuditAction;
 use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest, PageQuery};
 use mags_control::cron::{self, expr::CronExpr};
 use mags_control::jobs::{check_environment, check_workspace_id};
@@ -237,7 +238,7 @@ pub async fn delete(
     caller
         .done(
             &state.audit,
-            "cron.delete",
+            AuditAction::CronDelete,
             ("cron", &cur.id),
             Some(cur.name.clone()),
         )

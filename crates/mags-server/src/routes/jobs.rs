@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mags_api::AuditAction;
 use mags_api::{
     CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobStatus,
     LogsQuery,
@@ -108,7 +109,12 @@ pub async fn delete(
         JobDeletion::Deleted { output_bytes } => {
             let detail = format!("{} of output", human_bytes(output_bytes));
             caller
-                .done(&state.audit, "job.delete", ("job", &id), Some(detail))
+                .done(
+                    &state.audit,
+                    AuditAction::JobDelete,
+                    ("job", &id),
+                    Some(detail),
+                )
                 .await;
             tracing::info!(job = %id, user = %caller.user.name, output_bytes, "job deleted");
             Ok(Json(DeleteJobResponse {

@@ -19,6 +19,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use mags_api::AuditAction;
 use mags_api::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, JobStatus, OutputStream,
     UpdateJobRequest, DEFAULT_EXEC_TIMEOUT_SECS, TIMEOUT_EXIT_CODE,
@@ -308,7 +309,7 @@ pub async fn stop(
     caller
         .done(
             &state.audit,
-            "job.stop",
+            AuditAction::JobStop,
             ("job", &job.id),
             Some(format!("was {}", job.status)),
         )

@@ -14,6 +14,7 @@ use crate::AppState;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mags_api::AuditAction;
 use mags_api::{SshAccessError, SshAccessResponse};
 use mags_control::sandboxes::check_live;
 
@@ -72,7 +73,7 @@ pub async fn ssh_access(
     caller
         .done(
             &state.audit,
-            "access.ssh",
+            AuditAction::AccessSsh,
             ("job", &job.id),
             Some(format!("key {}", key.fingerprint)),
         )

@@ -26,6 +26,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
+use mags_api::AuditAction;
 use mags_api::{TtyClientMsg, TtyQuery, TtyServerMsg};
 use mags_control::sandboxes::check_live;
 use mags_proto::{PtySpec, RunSpec};
@@ -84,7 +85,7 @@ pub async fn tty(
         .map_err(|e| ApiError::Unavailable(format!("cannot start the command: {e}")))?;
     tracing::info!(job = %job.id, "terminal session started");
     caller
-        .done(&state.audit, "tty.open", ("job", &job.id), None)
+        .done(&state.audit, AuditAction::TtyOpen, ("job", &job.id), None)
         .await;
     let shutdown = state.shutdown.clone();
     // Also if the upgrade never completes, the command does not linger.

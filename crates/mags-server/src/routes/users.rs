@@ -19,6 +19,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use mags_api::AuditAction;
 use mags_api::{
     AuditEntry, AuditList, AuditQuery, CreateTokenRequest, CreateUserRequest, CreatedToken,
     PageQuery, RevokedToken, TokenList, TokenListQuery, UserInfo, UserList,
@@ -78,7 +79,7 @@ pub async fn create_token(
     caller
         .done(
             &state.audit,
-            "token.create",
+            AuditAction::TokenCreate,
             ("token", &info.id),
             Some(format!("{} for user {}", info.prefix, user.name)),
         )
@@ -119,7 +120,7 @@ pub async fn revoke_token(
         caller
             .done(
                 &state.audit,
-                "token.revoke",
+                AuditAction::TokenRevoke,
                 ("token", &token.id),
                 Some(format!("{} of user {}", token.prefix, token.user_name)),
             )
@@ -179,7 +180,7 @@ pub async fn create_user(
     caller
         .done(
             &state.audit,
-            "user.add",
+            AuditAction::UserAdd,
             ("user", &user.id),
             Some(format!("{} ({role})", user.name)),
         )

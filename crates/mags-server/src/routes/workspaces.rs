@@ -8,6 +8,7 @@ use crate::routes::page;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
+use mags_api::AuditAction;
 use mags_api::{PageQuery, ResizeRequest, WorkspaceActionResponse, WorkspaceList};
 
 /// Largest disk a resize accepts (as for new jobs).
@@ -31,7 +32,12 @@ pub async fn delete(
 ) -> Result<Json<WorkspaceActionResponse>, ApiError> {
     state.workspaces.delete(&caller.user.id, &id).await?;
     caller
-        .done(&state.audit, "workspace.delete", ("workspace", &id), None)
+        .done(
+            &state.audit,
+            AuditAction::WorkspaceDelete,
+            ("workspace", &id),
+            None,
+        )
         .await;
     Ok(Json(WorkspaceActionResponse {
         success: true,

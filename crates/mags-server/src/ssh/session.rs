@@ -9,6 +9,7 @@
 //! through the session's [`Handle`], then the exit status, EOF and close.
 
 use super::keys;
+use mags_api::AuditAction;
 use mags_control::audit::Audit;
 use mags_control::sandboxes::{Connected, SandboxError, Sandboxes};
 use mags_proto::{PtySpec, RunSpec};
@@ -93,7 +94,10 @@ impl Drop for Conn {
     fn drop(&mut self) {
         let inputs: Vec<ProcessInput> =
             self.channels.drain().filter_map(|(_, c)| c.input).collect();
-        let closed = self.owner.take().map(|o| self.event("ssh.close", &o));
+        let closed = self
+            .owner
+            .take()
+            .map(|o| self.event(AuditAction::SshClose, &o));
         if inputs.is_empty() && closed.is_none() {
             return;
         }
@@ -120,7 +124,7 @@ enum Start {
 
 impl Conn {
     /// An audit event of this connection on `owner`'s sandbox.
-    fn event(&self, action: &str, owner: &SshKeyOwner) -> NewAuditEvent {
+    fn event(&self, action: AuditAction, owner: &SshKeyOwner) -> NewAuditEvent {
         NewAuditEvent {
             source_ip: self.peer.map(|p| p.ip().to_string()),
             ..NewAuditEvent::new(action)
@@ -305,7 +309,9 @@ impl Handler for Conn {
             Some(owner) => {
                 tracing::debug!(job = %owner.job_id, peer = ?self.peer, "SSH key accepted");
                 let fp = keys::fingerprint(key.public_key);
-                let event = self.event("ssh.open", &owner).detail(format!("key {fp}"));
+                let event = self
+                    .event(AuditAction::SshOpen, &owner)
+                    .detail(format!("key {fp}"));
                 self.audit.record(event).await;
                 self.owner = Some(owner);
                 Ok(Auth::Accept)
@@ -313,7 +319,8 @@ impl Handler for Conn {
             None => {
                 tracing::info!(peer = ?self.peer, "SSH key refused");
                 let fp = keys::fingerprint(key.public_key);
-                let mut event = NewAuditEvent::new("ssh.refuse").detail(format!("key {fp}"));
+                let mut event =
+                    NewAuditEvent::new(AuditAction::SshRefuse).detail(format!("key {fp}"));
                 event.source_ip = self.peer.map(|p| p.ip().to_string());
                 self.audit.record_refusal(event).await;
                 Ok(Auth::reject())

@@ -11,6 +11,7 @@
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
+use mags_api::AuditAction;
 use mags_control::audit::parse_since;
 use mags_control::text::escape;
 use mags_server::config::DataArgs;
@@ -116,7 +117,7 @@ async fn user_named(store: &Store, name: &str) -> anyhow::Result<User> {
 }
 
 /// An event done by the operator about `user`.
-fn by_operator(action: &str, user: &User) -> NewAuditEvent {
+fn by_operator(action: AuditAction, user: &User) -> NewAuditEvent {
     NewAuditEvent::new(action).by_user(&user.id, Some(&user.name))
 }
 
@@ -154,7 +155,7 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 r => r?,
             };
             let role = if admin { "admin" } else { "user" };
-            let event = by_operator("user.add", &user).target("user", &user.id);
+            let event = by_operator(AuditAction::UserAdd, &user).target("user", &user.id);
             store
                 .record_audit(&event.detail(format!("{name} ({role}) by the operator")))
                 .await?;
@@ -234,7 +235,7 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 removed.cron_jobs,
                 removed.url_aliases
             );
-            let event = by_operator("user.remove", &user).target("user", &user.id);
+            let event = by_operator(AuditAction::UserRemove, &user).target("user", &user.id);
             store
                 .record_audit(&event.detail(format!("{name} by the operator: {summary}")))
                 .await?;
@@ -266,7 +267,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             }
             let u = store.ensure_user(&user, user == "admin").await?;
             let (info, token) = store.create_token(&u.id).await?;
-            let event = by_operator("token.create", &u).target("token", &info.id);
+            let event = by_operator(AuditAction::TokenCreate, &u).target("token", &info.id);
             store
                 .record_audit(&event.detail(format!("{} by the operator", info.prefix)))
                 .await?;
@@ -341,7 +342,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 );
             } else {
                 store.revoke_token(&t.id).await?;
-                let mut event = NewAuditEvent::new("token.revoke")
+                let mut event = NewAuditEvent::new(AuditAction::TokenRevoke)
                     .by_user(&t.user_id, Some(&t.user_name))
                     .target("token", &t.id)
                     .detail(format!("{} by the operator", t.prefix));

@@ -8,6 +8,8 @@
 //! (each module has its own `thiserror` enum); the server maps them to
 //! HTTP statuses in one place, cron to skip-or-fail.
 //!
+//! - [`error`]: [`ControlError`], any module's error, for an edge to map
+//!   in one place.
 //! - [`jobs`]: job admission (validate, check limits, store, schedule).
 //! - [`scheduler`]: runs accepted jobs with a concurrency limit through an
 //!   [`executor::Executor`] ([`executor::vm`] for real, [`executor::fake`]
@@ -33,6 +35,7 @@ pub mod apps;
 pub mod audit;
 pub mod browser;
 pub mod cron;
+pub mod error;
 pub mod executor;
 pub mod files;
 pub mod invalid;
@@ -46,6 +49,7 @@ pub mod takeover;
 pub mod text;
 pub mod workspaces;
 
+pub use error::ControlError;
 use mags_store::Store;
 use sandboxes::{SandboxConfig, Sandboxes};
 use scheduler::Scheduler;
@@ -187,5 +191,45 @@ impl Control {
             },
             tx,
         )
+    }
+}
+
+/// The typed commands every edge calls (the API's handlers, cron, browser
+/// sessions). Each checks that the job is the caller's: another user's
+/// job is [`sandboxes::SandboxError::NotFound`], as a missing one is.
+impl Control {
+    /// Checks, stores and schedules a job for `user_id` ([`jobs::submit`]).
+    pub async fn submit(
+        &self,
+        user_id: &str,
+        req: mags_api::CreateJobRequest,
+    ) -> Result<mags_store::Job, jobs::SubmitError> {
+        jobs::submit(self, user_id, req).await
+    }
+
+    /// The job `id` of `user_id`.
+    pub async fn job(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<mags_store::Job, sandboxes::SandboxError> {
+        self.store
+            .job_for_user(user_id, id)
+            .await?
+            .ok_or_else(|| sandboxes::SandboxError::NotFound(id.to_string()))
+    }
+
+    /// Starts `command` in the live sandbox of the user's job `id` (waking
+    /// it if it sleeps); `timeout` kills it.
+    pub async fn exec(
+        &self,
+        user_id: &str,
+        id: &str,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Result<sandboxes::ExecRun, sandboxes::SandboxError> {
+        let job = self.job(user_id, id).await?;
+        sandboxes::check_live(&job, "exec")?;
+        self.sandboxes.exec(&job.id, command, timeout).await
     }
 }

@@ -8,6 +8,7 @@ use axum::Json;
 use mags_api::ErrorBody;
 use mags_control::sandboxes::SandboxError;
 use mags_control::text::Esc;
+use mags_control::ControlError;
 use mags_store::StoreError;
 use serde::de::DeserializeOwned;
 
@@ -77,76 +78,71 @@ impl ApiError {
     }
 }
 
-impl From<SandboxError> for ApiError {
-    fn from(e: SandboxError) -> Self {
-        match e {
-            SandboxError::NotFound(id) => ApiError::job_not_found(&id),
-            SandboxError::NotLive { .. }
-            | SandboxError::NotPersistent(_)
-            | SandboxError::Starting { .. }
-            | SandboxError::Stopped => ApiError::Conflict(e.to_string()),
-            SandboxError::Busy(_) | SandboxError::Unavailable(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
-            SandboxError::UserBusy(_) => ApiError::TooManyRequests {
-                message: e.to_string(),
-                retry_after_secs: mags_control::quota::JOB_RETRY_AFTER_SECS,
-            },
-            SandboxError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
-            SandboxError::Store(e) => ApiError::Store(e),
-        }
-    }
-}
-
-impl From<mags_control::workspaces::WsError> for ApiError {
-    fn from(e: mags_control::workspaces::WsError) -> Self {
+/// The one mapping of the control layer's refusals and failures to HTTP.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        use mags_control::quota::QuotaError;
         use mags_control::workspaces::WsError;
         match e {
-            WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
-            WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
-            WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
-            WsError::Disabled => ApiError::Unavailable(e.to_string()),
-            WsError::Store(s) => ApiError::Store(s),
-            WsError::Storage(_) | WsError::Disk(_) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<mags_control::quota::QuotaError> for ApiError {
-    fn from(e: mags_control::quota::QuotaError) -> Self {
-        use mags_control::quota::QuotaError;
-        match e {
-            QuotaError::TooManyPending { .. } | QuotaError::TooManySandboxes { .. } => {
-                ApiError::TooManyRequests {
-                    retry_after_secs: e.retry_after_secs().unwrap_or(1),
-                    message: e.to_string(),
+            ControlError::Invalid(e) => ApiError::BadRequest(e.0),
+            ControlError::Sandbox(e) => match e {
+                SandboxError::NotFound(id) => ApiError::job_not_found(&id),
+                SandboxError::NotLive { .. }
+                | SandboxError::NotPersistent(_)
+                | SandboxError::Starting { .. }
+                | SandboxError::Stopped => ApiError::Conflict(e.to_string()),
+                SandboxError::Busy(_) | SandboxError::Unavailable(_) => {
+                    ApiError::Unavailable(e.to_string())
                 }
+                SandboxError::UserBusy(_) => ApiError::TooManyRequests {
+                    message: e.to_string(),
+                    retry_after_secs: mags_control::quota::JOB_RETRY_AFTER_SECS,
+                },
+                SandboxError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
+                SandboxError::Store(e) => ApiError::Store(e),
+            },
+            ControlError::Workspace(e) => match e {
+                WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
+                WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
+                WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+                WsError::Disabled => ApiError::Unavailable(e.to_string()),
+                WsError::Store(s) => ApiError::Store(s),
+                WsError::Storage(_) | WsError::Disk(_) => ApiError::Internal(e.to_string()),
+            },
+            ControlError::Quota(e) => match e {
+                QuotaError::TooManyPending { .. } | QuotaError::TooManySandboxes { .. } => {
+                    ApiError::TooManyRequests {
+                        retry_after_secs: e.retry_after_secs().unwrap_or(1),
+                        message: e.to_string(),
+                    }
+                }
+                QuotaError::Disk(m) => ApiError::Forbidden(m),
+                QuotaError::HostDisk(m) => ApiError::InsufficientStorage(m),
+                QuotaError::Store(s) => ApiError::Store(s),
+            },
+            ControlError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
+/// Each module's error goes through [`ControlError`]'s mapping, so `?`
+/// works on them in handlers.
+macro_rules! through_control_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                ControlError::from(e).into()
             }
-            QuotaError::Disk(m) => ApiError::Forbidden(m),
-            QuotaError::HostDisk(m) => ApiError::InsufficientStorage(m),
-            QuotaError::Store(s) => ApiError::Store(s),
         }
-    }
+    )*};
 }
-
-/// A request the control layer can never accept as it is.
-impl From<mags_control::jobs::Invalid> for ApiError {
-    fn from(e: mags_control::jobs::Invalid) -> Self {
-        ApiError::BadRequest(e.0)
-    }
-}
-
-impl From<mags_control::jobs::SubmitError> for ApiError {
-    fn from(e: mags_control::jobs::SubmitError) -> Self {
-        use mags_control::jobs::SubmitError;
-        match e {
-            SubmitError::Invalid(e) => e.into(),
-            SubmitError::Workspace(e) => e.into(),
-            SubmitError::Quota(e) => e.into(),
-            SubmitError::Store(e) => ApiError::Store(e),
-        }
-    }
-}
+through_control_error!(
+    SandboxError,
+    mags_control::workspaces::WsError,
+    mags_control::quota::QuotaError,
+    mags_control::jobs::Invalid,
+    mags_control::jobs::SubmitError
+);
 
 /// A multipart body that breaks off or is malformed while it is read.
 impl From<axum::extract::multipart::MultipartError> for ApiError {

@@ -78,7 +78,7 @@ pub async fn tick(state: &Control, now: i64) -> Result<TickReport, SubmitError> 
             report.skipped += 1;
             continue;
         }
-        match crate::jobs::submit(state, &c.user_id, run_request(&c)).await {
+        match state.submit(&c.user_id, run_request(&c)).await {
             Ok(job) => {
                 tracing::info!(cron = %Esc(&c.name), job = %job.id, "cron run started");
                 state.store.record_cron_run(&c.id, &job.id, now).await?;

@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use mags_api::AuditAction;
 use mags_api::{BrowserRequest, BrowserSession, CreateJobRequest, JobState};
 use mags_control::browser::{self, CDP_PORT, LAUNCH_SCRIPT, ROOTFS_TYPE};
-use mags_control::jobs::submit;
 use mags_control::text::Esc;
 use mags_store::{Job, StoreError};
 use std::time::{Duration, Instant};
@@ -40,7 +39,7 @@ pub async fn create(
             create.name = name;
             create.persistent = true;
             create.rootfs_type = Some(ROOTFS_TYPE.into());
-            let job = submit(&state, &user.id, create).await?;
+            let job = state.submit(&user.id, create).await?;
             tracing::info!(job = %job.id, user = %Esc(&user.name), "browser session accepted");
             job
         }

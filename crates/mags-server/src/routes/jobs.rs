@@ -3,7 +3,7 @@
 //! /mags-jobs/{id}` (ended jobs).
 //!
 //! A create request is checked, stored and scheduled by
-//! [`mags_control::jobs::submit`] (no HTTP there); a job of another user is a
+//! [`mags_control::Control::submit`] (no HTTP there); a job of another user is a
 //! 404, exactly like a missing one.
 
 use crate::audit::Caller;
@@ -22,7 +22,6 @@ use mags_api::{
     CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobStatus,
     LogsQuery,
 };
-use mags_control::jobs::submit;
 use mags_control::quota::human_bytes;
 use mags_control::text::Esc;
 use mags_store::{Job, JobDeletion};
@@ -36,7 +35,7 @@ pub async fn create(
     AuthUser(user): AuthUser,
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<CreateJobResponse>), ApiError> {
-    let job = submit(&state, &user.id, req).await?;
+    let job = state.submit(&user.id, req).await?;
     tracing::info!(job = %job.id, user = %Esc(&user.name), "job accepted");
     Ok((
         StatusCode::ACCEPTED,

@@ -71,9 +71,7 @@ async fn start_exec(
     req: &ExecRequest,
     timeout: Option<Duration>,
 ) -> Result<ExecRun, ApiError> {
-    let job = owned_job(state, user_id, id).await?;
-    check_live(&job, "exec")?;
-    Ok(state.sandboxes.exec(&job.id, &req.command, timeout).await?)
+    Ok(state.exec(user_id, id, &req.command, timeout).await?)
 }
 
 /// `POST /mags-jobs/{id}/exec` -> `{"exit_code", "stdout", "stderr"}`.

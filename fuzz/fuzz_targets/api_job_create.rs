@@ -6,7 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use mags_api::CreateJobRequest;
 use mags_server::error::parse_json_object;
-use mags_control::jobs::{validate, MAX_DISK_GB, MAX_JOB_TIMEOUT_SECS};
+use mags_api::limits::{MAX_DISK_GB, MAX_TIMEOUT_SECS};
+use mags_control::jobs::validate;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = parse_json_object::<CreateJobRequest>(data) else {
@@ -20,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     assert!((1..=MAX_DISK_GB).contains(&job.disk_gb));
     assert!(!job.no_sleep || persistent);
     match job.timeout_secs {
-        Some(t) => assert!((1..=MAX_JOB_TIMEOUT_SECS).contains(&t)),
+        Some(t) => assert!((1..=MAX_TIMEOUT_SECS).contains(&t)),
         None => assert!(persistent, "a one-shot job always gets a timeout here"),
     }
     for ws in [&job.workspace_id, &job.base_workspace_id].into_iter().flatten() {

@@ -1,16 +1,12 @@
 //! Jobs: `POST /mags-jobs`, `GET /mags-jobs`, `GET /mags-jobs/{id}/status`,
 //! `/logs`, `/output` (NDJSON), `/mags-jobs/usage`, `/mags-jobs/pool-status`.
 
+use crate::limits::{MAX_DISK_GB, MAX_JOB_PAGE_SIZE, MAX_TIMEOUT_SECS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Disk size of a sandbox when the request does not say.
 pub const DEFAULT_DISK_GB: u32 = 2;
-
-/// Largest `disk_gb` accepted (jobs and resizes).
-pub const MAX_DISK_GB: u32 = 256;
-/// Largest `timeout` and `idle_timeout_secs` accepted (30 days).
-pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
 
 fn default_disk_gb() -> u32 {
     DEFAULT_DISK_GB
@@ -308,9 +304,6 @@ pub struct LogsQuery {
 pub struct LogsResponse {
     pub logs: Vec<LogEntry>,
 }
-
-/// Largest `page_size` of `GET /mags-jobs`.
-pub const MAX_JOB_PAGE_SIZE: u32 = 100;
 
 /// Query of `GET /mags-jobs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

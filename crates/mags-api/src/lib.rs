@@ -18,6 +18,7 @@
 pub mod access;
 pub mod cron;
 pub mod jobs;
+pub mod limits;
 pub mod sandbox;
 pub mod ssh;
 pub mod users;
@@ -31,7 +32,7 @@ pub use cron::{CronCreateRequest, CronJob, CronList, CronUpdateRequest};
 pub use jobs::{
     CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobState,
     JobStatus, LogEntry, LogsQuery, LogsResponse, OutputEvent, OutputStream, PoolStatus,
-    UsageResponse, WhoAmI, DEFAULT_DISK_GB, MAX_DISK_GB, MAX_TIMEOUT_SECS,
+    UsageResponse, WhoAmI, DEFAULT_DISK_GB,
 };
 pub use sandbox::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, UpdateJobRequest,
@@ -45,18 +46,11 @@ pub use users::{
 };
 pub use workspaces::{
     ResizeRequest, UploadResponse, UploadedFile, WorkspaceActionResponse, WorkspaceInfo,
-    WorkspaceList, MAX_UPLOAD_BYTES,
+    WorkspaceList,
 };
 
+use limits::MAX_PAGE_LIMIT;
 use serde::{Deserialize, Serialize};
-
-/// Largest `limit` of a listing, and its default: a plain call gets up to
-/// this many rows, and `total` says how many there are.
-pub const MAX_PAGE_LIMIT: u32 = 1000;
-
-/// Largest request body the server accepts (JSON), except uploads
-/// ([`MAX_UPLOAD_BYTES`] per file).
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Query of the listings (`/mags-workspaces`, `/mags-cron`,
 /// `/mags-url-aliases`, `/mags-tokens`, `/mags-users`): one page, with the

@@ -4,6 +4,7 @@
 //! A token's secret appears once, in [`CreatedToken`]; every other shape
 //! carries only its id and display prefix.
 
+use crate::limits::MAX_AUDIT_LIMIT;
 use serde::{Deserialize, Serialize};
 
 /// A token as listings show it.
@@ -45,9 +46,6 @@ impl TokenListQuery {
         }
     }
 }
-
-/// Largest `limit` of `GET /mags-audit`.
-pub const MAX_AUDIT_LIMIT: i64 = 1000;
 
 /// Query of `GET /mags-audit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -3,9 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest uploaded file, in bytes (100 MB).
-pub const MAX_UPLOAD_BYTES: u64 = 100_000_000;
-
 /// Body of the answer to `POST /mags-files` (multipart, one or more parts
 /// named `file`): the first file's fields, and with several parts also
 /// every file's id and fields in the order sent.
@@ -66,7 +63,7 @@ pub struct WorkspaceList {
 /// Body of `POST /mags-workspaces/{id}/resize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResizeRequest {
-    #[schemars(range(min = 1, max = crate::jobs::MAX_DISK_GB))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_DISK_GB))]
     pub disk_gb: u32,
 }
 

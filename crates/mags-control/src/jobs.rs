@@ -8,18 +8,10 @@
 use crate::quota::{human_bytes, DiskChange, QuotaError};
 use crate::workspaces::WsError;
 use crate::Control;
+use mags_api::limits::{MAX_DISK_GB, MAX_EGRESS_RULES, MAX_SCRIPT_BYTES, MAX_TIMEOUT_SECS};
 use mags_api::CreateJobRequest;
 use mags_store::{clock, Job, NewJob, StoreError};
 use std::collections::BTreeMap;
-
-/// Largest `disk_gb` accepted.
-pub const MAX_DISK_GB: u32 = mags_api::MAX_DISK_GB;
-/// Largest `idle_timeout_secs` accepted (30 days).
-pub const MAX_IDLE_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
-/// Largest `timeout` accepted (30 days).
-pub const MAX_JOB_TIMEOUT_SECS: u64 = mags_api::MAX_TIMEOUT_SECS;
-/// Largest script accepted, in bytes.
-const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 
 pub use crate::invalid::Invalid;
 
@@ -161,16 +153,16 @@ pub fn validate(
         if !req.persistent {
             return bad("idle_timeout_secs requires persistent".into());
         }
-        if secs == 0 || secs > MAX_IDLE_TIMEOUT_SECS {
+        if secs == 0 || secs > MAX_TIMEOUT_SECS {
             return bad(format!(
-                "idle_timeout_secs must be between 1 and {MAX_IDLE_TIMEOUT_SECS}"
+                "idle_timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"
             ));
         }
     }
     if let Some(secs) = req.timeout {
-        if secs == 0 || secs > MAX_JOB_TIMEOUT_SECS {
+        if secs == 0 || secs > MAX_TIMEOUT_SECS {
             return bad(format!(
-                "timeout must be between 1 and {MAX_JOB_TIMEOUT_SECS} seconds"
+                "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds"
             ));
         }
     }
@@ -256,9 +248,6 @@ pub fn check_environment(env: &BTreeMap<String, String>) -> Result<(), Invalid> 
     }
     Ok(())
 }
-
-/// Most entries in one egress list.
-const MAX_EGRESS_RULES: usize = 64;
 
 /// Every entry is a CIDR or a hostname the egress proxy understands.
 fn check_egress_list(field: &str, list: &[String]) -> Result<(), Invalid> {
@@ -400,7 +389,7 @@ mod tests {
             Some(None),
             "the default is for one-shot jobs"
         );
-        for bad in [0, MAX_JOB_TIMEOUT_SECS + 1] {
+        for bad in [0, MAX_TIMEOUT_SECS + 1] {
             let mut r = req("x");
             r.timeout = Some(bad);
             assert!(timeout(r, None).is_err(), "{bad}");

@@ -111,7 +111,7 @@ impl Limits {
             max_sandboxes: max_vms,
             idle_timeout: sandboxes::DEFAULT_IDLE_TIMEOUT,
             user: quota::UserLimits::UNLIMITED,
-            upload_max_bytes: mags_api::MAX_UPLOAD_BYTES,
+            upload_max_bytes: mags_api::limits::MAX_UPLOAD_BYTES,
             job_timeout_secs: None,
         }
     }

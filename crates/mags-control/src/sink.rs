@@ -7,6 +7,7 @@
 //! chunks of at most [`CHUNK_BYTES`], and stores them in one transaction, so
 //! a 1 MB output is a handful of transactions, not thousands.
 
+use mags_api::limits::MAX_OUTPUT_BYTES;
 use mags_api::OutputStream;
 use mags_store::{clock, NewChunk, Store, StoreError};
 use std::collections::HashMap;
@@ -21,8 +22,6 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(25);
 pub const BATCH_BYTES: usize = 256 * 1024;
 /// The largest stored chunk.
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// Output beyond this many bytes per job is dropped (with a notice).
-pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Per-job wake-ups for output followers. Entries live while someone holds
 /// them; dead ones are pruned as new ones are made.

@@ -170,7 +170,7 @@ pub struct QuotaArgs {
     pub user_request_burst: u32,
     /// Largest upload (`POST /mags-files`), bytes; larger is a 413 and
     /// nothing is kept.
-    #[arg(long, env = "MAGS_UPLOAD_MAX_BYTES", default_value_t = mags_api::MAX_UPLOAD_BYTES)]
+    #[arg(long, env = "MAGS_UPLOAD_MAX_BYTES", default_value_t = mags_api::limits::MAX_UPLOAD_BYTES)]
     pub upload_max_bytes: u64,
     /// Seconds a one-shot job's script may run unless its request says
     /// (`timeout`); past it the script is killed and the job ends in

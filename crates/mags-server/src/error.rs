@@ -200,7 +200,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge(format!(
                         "request body is too large: at most {} bytes are accepted",
-                        mags_api::MAX_BODY_BYTES
+                        mags_api::limits::MAX_BODY_BYTES
                     ))
                 } else {
                     ApiError::BadRequest(format!(

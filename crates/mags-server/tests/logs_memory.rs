@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// The memory the server gets.
 const MEMORY_LIMIT: u64 = 512 * 1024 * 1024;
 /// The store's cap on one job's output (`sink::MAX_OUTPUT_BYTES`).
-const CAP: u64 = mags_control::sink::MAX_OUTPUT_BYTES;
+const CAP: u64 = mags_api::limits::MAX_OUTPUT_BYTES;
 /// Concurrent `/logs` requests.
 const CLIENTS: usize = 10;
 

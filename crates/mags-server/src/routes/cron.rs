@@ -9,6 +9,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use mags_api::limits::{MAX_CRONS_PER_USER, MAX_SCRIPT_BYTES};
 use mags_api::AuditAction;
 use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest, PageQuery};
 use mags_control::cron::{self, expr::CronExpr};
@@ -16,10 +17,6 @@ use mags_control::jobs::{check_environment, check_workspace_id};
 use mags_control::text::Esc;
 use mags_store::{clock, CronRow, CronUpdate, NewCron, Page, StoreError};
 use std::collections::BTreeMap;
-
-/// Most cron jobs one user may have.
-const MAX_CRONS_PER_USER: usize = 100;
-const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("cron job {id} not found"))

@@ -1,7 +1,7 @@
 //! `POST /mags-files`: multipart, one or more parts named `file`, each
 //! streamed into object storage (never whole in memory) as its own upload.
 //! A part larger than the server's upload limit (`--upload-max-bytes`,
-//! default [`mags_api::MAX_UPLOAD_BYTES`]) is a 413, larger than what is
+//! default [`mags_api::limits::MAX_UPLOAD_BYTES`]) is a 413, larger than what is
 //! left of the user's disk quota a 403; either leaves nothing behind (the
 //! request's earlier parts are removed too), and the rest of the body is
 //! read and dropped first, so the client sees the answer rather than a
@@ -14,6 +14,7 @@ use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, State};
 use axum::Json;
 use futures::StreamExt as _;
+use mags_api::limits::MAX_UPLOAD_PARTS;
 use mags_api::{UploadResponse, UploadedFile};
 use mags_control::text::Esc;
 use mags_control::workspaces::clean_name;
@@ -21,8 +22,6 @@ use mags_control::workspaces::clean_name;
 /// Most bytes read and dropped after an upload was refused: this many
 /// times the upload limit.
 const DRAIN_FACTOR: u64 = 4;
-/// Most `file` parts in one request (a job takes at most 100 `file_ids`).
-const MAX_PARTS: usize = 100;
 
 /// `POST /mags-files`.
 pub async fn upload(
@@ -76,9 +75,9 @@ async fn store_parts(
         if field.name() != Some("file") {
             continue;
         }
-        if stored.len() == MAX_PARTS {
+        if stored.len() == MAX_UPLOAD_PARTS {
             return Err(ApiError::BadRequest(format!(
-                "at most {MAX_PARTS} files per request; nothing was stored"
+                "at most {MAX_UPLOAD_PARTS} files per request; nothing was stored"
             )));
         }
         let raw = field.file_name().unwrap_or("upload").to_string();

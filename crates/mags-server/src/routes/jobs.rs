@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mags_api::limits::MAX_JOB_PAGE_SIZE;
 use mags_api::AuditAction;
 use mags_api::{
     CreateJobRequest, CreateJobResponse, DeleteJobResponse, JobList, JobListQuery, JobStatus,
@@ -25,9 +26,6 @@ use mags_api::{
 use mags_control::quota::human_bytes;
 use mags_control::text::Esc;
 use mags_store::{Job, JobDeletion};
-
-/// Largest `page_size`.
-const MAX_PAGE_SIZE: u32 = mags_api::jobs::MAX_JOB_PAGE_SIZE;
 
 /// `POST /mags-jobs` -> 202.
 pub async fn create(
@@ -54,7 +52,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<JobListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let page = q.page.unwrap_or(1).max(1);
-    let page_size = q.page_size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
+    let page_size = q.page_size.unwrap_or(20).clamp(1, MAX_JOB_PAGE_SIZE);
     let offset = i64::from(page - 1) * i64::from(page_size);
     let (jobs, total) = state
         .store

@@ -16,7 +16,7 @@
 //!
 //! Unknown paths and methods answer JSON errors too.
 //!
-//! Request bodies: at most [`BODY_LIMIT`] on every route but the upload
+//! Request bodies: at most [`MAX_BODY_BYTES`] on every route but the upload
 //! (which streams up to its own limit, see [`files`]): a body that says it
 //! is larger is refused with a JSON 413 before any handler runs, and one
 //! that turns out larger while a handler reads it likewise. Every
@@ -44,15 +44,13 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
+use mags_api::limits::MAX_BODY_BYTES;
 use std::time::Instant;
 
-/// Largest accepted request body (JSON), except uploads.
-pub const BODY_LIMIT: usize = mags_api::MAX_BODY_BYTES;
-
 /// The page a listing's `offset`/`limit` ask for; a `limit` outside
-/// 1..=[`mags_api::MAX_PAGE_LIMIT`] is a 400.
+/// 1..=[`mags_api::limits::MAX_PAGE_LIMIT`] is a 400.
 pub fn page(q: &mags_api::PageQuery) -> Result<mags_store::Page, ApiError> {
-    let max = mags_api::MAX_PAGE_LIMIT;
+    let max = mags_api::limits::MAX_PAGE_LIMIT;
     let limit = q.limit.unwrap_or(max);
     if !(1..=max).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -67,7 +65,7 @@ pub fn page(q: &mags_api::PageQuery) -> Result<mags_store::Page, ApiError> {
     })
 }
 
-/// The one route whose body may be larger than [`BODY_LIMIT`].
+/// The one route whose body may be larger than [`MAX_BODY_BYTES`].
 const UPLOAD_PATH: &str = "/api/v1/mags-files";
 
 /// The whole application.
@@ -132,7 +130,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_large_bodies))
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(
@@ -155,7 +153,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// 413 for a request whose `Content-Length` is over [`BODY_LIMIT`] (not
+/// 413 for a request whose `Content-Length` is over [`MAX_BODY_BYTES`] (not
 /// uploads), also on routes whose handlers never read a body: nothing runs.
 async fn refuse_large_bodies(req: Request, next: Next) -> Result<Response, ApiError> {
     let declared = req
@@ -164,9 +162,9 @@ async fn refuse_large_bodies(req: Request, next: Next) -> Result<Response, ApiEr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(n) = declared {
-        if n > BODY_LIMIT as u64 && req.uri().path() != UPLOAD_PATH {
+        if n > MAX_BODY_BYTES as u64 && req.uri().path() != UPLOAD_PATH {
             return Err(ApiError::PayloadTooLarge(format!(
-                "request body is too large: {n} bytes, at most {BODY_LIMIT} are accepted"
+                "request body is too large: {n} bytes, at most {MAX_BODY_BYTES} are accepted"
             )));
         }
     }

@@ -19,26 +19,21 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use mags_api::limits::{
+    MAX_COMMAND_BYTES, MAX_EXEC_OUTPUT_BYTES, MAX_EXEC_TIMEOUT_SECS, MAX_STARTUP_COMMAND_BYTES,
+    MAX_TIMEOUT_SECS,
+};
 use mags_api::AuditAction;
 use mags_api::{
     ActionResponse, ExecEvent, ExecRequest, ExecResponse, JobStatus, OutputStream,
     UpdateJobRequest, DEFAULT_EXEC_TIMEOUT_SECS, TIMEOUT_EXIT_CODE,
 };
-use mags_control::jobs::MAX_IDLE_TIMEOUT_SECS;
 use mags_control::sandboxes::{check_live, ExecRun};
 use mags_store::JobSettings;
 use mags_vm::ProcessEvent;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Longest command accepted, in bytes.
-const MAX_COMMAND_BYTES: usize = 1024 * 1024;
-/// Longest exec timeout accepted (a day).
-const MAX_EXEC_TIMEOUT_SECS: f64 = 86_400.0;
-/// Output of `/exec` kept per stream; the rest is dropped with a notice.
-const MAX_EXEC_OUTPUT: usize = 32 * 1024 * 1024;
-/// Longest startup command accepted, in bytes.
-const MAX_STARTUP_COMMAND_BYTES: usize = 64 * 1024;
 /// How long `/stop` waits for a one-shot job to end.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
@@ -126,7 +121,7 @@ pub async fn exec(
     ))
 }
 
-/// Output kept up to [`MAX_EXEC_OUTPUT`], with a notice when cut.
+/// Output kept up to [`MAX_EXEC_OUTPUT_BYTES`], with a notice when cut.
 #[derive(Default)]
 struct Capped {
     data: Vec<u8>,
@@ -135,7 +130,7 @@ struct Capped {
 
 impl Capped {
     fn push(&mut self, b: &[u8]) {
-        let room = MAX_EXEC_OUTPUT.saturating_sub(self.data.len());
+        let room = MAX_EXEC_OUTPUT_BYTES.saturating_sub(self.data.len());
         if b.len() > room {
             self.cut = true;
         }
@@ -154,7 +149,7 @@ impl Capped {
         if self.cut {
             self.note(&format!(
                 "mags: output cut at {} MiB (use the streaming exec for more)",
-                MAX_EXEC_OUTPUT >> 20
+                MAX_EXEC_OUTPUT_BYTES >> 20
             ));
         }
         String::from_utf8_lossy(&self.data).into_owned()
@@ -265,10 +260,7 @@ pub async fn update(
             return bad("startup_command must be at most 64 KiB of text");
         }
     }
-    if req
-        .idle_timeout_secs
-        .is_some_and(|s| s > MAX_IDLE_TIMEOUT_SECS)
-    {
+    if req.idle_timeout_secs.is_some_and(|s| s > MAX_TIMEOUT_SECS) {
         return bad("idle_timeout_secs is too large (at most 30 days)");
     }
     let settings = JobSettings {

@@ -28,7 +28,7 @@ use mags_control::audit::parse_since;
 use mags_store::clock::rfc3339;
 use mags_store::{clock, valid_user_name, AuditFilter, User};
 
-use mags_api::users::MAX_AUDIT_LIMIT;
+use mags_api::limits::MAX_AUDIT_LIMIT;
 
 fn forbidden(what: &str) -> ApiError {
     ApiError::Forbidden(format!("{what} needs an admin token"))

@@ -8,11 +8,9 @@ use crate::routes::page;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
+use mags_api::limits::MAX_DISK_GB;
 use mags_api::AuditAction;
 use mags_api::{PageQuery, ResizeRequest, WorkspaceActionResponse, WorkspaceList};
-
-/// Largest disk a resize accepts (as for new jobs).
-const MAX_DISK_GB: u32 = mags_control::jobs::MAX_DISK_GB;
 
 /// `GET /mags-workspaces?offset=&limit=`: a page, most recently used first.
 pub async fn list(

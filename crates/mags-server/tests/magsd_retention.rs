@@ -48,7 +48,7 @@ async fn ended_job(store: &Store, user: &str, bytes: usize, finished_at: i64) ->
         .execute(store.pool())
         .await
         .expect("backdate");
-    job.id
+    job.spec.id
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 
 /// What a new job is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewJob {
     pub id: String,
     pub user_id: String,
@@ -45,35 +45,16 @@ pub struct NewJob {
     pub created_at: i64,
 }
 
-/// A stored job.
+/// A stored job: what it was made of ([`NewJob`], never changed after
+/// insert; its fields read through `job.field`) and how it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    pub id: String,
-    pub user_id: String,
-    pub name: Option<String>,
-    pub workspace_id: Option<String>,
-    pub base_workspace_id: Option<String>,
-    pub persistent: bool,
-    pub no_sleep: bool,
-    pub no_sync: bool,
-    pub startup_command: Option<String>,
-    pub script: String,
-    pub environment: BTreeMap<String, String>,
-    pub file_ids: Vec<String>,
-    pub disk_gb: u32,
-    pub rootfs_type: Option<String>,
-    pub idle_timeout_secs: Option<u64>,
-    pub no_internet: bool,
-    pub egress_allow: Vec<String>,
-    pub egress_deny: Vec<String>,
-    /// Kill the script after this many seconds (None: no limit).
-    pub timeout_secs: Option<u64>,
+    pub spec: NewJob,
     pub status: JobState,
     pub vm_id: Option<String>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub script_duration_ms: Option<i64>,
-    pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// VM time of periods that ended, ms.
@@ -86,7 +67,34 @@ pub struct Job {
     pub output_pruned_at: Option<i64>,
 }
 
+/// A job's spec fields read as the job's own (`job.script`).
+impl std::ops::Deref for Job {
+    type Target = NewJob;
+
+    fn deref(&self) -> &NewJob {
+        &self.spec
+    }
+}
+
 impl Job {
+    /// The job `spec` as stored at first: `accepted`, never run.
+    pub fn accepted(spec: NewJob) -> Job {
+        Job {
+            spec,
+            status: JobState::Accepted,
+            vm_id: None,
+            exit_code: None,
+            error: None,
+            script_duration_ms: None,
+            started_at: None,
+            finished_at: None,
+            vm_ms: 0,
+            vm_since: None,
+            output_bytes: 0,
+            output_pruned_at: None,
+        }
+    }
+
     /// VM time up to `now_ms`, in ms.
     pub fn vm_ms_at(&self, now_ms: i64) -> i64 {
         self.vm_ms + self.vm_since.map_or(0, |s| (now_ms - s).max(0))
@@ -103,11 +111,25 @@ pub struct Finish {
     pub script_duration_ms: Option<i64>,
 }
 
-const JOB_COLUMNS: &str = "id, user_id, name, workspace_id, base_workspace_id, persistent, \
-    no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
-    status, vm_id, exit_code, error, script_duration_ms, created_at, started_at, finished_at, \
-    idle_timeout_secs, vm_ms, vm_since, no_internet, egress_allow, egress_deny, timeout_secs, \
-    output_bytes, output_pruned_at";
+/// The columns of a job's spec ([`NewJob`]), in its binds' order.
+macro_rules! spec_columns {
+    () => {
+        "id, user_id, name, workspace_id, base_workspace_id, persistent, no_sleep, no_sync, \
+         startup_command, script, environment, file_ids, disk_gb, rootfs_type, \
+         idle_timeout_secs, no_internet, egress_allow, egress_deny, timeout_secs, created_at, \
+         status"
+    };
+}
+/// The columns of its run state (`status` is written with the spec).
+macro_rules! run_columns {
+    () => {
+        "vm_id, exit_code, error, script_duration_ms, started_at, finished_at, vm_ms, \
+         vm_since, output_bytes, output_pruned_at"
+    };
+}
+const SPEC_COLUMNS: &str = spec_columns!();
+/// Every column of a job.
+const JOB_COLUMNS: &str = concat!(spec_columns!(), ", ", run_columns!());
 
 /// States in which a job may still move (the guard of forward updates).
 pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
@@ -123,7 +145,7 @@ impl Job {
         let egress_deny: String = get(row, "egress_deny")?;
         let id: String = get(row, "id")?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
-        Ok(Job {
+        let spec = NewJob {
             user_id: get(row, "user_id")?,
             name: get(row, "name")?,
             workspace_id: get(row, "workspace_id")?,
@@ -150,6 +172,11 @@ impl Job {
             timeout_secs: get::<Option<i64>>(row, "timeout_secs")?
                 .map(|s| u64::try_from(s).map_err(|_| corrupt("timeout_secs")))
                 .transpose()?,
+            created_at: get(row, "created_at")?,
+            id: id.clone(),
+        };
+        Ok(Job {
+            spec,
             status: JobState::parse(&status).ok_or_else(|| corrupt(&format!("status {status}")))?,
             vm_id: get(row, "vm_id")?,
             exit_code: get::<Option<i64>>(row, "exit_code")?
@@ -157,14 +184,12 @@ impl Job {
                 .transpose()?,
             error: get(row, "error")?,
             script_duration_ms: get(row, "script_duration_ms")?,
-            created_at: get(row, "created_at")?,
             started_at: get(row, "started_at")?,
             finished_at: get(row, "finished_at")?,
             vm_ms: get(row, "vm_ms")?,
             vm_since: get(row, "vm_since")?,
             output_bytes: get::<i64>(row, "output_bytes")?.max(0) as u64,
             output_pruned_at: get(row, "output_pruned_at")?,
-            id,
         })
     }
 }
@@ -177,77 +202,43 @@ impl Store {
         let files = serde_json::to_string(&job.file_ids)
             .map_err(|e| StoreError::Corrupt(format!("file_ids: {e}")))?;
         let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "INSERT INTO jobs (id, user_id, name, workspace_id, base_workspace_id, persistent, \
-             no_sleep, no_sync, startup_command, script, environment, file_ids, disk_gb, \
-             rootfs_type, status, created_at, idle_timeout_secs, no_internet, egress_allow, \
-             egress_deny, timeout_secs) \
+        let sql = format!(
+            "INSERT INTO jobs ({SPEC_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21)",
-        )
-        .bind(&job.id)
-        .bind(&job.user_id)
-        .bind(&job.name)
-        .bind(&job.workspace_id)
-        .bind(&job.base_workspace_id)
-        .bind(i64::from(job.persistent))
-        .bind(i64::from(job.no_sleep))
-        .bind(i64::from(job.no_sync))
-        .bind(&job.startup_command)
-        .bind(&job.script)
-        .bind(env)
-        .bind(files)
-        .bind(i64::from(job.disk_gb))
-        .bind(&job.rootfs_type)
-        .bind(JobState::Accepted.as_str())
-        .bind(job.created_at)
-        .bind(
-            job.idle_timeout_secs
-                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-        )
-        .bind(i64::from(job.no_internet))
-        .bind(list(&job.egress_allow))
-        .bind(list(&job.egress_deny))
-        .bind(
-            job.timeout_secs
-                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
-        Ok(Job {
-            id: job.id.clone(),
-            user_id: job.user_id.clone(),
-            name: job.name.clone(),
-            workspace_id: job.workspace_id.clone(),
-            base_workspace_id: job.base_workspace_id.clone(),
-            persistent: job.persistent,
-            no_sleep: job.no_sleep,
-            no_sync: job.no_sync,
-            startup_command: job.startup_command.clone(),
-            script: job.script.clone(),
-            environment: job.environment.clone(),
-            file_ids: job.file_ids.clone(),
-            disk_gb: job.disk_gb,
-            rootfs_type: job.rootfs_type.clone(),
-            idle_timeout_secs: job.idle_timeout_secs,
-            no_internet: job.no_internet,
-            egress_allow: job.egress_allow.clone(),
-            egress_deny: job.egress_deny.clone(),
-            timeout_secs: job.timeout_secs,
-            status: JobState::Accepted,
-            vm_id: None,
-            exit_code: None,
-            error: None,
-            script_duration_ms: None,
-            created_at: job.created_at,
-            started_at: None,
-            finished_at: None,
-            vm_ms: 0,
-            vm_since: None,
-            output_bytes: 0,
-            output_pruned_at: None,
-        })
+             $18, $19, $20, $21)"
+        );
+        sqlx::query(&sql)
+            .bind(&job.id)
+            .bind(&job.user_id)
+            .bind(&job.name)
+            .bind(&job.workspace_id)
+            .bind(&job.base_workspace_id)
+            .bind(i64::from(job.persistent))
+            .bind(i64::from(job.no_sleep))
+            .bind(i64::from(job.no_sync))
+            .bind(&job.startup_command)
+            .bind(&job.script)
+            .bind(env)
+            .bind(files)
+            .bind(i64::from(job.disk_gb))
+            .bind(&job.rootfs_type)
+            .bind(
+                job.idle_timeout_secs
+                    .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            )
+            .bind(i64::from(job.no_internet))
+            .bind(list(&job.egress_allow))
+            .bind(list(&job.egress_deny))
+            .bind(
+                job.timeout_secs
+                    .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            )
+            .bind(job.created_at)
+            .bind(JobState::Accepted.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
+        Ok(Job::accepted(job.clone()))
     }
 
     /// A job by id, whoever owns it.

@@ -36,7 +36,7 @@ async fn ended_job(store: &Store, user: &str, output: &[usize]) -> String {
     assert!(store.finish_job(&job.id, &done).await.expect("finish"));
     // Each ends in its own millisecond, so "oldest" is well defined.
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-    job.id
+    job.spec.id
 }
 
 async fn exercise(store: &Store) {

@@ -46,7 +46,7 @@ async fn own_everything(store: &Store, user_id: &str, tag: &str) -> String {
         .await
         .expect("ssh key");
     store.create_token(user_id).await.expect("token");
-    j.id
+    j.spec.id
 }
 
 async fn exercise(store: &Store) {

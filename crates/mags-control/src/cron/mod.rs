@@ -82,7 +82,7 @@ pub async fn tick(state: &Control, now: i64) -> Result<TickReport, SubmitError> 
             Ok(job) => {
                 tracing::info!(cron = %Esc(&c.name), job = %job.id, "cron run started");
                 state.store.record_cron_run(&c.id, &job.id, now).await?;
-                report.started.push(job.id);
+                report.started.push(job.id.clone());
             }
             // Refused for this run only (the user's limits included): skipped.
             Err(e) if e.is_refusal() => {

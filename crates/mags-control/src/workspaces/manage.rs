@@ -5,7 +5,7 @@ use super::{ops, Workspaces, WsError};
 use crate::sandboxes::Sandboxes;
 use mags_api::{JobState, WorkspaceInfo};
 use mags_store::clock::rfc3339;
-use mags_store::Job;
+use mags_store::{Job, NewJob};
 
 impl Workspaces {
     /// Checks that base workspace `name` exists for `user_id`.
@@ -195,37 +195,15 @@ impl Workspaces {
 /// A job record that never runs, for preparing a workspace's disk outside
 /// a job (an offline resize).
 fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) -> Job {
-    Job {
+    let mut job = Job::accepted(NewJob {
         id: format!("maintenance-{}", uuid::Uuid::new_v4()),
         user_id: user_id.to_string(),
         name: Some(name.to_string()),
         workspace_id: Some(name.to_string()),
-        base_workspace_id: None,
         persistent,
-        no_sleep: false,
-        no_sync: false,
-        startup_command: None,
-        script: String::new(),
-        environment: Default::default(),
-        file_ids: Vec::new(),
         disk_gb,
-        rootfs_type: None,
-        idle_timeout_secs: None,
-        no_internet: false,
-        egress_allow: Vec::new(),
-        egress_deny: Vec::new(),
-        timeout_secs: None,
-        status: JobState::Running,
-        vm_id: None,
-        exit_code: None,
-        error: None,
-        script_duration_ms: None,
-        created_at: 0,
-        started_at: None,
-        finished_at: None,
-        vm_ms: 0,
-        vm_since: None,
-        output_bytes: 0,
-        output_pruned_at: None,
-    }
+        ..NewJob::default()
+    });
+    job.status = JobState::Running;
+    job
 }

@@ -38,7 +38,7 @@ pub async fn create(
     Ok((
         StatusCode::ACCEPTED,
         Json(CreateJobResponse {
-            request_id: job.id,
+            request_id: job.spec.id,
             status: "accepted".into(),
             message: "job accepted".into(),
         }),
@@ -138,7 +138,12 @@ pub async fn logs(
         return Err(ApiError::BadRequest("limit must be at least 1".into()));
     }
     let job = owned_job(&state, &user.id, &id).await?;
-    let body = LogBody::new(state.store.clone(), job.id, q.offset.unwrap_or(0), q.limit);
+    let body = LogBody::new(
+        state.store.clone(),
+        job.spec.id,
+        q.offset.unwrap_or(0),
+        q.limit,
+    );
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body.into_stream()),

@@ -64,7 +64,7 @@ pub async fn follow(
         _watch: watch,
         state,
         notify,
-        job_id: job.id,
+        job_id: job.spec.id,
         after: q.after.unwrap_or(-1),
         follow: q.follow,
         last_status: None,

@@ -9,20 +9,11 @@ use crate::{clock, conflict_or, get, Store, StoreError};
 use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 
-/// A cron job as stored, with the status of its latest run's job.
+/// A cron job as stored: what the user set ([`NewCron`], its fields read
+/// through `row.field`) and how its runs went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronRow {
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    pub expression: String,
-    pub script: String,
-    pub persistent: bool,
-    pub workspace_id: Option<String>,
-    pub environment: BTreeMap<String, String>,
-    pub enabled: bool,
-    /// When the next run is due (unix ms); `None` while disabled.
-    pub next_run_at: Option<i64>,
+    pub spec: NewCron,
     pub last_run_at: Option<i64>,
     pub last_job_id: Option<String>,
     /// Status of `last_job_id`'s job (absent if that job is gone).
@@ -35,8 +26,17 @@ pub struct CronRow {
     pub updated_at: i64,
 }
 
-/// A cron job to create.
-#[derive(Debug, Clone)]
+/// A cron job's settings read as the row's own (`row.script`).
+impl std::ops::Deref for CronRow {
+    type Target = NewCron;
+
+    fn deref(&self) -> &NewCron {
+        &self.spec
+    }
+}
+
+/// A cron job to create, and what it is set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCron {
     pub id: String,
     pub user_id: String,
@@ -47,6 +47,7 @@ pub struct NewCron {
     pub workspace_id: Option<String>,
     pub environment: BTreeMap<String, String>,
     pub enabled: bool,
+    /// When the next run is due (unix ms); `None` while disabled.
     pub next_run_at: Option<i64>,
 }
 
@@ -65,15 +66,45 @@ pub struct CronUpdate {
     pub next_run_at: Option<i64>,
 }
 
-const SELECT: &str = "SELECT c.id, c.user_id, c.name, c.expression, c.script, c.persistent, \
-    c.workspace_id, c.environment, c.enabled, c.next_run_at, c.last_run_at, c.last_job_id, \
-    c.last_skip, c.run_count, c.skip_count, c.created_at, c.updated_at, \
-    (SELECT j.status FROM jobs j WHERE j.id = c.last_job_id) AS last_job_status \
-    FROM cron_jobs c";
+/// The columns of a cron job's spec ([`NewCron`]), in its binds' order.
+macro_rules! spec_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "user_id, ",
+            $p,
+            "name, ",
+            $p,
+            "expression, ",
+            $p,
+            "script, ",
+            $p,
+            "persistent, ",
+            $p,
+            "workspace_id, ",
+            $p,
+            "environment, ",
+            $p,
+            "enabled, ",
+            $p,
+            "next_run_at"
+        )
+    };
+}
+
+const SELECT: &str = concat!(
+    "SELECT ",
+    spec_columns!("c."),
+    ", c.last_run_at, c.last_job_id, c.last_skip, c.run_count, c.skip_count, c.created_at, \
+     c.updated_at, (SELECT j.status FROM jobs j WHERE j.id = c.last_job_id) AS last_job_status \
+     FROM cron_jobs c"
+);
 
 fn from_row(row: &AnyRow) -> Result<CronRow, StoreError> {
     let env: String = get(row, "environment")?;
-    Ok(CronRow {
+    let spec = NewCron {
         id: get(row, "id")?,
         user_id: get(row, "user_id")?,
         name: get(row, "name")?,
@@ -84,6 +115,9 @@ fn from_row(row: &AnyRow) -> Result<CronRow, StoreError> {
         environment: serde_json::from_str(&env).unwrap_or_default(),
         enabled: get::<i64>(row, "enabled")? != 0,
         next_run_at: get(row, "next_run_at")?,
+    };
+    Ok(CronRow {
+        spec,
         last_run_at: get(row, "last_run_at")?,
         last_job_id: get(row, "last_job_id")?,
         last_job_status: get(row, "last_job_status")?,
@@ -101,11 +135,12 @@ impl Store {
     pub async fn insert_cron(&self, c: &NewCron) -> Result<CronRow, StoreError> {
         let now = clock::now_ms();
         let env = serde_json::to_string(&c.environment).unwrap_or_else(|_| "{}".into());
-        sqlx::query(
-            "INSERT INTO cron_jobs (id, user_id, name, expression, script, persistent, \
-             workspace_id, environment, enabled, next_run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO cron_jobs (",
+            spec_columns!(""),
+            ", created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
+        ))
         .bind(&c.id)
         .bind(&c.user_id)
         .bind(&c.name)
@@ -198,7 +233,11 @@ impl Store {
         .bind(u.expression.as_ref().unwrap_or(&cur.expression))
         .bind(u.script.as_ref().unwrap_or(&cur.script))
         .bind(i64::from(u.persistent.unwrap_or(cur.persistent)))
-        .bind(u.workspace_id.clone().unwrap_or(cur.workspace_id))
+        .bind(
+            u.workspace_id
+                .clone()
+                .unwrap_or_else(|| cur.workspace_id.clone()),
+        )
         .bind(env)
         .bind(i64::from(u.enabled.unwrap_or(cur.enabled)))
         .bind(u.next_run_at)

@@ -45,7 +45,7 @@ async fn exercise(store: &Store) {
             .cron(&u.id, "nightly")
             .await
             .expect("by name")
-            .map(|c| c.id),
+            .map(|c| c.spec.id),
         Some(a.id.clone())
     );
 

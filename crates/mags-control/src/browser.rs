@@ -3,7 +3,7 @@
 //! headless Chromium with remote debugging on [`CDP_PORT`] in the guest.
 //!
 //! The CDP endpoint is a `job_access` record of that port with a secret:
-//! the [URL proxy](crate::proxy) serves it only to requests whose path
+//! the URL proxy (`mags-server`'s `proxy.rs`) serves it only to requests whose path
 //! starts with `/<secret>` (the prefix is removed before the guest sees
 //! the request) or that carry the owner's API token as a bearer token.
 //! Chromium writes its own address (`ws://localhost:9222/...`) into the

@@ -3,7 +3,6 @@
 //! them in one place (the API: to a status and a JSON body).
 
 use crate::invalid::Invalid;
-use crate::jobs::SubmitError;
 use crate::quota::QuotaError;
 use crate::sandboxes::SandboxError;
 use crate::workspaces::WsError;
@@ -29,14 +28,26 @@ pub enum ControlError {
     Store(#[from] StoreError),
 }
 
-/// A job submission's refusal is one of the others.
-impl From<SubmitError> for ControlError {
-    fn from(e: SubmitError) -> Self {
-        match e {
-            SubmitError::Invalid(e) => e.into(),
-            SubmitError::Workspace(e) => e.into(),
-            SubmitError::Quota(e) => e.into(),
-            SubmitError::Store(e) => e.into(),
+impl ControlError {
+    /// Whether this refuses this command only, for something of the
+    /// request or the user's state (a cron run is then skipped), rather
+    /// than a failure of the server.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ControlError::Invalid(_) => true,
+            ControlError::Workspace(e) => matches!(
+                e,
+                WsError::NotFound(_)
+                    | WsError::NoBase(_)
+                    | WsError::InUse { .. }
+                    | WsError::Invalid(_)
+            ),
+            ControlError::Quota(e) => !matches!(e, QuotaError::Store(_)),
+            ControlError::Sandbox(e) => !matches!(
+                e,
+                SandboxError::Store(_) | SandboxError::Unavailable(_) | SandboxError::Busy(_)
+            ),
+            ControlError::Store(_) => false,
         }
     }
 }

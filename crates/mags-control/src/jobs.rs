@@ -2,57 +2,17 @@
 //! cron and browser sessions): a create request is checked and turned
 //! into a [`NewJob`], the user's limits are checked, the job is stored and
 //! handed to the scheduler (or queued to take its workspace over). No HTTP
-//! here: every refusal is a typed [`SubmitError`], which the API maps to a
+//! here: every refusal is a typed [`ControlError`], which the API maps to a
 //! status (`error.rs`) and cron to skip-or-fail.
 
-use crate::quota::{human_bytes, DiskChange, QuotaError};
-use crate::workspaces::WsError;
-use crate::Control;
+use crate::quota::{human_bytes, DiskChange};
+use crate::{Control, ControlError};
 use mags_api::limits::{MAX_DISK_GB, MAX_EGRESS_RULES, MAX_SCRIPT_BYTES, MAX_TIMEOUT_SECS};
 use mags_api::CreateJobRequest;
 use mags_store::{clock, Job, NewJob, StoreError};
 use std::collections::BTreeMap;
 
 pub use crate::invalid::Invalid;
-
-/// Why [`submit`] refused or failed a job; nothing was stored unless the
-/// variant says otherwise.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// The request itself is wrong.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// An uploaded file or base workspace that is not there, or workspace
-    /// storage that is off or failing.
-    #[error(transparent)]
-    Workspace(#[from] WsError),
-    /// Over one of the user's limits, or a disk the host cannot hold.
-    #[error(transparent)]
-    Quota(#[from] QuotaError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl SubmitError {
-    /// Whether this refuses this job only, for something of the request or
-    /// the user's state (a cron run is then skipped), rather than a
-    /// failure of the server.
-    pub fn is_refusal(&self) -> bool {
-        match self {
-            SubmitError::Invalid(_) => true,
-            SubmitError::Workspace(e) => matches!(
-                e,
-                WsError::NotFound(_)
-                    | WsError::NoBase(_)
-                    | WsError::InUse { .. }
-                    | WsError::Invalid(_)
-            ),
-            SubmitError::Quota(e) => !matches!(e, QuotaError::Store(_)),
-            SubmitError::Store(_) => false,
-        }
-    }
-}
 
 /// Checks, stores and schedules a job for `user_id` (the API, cron and
 /// browser sessions). Per-user limits are checked before anything is
@@ -63,7 +23,7 @@ pub async fn submit(
     state: &Control,
     user_id: &str,
     req: CreateJobRequest,
-) -> Result<Job, SubmitError> {
+) -> Result<Job, ControlError> {
     let new = validate(req, user_id, state.limits.job_timeout_secs)?;
     state.workspaces.check_files(user_id, &new.file_ids).await?;
     if let Some(base) = &new.base_workspace_id {
@@ -287,13 +247,15 @@ pub fn check_workspace_id(ws: &str) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::QuotaError;
+    use crate::workspaces::WsError;
 
     /// What skips a cron run (the request or the user's state) against
     /// what fails the tick (the server): decided by type, never by status.
     #[test]
     fn refusals_are_told_from_failures_by_type() {
         let refusals = [
-            SubmitError::Invalid(Invalid("x".into())),
+            ControlError::Invalid(Invalid("x".into())),
             WsError::NotFound("w".into()).into(),
             WsError::NoBase("b".into()).into(),
             WsError::Invalid("f".into()).into(),
@@ -305,7 +267,7 @@ mod tests {
         for e in refusals {
             assert!(e.is_refusal(), "{e:?}");
         }
-        let failures: [SubmitError; 4] = [
+        let failures: [ControlError; 4] = [
             WsError::Disabled.into(),
             WsError::Storage("s3".into()).into(),
             StoreError::UnsupportedUrl("x".into()).into(),

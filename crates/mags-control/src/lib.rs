@@ -203,7 +203,7 @@ impl Control {
         &self,
         user_id: &str,
         req: mags_api::CreateJobRequest,
-    ) -> Result<mags_store::Job, jobs::SubmitError> {
+    ) -> Result<mags_store::Job, ControlError> {
         jobs::submit(self, user_id, req).await
     }
 

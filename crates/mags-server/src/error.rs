@@ -140,8 +140,7 @@ through_control_error!(
     SandboxError,
     mags_control::workspaces::WsError,
     mags_control::quota::QuotaError,
-    mags_control::jobs::Invalid,
-    mags_control::jobs::SubmitError
+    mags_control::jobs::Invalid
 );
 
 /// A multipart body that breaks off or is malformed while it is read.

@@ -12,9 +12,10 @@
 
 pub mod expr;
 
-use crate::jobs::{Invalid, SubmitError};
+use crate::jobs::Invalid;
 use crate::text::Esc;
 use crate::Control;
+use crate::ControlError;
 use expr::CronExpr;
 use mags_api::{CreateJobRequest, JobState};
 use mags_store::CronRow;
@@ -37,10 +38,10 @@ pub struct TickReport {
 }
 
 /// Starts (or skips) every run due at `now` (unix ms).
-/// A run refused for itself ([`SubmitError::is_refusal`]: its request or
+/// A run refused for itself ([`ControlError::is_refusal`]: its request or
 /// the user's limits) is skipped and recorded; any other failure ends the
 /// tick with it.
-pub async fn tick(state: &Control, now: i64) -> Result<TickReport, SubmitError> {
+pub async fn tick(state: &Control, now: i64) -> Result<TickReport, ControlError> {
     let mut report = TickReport::default();
     for c in state.store.due_crons(now).await? {
         let Some(due) = c.next_run_at else { continue };

@@ -2,12 +2,9 @@
 //! against this server over real HTTP (fake executor), so contract breaks
 //! show without VMs. Fails with a clear message when the SDK is missing.
 
-use mags_control::executor::fake::FakeExecutor;
-use mags_control::Control;
-use mags_server::{router, AppState};
-use mags_store::Store;
+mod common;
+
 use std::process::Command;
-use std::sync::Arc;
 
 /// `$MAGS_TEST_PYTHON` (`eval "$(scripts/test-python)"` makes one), else
 /// `python3` if it has the SDK; a clear failure otherwise.
@@ -31,25 +28,19 @@ async fn python_sdk_works_unmodified() {
     let Some(python) = python_with_sdk() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
-        .await
-        .expect("store");
-    let user = store.ensure_user("py", false).await.expect("user");
-    let (_, token) = store.create_token(&user.id).await.expect("token");
-    let (control, _shutdown) = Control::new(store, Arc::new(FakeExecutor::new()), 4);
-    let state = AppState::new(control);
+    let h = common::harness().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let app = h.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_sdk_check.py");
     let out = tokio::process::Command::new(&python)
         .arg(script)
         .env("MAGS_API_URL", &url)
-        .env("MAGS_API_TOKEN", &token)
+        .env("MAGS_API_TOKEN", &h.token)
         .output()
         .await
         .expect("python3");

@@ -3,144 +3,15 @@
 //! timeouts, sleep and wake, no_sleep restarts, settings, stop, sync,
 //! recovery after a restart, and the running-sandbox limit.
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{harness, harness_with_limits};
 use mags_api::JobState;
-use mags_control::executor::fake::FakeExecutor;
-use mags_control::{Control, Limits};
-use mags_server::{router, AppState};
-use mags_store::Store;
+use mags_control::Limits;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt as _;
-
-struct Harness {
-    app: Router,
-    state: AppState,
-    store: Store,
-    fake: FakeExecutor,
-    token: String,
-    shutdown: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness_with(limits: Limits) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
-        .await
-        .expect("store");
-    let alice = store.create_user("alice", false).await.expect("user");
-    let (_, token) = store.create_token(&alice.id).await.expect("token");
-    let fake = FakeExecutor::new();
-    let (control, shutdown) = Control::with_limits(store.clone(), Arc::new(fake.clone()), limits);
-    let state = AppState::new(control);
-    Harness {
-        app: router(state.clone()),
-        state,
-        store,
-        fake,
-        token,
-        shutdown,
-        _dir: dir,
-    }
-}
-
-async fn harness() -> Harness {
-    harness_with(Limits::new(4)).await
-}
-
-impl Harness {
-    async fn call_as(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .expect("request");
-        let resp = self.app.clone().oneshot(req).await.expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, value)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let t = self.token.clone();
-        self.call_as(&t, method, path, body).await
-    }
-
-    async fn status(&self, id: &str) -> Value {
-        let (code, v) = self
-            .call(Method::GET, &format!("/api/v1/mags-jobs/{id}/status"), None)
-            .await;
-        assert_eq!(code, StatusCode::OK, "{v}");
-        v
-    }
-
-    async fn create(&self, body: Value) -> String {
-        let (code, v) = self
-            .call(Method::POST, "/api/v1/mags-jobs", Some(body))
-            .await;
-        assert_eq!(code, StatusCode::ACCEPTED, "{v}");
-        v["request_id"].as_str().expect("id").to_string()
-    }
-
-    /// A persistent idle sandbox, waited for until it runs (like `new()`).
-    async fn new_sandbox(&self, extra: Value) -> String {
-        let mut body = json!({"script": "sleep infinity", "persistent": true});
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        let id = self.create(body).await;
-        self.wait_status(&id, "running").await;
-        id
-    }
-
-    async fn wait_status(&self, id: &str, want: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = self.status(id).await;
-            if s["status"] == want {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "job {id} never {want}: {s}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn exec(&self, id: &str, body: Value) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            &format!("/api/v1/mags-jobs/{id}/exec"),
-            Some(body),
-        )
-        .await
-    }
-
-    async fn logs(&self, id: &str) -> Vec<String> {
-        let (_, v) = self
-            .call(Method::GET, &format!("/api/v1/mags-jobs/{id}/logs"), None)
-            .await;
-        v["logs"]
-            .as_array()
-            .expect("logs")
-            .iter()
-            .map(|l| l["message"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-}
 
 fn assert_error(code: StatusCode, v: &Value, want: StatusCode, needle: &str) {
     assert_eq!(code, want, "{v}");
@@ -170,7 +41,7 @@ async fn exec_runs_in_a_persistent_sandbox() {
 
     // The streaming variant: output events, then exit.
     let (code, v) = h
-        .call(
+        .call_json(
             Method::POST,
             &format!("/api/v1/mags-jobs/{id}/exec/stream"),
             Some(json!({"command": "echo a\necho b >&2\nexit 5"})),
@@ -217,8 +88,7 @@ async fn exec_is_refused_where_there_is_no_sandbox() {
 
     // Another user's sandbox is as missing as an unknown one.
     let mine = h.new_sandbox(json!({})).await;
-    let bob = h.store.create_user("bob", false).await.expect("bob");
-    let (_, bob_token) = h.store.create_token(&bob.id).await.expect("token");
+    let bob_token = h.user_token("bob").await;
     for (m, p, body) in [
         (Method::POST, "exec", Some(json!({"command": "echo"}))),
         (
@@ -252,11 +122,11 @@ async fn exec_is_refused_where_there_is_no_sandbox() {
     assert_eq!(h.status(&mine).await["no_sleep"], false);
 
     // A one-shot job, running or done, has no sandbox to exec in.
-    let oneshot = h.create(json!({"script": "sleep 30"})).await;
+    let oneshot = h.create_job(json!({"script": "sleep 30"})).await;
     h.wait_status(&oneshot, "running").await;
     let (code, v) = h.exec(&oneshot, json!({"command": "echo"})).await;
     assert_error(code, &v, StatusCode::CONFLICT, "persistent");
-    let done = h.create(json!({"script": "echo done"})).await;
+    let done = h.create_job(json!({"script": "echo done"})).await;
     h.wait_status(&done, "completed").await;
     let (code, v) = h.exec(&done, json!({"command": "echo"})).await;
     assert_error(code, &v, StatusCode::CONFLICT, "completed");
@@ -305,7 +175,9 @@ async fn an_idle_sandbox_sleeps_and_exec_wakes_it_with_its_startup_command() {
     let t1 = slept["vm_seconds"].as_f64().expect("vm_seconds");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.status(&id).await["vm_seconds"].as_f64(), Some(t1));
-    let (_, u) = h.call(Method::GET, "/api/v1/mags-jobs/usage", None).await;
+    let (_, u) = h
+        .call_json(Method::GET, "/api/v1/mags-jobs/usage", None)
+        .await;
     assert_eq!(u["total_jobs"], 1);
     assert!(
         u["vm_seconds"]
@@ -397,7 +269,7 @@ async fn settings_change_live() {
     let patch = |body: Value| {
         let path = format!("/api/v1/mags-jobs/{id}");
         let h = &h;
-        async move { h.call(Method::PATCH, &path, Some(body)).await }
+        async move { h.call_json(Method::PATCH, &path, Some(body)).await }
     };
     let (code, v) = patch(json!({"no_sleep": true, "startup_command": "echo up"})).await;
     assert_eq!(code, StatusCode::OK, "{v}");
@@ -423,9 +295,9 @@ async fn settings_change_live() {
     );
 
     // no_sleep needs a persistent job; a finished job has nothing to change.
-    let oneshot = h.create(json!({"script": "echo"})).await;
+    let oneshot = h.create_job(json!({"script": "echo"})).await;
     let (code, v) = h
-        .call(
+        .call_json(
             Method::PATCH,
             &format!("/api/v1/mags-jobs/{oneshot}"),
             Some(json!({"no_sleep": true})),
@@ -437,7 +309,7 @@ async fn settings_change_live() {
     );
     h.wait_status(&oneshot, "completed").await;
     let (code, v) = h
-        .call(
+        .call_json(
             Method::PATCH,
             &format!("/api/v1/mags-jobs/{oneshot}"),
             Some(json!({"startup_command": "x"})),
@@ -446,7 +318,7 @@ async fn settings_change_live() {
     assert_error(code, &v, StatusCode::CONFLICT, "ended");
     let unknown = uuid::Uuid::new_v4();
     let (code, v) = h
-        .call(
+        .call_json(
             Method::PATCH,
             &format!("/api/v1/mags-jobs/{unknown}"),
             Some(json!({})),
@@ -460,10 +332,10 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
     let h = harness().await;
     // The script's exit is recorded while the sandbox stays up, and kept.
     let id = h
-        .create(json!({"script": "echo hello\nexit 3", "persistent": true}))
+        .create_job(json!({"script": "echo hello\nexit 3", "persistent": true}))
         .await;
     let (_, out) = h
-        .call(
+        .call_json(
             Method::GET,
             &format!("/api/v1/mags-jobs/{id}/output?follow=true"),
             None,
@@ -484,7 +356,7 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
     );
 
     let (code, v) = h
-        .call(Method::POST, &format!("/api/v1/mags-jobs/{id}/sync"), None)
+        .call_json(Method::POST, &format!("/api/v1/mags-jobs/{id}/sync"), None)
         .await;
     assert_eq!(
         (code, v["success"].as_bool()),
@@ -492,7 +364,7 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
         "{v}"
     );
     let (code, v) = h
-        .call(Method::POST, &format!("/api/v1/mags-jobs/{id}/stop"), None)
+        .call_json(Method::POST, &format!("/api/v1/mags-jobs/{id}/stop"), None)
         .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "completed");
@@ -503,13 +375,13 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
     );
     assert!(h.logs(&id).await.iter().any(|l| l == "stopped on request"));
     let (code, v) = h
-        .call(Method::POST, &format!("/api/v1/mags-jobs/{id}/stop"), None)
+        .call_json(Method::POST, &format!("/api/v1/mags-jobs/{id}/stop"), None)
         .await;
     assert_error(code, &v, StatusCode::CONFLICT, "already ended");
     let (code, v) = h.exec(&id, json!({"command": "echo"})).await;
     assert_error(code, &v, StatusCode::CONFLICT, "completed");
     let (code, v) = h
-        .call(Method::POST, &format!("/api/v1/mags-jobs/{id}/sync"), None)
+        .call_json(Method::POST, &format!("/api/v1/mags-jobs/{id}/sync"), None)
         .await;
     assert_error(code, &v, StatusCode::CONFLICT, "completed");
 
@@ -522,7 +394,7 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
     use mags_control::executor::Executor as _;
     assert!(h.fake.has_snapshot(&vm));
     let (code, v) = h
-        .call(
+        .call_json(
             Method::POST,
             &format!("/api/v1/mags-jobs/{asleep}/stop"),
             None,
@@ -536,10 +408,10 @@ async fn stop_ends_running_and_sleeping_sandboxes_and_one_shot_jobs() {
     assert!(!h.fake.has_snapshot(&vm));
 
     // A one-shot job mid-script is killed.
-    let oneshot = h.create(json!({"script": "echo x\nsleep 30"})).await;
+    let oneshot = h.create_job(json!({"script": "echo x\nsleep 30"})).await;
     h.wait_status(&oneshot, "running").await;
     let (code, v) = h
-        .call(
+        .call_json(
             Method::POST,
             &format!("/api/v1/mags-jobs/{oneshot}/stop"),
             None,
@@ -565,18 +437,7 @@ async fn a_restarted_server_brings_persistent_sandboxes_back() {
     let old_vm = h.status(&running).await["vm_id"].clone();
 
     // A new server on the same database and "host" (the fake keeps snapshots).
-    let (control2, shutdown2) =
-        Control::with_limits(h.store.clone(), Arc::new(h.fake.clone()), Limits::new(4));
-    let state2 = AppState::new(control2);
-    let h2 = Harness {
-        app: router(state2.clone()),
-        state: state2,
-        store: h.store.clone(),
-        fake: h.fake.clone(),
-        token: h.token.clone(),
-        shutdown: shutdown2,
-        _dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let h2 = h.restarted(Limits::new(4));
     h2.state.scheduler.recover().await.expect("recover");
 
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -607,10 +468,13 @@ async fn a_restarted_server_brings_persistent_sandboxes_back() {
 
 #[tokio::test]
 async fn the_running_limit_puts_the_least_recently_used_sandbox_to_sleep() {
-    let h = harness_with(Limits {
-        max_sandboxes: 1,
-        ..Limits::new(4)
-    })
+    let h = harness_with_limits(
+        Limits {
+            max_sandboxes: 1,
+            ..Limits::new(4)
+        },
+        false,
+    )
     .await;
     let first = h.new_sandbox(json!({})).await;
     let second = h.new_sandbox(json!({})).await;
@@ -620,13 +484,13 @@ async fn the_running_limit_puts_the_least_recently_used_sandbox_to_sleep() {
     assert_eq!(h.status(&second).await["status"], "sleeping");
     assert_eq!(h.status(&first).await["status"], "running");
     let (_, p) = h
-        .call(Method::GET, "/api/v1/mags-jobs/pool-status", None)
+        .call_json(Method::GET, "/api/v1/mags-jobs/pool-status", None)
         .await;
     assert_eq!(p["busy_vms"], 1, "{p}");
 
     // A no_sleep sandbox is never evicted: a third waits, queued.
     let (code, _) = h
-        .call(
+        .call_json(
             Method::PATCH,
             &format!("/api/v1/mags-jobs/{first}"),
             Some(json!({"no_sleep": true})),
@@ -634,11 +498,11 @@ async fn the_running_limit_puts_the_least_recently_used_sandbox_to_sleep() {
         .await;
     assert_eq!(code, StatusCode::OK);
     let third = h
-        .create(json!({"script": "sleep infinity", "persistent": true}))
+        .create_job(json!({"script": "sleep infinity", "persistent": true}))
         .await;
     h.wait_status(&third, "queued").await;
     let (code, _) = h
-        .call(
+        .call_json(
             Method::POST,
             &format!("/api/v1/mags-jobs/{first}/stop"),
             None,
@@ -655,7 +519,7 @@ async fn shutdown_ends_running_commands() {
     let (h1, h2) = (h.clone(), h.clone());
     let (id1, id2) = (id.clone(), id.clone());
     let stream = tokio::spawn(async move {
-        h1.call(
+        h1.call_json(
             Method::POST,
             &format!("/api/v1/mags-jobs/{id1}/exec/stream"),
             Some(json!({"command": "echo started\nsleep 30"})),

@@ -4,45 +4,10 @@
 //! image into `$MAGS_IMAGES_DIR` (default `~/.cache/mags/images`) if it is
 //! not there yet.
 
-use mags_proto::RunSpec;
-use mags_vm::{Runtime, RuntimeConfig, SandboxOptions};
-use std::path::PathBuf;
+mod common;
 
-fn images_dir() -> PathBuf {
-    std::env::var_os("MAGS_IMAGES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/mags/images")
-        })
-}
-
-fn runtime(data_dir: &std::path::Path) -> Runtime {
-    let agent_bin = mags_vm::locate::find_agent_bin().unwrap_or_else(|e| panic!("{e}"));
-    Runtime::new(RuntimeConfig {
-        data_dir: data_dir.to_path_buf(),
-        agent_bin,
-        accel: None,
-        images_dir: Some(images_dir()),
-        egress_socket: None,
-        extra_ca_certs: String::new(),
-        jail: Default::default(),
-    })
-}
-
-/// A runtime on a fresh data dir, its image ready.
-async fn ready_runtime() -> (tempfile::TempDir, Runtime) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rt = runtime(tmp.path());
-    rt.ensure_image(|_| {}).await.expect("image");
-    (tmp, rt)
-}
-
-fn sh(script: &str) -> RunSpec {
-    RunSpec {
-        argv: vec!["/bin/bash".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
-}
+use common::{ready_runtime, run, runtime, sh, stdout_of};
+use mags_vm::SandboxOptions;
 
 #[tokio::test]
 async fn guest_is_its_own_machine() {
@@ -67,13 +32,7 @@ async fn guest_is_its_own_machine() {
     );
     assert_eq!(info.hostname, "mags-vm");
 
-    let (code, out, err) = agent
-        .run(sh("echo Hello World; uname -r; hostname; head -1 /etc/os-release; pwd; echo oops >&2; exit 3"))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
+    let (code, out, err) = run(&sb, sh("echo Hello World; uname -r; hostname; head -1 /etc/os-release; pwd; echo oops >&2; exit 3")).await;
     let out = String::from_utf8_lossy(&out);
     assert_eq!(code, 3);
     let lines: Vec<&str> = out.lines().collect();
@@ -85,13 +44,7 @@ async fn guest_is_its_own_machine() {
     assert_eq!(String::from_utf8_lossy(&err), "oops\n");
 
     // The root is writable (overlay on the sandbox's own disk) and tools are there.
-    let (code, out, err) = agent
-        .run(sh("echo persisted > /root/f && cat /root/f && python3 -c 'print(6*7)' && node -e 'console.log(1+1)' && git --version >/dev/null && curl --version >/dev/null && echo tools-ok"))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
+    let (code, out, err) = run(&sb, sh("echo persisted > /root/f && cat /root/f && python3 -c 'print(6*7)' && node -e 'console.log(1+1)' && git --version >/dev/null && curl --version >/dev/null && echo tools-ok")).await;
     assert_eq!(code, 0, "stderr: {}", String::from_utf8_lossy(&err));
     assert_eq!(
         String::from_utf8_lossy(&out),
@@ -99,15 +52,11 @@ async fn guest_is_its_own_machine() {
     );
 
     // A megabyte of output arrives whole.
-    let (code, out, _) = agent
-        .run(sh(
-            "head -c 1048576 /dev/urandom | base64 -w 0 | head -c 1000000; echo",
-        ))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
+    let (code, out, _) = run(
+        &sb,
+        sh("head -c 1048576 /dev/urandom | base64 -w 0 | head -c 1000000; echo"),
+    )
+    .await;
     assert_eq!(code, 0);
     assert_eq!(out.len(), 1_000_001);
 
@@ -163,14 +112,7 @@ async fn template_clones_get_their_own_randomness_identity_clock_and_disk() {
         let mut opts = SandboxOptions::new(uuid::Uuid::new_v4().to_string());
         opts.disk_gb = disk_gb;
         let sb = rt.start(opts).await.expect("clone starts");
-        let (code, out, err) = sb
-            .agent()
-            .run(sh(probe))
-            .await
-            .expect("run")
-            .collect()
-            .await
-            .expect("collect");
+        let (code, out, err) = run(&sb, sh(probe)).await;
         assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
         let out = String::from_utf8_lossy(&out).to_string();
         let lines: Vec<&str> = out.lines().collect();
@@ -239,14 +181,7 @@ async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
     let setup = "echo kept > /root/file.txt; \
                  nohup bash -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' >/dev/null 2>&1 & \
                  echo $! > /root/bg.pid; sleep 0.5";
-    let (code, _, err) = sb
-        .agent()
-        .run(sh(setup))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
+    let (code, _, err) = run(&sb, sh(setup)).await;
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
 
     let record = sb.sleep().await.expect("sleep");
@@ -269,14 +204,7 @@ async fn a_slept_sandbox_wakes_with_processes_and_files_intact() {
     let sb = rt.wake(&record).await.expect("wake");
     let check = "cat /root/file.txt; kill -0 $(cat /root/bg.pid) && echo alive; \
                  a=$(cat /tmp/counter); sleep 0.5; b=$(cat /tmp/counter); [ $b -gt $a ] && echo counting";
-    let (code, out, err) = sb
-        .agent()
-        .run(sh(check))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
+    let (code, out, err) = run(&sb, sh(check)).await;
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     assert_eq!(String::from_utf8_lossy(&out), "kept\nalive\ncounting\n");
     sb.shutdown().await.expect("shutdown");
@@ -326,17 +254,4 @@ async fn setup_log(sb: &mags_vm::Sandbox) -> String {
     eprintln!("{out}");
     assert_eq!(code, 0);
     out
-}
-
-/// Runs `script` in the guest: its exit code and stdout.
-async fn stdout_of(sb: &mags_vm::Sandbox, script: &str) -> (i32, String) {
-    let (code, out, _) = sb
-        .agent()
-        .run(sh(script))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
-    (code, String::from_utf8_lossy(&out).to_string())
 }

@@ -1,37 +1,24 @@
 //! Real VMs: tunnels into the guest and the guest's way out (the egress
 //! proxy and its policy), without the server.
 
+mod common;
+
 use mags_proto::RunSpec;
 use mags_vm::egress::{EgressPolicy, EgressProxy};
-use mags_vm::{Runtime, RuntimeConfig, SandboxOptions};
-use std::path::PathBuf;
+use mags_vm::{RuntimeConfig, SandboxOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn images_dir() -> PathBuf {
-    std::env::var_os("MAGS_IMAGES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/mags/images")
-        })
-}
-
+/// `script` under `bash -c`, killed after a minute.
 fn sh(script: &str) -> RunSpec {
     RunSpec {
-        argv: vec!["/bin/bash".into(), "-c".into(), script.into()],
         timeout_ms: Some(60_000),
-        ..Default::default()
+        ..common::sh(script)
     }
 }
 
+/// Runs `script` in the guest: its exit code and its stdout then stderr.
 async fn run(sb: &mags_vm::Sandbox, script: &str) -> (i32, String) {
-    let (code, out, err) = sb
-        .agent()
-        .run(sh(script))
-        .await
-        .expect("run")
-        .collect()
-        .await
-        .expect("collect");
+    let (code, out, err) = common::run(sb, sh(script)).await;
     let mut s = String::from_utf8_lossy(&out).to_string();
     s.push_str(&String::from_utf8_lossy(&err));
     (code, s)
@@ -57,16 +44,12 @@ async fn tunnel_and_egress() {
         ..EgressPolicy::for_this_host()
     };
     let _proxy = EgressProxy::start(&sock, policy, None).expect("proxy");
-    let rt = Runtime::new(RuntimeConfig {
-        data_dir: tmp.path().to_path_buf(),
-        agent_bin: mags_vm::locate::find_agent_bin().unwrap_or_else(|e| panic!("{e}")),
-        accel: None,
-        images_dir: Some(images_dir()),
+    let rt = common::ready(RuntimeConfig {
         egress_socket: Some(sock.clone()),
         extra_ca_certs: mags_vm::net::local_ca_certs(),
-        jail: Default::default(),
-    });
-    rt.ensure_image(|_| {}).await.expect("image");
+        ..common::config(tmp.path())
+    })
+    .await;
     let sb = rt
         .start(SandboxOptions::new(uuid::Uuid::new_v4().to_string()))
         .await

@@ -1,6 +1,6 @@
 //! The router in-process (`tower::ServiceExt::oneshot`) over a real SQLite
 //! store, with the fake executor standing in for VMs: shared by the
-//! router test files.
+//! router test files (and by the Python SDK's, which serves it over TCP).
 
 #![allow(dead_code)]
 
@@ -10,11 +10,12 @@ use axum::Router;
 use mags_control::executor::fake::FakeExecutor;
 use mags_control::workspaces::{StorageConfig, Workspaces};
 use mags_control::{Control, Limits};
+use mags_server::ssh::SshEndpoint;
 use mags_server::{router, AppState};
 use mags_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tower::ServiceExt as _;
 
 pub struct Harness {
@@ -22,8 +23,12 @@ pub struct Harness {
     pub state: AppState,
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub store: Store,
+    /// The executor's handle: VMs started, snapshots kept.
+    pub fake: FakeExecutor,
+    /// A token of `alice`, the harness's user.
     pub token: String,
-    _dir: tempfile::TempDir,
+    /// Shared with a [`Harness::restarted`] server.
+    _dir: Arc<tempfile::TempDir>,
 }
 
 pub async fn harness_with(max_vms: u32) -> Harness {
@@ -51,17 +56,32 @@ pub async fn harness_with_limits(limits: Limits, workspaces: bool) -> Harness {
     } else {
         Workspaces::disabled()
     };
+    let fake = FakeExecutor::new();
     let (control, shutdown) =
-        Control::with_workspaces(store.clone(), Arc::new(FakeExecutor::new()), limits, ws);
+        Control::with_workspaces(store.clone(), Arc::new(fake.clone()), limits, ws);
     let state = AppState::new(control);
     Harness {
         app: router(state.clone()),
         state,
         shutdown,
         store,
+        fake,
         token,
-        _dir: dir,
+        _dir: Arc::new(dir),
     }
+}
+
+/// [`harness`] with an SSH gateway bound to all interfaces on port 2222
+/// and no `--ssh-host`: `/access` answers with the host the API was
+/// reached at.
+pub async fn harness_with_ssh() -> Harness {
+    let mut h = harness().await;
+    h.state.ssh = Some(SshEndpoint {
+        addr: "0.0.0.0:2222".parse().expect("addr"),
+        public_host: None,
+    });
+    h.app = router(h.state.clone());
+    h
 }
 
 /// A one-shot job of `user_id` running `script`, ready to insert.
@@ -135,6 +155,25 @@ impl Harness {
         self._dir.path()
     }
 
+    /// A new server on this one's store and fake executor, as after a
+    /// restart on the same host (the fake keeps its snapshots; the token
+    /// still works), with `limits` and no workspaces. It recovers nothing
+    /// until `state.scheduler.recover()` is called.
+    pub fn restarted(&self, limits: Limits) -> Harness {
+        let (control, shutdown) =
+            Control::with_limits(self.store.clone(), Arc::new(self.fake.clone()), limits);
+        let state = AppState::new(control);
+        Harness {
+            app: router(state.clone()),
+            state,
+            shutdown,
+            store: self.store.clone(),
+            fake: self.fake.clone(),
+            token: self.token.clone(),
+            _dir: self._dir.clone(),
+        }
+    }
+
     /// A token of a new user `name`.
     pub async fn user_token(&self, name: &str) -> String {
         let u = self.store.create_user(name, false).await.expect("user");
@@ -193,6 +232,98 @@ impl Harness {
             .await
             .expect("count");
         sqlx::Row::try_get(&row, "n").expect("n")
+    }
+}
+
+/// Persistent sandboxes and requests with JSON bodies.
+impl Harness {
+    /// Sends `body` (if any) as JSON, as the holder of `token`.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string());
+        self.call(method, path, Some(token), body.as_deref()).await
+    }
+
+    /// [`Harness::call_as`] as the harness's user.
+    pub async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let t = self.token.clone();
+        self.call_as(&t, method, path, body).await
+    }
+
+    /// A job's `/status`, which must answer 200.
+    pub async fn status(&self, id: &str) -> Value {
+        let (code, v) = self
+            .call_json(Method::GET, &format!("/api/v1/mags-jobs/{id}/status"), None)
+            .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// Creates a job of `body`, which must be accepted: its id.
+    pub async fn create_job(&self, body: Value) -> String {
+        let (code, v) = self
+            .call_json(Method::POST, "/api/v1/mags-jobs", Some(body))
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{v}");
+        v["request_id"].as_str().expect("id").to_string()
+    }
+
+    /// A persistent idle sandbox (`extra` adds to its request), waited for
+    /// until it runs (like the SDK's `new()`).
+    pub async fn new_sandbox(&self, extra: Value) -> String {
+        let mut body = json!({"script": "sleep infinity", "persistent": true});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let id = self.create_job(body).await;
+        self.wait_status(&id, "running").await;
+        id
+    }
+
+    /// Polls `id`'s status (for 10 s at most) until it is `want`.
+    pub async fn wait_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.status(id).await;
+            if s["status"] == want {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "job {id} never {want}: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `POST /mags-jobs/{id}/exec` with `body`.
+    pub async fn exec(&self, id: &str, body: Value) -> (StatusCode, Value) {
+        self.call_json(
+            Method::POST,
+            &format!("/api/v1/mags-jobs/{id}/exec"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// The messages of a job's `/logs`, in order.
+    pub async fn logs(&self, id: &str) -> Vec<String> {
+        let (_, v) = self
+            .call_json(Method::GET, &format!("/api/v1/mags-jobs/{id}/logs"), None)
+            .await;
+        v["logs"]
+            .as_array()
+            .expect("logs")
+            .iter()
+            .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 }
 

@@ -27,9 +27,10 @@ use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
 use mags_api::{TtyClientMsg, TtyQuery, TtyServerMsg};
+use mags_control::executor::{ProcessEvent, ProcessInput, VmProcess};
 use mags_control::sandboxes::check_live;
 use mags_proto::{PtySpec, RunSpec};
-use mags_vm::{Process, ProcessEvent, ProcessInput};
+use std::sync::Arc;
 
 /// SIGHUP.
 const SIGHUP: i32 = 1;
@@ -78,7 +79,7 @@ pub async fn tty(
         ..Default::default()
     };
     let process = sandbox
-        .agent
+        .vm
         .run(spec)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot start the command: {e}")))?;
@@ -99,7 +100,7 @@ pub async fn tty(
 
 /// Hangs up the command when dropped: when the session ends for any
 /// reason (a no-op for one that has exited).
-struct HangUp(ProcessInput);
+struct HangUp(Arc<dyn ProcessInput>);
 
 impl Drop for HangUp {
     fn drop(&mut self) {
@@ -114,7 +115,7 @@ impl Drop for HangUp {
 /// client goes away.
 async fn session(
     socket: WebSocket,
-    mut process: Process,
+    mut process: Box<dyn VmProcess>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let input = process.input();

@@ -536,3 +536,75 @@ async fn interpret(script: &str, ctx: &Ctx) -> Result<i32, ExecError> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::bash;
+
+    fn job(disk_gb: u32) -> JobSpec {
+        JobSpec {
+            id: "job-1".into(),
+            script: "sleep infinity".into(),
+            environment: Default::default(),
+            disk_gb,
+            timeout_ms: None,
+            variant: Default::default(),
+            egress: Default::default(),
+            workdir: crate::executor::SCRIPT_DIR,
+        }
+    }
+
+    /// stdout of `command` in `vm`.
+    async fn run(vm: &dyn Vm, command: &str) -> (i32, Vec<u8>) {
+        let mut p = vm
+            .run(bash(command, &Default::default(), None))
+            .await
+            .expect("run");
+        let mut out = Vec::new();
+        loop {
+            match p.next_event().await.expect("event") {
+                Some(ProcessEvent::Stdout(b)) => out.extend(b),
+                Some(ProcessEvent::Exited { code, .. }) => return (code, out),
+                Some(_) => {}
+                None => panic!("no exit"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn files_written_are_read_back_and_a_frozen_disk_refuses_writes() {
+        let exec = FakeExecutor::new();
+        let vm = exec.start(&job(2)).await.expect("start");
+        let data: FileSource = Box::new(&b"a,b\n1,2\n"[..]);
+        vm.write_file("/root/data.csv", 0o644, data)
+            .await
+            .expect("write");
+        assert_eq!(
+            run(vm.as_ref(), "cat /root/data.csv").await,
+            (0, b"a,b\n1,2\n".to_vec())
+        );
+        assert_eq!(run(vm.as_ref(), "cat /root/other").await.0, 1);
+        assert_eq!(
+            exec.file(vm.id(), "/root/data.csv").as_deref(),
+            Some(&b"a,b\n1,2\n"[..])
+        );
+
+        vm.freeze(Duration::from_secs(5)).await.expect("freeze");
+        let again: FileSource = Box::new(&b"x"[..]);
+        assert!(matches!(
+            vm.write_file("/root/x", 0o644, again).await,
+            Err(ExecError::Refused(_))
+        ));
+        vm.thaw().await.expect("thaw");
+        vm.grow_disk(3 << 30).await.expect("grow");
+        assert!(vm.grow_disk(1 << 30).await.is_err(), "no shrinking");
+        assert_eq!(exec.disk_bytes(vm.id()), Some(3 << 30));
+
+        vm.shutdown().await.expect("shutdown");
+        assert!(
+            vm.open_tunnel(80).await.is_err(),
+            "a stopped VM has no ports"
+        );
+    }
+}

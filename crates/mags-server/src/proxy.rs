@@ -1,6 +1,6 @@
 //! The URL proxy: a request whose Host is `<subdomain>.<apps domain>` goes
 //! to a port in a sandbox, through the guest agent's tunnel
-//! ([`mags_vm::AgentConn::open_tunnel`]), never through the guest network.
+//! ([`mags_control::executor::Vm::open_tunnel`]), never through the guest network.
 //!
 //! The subdomain is a job's access record or a URL alias (which follows
 //! the live job of its workspace, see [`mags_store::Route`]). The proxy is
@@ -147,7 +147,7 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
             }
             other => (StatusCode::BAD_GATEWAY, other.to_string()),
         })?;
-    let tunnel = conn.agent.open_tunnel(port).await.map_err(|e| {
+    let tunnel = conn.vm.open_tunnel(port).await.map_err(|e| {
         (
             StatusCode::BAD_GATEWAY,
             format!("nothing answers on port {port} in the sandbox: {e}"),

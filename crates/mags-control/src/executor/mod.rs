@@ -5,6 +5,13 @@
 //! a script into the job's [`OutputSink`]); [`crate::sandboxes`] keeps the
 //! VMs of persistent jobs, sleeping and waking them.
 //!
+//! Besides running processes, a [`Vm`] offers the few typed operations
+//! the edges and workspaces need of a guest: a tunnel to one of its ports
+//! ([`Vm::open_tunnel`]), interactive processes (a [`RunSpec`] with
+//! `stdin` and a `pty`, driven through [`VmProcess::input`]), writing a
+//! file ([`Vm::write_file`]), freezing its disk ([`Vm::freeze`]) and
+//! growing it online ([`Vm::grow_disk`]).
+//!
 //! - [`vm`]: the real one, a QEMU microVM per job through `mags-vm`.
 //! - [`fake`]: a tiny interpreter for tests; it runs nothing on the host.
 
@@ -14,10 +21,11 @@ pub mod vm;
 pub use crate::sink::OutputSink;
 use futures::future::BoxFuture;
 pub use mags_proto::RunSpec;
-pub use mags_vm::{AgentConn, DiskSource, ProcessEvent};
+pub use mags_vm::{DiskSource, ProcessEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What to start a VM for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +117,36 @@ pub enum ExecError {
     Wake(String),
     #[error("cannot put the sandbox to sleep: {0}")]
     Sleep(String),
+    /// The guest answered, and refused (e.g. nothing listens on a port).
+    #[error("guest refused: {0}")]
+    Refused(String),
+    /// This kind of VM cannot do that.
+    #[error("not supported by this sandbox: {0}")]
+    Unsupported(&'static str),
+}
+
+/// A byte stream to a port in a VM ([`Vm::open_tunnel`]): shutting its
+/// write side down half-closes the guest's socket, dropping it closes it.
+pub trait Tunnel: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Tunnel for T {}
+
+/// What [`Vm::write_file`] reads a file's content from.
+pub type FileSource = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Sends to a running process while another task reads its events
+/// ([`VmProcess::input`]). Sending after the process ended is harmless.
+pub trait ProcessInput: Send + Sync {
+    /// Bytes for its stdin (or typed into its terminal).
+    fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<(), ExecError>>;
+
+    /// Closes its stdin (for a terminal: nothing to close; ignored).
+    fn close(&self) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Sets the size of its terminal (a process started with a PTY).
+    fn resize(&self, rows: u16, cols: u16) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Signals its process group.
+    fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>>;
 }
 
 /// A process started in a VM.
@@ -119,6 +157,10 @@ pub trait VmProcess: Send {
 
     /// Signals its process group.
     fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// A handle that sends to it (stdin, resize, signals); meaningful for
+    /// one started with `stdin` (and a `pty`).
+    fn input(&self) -> Arc<dyn ProcessInput>;
 }
 
 /// A running VM. `sleep` and `shutdown` end this handle's use: later calls
@@ -127,7 +169,8 @@ pub trait Vm: Send + Sync {
     /// Names the VM; `vm_id` of the job, and the key of its sleep snapshot.
     fn id(&self) -> &str;
 
-    /// Starts a process.
+    /// Starts a process; with `spec.stdin` (and `spec.pty`) an interactive
+    /// one, fed through [`VmProcess::input`].
     fn run(&self, spec: RunSpec) -> BoxFuture<'_, Result<Box<dyn VmProcess>, ExecError>>;
 
     /// Flushes the guest's filesystems.
@@ -148,9 +191,30 @@ pub trait Vm: Send + Sync {
         Box::pin(async { None })
     }
 
-    /// The guest agent connection, for callers that speak the guest
-    /// protocol themselves (the SSH gateway); `None` without a real guest.
-    fn agent(&self) -> Option<AgentConn>;
+    /// Connects to `127.0.0.1:port` inside the VM ([`ExecError::Refused`]
+    /// if nothing listens there).
+    fn open_tunnel(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Tunnel>, ExecError>>;
+
+    /// Creates or replaces the file `path` in the VM, atomically, with
+    /// everything `content` yields (streamed, never whole in memory).
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        mode: u32,
+        content: FileSource,
+    ) -> BoxFuture<'a, Result<(), ExecError>>;
+
+    /// Flushes and freezes the VM's writable disk, so the host can read
+    /// it consistently; it thaws by itself after `auto_thaw`, or at
+    /// [`Vm::thaw`].
+    fn freeze(&self, auto_thaw: Duration) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Thaws the disk [`Vm::freeze`] froze.
+    fn thaw(&self) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Grows the VM's writable disk to `bytes` while it runs, and the
+    /// guest's filesystem with it.
+    fn grow_disk(&self, bytes: u64) -> BoxFuture<'_, Result<(), ExecError>>;
 
     /// Snapshots the VM to disk (kept under its id) and stops it; wake it
     /// with [`Executor::wake`].

@@ -8,11 +8,13 @@
 //! with its reason and the next job tries again. Once the image is there
 //! the accelerator is probed (and cached by `mags-vm`) for `/pool-status`.
 
-use super::{ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess};
+use super::{
+    ExecError, Executor, FileSource, JobSpec, ProcessInput, RunSpec, Tunnel, Vm, VmProcess,
+};
 use futures::future::BoxFuture;
 use mags_vm::{
-    AgentConn, DiskSource, ImageProgress, ImageVariant, Pool, PoolConfig, PoolSlot, Process,
-    ProcessEvent, Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
+    AgentConn, DiskSource, ImageProgress, ImageVariant, Layout, Pool, PoolConfig, PoolSlot,
+    Process, ProcessEvent, Runtime, RuntimeConfig, Sandbox, SandboxOptions, VmError,
 };
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -110,7 +112,7 @@ impl VmExecutor {
             None => self.runtime.start(opts).await.map(|sb| (sb, None)),
         }
         .map_err(|e| ExecError::Start(e.to_string()))?;
-        let handle = VmHandle::new(sandbox, slot);
+        let handle = VmHandle::new(sandbox, slot, self.runtime.layout().clone());
         if !job.egress.is_empty() {
             // In place before the script runs; a pool VM, named `pool-...`,
             // is matched by the egress proxy through its own dir.
@@ -136,7 +138,11 @@ impl VmExecutor {
             .wake(&record)
             .await
             .map_err(|e| ExecError::Wake(e.to_string()))?;
-        Ok(Arc::new(VmHandle::new(sandbox, None)))
+        Ok(Arc::new(VmHandle::new(
+            sandbox,
+            None,
+            self.runtime.layout().clone(),
+        )))
     }
 }
 
@@ -187,6 +193,8 @@ impl Executor for VmExecutor {
 struct VmHandle {
     id: String,
     agent: AgentConn,
+    /// Where the sandbox's files (its QMP socket) are, to grow its disk.
+    layout: Layout,
     /// Shared with its processes, which ask it why a lost VM died.
     sandbox: Arc<Mutex<Option<Sandbox>>>,
     /// Set while the sandbox holds a slot of the warm pool; dropped with
@@ -195,10 +203,11 @@ struct VmHandle {
 }
 
 impl VmHandle {
-    fn new(sandbox: Sandbox, slot: Option<PoolSlot>) -> Self {
+    fn new(sandbox: Sandbox, slot: Option<PoolSlot>, layout: Layout) -> Self {
         VmHandle {
             id: sandbox.id().to_string(),
             agent: sandbox.agent().clone(),
+            layout,
             sandbox: Arc::new(Mutex::new(Some(sandbox))),
             slot: Mutex::new(slot),
         }
@@ -222,6 +231,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn lost(e: VmError) -> ExecError {
     ExecError::Lost(e.to_string())
+}
+
+/// A guest's refusal stays one; anything else means the VM went away.
+fn refused_or_lost(e: VmError) -> ExecError {
+    match e {
+        VmError::Guest(m) => ExecError::Refused(m),
+        other => lost(other),
+    }
 }
 
 /// Why QEMU ended, in words, once it has.
@@ -266,8 +283,45 @@ impl Vm for VmHandle {
         })
     }
 
-    fn agent(&self) -> Option<AgentConn> {
-        Some(self.agent.clone())
+    fn open_tunnel(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Tunnel>, ExecError>> {
+        Box::pin(async move {
+            let t = self
+                .agent
+                .open_tunnel(port)
+                .await
+                .map_err(refused_or_lost)?;
+            Ok(Box::new(t) as Box<dyn Tunnel>)
+        })
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        mode: u32,
+        content: FileSource,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.agent
+                .write_file_from(path, mode, content)
+                .await
+                .map_err(refused_or_lost)
+        })
+    }
+
+    fn freeze(&self, auto_thaw: Duration) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.agent.freeze(auto_thaw).await.map_err(refused_or_lost) })
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.agent.thaw().await.map_err(refused_or_lost) })
+    }
+
+    fn grow_disk(&self, bytes: u64) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move {
+            mags_vm::live::grow_disk(&self.layout, &self.id, &self.agent, bytes)
+                .await
+                .map_err(refused_or_lost)
+        })
     }
 
     fn sleep(&self) -> BoxFuture<'_, Result<(), ExecError>> {
@@ -322,6 +376,31 @@ impl VmProcess for VmProc {
 
     fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>> {
         Box::pin(async move { self.process.signal(signal).await.map_err(lost) })
+    }
+
+    fn input(&self) -> Arc<dyn ProcessInput> {
+        Arc::new(VmInput(self.process.input()))
+    }
+}
+
+/// A guest process's input behind the [`ProcessInput`] trait.
+struct VmInput(mags_vm::ProcessInput);
+
+impl ProcessInput for VmInput {
+    fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move { self.0.write(data).await.map_err(lost) })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.0.close().await.map_err(lost) })
+    }
+
+    fn resize(&self, rows: u16, cols: u16) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.0.resize(rows, cols).await.map_err(lost) })
+    }
+
+    fn signal(&self, signal: i32) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.0.signal(signal).await.map_err(lost) })
     }
 }
 

@@ -29,7 +29,7 @@ mod watch;
 pub use exec::ExecRun;
 pub use life::MIN_SCRIPT_RUN;
 
-use crate::executor::{AgentConn, Executor, JobSpec, Vm};
+use crate::executor::{Executor, JobSpec, Vm};
 use crate::quota::{UserSlot, UserSlots};
 use crate::sink::{Followers, OutputSink};
 use mags_api::JobState;
@@ -250,8 +250,8 @@ impl Drop for Watch {
 
 /// A live sandbox for an interactive session; see [`Sandboxes::connect`].
 pub struct Connected {
-    /// The guest agent: run processes, write files.
-    pub agent: AgentConn,
+    /// The VM: run (interactive) processes, open tunnels to its ports.
+    pub vm: Arc<dyn Vm>,
     pub vm_id: String,
     /// The job's environment, for the processes the session starts.
     pub environment: std::collections::BTreeMap<String, String>,
@@ -365,8 +365,8 @@ impl Sandboxes {
     }
 
     /// The seam for the SSH gateway (and anything else that needs the
-    /// guest itself): the guest agent of `user_id`'s job `job_id`, woken if
-    /// it sleeps, kept awake while the returned [`Connected`] lives.
+    /// guest itself): the VM of `user_id`'s job `job_id`, woken if it
+    /// sleeps, kept awake while the returned [`Connected`] lives.
     pub async fn connect(&self, user_id: &str, job_id: &str) -> Result<Connected, SandboxError> {
         let job = self
             .inner
@@ -377,12 +377,9 @@ impl Sandboxes {
         check_live(&job, "a session")?;
         let entry = self.inner.live_entry(job_id)?;
         let (vm, busy) = self.inner.acquire(&entry).await?;
-        let agent = vm
-            .agent()
-            .ok_or(SandboxError::Unsupported("no guest agent"))?;
         Ok(Connected {
-            agent,
             vm_id: vm.id().to_string(),
+            vm,
             environment: entry.spec.environment.clone(),
             busy,
         })

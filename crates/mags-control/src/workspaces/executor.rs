@@ -5,7 +5,7 @@
 
 use super::{Inner, Lease, Workspaces};
 use crate::executor::{
-    AgentConn, DiskSource, ExecError, Executor, JobSpec, RunSpec, Vm, VmProcess,
+    DiskSource, ExecError, Executor, FileSource, JobSpec, RunSpec, Tunnel, Vm, VmProcess,
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -156,15 +156,13 @@ struct WsVm {
 impl WsVm {
     /// Freezes the guest's disk, saves it, thaws it (also after a failure).
     async fn save_live(&self) -> Result<(), ExecError> {
-        let Some(agent) = self.inner.agent() else {
-            return self.inner.sync().await;
-        };
-        agent
-            .freeze(AUTO_THAW)
-            .await
-            .map_err(|e| ExecError::Lost(format!("cannot freeze the disk: {e}")))?;
+        match self.inner.freeze(AUTO_THAW).await {
+            Ok(()) => {}
+            Err(ExecError::Unsupported(_)) => return self.inner.sync().await,
+            Err(e) => return Err(ExecError::Lost(format!("cannot freeze the disk: {e}"))),
+        }
         let saved = self.ws.save(&self.lease, true).await;
-        let thawed = agent.thaw().await;
+        let thawed = self.inner.thaw().await;
         saved.map_err(|e| ExecError::Lost(e.to_string()))?;
         thawed.map_err(|e| ExecError::Lost(format!("cannot thaw the disk: {e}")))
     }
@@ -203,8 +201,29 @@ impl Vm for WsVm {
         self.inner.disk_trouble()
     }
 
-    fn agent(&self) -> Option<AgentConn> {
-        self.inner.agent()
+    fn open_tunnel(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Tunnel>, ExecError>> {
+        self.inner.open_tunnel(port)
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        mode: u32,
+        content: FileSource,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        self.inner.write_file(path, mode, content)
+    }
+
+    fn freeze(&self, auto_thaw: Duration) -> BoxFuture<'_, Result<(), ExecError>> {
+        self.inner.freeze(auto_thaw)
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        self.inner.thaw()
+    }
+
+    fn grow_disk(&self, bytes: u64) -> BoxFuture<'_, Result<(), ExecError>> {
+        self.inner.grow_disk(bytes)
     }
 
     /// Sleeps the VM, then stores the (now quiet) disk.

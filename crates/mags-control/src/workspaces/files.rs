@@ -101,9 +101,6 @@ impl Workspaces {
 
 /// Writes the job's uploaded files into the VM.
 pub(crate) async fn place_files(ws: &Inner, vm: &dyn Vm, job: &Job) -> Result<(), WsError> {
-    let agent = vm
-        .agent()
-        .ok_or_else(|| WsError::Disk("the VM has no guest agent".into()))?;
     let mut names = Vec::new();
     for id in &job.file_ids {
         let up = ws
@@ -123,7 +120,7 @@ pub(crate) async fn place_files(ws: &Inner, vm: &dyn Vm, job: &Job) -> Result<()
             Ok::<(), WsError>(())
         });
         let path = format!("/root/{}", up.name);
-        let written = agent.write_file_from(&path, 0o644, rx).await;
+        let written = vm.write_file(&path, 0o644, Box::new(rx)).await;
         let fed = feed
             .await
             .map_err(|e| WsError::Disk(format!("upload reader: {e}")))?;

@@ -162,7 +162,8 @@ impl Workspaces {
                     .connect(user_id, job_id)
                     .await
                     .map_err(|e| WsError::Disk(e.to_string()))?;
-                mags_vm::live::grow_disk(&inner.vm_layout, &conn.vm_id, &conn.agent, want)
+                conn.vm
+                    .grow_disk(want)
                     .await
                     .map_err(|e| WsError::Disk(e.to_string()))?;
                 inner

@@ -116,8 +116,6 @@ pub(crate) struct Inner {
     root: PathBuf,
     /// `<data>/overlays`: base-only overlays, one per job.
     overlays: PathBuf,
-    /// Where `mags-vm` keeps running sandboxes: to grow one's disk online.
-    vm_layout: mags_vm::Layout,
     cache_window: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<String, Arc<Lease>>>,
@@ -227,7 +225,6 @@ impl Workspaces {
             blobs: Blobs::new(objects),
             root: data_dir.join("workspaces"),
             overlays: data_dir.join("overlays"),
-            vm_layout: mags_vm::Layout::new(data_dir),
             cache_window: config.cache_window,
             locks: Mutex::default(),
             leases: Mutex::default(),

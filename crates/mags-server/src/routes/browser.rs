@@ -165,7 +165,7 @@ async fn browser_ws_path(
     };
     let conn = state.sandboxes.connect(user_id, job_id).await?;
     let tunnel = conn
-        .agent
+        .vm
         .open_tunnel(CDP_PORT)
         .await
         .map_err(|e| unavailable("tunnel", &e))?;

@@ -28,9 +28,10 @@ use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
 use mags_api::AuditAction;
 use mags_api::{TtyClientMsg, TtyQuery, TtyServerMsg};
+use mags_control::executor::{ProcessEvent, ProcessInput, VmProcess};
 use mags_control::sandboxes::check_live;
 use mags_proto::{PtySpec, RunSpec};
-use mags_vm::{Process, ProcessEvent, ProcessInput};
+use std::sync::Arc;
 
 /// SIGHUP.
 const SIGHUP: i32 = 1;
@@ -79,7 +80,7 @@ pub async fn tty(
         ..Default::default()
     };
     let process = sandbox
-        .agent
+        .vm
         .run(spec)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot start the command: {e}")))?;
@@ -100,7 +101,7 @@ pub async fn tty(
 
 /// Hangs up the command when dropped: when the session ends for any
 /// reason (a no-op for one that has exited).
-struct HangUp(ProcessInput);
+struct HangUp(Arc<dyn ProcessInput>);
 
 impl Drop for HangUp {
     fn drop(&mut self) {
@@ -115,7 +116,7 @@ impl Drop for HangUp {
 /// client goes away.
 async fn session(
     socket: WebSocket,
-    mut process: Process,
+    mut process: Box<dyn VmProcess>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let input = process.input();

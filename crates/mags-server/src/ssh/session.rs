@@ -11,10 +11,10 @@
 use super::keys;
 use mags_api::AuditAction;
 use mags_control::audit::Audit;
+use mags_control::executor::{ProcessEvent, ProcessInput, VmProcess};
 use mags_control::sandboxes::{Connected, SandboxError, Sandboxes};
 use mags_proto::{PtySpec, RunSpec};
 use mags_store::{NewAuditEvent, SshKeyOwner, Store};
-use mags_vm::{Process, ProcessEvent, ProcessInput};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session};
 use russh::server::{Handler, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Pty, Sig};
@@ -72,7 +72,7 @@ struct Chan {
     pty: Option<PtySpec>,
     env: BTreeMap<String, String>,
     /// Set once its process runs.
-    input: Option<ProcessInput>,
+    input: Option<Arc<dyn ProcessInput>>,
 }
 
 /// One client connection.
@@ -92,7 +92,7 @@ impl Drop for Conn {
     /// A dropped connection hangs up on its processes, as sshd does, and
     /// is recorded as closed.
     fn drop(&mut self) {
-        let inputs: Vec<ProcessInput> =
+        let inputs: Vec<Arc<dyn ProcessInput>> =
             self.channels.drain().filter_map(|(_, c)| c.input).collect();
         let closed = self
             .owner
@@ -203,7 +203,7 @@ impl Conn {
             pty,
             ..Default::default()
         };
-        match sandbox.agent.run(spec).await {
+        match sandbox.vm.run(spec).await {
             Ok(process) => {
                 chan.input = Some(process.input());
                 session.channel_success(channel)?;
@@ -217,7 +217,7 @@ impl Conn {
         Ok(())
     }
 
-    fn input(&self, channel: ChannelId) -> Option<ProcessInput> {
+    fn input(&self, channel: ChannelId) -> Option<Arc<dyn ProcessInput>> {
         self.channels.get(&channel).and_then(|c| c.input.clone())
     }
 }
@@ -234,7 +234,12 @@ fn fail(handle: Handle, channel: ChannelId, message: String) {
 
 /// Sends a process's output to its channel, then its exit status, EOF and
 /// close. Holds the sandbox (awake) until the process ends.
-async fn forward(mut process: Process, handle: Handle, channel: ChannelId, _sb: Arc<Connected>) {
+async fn forward(
+    mut process: Box<dyn VmProcess>,
+    handle: Handle,
+    channel: ChannelId,
+    _sb: Arc<Connected>,
+) {
     let status = loop {
         match process.next_event().await {
             Ok(Some(ProcessEvent::Stdout(b))) => {

@@ -311,13 +311,13 @@ fn sandbox_commands_new_exec_set_stop() {
     let out = s.run(&["exec", "--timeout", "0.3", "box", "sleep 20"]);
     assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("timed out"));
-    // The fake executor has no guest to give a terminal: a clear refusal.
-    let out = s.run(&["exec", "-it", "box", "bash"]);
-    assert_eq!(out.status.code(), Some(1));
+    // On a terminal (the fake executor gives one too): its output and exit.
+    let out = s.run(&["exec", "-it", "box", "echo on a tty\nexit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("no guest agent"),
+        text(&out.stdout).contains("on a tty"),
         "{}",
-        text(&out.stderr)
+        text(&out.stdout)
     );
     let out = s.run(&["exec", "nosuch", "echo"]);
     assert_eq!(out.status.code(), Some(1));

@@ -7,6 +7,7 @@
 
 use crate::{Error, Result};
 use bytes::Bytes;
+#[cfg(feature = "s3")]
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
@@ -63,6 +64,11 @@ impl Objects {
                     local_root: Some(root),
                 })
             }
+            #[cfg(not(feature = "s3"))]
+            ObjectConfig::S3(_) => Err(Error::Config(
+                "this build has no S3 support (mags-workspace's `s3` feature)".into(),
+            )),
+            #[cfg(feature = "s3")]
             ObjectConfig::S3(s3) => {
                 if s3.bucket.is_empty() {
                     return Err(Error::Config("an S3 bucket name is required".into()));

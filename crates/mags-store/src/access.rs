@@ -107,7 +107,7 @@ impl Store {
         .bind(job_id)
         .bind(user_id)
         .bind(i64::from(port))
-        .bind(clock::now_ms())
+        .bind(clock::monotonic_ms())
         .bind(secret)
         .execute(&self.pool)
         .await
@@ -144,7 +144,7 @@ impl Store {
         workspace_id: &str,
         domain: Option<&str>,
     ) -> Result<Alias, StoreError> {
-        let now = clock::now_ms();
+        let now = clock::monotonic_ms();
         sqlx::query(
             "INSERT INTO url_aliases (id, subdomain, user_id, workspace_id, domain, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -133,7 +133,9 @@ impl Store {
     /// Stores a new cron job; [`StoreError::Conflict`] if the user has one
     /// of that name.
     pub async fn insert_cron(&self, c: &NewCron) -> Result<CronRow, StoreError> {
-        let now = clock::now_ms();
+        // Strictly increasing, so cron jobs made in one millisecond still
+        // list in creation order (the listing sorts by `created_at`).
+        let now = clock::monotonic_ms();
         let env = serde_json::to_string(&c.environment).unwrap_or_else(|_| "{}".into());
         sqlx::query(concat!(
             "INSERT INTO cron_jobs (",

@@ -109,7 +109,7 @@ impl Store {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: user_id.to_string(),
             prefix: token.chars().take(DISPLAY_PREFIX_LEN).collect(),
-            created_at: clock::now_ms(),
+            created_at: clock::monotonic_ms(),
         };
         sqlx::query(
             "INSERT INTO tokens (id, user_id, token_hash, prefix, created_at, revoked) \

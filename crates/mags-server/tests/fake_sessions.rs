@@ -5,16 +5,11 @@
 //! language, the HTTP answer on every port, `df`) is in
 //! `mags_control::executor::fake`.
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{header, Method, StatusCode};
 use futures::{SinkExt as _, StreamExt as _};
-use mags_control::executor::fake::FakeExecutor;
-use mags_control::workspaces::{StorageConfig, Workspaces};
-use mags_control::{Control, Limits};
+use mags_control::Limits;
+use mags_server::router;
 use mags_server::ssh::SshGateway;
-use mags_server::{router, AppState};
-use mags_store::Store;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use serde_json::{json, Value};
@@ -24,51 +19,49 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
-use tower::ServiceExt as _;
 
 /// Within this, every step of a test happens (the fake is instant).
 const PATIENCE: Duration = Duration::from_secs(10);
 
+mod common;
+
+use common::{harness_with_limits, Harness};
+
+/// The shared harness, its router also served on 127.0.0.1, and the SSH
+/// gateway when asked for.
 struct Server {
-    app: Router,
-    store: Store,
-    fake: FakeExecutor,
-    /// Alice's token.
-    token: String,
+    h: Harness,
     /// The router, served on 127.0.0.1.
     api: SocketAddr,
     ssh: Option<SshGateway>,
-    _shutdown: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    /// The gateway's data dir (its host key).
+    _ssh_dir: tempfile::TempDir,
+}
+
+/// The harness's fields (`app`, `store`, `fake`, `token`) read as the
+/// server's own.
+impl std::ops::Deref for Server {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.h
+    }
 }
 
 /// A server on the fake executor, its API listening on 127.0.0.1; with
 /// `workspaces` (local object store in the temp dir) and/or the SSH
 /// gateway on 127.0.0.1.
 async fn server(workspaces: bool, ssh: bool) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&format!("sqlite://{}/mags.db", dir.path().display()))
-        .await
-        .expect("store");
-    let alice = store.create_user("alice", false).await.expect("user");
-    let (_, token) = store.create_token(&alice.id).await.expect("token");
-    let ws = if workspaces {
-        let config = StorageConfig::local(dir.path().join("objects"));
-        Workspaces::start(store.clone(), dir.path(), &config).expect("workspaces")
-    } else {
-        Workspaces::disabled()
-    };
-    let fake = FakeExecutor::new();
-    let (control, shutdown) =
-        Control::with_workspaces(store.clone(), Arc::new(fake.clone()), Limits::new(4), ws);
+    let mut h = harness_with_limits(Limits::new(4), workspaces).await;
+    let ssh_dir = tempfile::tempdir().expect("tempdir");
     let gateway = if ssh {
         let gw = SshGateway::start(
             "127.0.0.1:0",
             None,
-            dir.path(),
-            store.clone(),
-            control.sandboxes.clone(),
-            control.audit.clone(),
+            ssh_dir.path(),
+            h.store.clone(),
+            h.state.sandboxes.clone(),
+            h.state.audit.clone(),
         )
         .await
         .expect("ssh gateway");
@@ -76,64 +69,26 @@ async fn server(workspaces: bool, ssh: bool) -> Server {
     } else {
         None
     };
-    let mut state = AppState::new(control);
-    state.ssh = gateway.as_ref().map(|g| g.endpoint.clone());
-    let app = router(state);
+    h.state.ssh = gateway.as_ref().map(|g| g.endpoint.clone());
+    h.app = router(h.state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let api = listener.local_addr().expect("addr");
-    let served = app
+    let served = h
+        .app
         .clone()
         .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, served).await });
     Server {
-        app,
-        store,
-        fake,
-        token,
+        h,
         api,
         ssh: gateway,
-        _shutdown: shutdown,
-        _dir: dir,
+        _ssh_dir: ssh_dir,
     }
 }
 
 impl Server {
-    async fn call_as(
-        &self,
-        token: &str,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .expect("request");
-        let resp = self.app.clone().oneshot(req).await.expect("response");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, value)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let t = self.token.clone();
-        self.call_as(&t, method, path, body).await
-    }
-
-    async fn user_token(&self, name: &str) -> String {
-        let u = self.store.create_user(name, false).await.expect("user");
-        self.store.create_token(&u.id).await.expect("token").1
-    }
-
     /// A running persistent sandbox of the token's user; its id.
     async fn sandbox_as(&self, token: &str, extra: Value) -> String {
         let mut body = json!({"script": "sleep infinity", "persistent": true});
@@ -173,7 +128,7 @@ impl Server {
     async fn exec(&self, id: &str, command: &str) -> (i64, String) {
         let path = format!("/api/v1/mags-jobs/{id}/exec");
         let (code, v) = self
-            .call(Method::POST, &path, Some(json!({"command": command})))
+            .call_json(Method::POST, &path, Some(json!({"command": command})))
             .await;
         assert_eq!(code, StatusCode::OK, "{v}");
         let exit = v["exit_code"].as_i64().expect("exit_code");
@@ -266,7 +221,9 @@ async fn ssh_runs_commands_in_the_sandbox_of_its_key() {
     let gateway = s.ssh.as_ref().expect("gateway").endpoint.addr;
     let id = s.sandbox(json!({})).await;
     let path = format!("/api/v1/mags-jobs/{id}/access");
-    let (code, v) = s.call(Method::POST, &path, Some(json!({"port": 22}))).await;
+    let (code, v) = s
+        .call_json(Method::POST, &path, Some(json!({"port": 22})))
+        .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["ssh_port"], gateway.port(), "{v}");
     let pem = v["ssh_private_key"].as_str().expect("key");
@@ -413,7 +370,7 @@ async fn a_public_url_reaches_its_own_sandbox_port_only() {
     let (status, body) = s.get_with_host("nosuchsandbox.localhost", "/").await;
     assert_eq!(status, 404, "{body}");
     let (code, v) = s
-        .call(
+        .call_json(
             Method::POST,
             &format!("/api/v1/mags-jobs/{alices}/stop"),
             None,
@@ -436,7 +393,7 @@ async fn a_workspace_grows_under_its_running_sandbox_and_never_shrinks() {
     assert_eq!(s.exec(&id, "df").await, (0, format!("{}\n", 2 * GB)));
 
     let resize = |gb: u32| {
-        s.call(
+        s.call_json(
             Method::POST,
             "/api/v1/mags-workspaces/grow/resize",
             Some(json!({"disk_gb": gb})),

@@ -39,17 +39,6 @@ struct Alice {
     token_prefix: String,
 }
 
-async fn as_user(
-    h: &Harness,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let body = body.map(|b| b.to_string());
-    h.call(method, path, Some(token), body.as_deref()).await
-}
-
 async fn wait_status(h: &Harness, id: &str, want: &str) {
     for _ in 0..300 {
         let (_, s) = h.get(&format!("/api/v1/mags-jobs/{id}/status")).await;
@@ -62,7 +51,8 @@ async fn wait_status(h: &Harness, id: &str, want: &str) {
 }
 
 async fn submit(h: &Harness, token: &str, body: Value) -> (StatusCode, Value) {
-    as_user(h, token, Method::POST, "/api/v1/mags-jobs", Some(body)).await
+    h.call_as(token, Method::POST, "/api/v1/mags-jobs", Some(body))
+        .await
 }
 
 async fn submit_ok(h: &Harness, token: &str, body: Value) -> String {
@@ -128,25 +118,27 @@ async fn alice_resources(h: &Harness) -> Alice {
     wait_status(h, &sleeping, "sleeping").await;
     h.wait_final(&done).await;
     let upload = upload(h, &t, "alice.txt").await;
-    let (code, cron) = as_user(
-        h,
-        &t,
-        Method::POST,
-        "/api/v1/mags-cron",
-        Some(json!({"name": "nightly", "cron_expression": "0 3 * * *", "script": "echo"})),
-    )
-    .await;
+    let (code, cron) = h
+        .call_as(
+            &t,
+            Method::POST,
+            "/api/v1/mags-cron",
+            Some(json!({"name": "nightly", "cron_expression": "0 3 * * *", "script": "echo"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::CREATED, "{cron}");
-    let (code, alias) = as_user(
-        h,
-        &t,
-        Method::POST,
-        "/api/v1/mags-url-aliases",
-        Some(json!({"subdomain": "alice-site", "workspace_id": "shared"})),
-    )
-    .await;
+    let (code, alias) = h
+        .call_as(
+            &t,
+            Method::POST,
+            "/api/v1/mags-url-aliases",
+            Some(json!({"subdomain": "alice-site", "workspace_id": "shared"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{alias}");
-    let (code, tokens) = as_user(h, &t, Method::GET, "/api/v1/mags-tokens", None).await;
+    let (code, tokens) = h
+        .call_as(&t, Method::GET, "/api/v1/mags-tokens", None)
+        .await;
     assert_eq!(code, StatusCode::OK, "{tokens}");
     Alice {
         id,
@@ -356,10 +348,10 @@ async fn every_operation_refuses_another_users_resources() {
             // everything else it is just another user.
             let admin_too = !path.starts_with("/api/v1/mags-tokens");
             for (p, body) in cases {
-                let (code, v) = as_user(&h, &bob, m.clone(), &p, body.clone()).await;
+                let (code, v) = h.call_as(&bob, m.clone(), &p, body.clone()).await;
                 assert_json_404(code, &v, &format!("bob: {method} {p}"));
                 if admin_too {
-                    let (code, v) = as_user(&h, &root, m.clone(), &p, body).await;
+                    let (code, v) = h.call_as(&root, m.clone(), &p, body).await;
                     assert_json_404(code, &v, &format!("admin: {method} {p}"));
                 }
                 covered += 1;
@@ -407,14 +399,14 @@ async fn listings_show_only_the_callers_own_things() {
     )
     .await;
     for _ in 0..250 {
-        let (_, s) = as_user(
-            &h,
-            &bob,
-            Method::GET,
-            &format!("/api/v1/mags-jobs/{b}/status"),
-            None,
-        )
-        .await;
+        let (_, s) = h
+            .call_as(
+                &bob,
+                Method::GET,
+                &format!("/api/v1/mags-jobs/{b}/status"),
+                None,
+            )
+            .await;
         if s["status"] == "completed" {
             break;
         }
@@ -423,7 +415,7 @@ async fn listings_show_only_the_callers_own_things() {
     for token in [&bob, &root] {
         for op in LISTINGS {
             let path = op.split_once(' ').expect("op").1;
-            let (code, v) = as_user(&h, token, Method::GET, path, None).await;
+            let (code, v) = h.call_as(token, Method::GET, path, None).await;
             assert_eq!(code, StatusCode::OK, "{op}: {v}");
             let text = v.to_string();
             for s in alice_secrets(&a) {
@@ -435,9 +427,13 @@ async fn listings_show_only_the_callers_own_things() {
             }
         }
     }
-    let (_, usage) = as_user(&h, &bob, Method::GET, "/api/v1/mags-jobs/usage", None).await;
+    let (_, usage) = h
+        .call_as(&bob, Method::GET, "/api/v1/mags-jobs/usage", None)
+        .await;
     assert_eq!(usage["total_jobs"], 1, "only bob's own job: {usage}");
-    let (_, ws) = as_user(&h, &bob, Method::GET, "/api/v1/mags-workspaces", None).await;
+    let (_, ws) = h
+        .call_as(&bob, Method::GET, "/api/v1/mags-workspaces", None)
+        .await;
     assert_eq!(ws["total"], 1, "{ws}");
     assert_eq!(ws["workspaces"][0]["workspace_id"], "shared");
     // Alice still sees her own listings in full.
@@ -512,14 +508,14 @@ async fn creations_resolve_references_in_the_callers_own_namespace() {
     );
 
     // An alias to "shared" follows bob's workspace, not alice's.
-    let (code, v) = as_user(
-        &h,
-        &bob,
-        Method::POST,
-        "/api/v1/mags-url-aliases",
-        Some(json!({"subdomain": "bob-site", "workspace_id": "shared"})),
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &bob,
+            Method::POST,
+            "/api/v1/mags-url-aliases",
+            Some(json!({"subdomain": "bob-site", "workspace_id": "shared"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     match h.store.route("bob-site").await.expect("route") {
         Some(mags_store::Route::Job { user_id, .. }) => assert_eq!(user_id, bob_id),
@@ -528,37 +524,37 @@ async fn creations_resolve_references_in_the_callers_own_namespace() {
     }
     // Alice's alias name is taken (subdomains are one public namespace):
     // a 409 that changes nothing.
-    let (code, _) = as_user(
-        &h,
-        &bob,
-        Method::POST,
-        "/api/v1/mags-url-aliases",
-        Some(json!({"subdomain": a.alias, "workspace_id": "shared"})),
-    )
-    .await;
+    let (code, _) = h
+        .call_as(
+            &bob,
+            Method::POST,
+            "/api/v1/mags-url-aliases",
+            Some(json!({"subdomain": a.alias, "workspace_id": "shared"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::CONFLICT);
 
     // A cron job of the same name is bob's own.
-    let (code, v) = as_user(
-        &h,
-        &bob,
-        Method::POST,
-        "/api/v1/mags-cron",
-        Some(json!({"name": "nightly", "cron_expression": "0 4 * * *", "script": "echo"})),
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &bob,
+            Method::POST,
+            "/api/v1/mags-cron",
+            Some(json!({"name": "nightly", "cron_expression": "0 4 * * *", "script": "echo"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::CREATED, "{v}");
     assert_ne!(v["id"], a.cron_id.as_str());
 
     // Bob's browser session "web" is never alice's live one.
-    let (code, v) = as_user(
-        &h,
-        &bob,
-        Method::POST,
-        "/api/v1/mags-browser",
-        Some(json!({"name": "web"})),
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &bob,
+            Method::POST,
+            "/api/v1/mags-browser",
+            Some(json!({"name": "web"})),
+        )
+        .await;
     assert_ne!(v["request_id"], a.browser.as_str(), "{code} {v}");
     assert!(h
         .store
@@ -569,39 +565,39 @@ async fn creations_resolve_references_in_the_callers_own_namespace() {
 
     // Tokens for alice: bob may not ask (the same 403 for any other name).
     for user in ["alice", "nobody-at-all"] {
-        let (code, v) = as_user(
-            &h,
-            &bob,
-            Method::POST,
-            "/api/v1/mags-tokens",
-            Some(json!({"user": user})),
-        )
-        .await;
+        let (code, v) = h
+            .call_as(
+                &bob,
+                Method::POST,
+                "/api/v1/mags-tokens",
+                Some(json!({"user": user})),
+            )
+            .await;
         assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
-        let (code2, v2) = as_user(
-            &h,
-            &bob,
-            Method::GET,
-            &format!("/api/v1/mags-tokens?user={user}"),
-            None,
-        )
-        .await;
+        let (code2, v2) = h
+            .call_as(
+                &bob,
+                Method::GET,
+                &format!("/api/v1/mags-tokens?user={user}"),
+                None,
+            )
+            .await;
         assert_eq!((code2, &v2["error"]), (StatusCode::FORBIDDEN, &v["error"]));
-        let (code, _) = as_user(
-            &h,
-            &bob,
-            Method::GET,
-            &format!("/api/v1/mags-audit?user={user}"),
-            None,
-        )
-        .await;
+        let (code, _) = h
+            .call_as(
+                &bob,
+                Method::GET,
+                &format!("/api/v1/mags-audit?user={user}"),
+                None,
+            )
+            .await;
         assert_eq!(code, StatusCode::FORBIDDEN);
     }
     for op in ADMIN_ONLY {
         let (method, path) = op.split_once(' ').expect("op");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let body = (method == "post").then(|| json!({"name": "mallory", "is_admin": true}));
-        let (code, v) = as_user(&h, &bob, m, path, body).await;
+        let (code, v) = h.call_as(&bob, m, path, body).await;
         assert_eq!(code, StatusCode::FORBIDDEN, "{op}: {v}");
     }
     assert!(h.store.user_by_name("mallory").await.expect("q").is_none());

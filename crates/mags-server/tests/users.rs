@@ -8,17 +8,6 @@ use axum::http::{Method, StatusCode};
 use common::{harness, Harness};
 use serde_json::{json, Value};
 
-async fn call(
-    h: &Harness,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let body = body.map(|b| b.to_string());
-    h.call(method, path, Some(token), body.as_deref()).await
-}
-
 /// Every stored audit row as one string (to look for secrets in).
 async fn audit_table_text(h: &Harness) -> String {
     let rows = sqlx::query(
@@ -48,19 +37,23 @@ fn actions(list: &Value) -> Vec<String> {
 async fn a_user_creates_lists_and_revokes_its_own_tokens() {
     let h = harness().await;
     let t = h.token.clone();
-    let (code, made) = call(&h, &t, Method::POST, "/api/v1/mags-tokens", Some(json!({}))).await;
+    let (code, made) = h
+        .call_as(&t, Method::POST, "/api/v1/mags-tokens", Some(json!({})))
+        .await;
     assert_eq!(code, StatusCode::CREATED, "{made}");
     let new = made["token"].as_str().expect("token").to_string();
     assert!(new.starts_with(made["prefix"].as_str().expect("prefix")));
     assert_eq!(made["user"], "alice");
-    let (code, who) = call(&h, &new, Method::GET, "/api/v1/whoami", None).await;
+    let (code, who) = h.call_as(&new, Method::GET, "/api/v1/whoami", None).await;
     assert_eq!(
         (code, who["user"].as_str()),
         (StatusCode::OK, Some("alice"))
     );
 
     // Listed without the secret, with when it was last used.
-    let (code, list) = call(&h, &t, Method::GET, "/api/v1/mags-tokens", None).await;
+    let (code, list) = h
+        .call_as(&t, Method::GET, "/api/v1/mags-tokens", None)
+        .await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(list["total"], 2, "{list}");
     assert!(!list.to_string().contains(&new), "a secret in the listing");
@@ -76,31 +69,37 @@ async fn a_user_creates_lists_and_revokes_its_own_tokens() {
 
     // Revoked by its prefix: the very next request with it is refused.
     let prefix = made["prefix"].as_str().expect("prefix");
-    let (code, v) = call(
-        &h,
-        &t,
-        Method::DELETE,
-        &format!("/api/v1/mags-tokens/{prefix}"),
-        None,
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &t,
+            Method::DELETE,
+            &format!("/api/v1/mags-tokens/{prefix}"),
+            None,
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["id"], made["id"]);
-    let (code, v) = call(&h, &new, Method::GET, "/api/v1/whoami", None).await;
+    let (code, v) = h.call_as(&new, Method::GET, "/api/v1/whoami", None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{v}");
     assert!(v["error"].is_string());
     // Revoking again is harmless; an unknown id is a JSON 404; a prefix
     // that fits both tokens is a 400 naming the problem.
     let path = format!("/api/v1/mags-tokens/{}", made["id"].as_str().expect("id"));
-    let (code, v) = call(&h, &t, Method::DELETE, &path, None).await;
+    let (code, v) = h.call_as(&t, Method::DELETE, &path, None).await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert!(v["message"].as_str().unwrap_or("").contains("already"));
-    let (code, v) = call(&h, &t, Method::DELETE, "/api/v1/mags-tokens/nope", None).await;
+    let (code, v) = h
+        .call_as(&t, Method::DELETE, "/api/v1/mags-tokens/nope", None)
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
-    let (code, v) = call(&h, &t, Method::DELETE, "/api/v1/mags-tokens/mags_", None).await;
+    let (code, v) = h
+        .call_as(&t, Method::DELETE, "/api/v1/mags-tokens/mags_", None)
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND, "too short to be a prefix: {v}");
     // The old token still works; the listing says which one is revoked.
-    let (_, list) = call(&h, &t, Method::GET, "/api/v1/mags-tokens", None).await;
+    let (_, list) = h
+        .call_as(&t, Method::GET, "/api/v1/mags-tokens", None)
+        .await;
     let revoked: Vec<bool> = list["tokens"]
         .as_array()
         .expect("tokens")
@@ -114,14 +113,14 @@ async fn a_user_creates_lists_and_revokes_its_own_tokens() {
 async fn the_admin_manages_users_and_any_token_but_not_their_jobs() {
     let h = harness().await;
     let root = h.add_user("root", true).await;
-    let (code, u) = call(
-        &h,
-        &root,
-        Method::POST,
-        "/api/v1/mags-users",
-        Some(json!({"name": "carol"})),
-    )
-    .await;
+    let (code, u) = h
+        .call_as(
+            &root,
+            Method::POST,
+            "/api/v1/mags-users",
+            Some(json!({"name": "carol"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::CREATED, "{u}");
     assert_eq!(
         (u["name"].as_str(), u["is_admin"].as_bool()),
@@ -133,18 +132,20 @@ async fn the_admin_manages_users_and_any_token_but_not_their_jobs() {
         (json!({"name": ""}), StatusCode::BAD_REQUEST),
         (json!({"is_admin": true}), StatusCode::BAD_REQUEST),
     ] {
-        let (code, v) = call(
-            &h,
-            &root,
-            Method::POST,
-            "/api/v1/mags-users",
-            Some(body.clone()),
-        )
-        .await;
+        let (code, v) = h
+            .call_as(
+                &root,
+                Method::POST,
+                "/api/v1/mags-users",
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(code, want, "{body} -> {v}");
         assert!(v["error"].is_string(), "{v}");
     }
-    let (_, users) = call(&h, &root, Method::GET, "/api/v1/mags-users", None).await;
+    let (_, users) = h
+        .call_as(&root, Method::GET, "/api/v1/mags-users", None)
+        .await;
     let names: Vec<&str> = users["users"]
         .as_array()
         .expect("users")
@@ -154,75 +155,62 @@ async fn the_admin_manages_users_and_any_token_but_not_their_jobs() {
     assert_eq!(names, ["alice", "carol", "root"]);
 
     // A token for carol, made by the admin; the admin sees and revokes it.
-    let (code, made) = call(
-        &h,
-        &root,
-        Method::POST,
-        "/api/v1/mags-tokens",
-        Some(json!({"user": "carol"})),
-    )
-    .await;
+    let (code, made) = h
+        .call_as(
+            &root,
+            Method::POST,
+            "/api/v1/mags-tokens",
+            Some(json!({"user": "carol"})),
+        )
+        .await;
     assert_eq!(
         (code, made["user"].as_str()),
         (StatusCode::CREATED, Some("carol"))
     );
     let carol = made["token"].as_str().expect("token").to_string();
-    let (code, list) = call(
-        &h,
-        &root,
-        Method::GET,
-        "/api/v1/mags-tokens?user=carol",
-        None,
-    )
-    .await;
+    let (code, list) = h
+        .call_as(&root, Method::GET, "/api/v1/mags-tokens?user=carol", None)
+        .await;
     assert_eq!((code, list["total"].as_u64()), (StatusCode::OK, Some(1)));
-    let (code, _) = call(
-        &h,
-        &root,
-        Method::GET,
-        "/api/v1/mags-tokens?user=ghost",
-        None,
-    )
-    .await;
+    let (code, _) = h
+        .call_as(&root, Method::GET, "/api/v1/mags-tokens?user=ghost", None)
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let (code, list) = call(
-        &h,
-        &root,
-        Method::GET,
-        "/api/v1/mags-tokens?user=alice",
-        None,
-    )
-    .await;
+    let (code, list) = h
+        .call_as(&root, Method::GET, "/api/v1/mags-tokens?user=alice", None)
+        .await;
     assert_eq!(code, StatusCode::OK);
     let alice_token_id = list["tokens"][0]["id"].as_str().expect("id").to_string();
 
     // Carol's job is hers alone: the admin gets a 404 like anyone else.
-    let (code, job) = call(
-        &h,
-        &carol,
-        Method::POST,
-        "/api/v1/mags-jobs",
-        Some(json!({"script": "echo hi"})),
-    )
-    .await;
+    let (code, job) = h
+        .call_as(
+            &carol,
+            Method::POST,
+            "/api/v1/mags-jobs",
+            Some(json!({"script": "echo hi"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     let job_path = format!(
         "/api/v1/mags-jobs/{}/status",
         job["request_id"].as_str().expect("id")
     );
-    let (code, _) = call(&h, &root, Method::GET, &job_path, None).await;
+    let (code, _) = h.call_as(&root, Method::GET, &job_path, None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
-    let (code, v) = call(
-        &h,
-        &root,
-        Method::DELETE,
-        &format!("/api/v1/mags-tokens/{alice_token_id}"),
-        None,
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &root,
+            Method::DELETE,
+            &format!("/api/v1/mags-tokens/{alice_token_id}"),
+            None,
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{v}");
-    let (code, _) = call(&h, &h.token.clone(), Method::GET, "/api/v1/mags-jobs", None).await;
+    let (code, _) = h
+        .call_as(&h.token.clone(), Method::GET, "/api/v1/mags-jobs", None)
+        .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "alice's revoked token");
 }
 
@@ -238,25 +226,27 @@ async fn the_audit_log_records_security_events_without_secrets() {
     let fake = format!("mags_{}", "Z".repeat(40));
     let password = "hunter2-correct-horse";
     for bad in [fake.as_str(), password] {
-        let (code, _) = call(&h, bad, Method::GET, "/api/v1/mags-jobs", None).await;
+        let (code, _) = h.call_as(bad, Method::GET, "/api/v1/mags-jobs", None).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
     }
-    let (_, made) = call(&h, &t, Method::POST, "/api/v1/mags-tokens", Some(json!({}))).await;
+    let (_, made) = h
+        .call_as(&t, Method::POST, "/api/v1/mags-tokens", Some(json!({})))
+        .await;
     let spare = made["token"].as_str().expect("token").to_string();
     let path = format!("/api/v1/mags-tokens/{}", made["id"].as_str().expect("id"));
-    call(&h, &t, Method::DELETE, &path, None).await;
-    let (code, _) = call(&h, &spare, Method::GET, "/api/v1/whoami", None).await;
+    h.call_as(&t, Method::DELETE, &path, None).await;
+    let (code, _) = h.call_as(&spare, Method::GET, "/api/v1/whoami", None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
 
     // Deletes, stop, URL access, by alice.
-    let (_, job) = call(
-        &h,
-        &t,
-        Method::POST,
-        "/api/v1/mags-jobs",
-        Some(json!({"script": "echo", "persistent": true})),
-    )
-    .await;
+    let (_, job) = h
+        .call_as(
+            &t,
+            Method::POST,
+            "/api/v1/mags-jobs",
+            Some(json!({"script": "echo", "persistent": true})),
+        )
+        .await;
     let id = job["request_id"].as_str().expect("id").to_string();
     for _ in 0..250 {
         if h.get(&format!("/api/v1/mags-jobs/{id}/status")).await.1["status"] == "running" {
@@ -264,23 +254,23 @@ async fn the_audit_log_records_security_events_without_secrets() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let (code, v) = call(
-        &h,
-        &t,
-        Method::POST,
-        &format!("/api/v1/mags-jobs/{id}/access"),
-        Some(json!({"port": 8080})),
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &t,
+            Method::POST,
+            &format!("/api/v1/mags-jobs/{id}/access"),
+            Some(json!({"port": 8080})),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{v}");
-    let (code, _) = call(
-        &h,
-        &t,
-        Method::POST,
-        &format!("/api/v1/mags-jobs/{id}/stop"),
-        None,
-    )
-    .await;
+    let (code, _) = h
+        .call_as(
+            &t,
+            Method::POST,
+            &format!("/api/v1/mags-jobs/{id}/stop"),
+            None,
+        )
+        .await;
     assert_eq!(code, StatusCode::OK);
     // An alias needs one of alice's workspaces.
     let alice = h
@@ -295,29 +285,32 @@ async fn the_audit_log_records_security_events_without_secrets() {
         .claim_workspace(&alice.id, "w", &holder.id)
         .await
         .expect("workspace");
-    let (code, v) = call(
-        &h,
-        &t,
-        Method::POST,
-        "/api/v1/mags-url-aliases",
-        Some(json!({"subdomain": "al", "workspace_id": "w"})),
-    )
-    .await;
+    let (code, v) = h
+        .call_as(
+            &t,
+            Method::POST,
+            "/api/v1/mags-url-aliases",
+            Some(json!({"subdomain": "al", "workspace_id": "w"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::OK, "{v}");
-    let (code, _) = call(&h, &t, Method::DELETE, "/api/v1/mags-url-aliases/al", None).await;
+    let (code, _) = h
+        .call_as(&t, Method::DELETE, "/api/v1/mags-url-aliases/al", None)
+        .await;
     assert_eq!(code, StatusCode::OK);
-    call(
-        &h,
+    h.call_as(
         &t,
         Method::POST,
         "/api/v1/mags-cron",
         Some(json!({"name": "c", "cron_expression": "@daily", "script": "echo"})),
     )
     .await;
-    let (code, _) = call(&h, &t, Method::DELETE, "/api/v1/mags-cron/c", None).await;
+    let (code, _) = h
+        .call_as(&t, Method::DELETE, "/api/v1/mags-cron/c", None)
+        .await;
     assert_eq!(code, StatusCode::OK);
 
-    let (code, mine) = call(&h, &t, Method::GET, "/api/v1/mags-audit", None).await;
+    let (code, mine) = h.call_as(&t, Method::GET, "/api/v1/mags-audit", None).await;
     assert_eq!(code, StatusCode::OK, "{mine}");
     let got = actions(&mine);
     for want in [
@@ -342,16 +335,18 @@ async fn the_audit_log_records_security_events_without_secrets() {
     assert_eq!(revoked_use["token_prefix"], made["prefix"]);
 
     // Bob sees none of it; the admin sees everything, filterable.
-    let (_, bobs) = call(&h, &bob, Method::GET, "/api/v1/mags-audit", None).await;
+    let (_, bobs) = h
+        .call_as(&bob, Method::GET, "/api/v1/mags-audit", None)
+        .await;
     assert_eq!(bobs["total"], 0, "{bobs}");
-    let (_, all) = call(
-        &h,
-        &root,
-        Method::GET,
-        "/api/v1/mags-audit?action=auth.fail",
-        None,
-    )
-    .await;
+    let (_, all) = h
+        .call_as(
+            &root,
+            Method::GET,
+            "/api/v1/mags-audit?action=auth.fail",
+            None,
+        )
+        .await;
     assert_eq!(all["total"], 3, "{all}");
     let prefixes: Vec<Value> = all["events"]
         .as_array()
@@ -361,38 +356,38 @@ async fn the_audit_log_records_security_events_without_secrets() {
         .collect();
     assert_eq!(prefixes[0], json!(&fake[..12]));
     assert_eq!(prefixes[1], Value::Null, "nothing of a password is kept");
-    let (_, alices) = call(
-        &h,
-        &root,
-        Method::GET,
-        "/api/v1/mags-audit?user=alice&limit=2",
-        None,
-    )
-    .await;
+    let (_, alices) = h
+        .call_as(
+            &root,
+            Method::GET,
+            "/api/v1/mags-audit?user=alice&limit=2",
+            None,
+        )
+        .await;
     assert_eq!(alices["total"], 2);
     assert_eq!(
         actions(&alices),
         ["alias.delete", "cron.delete"],
         "the newest two, oldest first"
     );
-    let (_, future) = call(
-        &h,
-        &root,
-        Method::GET,
-        "/api/v1/mags-audit?since=2999-01-01T00:00:00Z",
-        None,
-    )
-    .await;
-    assert_eq!(future["total"], 0);
-    for bad in ["since=yesterday", "limit=0", "limit=100000"] {
-        let (code, v) = call(
-            &h,
+    let (_, future) = h
+        .call_as(
             &root,
             Method::GET,
-            &format!("/api/v1/mags-audit?{bad}"),
+            "/api/v1/mags-audit?since=2999-01-01T00:00:00Z",
             None,
         )
         .await;
+    assert_eq!(future["total"], 0);
+    for bad in ["since=yesterday", "limit=0", "limit=100000"] {
+        let (code, v) = h
+            .call_as(
+                &root,
+                Method::GET,
+                &format!("/api/v1/mags-audit?{bad}"),
+                None,
+            )
+            .await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
 
@@ -417,14 +412,14 @@ async fn a_flood_of_bad_tokens_is_recorded_only_up_to_the_per_minute_bound() {
     let h = harness().await;
     let n = mags_control::audit::REFUSALS_PER_MINUTE + 15;
     for i in 0..n {
-        let (code, _) = call(
-            &h,
-            &format!("mags_nope{i}"),
-            Method::GET,
-            "/api/v1/whoami",
-            None,
-        )
-        .await;
+        let (code, _) = h
+            .call_as(
+                &format!("mags_nope{i}"),
+                Method::GET,
+                "/api/v1/whoami",
+                None,
+            )
+            .await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
     }
     let rows = h
@@ -439,15 +434,17 @@ async fn a_flood_of_bad_tokens_is_recorded_only_up_to_the_per_minute_bound() {
     assert_eq!(rows.len() as u32, mags_control::audit::REFUSALS_PER_MINUTE);
     // Real requests still work and are still recorded.
     let t = h.token.clone();
-    let (code, _) = call(&h, &t, Method::POST, "/api/v1/mags-tokens", Some(json!({}))).await;
+    let (code, _) = h
+        .call_as(&t, Method::POST, "/api/v1/mags-tokens", Some(json!({})))
+        .await;
     assert_eq!(code, StatusCode::CREATED);
-    let (_, mine) = call(
-        &h,
-        &t,
-        Method::GET,
-        "/api/v1/mags-audit?action=token.create",
-        None,
-    )
-    .await;
+    let (_, mine) = h
+        .call_as(
+            &t,
+            Method::GET,
+            "/api/v1/mags-audit?action=token.create",
+            None,
+        )
+        .await;
     assert_eq!(mine["total"], 1);
 }

@@ -1,5 +1,8 @@
 //! Wall-clock time as unix milliseconds, the one time format in the
 //! database, and [`rfc3339`], the one on the wire.
+//!
+//! [`Store::db_now_ms`] is the database's clock: what several hosts agree
+//! on (leases, due times), whatever their own clocks say.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,6 +40,29 @@ pub fn rfc3339(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| ms.to_string())
+}
+
+impl crate::Store {
+    /// The database's clock, in unix milliseconds: the one clock every
+    /// host of a cluster shares (a host's own clock may be off).
+    pub async fn db_now_ms(&self) -> Result<i64, crate::StoreError> {
+        let row = sqlx::query(db_now_sql(self.backend()))
+            .fetch_one(self.pool())
+            .await?;
+        crate::get(&row, "n")
+    }
+}
+
+/// A `SELECT` of the database clock as `n` (unix milliseconds).
+pub(crate) fn db_now_sql(backend: crate::Backend) -> &'static str {
+    match backend {
+        crate::Backend::Postgres => {
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS n"
+        }
+        crate::Backend::Sqlite => {
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS n"
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,17 @@ async fn exercise(store: &Store) {
     jobs_lifecycle(store).await;
     sandbox_states(store).await;
     output_round_trip(store).await;
+    database_clock(store).await;
+}
+
+/// The database's clock reads as unix milliseconds and moves forward.
+async fn database_clock(store: &Store) {
+    let a = store.db_now_ms().await.expect("db clock");
+    let local = mags_store::clock::now_ms();
+    assert!((a - local).abs() < 60_000, "db {a} vs host {local}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let b = store.db_now_ms().await.expect("db clock");
+    assert!(b >= a + 10, "{a} then {b}");
 }
 
 async fn users_and_tokens(store: &Store) {

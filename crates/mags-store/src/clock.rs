@@ -46,22 +46,18 @@ impl crate::Store {
     /// The database's clock, in unix milliseconds: the one clock every
     /// host of a cluster shares (a host's own clock may be off).
     pub async fn db_now_ms(&self) -> Result<i64, crate::StoreError> {
-        let row = sqlx::query(db_now_sql(self.backend()))
-            .fetch_one(self.pool())
-            .await?;
+        let sql = format!("SELECT {} AS n", db_now_expr(self.backend()));
+        let row = sqlx::query(&sql).fetch_one(self.pool()).await?;
         crate::get(&row, "n")
     }
 }
 
-/// A `SELECT` of the database clock as `n` (unix milliseconds).
-pub(crate) fn db_now_sql(backend: crate::Backend) -> &'static str {
+/// The database clock (unix milliseconds) as an SQL expression, for
+/// queries that compare with it in place.
+pub(crate) fn db_now_expr(backend: crate::Backend) -> &'static str {
     match backend {
-        crate::Backend::Postgres => {
-            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS n"
-        }
-        crate::Backend::Sqlite => {
-            "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS n"
-        }
+        crate::Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        crate::Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
     }
 }
 

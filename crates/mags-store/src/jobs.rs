@@ -65,6 +65,10 @@ pub struct Job {
     pub output_bytes: u64,
     /// When the retention deleted this ended job's output (unix ms).
     pub output_pruned_at: Option<i64>,
+    /// The host that runs it (None: nobody yet, or its host was lost).
+    pub host: Option<String>,
+    /// That host's epoch when it took the job.
+    pub host_epoch: Option<i64>,
 }
 
 /// A job's spec fields read as the job's own (`job.script`).
@@ -92,6 +96,8 @@ impl Job {
             vm_since: None,
             output_bytes: 0,
             output_pruned_at: None,
+            host: None,
+            host_epoch: None,
         }
     }
 
@@ -124,12 +130,12 @@ macro_rules! spec_columns {
 macro_rules! run_columns {
     () => {
         "vm_id, exit_code, error, script_duration_ms, started_at, finished_at, vm_ms, \
-         vm_since, output_bytes, output_pruned_at"
+         vm_since, output_bytes, output_pruned_at, host, host_epoch"
     };
 }
 const SPEC_COLUMNS: &str = spec_columns!();
 /// Every column of a job.
-const JOB_COLUMNS: &str = concat!(spec_columns!(), ", ", run_columns!());
+pub(crate) const JOB_COLUMNS: &str = concat!(spec_columns!(), ", ", run_columns!());
 
 /// States in which a job may still move (the guard of forward updates).
 pub(crate) const NOT_FINAL: &str = "status NOT IN ('completed', 'error')";
@@ -190,12 +196,15 @@ impl Job {
             vm_since: get(row, "vm_since")?,
             output_bytes: get::<i64>(row, "output_bytes")?.max(0) as u64,
             output_pruned_at: get(row, "output_pruned_at")?,
+            host: get(row, "host")?,
+            host_epoch: get(row, "host_epoch")?,
         })
     }
 }
 
 impl Store {
-    /// Stores a new job in state `accepted`; returns it as stored.
+    /// Stores a new job in state `accepted`, owned by this handle's
+    /// [`Store::owner`] if fenced (else by nobody yet); returns it as stored.
     pub async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
         let env = serde_json::to_string(&job.environment)
             .map_err(|e| StoreError::Corrupt(format!("environment: {e}")))?;
@@ -203,9 +212,9 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("file_ids: {e}")))?;
         let list = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
         let sql = format!(
-            "INSERT INTO jobs ({SPEC_COLUMNS}) \
+            "INSERT INTO jobs ({SPEC_COLUMNS}, host, host_epoch) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21)"
+             $18, $19, $20, $21, $22, $23)"
         );
         sqlx::query(&sql)
             .bind(&job.id)
@@ -235,10 +244,16 @@ impl Store {
             )
             .bind(job.created_at)
             .bind(JobState::Accepted.as_str())
+            .bind(self.owner().map(|o| o.host.clone()))
+            .bind(self.owner().map(|o| o.epoch))
             .execute(&self.pool)
             .await
             .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
-        Ok(Job::accepted(job.clone()))
+        Ok(Job {
+            host: self.owner().map(|o| o.host.clone()),
+            host_epoch: self.owner().map(|o| o.epoch),
+            ..Job::accepted(job.clone())
+        })
     }
 
     /// A job by id, whoever owns it.
@@ -331,13 +346,12 @@ impl Store {
     /// Moves a job that is `accepted`/`queued` to `status` (one of those two).
     /// Returns whether it changed.
     pub async fn set_waiting_status(&self, id: &str, status: JobState) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE jobs SET status = $1 WHERE id = $2 AND status IN ('accepted', 'queued')",
-        )
-        .bind(status.as_str())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "UPDATE jobs SET status = $1 WHERE id = $2 AND status IN ('accepted', 'queued'){}",
+            self.fence_sql(3)
+        );
+        let q = sqlx::query(&sql).bind(status.as_str()).bind(id);
+        let r = self.bind_fence(q).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -345,16 +359,12 @@ impl Store {
     pub async fn mark_running(&self, id: &str, vm_id: &str) -> Result<bool, StoreError> {
         let sql = format!(
             "UPDATE jobs SET status = 'running', vm_id = $1, started_at = $2, vm_since = $3 \
-             WHERE id = $4 AND {NOT_FINAL}"
+             WHERE id = $4 AND {NOT_FINAL}{}",
+            self.fence_sql(5)
         );
         let now = clock::now_ms();
-        let r = sqlx::query(&sql)
-            .bind(vm_id)
-            .bind(now)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let q = sqlx::query(&sql).bind(vm_id).bind(now).bind(now).bind(id);
+        let r = self.bind_fence(q).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -364,19 +374,19 @@ impl Store {
         let sql = format!(
             "UPDATE jobs SET status = $1, exit_code = $2, error = $3, script_duration_ms = $4, \
              finished_at = $5, vm_ms = vm_ms + COALESCE($6 - vm_since, 0), vm_since = NULL \
-             WHERE id = $7 AND {NOT_FINAL}"
+             WHERE id = $7 AND {NOT_FINAL}{}",
+            self.fence_sql(8)
         );
         let now = clock::now_ms();
-        let r = sqlx::query(&sql)
+        let q = sqlx::query(&sql)
             .bind(finish.status.as_str())
             .bind(finish.exit_code.map(i64::from))
             .bind(&finish.error)
             .bind(finish.script_duration_ms)
             .bind(now)
             .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .bind(id);
+        let r = self.bind_fence(q).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 

@@ -15,6 +15,9 @@
 //! - [`output`]: raw output chunks of a job, in order.
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
+//! - [`hosts`]: hosts of a cluster, their leases and epochs, the leader,
+//!   job claims, and [`Store::fenced`] handles whose job writes hold only
+//!   while the writer still owns the job.
 //! - [`quota`]: what a user holds, for the per-user limits (pending jobs,
 //!   disk bytes).
 //!
@@ -25,6 +28,7 @@ pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod cron;
+pub mod hosts;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
@@ -39,6 +43,7 @@ pub mod workspaces;
 pub use access::{Access, Alias, Route};
 pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use cron::{CronRow, CronUpdate, NewCron};
+pub use hosts::{Claim, Host, HostInfo, HostState, Lease, LostWork, Owner};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use quota::DiskUsage;
@@ -100,6 +105,9 @@ pub enum StoreError {
     TooNew(i64),
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
+    /// A fenced write about a job this host no longer owns.
+    #[error("{0} belongs to another host now; this host's write was refused")]
+    Fenced(String),
 }
 
 /// Which database a [`Store`] talks to.
@@ -114,12 +122,15 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Set on a [`Store::fenced`] handle: whom its job writes are for.
+    fence: Option<std::sync::Arc<Owner>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("backend", &self.backend)
+            .field("fence", &self.fence)
             .finish_non_exhaustive()
     }
 }
@@ -146,7 +157,11 @@ impl Store {
             Backend::Postgres => opts.max_connections(10),
         };
         let pool = opts.connect(&url).await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            fence: None,
+        };
         migrate::run(&store).await?;
         Ok(store)
     }

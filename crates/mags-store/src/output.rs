@@ -22,18 +22,25 @@ pub type OutputChunk = NewChunk;
 
 impl Store {
     /// Stores chunks, all or none, and adds their size to the job's
-    /// `output_bytes`.
+    /// `output_bytes`. A [`Store::fenced`] handle stores nothing once the
+    /// job is not its owner's ([`StoreError::Fenced`]).
     pub async fn append_output(&self, job_id: &str, chunks: &[NewChunk]) -> Result<(), StoreError> {
         if chunks.is_empty() {
             return Ok(());
         }
         let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE jobs SET output_bytes = output_bytes + $1 WHERE id = $2")
+        let sql = format!(
+            "UPDATE jobs SET output_bytes = output_bytes + $1 WHERE id = $2{}",
+            self.fence_sql(3)
+        );
+        let q = sqlx::query(&sql)
             .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+            .bind(job_id);
+        let r = self.bind_fence(q).execute(&mut *tx).await?;
+        if r.rows_affected() == 0 && self.owner().is_some() {
+            return Err(StoreError::Fenced(format!("the output of job {job_id}")));
+        }
         for c in chunks {
             sqlx::query("INSERT INTO job_output (job_id, seq, stream, data, ts) VALUES ($1, $2, $3, $4, $5)")
                 .bind(job_id)

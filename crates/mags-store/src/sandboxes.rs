@@ -25,14 +25,11 @@ impl Store {
     pub async fn mark_awake(&self, id: &str, vm_id: &str) -> Result<bool, StoreError> {
         let sql = format!(
             "UPDATE jobs SET status = 'running', vm_id = $1, vm_since = COALESCE(vm_since, $2) \
-             WHERE id = $3 AND {NOT_FINAL}"
+             WHERE id = $3 AND {NOT_FINAL}{}",
+            self.fence_sql(4)
         );
-        let r = sqlx::query(&sql)
-            .bind(vm_id)
-            .bind(clock::now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let q = sqlx::query(&sql).bind(vm_id).bind(clock::now_ms()).bind(id);
+        let r = self.bind_fence(q).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -41,13 +38,11 @@ impl Store {
         let sql = format!(
             "UPDATE jobs SET status = 'sleeping', \
              vm_ms = vm_ms + COALESCE($1 - vm_since, 0), vm_since = NULL \
-             WHERE id = $2 AND {NOT_FINAL}"
+             WHERE id = $2 AND {NOT_FINAL}{}",
+            self.fence_sql(3)
         );
-        let r = sqlx::query(&sql)
-            .bind(clock::now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let q = sqlx::query(&sql).bind(clock::now_ms()).bind(id);
+        let r = self.bind_fence(q).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -59,14 +54,14 @@ impl Store {
         exit: Option<(i32, i64)>,
     ) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE jobs SET exit_code = $1, script_duration_ms = $2 WHERE id = $3 AND {NOT_FINAL}"
+            "UPDATE jobs SET exit_code = $1, script_duration_ms = $2 WHERE id = $3 AND {NOT_FINAL}{}",
+            self.fence_sql(4)
         );
-        let r = sqlx::query(&sql)
+        let q = sqlx::query(&sql)
             .bind(exit.map(|(c, _)| i64::from(c)))
             .bind(exit.map(|(_, d)| d))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .bind(id);
+        let r = self.bind_fence(q).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 

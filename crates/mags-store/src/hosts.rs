@@ -505,11 +505,39 @@ impl Store {
         .bind(&host.info.name)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(LostWork {
+        let lost = LostWork {
             failed: ids(&failed)?,
             requeued: ids(&requeued)?,
             orphaned: ids(&orphaned)?,
-        })
+        };
+        // Their logs say what happened, in the same transaction (the
+        // sandboxes' new hosts append after these lines).
+        let gone = format!(
+            "{reason}: the sandbox's processes, memory and writes not yet synced are gone; \
+             it starts again on another host (from its workspace's last synced version, if it \
+             has one)\n"
+        );
+        let failed_line = format!("error: {reason}\n");
+        let lines = (lost.failed.iter().map(|id| (id, &failed_line)))
+            .chain(lost.orphaned.iter().map(|id| (id, &gone)));
+        for (id, line) in lines {
+            sqlx::query(
+                "INSERT INTO job_output (job_id, seq, stream, data, ts) \
+                 SELECT $1, COALESCE(MAX(seq), -1) + 1, 'system', $2, $3 FROM job_output \
+                 WHERE job_id = $1",
+            )
+            .bind(id)
+            .bind(line.as_bytes())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE jobs SET output_bytes = output_bytes + $1 WHERE id = $2")
+                .bind(i64::try_from(line.len()).unwrap_or(i64::MAX))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(lost)
     }
 }

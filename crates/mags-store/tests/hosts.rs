@@ -325,6 +325,13 @@ async fn a_lost_host(store: &Store) {
         (j.status, j.error.as_deref()),
         (JobState::Error, Some("host dead was lost"))
     );
+    let log = store.output_after(&running.id, -1, 10).await.expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].stream, mags_api::OutputStream::System);
+    assert_eq!(log[0].data, b"error: host dead was lost\n");
+    let log = store.output_after(&sandbox.id, -1, 10).await.expect("log");
+    let text = String::from_utf8_lossy(&log[0].data).to_string();
+    assert!(text.contains("writes not yet synced are gone"), "{text}");
     let j = store.job(&unstarted.id).await.expect("read").expect("job");
     assert_eq!((j.status, j.host.as_deref()), (JobState::Accepted, None));
 

@@ -20,6 +20,8 @@
 //!   (the live sandbox saved and stopped), in submission order.
 //! - [`workspaces`]: which disk a job gets (ephemeral, local, persistent,
 //!   base, fork), saving it to object storage, and uploaded files.
+//! - [`cluster`]: this host among several on one database: its lease,
+//!   the waiting jobs it claims, and (as leader) lost hosts' work handed on.
 //! - [`cron`]: scheduled jobs, each due run submitted like any job.
 //! - [`quota`]: per-user limits (VMs at once, waiting jobs, disk,
 //!   request rate) and the host's free disk.
@@ -34,6 +36,7 @@
 pub mod apps;
 pub mod audit;
 pub mod browser;
+pub mod cluster;
 pub mod cron;
 pub mod error;
 pub mod executor;

@@ -144,16 +144,38 @@ impl Scheduler {
         self.inner.executor.idle()
     }
 
+    /// One-shot jobs this host could start now without queueing them:
+    /// how many more a claim may take.
+    pub fn free(&self) -> u32 {
+        let taken = u32::try_from(lock(&self.inner.stops).len()).unwrap_or(u32::MAX);
+        self.inner.max.saturating_sub(taken)
+    }
+
     /// Takes over what a previous server process left: one-shot jobs
     /// mid-run end in `error` (with the reason in their log), persistent
     /// ones come back through [`Sandboxes::recover`], and jobs not yet
-    /// started are queued again.
+    /// started are queued again. A host of a cluster (a fenced store)
+    /// takes only its own jobs (from its earlier epochs) and those from
+    /// before hosts were recorded; others' are theirs, or the leader's to
+    /// hand on.
     pub async fn recover(&self) -> Result<(), mags_store::StoreError> {
         let store = &self.inner.store;
-        for job in store
-            .jobs_in_states(&[JobState::Running, JobState::Sleeping])
-            .await?
-        {
+        let (started, waiting): (Vec<Job>, Vec<Job>) = match store.owner() {
+            Some(owner) => store
+                .adopt_jobs(owner)
+                .await?
+                .into_iter()
+                .partition(|j| matches!(j.status, JobState::Running | JobState::Sleeping)),
+            None => (
+                store
+                    .jobs_in_states(&[JobState::Running, JobState::Sleeping])
+                    .await?,
+                store
+                    .jobs_in_states(&[JobState::Accepted, JobState::Queued])
+                    .await?,
+            ),
+        };
+        for job in started {
             if job.persistent {
                 self.inner.sandboxes.recover(job);
                 continue;
@@ -162,25 +184,28 @@ impl Scheduler {
             tracing::warn!(job = %job.id, "{reason}");
             self.inner.fail(&job.id, reason).await;
         }
-        for job in store
-            .jobs_in_states(&[JobState::Accepted, JobState::Queued])
-            .await?
-        {
-            if let Some(ws) = &job.workspace_id {
-                // Not its workspace yet: it waits to take it over
-                // (`Takeovers::resume`, after this).
-                if store
-                    .claim_workspace(&job.user_id, ws, &job.id)
-                    .await?
-                    .is_some()
-                {
-                    continue;
-                }
+        for job in waiting {
+            if self.waits_for_workspace(&job).await? {
+                continue;
             }
             tracing::info!(job = %job.id, "re-queueing a job accepted before a restart");
             self.submit(job);
         }
         Ok(())
+    }
+
+    /// Whether `job` (accepted, not running) is on a workspace another
+    /// live job holds: it waits to take it over ([`crate::takeover`])
+    /// instead of starting. Claims the workspace for it otherwise.
+    pub async fn waits_for_workspace(&self, job: &Job) -> Result<bool, mags_store::StoreError> {
+        let Some(ws) = &job.workspace_id else {
+            return Ok(false);
+        };
+        let store = &self.inner.store;
+        Ok(store
+            .claim_workspace(&job.user_id, ws, &job.id)
+            .await?
+            .is_some())
     }
 
     /// The jobs [`Scheduler::recover`] left waiting for a workspace another
@@ -192,6 +217,12 @@ impl Scheduler {
             .jobs_in_states(&[JobState::Accepted, JobState::Queued])
             .await?
         {
+            // Another host's (or nobody's yet): not this host's to resume.
+            if let Some(owner) = store.owner() {
+                if job.host.as_deref() != Some(owner.host.as_str()) {
+                    continue;
+                }
+            }
             let Some(ws) = &job.workspace_id else {
                 continue;
             };

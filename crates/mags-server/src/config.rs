@@ -63,6 +63,8 @@ pub struct ServeArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Address to listen on (port 0 picks a free one; see --server-file).
     #[arg(long, env = "MAGS_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
@@ -375,6 +377,63 @@ mod tests {
         };
         assert_eq!(d.database_url(), "sqlite:///x/y/mags.db");
     }
+}
+
+/// This host among others on one database (flags of `magsd serve`). One
+/// host with SQLite needs none of them: it is a cluster of one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// This host's name in the cluster (default: the machine's host
+    /// name). A host started again under its name takes its own jobs
+    /// back; two running at once under one name fence each other.
+    #[arg(long, env = "MAGS_HOST_NAME")]
+    pub host_name: Option<String>,
+    /// A label of this host, KEY=VALUE (repeatable).
+    #[arg(long = "host-label", env = "MAGS_HOST_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub host_labels: Vec<(String, String)>,
+    /// The URL other hosts reach this one's API at.
+    #[arg(long, env = "MAGS_INTERNAL_URL")]
+    pub internal_url: Option<String>,
+    /// Seconds a lease renewal holds (renewed five times as often).
+    #[arg(long, env = "MAGS_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_secs: u64,
+    /// Seconds a host's lease must have run out before the leader
+    /// declares it lost and hands its work on.
+    #[arg(long, env = "MAGS_LOST_AFTER_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub lost_after_secs: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+impl ClusterArgs {
+    /// How this host takes part, running `capacity` one-shot jobs at once.
+    pub fn config(&self, capacity: u32) -> mags_control::cluster::ClusterConfig {
+        let name = self.host_name.clone().unwrap_or_else(machine_host_name);
+        let mut cfg = mags_control::cluster::ClusterConfig::new(mags_store::HostInfo {
+            name,
+            internal_url: self.internal_url.clone(),
+            capacity,
+            labels: self.host_labels.iter().cloned().collect(),
+        });
+        cfg.lease = std::time::Duration::from_secs(self.lease_secs);
+        cfg.renew_every = (cfg.lease / 5).max(std::time::Duration::from_millis(200));
+        cfg.lost_after = std::time::Duration::from_secs(self.lost_after_secs);
+        cfg
+    }
+}
+
+/// The kernel's host name ("localhost" if it cannot be read).
+fn machine_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Where workspace snapshots and uploads are stored (flags of `magsd serve`).

@@ -1,10 +1,15 @@
 //! `magsd serve`: the start-up sequence and graceful shutdown.
 //!
-//! Data dir -> database (migrated) -> local token file -> executor (reaps
-//! orphans, starts the image build) -> recovery of jobs a previous process
-//! left -> listen -> server file. SIGINT/SIGTERM end output streams, stop
+//! Data dir -> database (migrated) -> this host registered (a new epoch;
+//! its job writes fenced by it) -> local token file -> executor (reaps
+//! orphans, starts the image build) -> recovery of the jobs this host's
+//! previous process left -> the cluster's lease, claim and leader loops
+//! -> listen -> server file. SIGINT/SIGTERM end output streams, stop
 //! accepting requests, remove the server file and put running persistent
-//! sandboxes to sleep (they wake on demand after the next start).
+//! sandboxes to sleep (they wake on demand after the next start). A host
+//! the database fenced (declared lost, or its name started again
+//! elsewhere) exits at once with status 75, its VMs with it: its work is
+//! other hosts' now, and its supervisor starts it again under a new epoch.
 
 use crate::config::{default_max_vms, runtime_config, ExecutorKind, ServeArgs};
 use crate::ssh::SshGateway;
@@ -17,6 +22,10 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The exit status of a host the database fenced (`EX_TEMPFAIL`: start
+/// it again).
+pub const FENCED_EXIT: i32 = 75;
 
 /// How long shutdown may spend putting running sandboxes to sleep.
 const SHUTDOWN_SLEEP: Duration = Duration::from_secs(60);
@@ -65,6 +74,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         })?;
     let store = Store::connect(&args.data.database_url()).await?;
     tracing::info!(backend = ?store.backend(), "database ready");
+    let max_vms = args.max_vms.unwrap_or_else(default_max_vms);
+    let cluster_cfg = args.cluster.config(max_vms);
+    let host = mags_control::cluster::join(&store, &cluster_cfg).await?;
+    // Every job state change this process writes holds only while the
+    // job is still this host's, under this epoch.
+    let store = store.fenced(host.owner());
     if let Some(path) = &args.local_token_file {
         files::ensure_local_token(&store, path).await?;
     }
@@ -118,7 +133,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
                 .unwrap_or_else(|| mags_vm::PoolConfig::for_this_host().size),
         )),
     };
-    let max_vms = args.max_vms.unwrap_or_else(default_max_vms);
     let limits = Limits {
         max_vms,
         max_sandboxes: args.max_sandboxes.unwrap_or(max_vms),
@@ -178,6 +192,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     control.scheduler.recover().await?;
     let waiting = control.scheduler.waiting_for_workspaces().await?;
     control.takeovers.resume(waiting).await?;
+    let cluster = mags_control::cluster::start(control.clone(), &host, cluster_cfg);
     // After recovery: a cron run missed while no server ran starts once now.
     mags_control::cron::start(control.clone(), control.shutdown.clone());
     tokio::spawn(control.audit.clone().prune_forever(
@@ -266,6 +281,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     }
     // Peer addresses go into the audit log.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut fenced = cluster.fenced();
+    tokio::spawn(async move {
+        if fenced.wait_for(|f| *f).await.is_ok() {
+            tracing::error!("exiting: this host was fenced (see above); its VMs end with it");
+            std::process::exit(FENCED_EXIT);
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

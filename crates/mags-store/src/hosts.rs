@@ -461,9 +461,13 @@ impl Store {
     /// (same epoch, lease not renewed since): its running one-shot jobs
     /// end `error` with `reason`, the jobs it claimed but had not started
     /// go back to the queue, its persistent sandboxes belong to nobody
-    /// (they come back on another host). Empty if it was not (any more)
-    /// as seen.
-    pub async fn declare_lost(&self, host: &Host, reason: &str) -> Result<LostWork, StoreError> {
+    /// (they come back on another host). `None` if it was not (any more)
+    /// as seen: it renewed, started again, or was declared already.
+    pub async fn declare_lost(
+        &self,
+        host: &Host,
+        reason: &str,
+    ) -> Result<Option<LostWork>, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
@@ -477,7 +481,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
-            return Ok(LostWork::default());
+            return Ok(None);
         }
         let failed = sqlx::query(
             "UPDATE jobs SET status = 'error', error = $1, finished_at = $2, \
@@ -538,6 +542,6 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(lost)
+        Ok(Some(lost))
     }
 }

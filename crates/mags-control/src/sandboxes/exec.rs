@@ -73,7 +73,7 @@ impl Shared {
         command: &str,
         timeout: Option<Duration>,
     ) -> Result<ExecRun, SandboxError> {
-        let entry = self.live_entry(job_id)?;
+        let entry = self.live_or_adopted(job_id).await?;
         let (vm, busy) = self.acquire(&entry).await?;
         let timeout_ms = timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let process = vm

@@ -99,6 +99,56 @@ impl Shared {
         );
     }
 
+    /// A sandbox whose host was lost, just claimed by this host:
+    /// registered now (callers wait on its slot), started again in the
+    /// background with its script (from its workspace's last synced
+    /// version).
+    pub(super) async fn come_back(self: &Arc<Self>, job: Job) -> Arc<Entry> {
+        let span = tracing::info_span!("sandbox", job = %job.id);
+        let (entry, slot) = self.register(&job, Slot::Starting).await;
+        let here = self
+            .store
+            .owner()
+            .map_or_else(|| "this host".to_string(), |o| format!("host {}", o.host));
+        let (this, e) = (self.clone(), entry.clone());
+        tokio::spawn(
+            async move {
+                tracing::warn!("starting a sandbox whose host was lost");
+                e.sink
+                    .system(&format!("starting the sandbox again on {here}"))
+                    .await;
+                e.sink.flush().await;
+                this.start_into(e, slot, Start::Replace).await;
+            }
+            .instrument(span),
+        );
+        entry
+    }
+
+    /// Ends a sandbox this host claimed from a lost host without starting
+    /// it again (a stop, or a takeover of its workspace): no VM runs, so
+    /// there is nothing to save.
+    async fn end_adopted(&self, job: &Job, replaced_by: Option<(&str, &str)>) {
+        let (sink, writer) =
+            crate::sink::OutputSink::start(self.store.clone(), self.followers.clone(), &job.id);
+        let line = match replaced_by {
+            None => "stopped on request".to_string(),
+            Some((by, ws)) => format!("replaced by job {by}, which took workspace {ws} over"),
+        };
+        sink.system(&line).await;
+        drop(sink);
+        if let Err(e) = writer.await {
+            tracing::error!(error = %e, "output writer crashed");
+        }
+        let finish = Finish {
+            status: JobState::Completed,
+            exit_code: job.exit_code,
+            error: None,
+            script_duration_ms: job.script_duration_ms,
+        };
+        store_final(&self.store, &self.followers, &job.id, &finish).await;
+    }
+
     /// Gets a running slot, starts a VM and the script in it; if that
     /// fails, the job ends in `error`.
     async fn start_into(self: &Arc<Self>, entry: Arc<Entry>, mut slot: SlotGuard, how: Start) {
@@ -577,7 +627,17 @@ impl Shared {
         job_id: &str,
         replaced_by: Option<(&str, &str)>,
     ) -> Result<(), SandboxError> {
-        let entry = self.live_entry(job_id)?;
+        let entry = match self.live_entry(job_id) {
+            Ok(e) => e,
+            // A sandbox whose host was lost has no VM to stop: it ends.
+            Err(unknown) => match self.adopt(job_id).await? {
+                Some(job) => {
+                    self.end_adopted(&job, replaced_by).await;
+                    return Ok(());
+                }
+                None => return Err(unknown),
+            },
+        };
         entry.request_stop();
         let mut slot = entry.slot.clone().lock_owned().await;
         let (status, error) = match std::mem::replace(&mut *slot, Slot::Gone) {

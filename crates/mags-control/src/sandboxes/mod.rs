@@ -300,6 +300,13 @@ impl Sandboxes {
         self.inner.clone().recover(job);
     }
 
+    /// Starts again here the sandbox of `job`, which this host has just
+    /// claimed after its host was lost (a `no_sleep` one comes back by
+    /// itself); its log says so.
+    pub async fn come_back(&self, job: Job) {
+        self.inner.come_back(job).await;
+    }
+
     /// Runs `bash -c command` in `/root` of the job's sandbox, waking it
     /// first if it sleeps. The caller checks ownership and [`check_live`].
     pub async fn exec(
@@ -375,7 +382,7 @@ impl Sandboxes {
             .await?
             .ok_or_else(|| SandboxError::NotFound(job_id.to_string()))?;
         check_live(&job, "a session")?;
-        let entry = self.inner.live_entry(job_id)?;
+        let entry = self.inner.live_or_adopted(job_id).await?;
         let (vm, busy) = self.inner.acquire(&entry).await?;
         Ok(Connected {
             vm_id: vm.id().to_string(),
@@ -388,7 +395,7 @@ impl Sandboxes {
     /// Wakes the job's sandbox if it sleeps (a no-op if it runs) and counts
     /// that as activity. The caller checks ownership and [`check_live`].
     pub async fn wake(&self, job_id: &str) -> Result<(), SandboxError> {
-        let entry = self.inner.live_entry(job_id)?;
+        let entry = self.inner.live_or_adopted(job_id).await?;
         let (_vm, _busy) = self.inner.acquire(&entry).await?;
         Ok(())
     }
@@ -437,6 +444,42 @@ impl Shared {
     }
 
     /// The entry of a job the caller found live in the database.
+    /// [`Shared::live_entry`]; or, for a live sandbox whose host was lost
+    /// (nobody's now), this host takes it and starts it again here: its
+    /// entry, the VM starting (callers wait on its slot).
+    async fn live_or_adopted(self: &Arc<Self>, job_id: &str) -> Result<Arc<Entry>, SandboxError> {
+        if let Some(e) = self.entry(job_id) {
+            return Ok(e);
+        }
+        match self.adopt(job_id).await? {
+            Some(job) => Ok(self.come_back(job).await),
+            None => self.live_entry(job_id),
+        }
+    }
+
+    /// Takes the live persistent job `job_id` for this host if nobody owns
+    /// it (its host was lost); `None` if it is not such a job, or another
+    /// host took it first. A job another host runs is
+    /// [`SandboxError::Unavailable`] here, naming that host.
+    async fn adopt(&self, job_id: &str) -> Result<Option<Job>, SandboxError> {
+        let Some(owner) = self.store.owner() else {
+            return Ok(None);
+        };
+        let Some(job) = self.store.job(job_id).await? else {
+            return Ok(None);
+        };
+        if let Some(host) = job.host.as_deref().filter(|h| *h != owner.host) {
+            return Err(SandboxError::Unavailable(format!(
+                "the sandbox of job {job_id} runs on host {host}; send the request to that host"
+            )));
+        }
+        if job.host.is_some() || !job.persistent || job.status.is_final() {
+            return Ok(None);
+        }
+        let claim = mags_store::Claim::One(job.id.clone());
+        Ok(self.store.claim_jobs(owner, &claim).await?.pop())
+    }
+
     fn live_entry(&self, job_id: &str) -> Result<Arc<Entry>, SandboxError> {
         self.entry(job_id).ok_or_else(|| {
             SandboxError::Unavailable(format!(

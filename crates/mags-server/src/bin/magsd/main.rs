@@ -1,8 +1,10 @@
 //! `magsd`: the Mags server. `serve` runs the API; `user`, `token` and
-//! `audit` manage users, API tokens and read the audit log; `image build`
+//! `audit` manage users, API tokens and read the audit log; `host` lists
+//! and drains the hosts sharing the database; `image build`
 //! prepares the guest image with a progress bar; `doctor` says what the
 //! host lacks.
 
+mod hosts;
 mod image;
 mod users;
 
@@ -40,6 +42,11 @@ enum Command {
     },
     /// Read the audit log (security-relevant events).
     Audit(users::AuditArgs),
+    /// The hosts sharing this database: list, drain, forget.
+    Host {
+        #[command(subcommand)]
+        command: hosts::HostCommand,
+    },
     /// Manage the guest image.
     Image {
         #[command(subcommand)]
@@ -94,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command } => users::user(command).await?,
         Command::Token { command } => users::token(command).await?,
         Command::Audit(args) => users::audit(args).await?,
+        Command::Host { command } => hosts::host(command).await?,
         Command::Image {
             command:
                 ImageCommand::Build {

@@ -100,7 +100,7 @@ pub struct AuditArgs {
     json: bool,
 }
 
-async fn open(data: &DataArgs) -> anyhow::Result<Store> {
+pub(crate) async fn open(data: &DataArgs) -> anyhow::Result<Store> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

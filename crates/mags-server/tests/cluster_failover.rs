@@ -1,0 +1,285 @@
+//! Two real `magsd` hosts (fake executor) on one real Postgres database:
+//! a host killed with SIGKILL mid-work is declared lost by the other, its
+//! running one-shot jobs end `error` naming it, the jobs it had queued run
+//! exactly once on the other host, its `no_sleep` sandbox comes back there
+//! by itself and its other sandbox on the next request; started again
+//! under its name, it takes back nothing.
+
+use mags_api::{CreateJobRequest, JobState};
+use mags_store::{HostState, Job, Store};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the server when the test ends, however it ends.
+struct Host {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn postgres_url() -> String {
+    match std::env::var("MAGS_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
+             `eval \"$(scripts/test-postgres)\"` (or point it at any server)"
+        ),
+    }
+}
+
+/// A fresh schema of its own on the test server; its URL.
+async fn fresh_schema() -> String {
+    let base = postgres_url();
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("connect to Postgres");
+    let name = format!("mags_cluster_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {name}"))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    admin.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{name}")
+}
+
+/// Starts host `name` on `db`, its own data dir under `root`; waits for
+/// its server file.
+async fn start(root: &Path, name: &str, db: &str, max_vms: u32) -> Host {
+    let data = root.join(name);
+    let server_file = data.join("server.json");
+    let _ = std::fs::remove_file(&server_file);
+    let log = std::fs::File::create(root.join(format!("{name}.log"))).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_magsd"))
+        .args(["serve", "--executor", "fake", "--listen", "127.0.0.1:0"])
+        .args(["--ssh-listen", "off", "--host-name", name])
+        .args(["--lease-secs", "1", "--lost-after-secs", "1"])
+        .args(["--max-vms", &max_vms.to_string(), "--user-max-vms", "100"])
+        .arg("--database-url")
+        .arg(db)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--server-file")
+        .arg(&server_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start magsd");
+    let url = wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&server_file).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["url"].as_str().map(str::to_string)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "host {name} did not start: see {}",
+            root.join(format!("{name}.log")).display()
+        )
+    });
+    Host { child, url }
+}
+
+/// Polls `f` every 100 ms until it gives something or `within` passes.
+async fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn jobs(store: &Store, ids: &[String]) -> Vec<Job> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(store.job(id).await.expect("read").expect("job"));
+    }
+    out
+}
+
+async fn log(store: &Store, id: &str) -> String {
+    let chunks = store.output_after(id, -1, 1000).await.expect("output");
+    chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.data).to_string())
+        .collect()
+}
+
+fn request(body: serde_json::Value) -> CreateJobRequest {
+    serde_json::from_value(body).expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_host_is_declared_lost_and_its_work_goes_on_elsewhere() {
+    let db = fresh_schema().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path: PathBuf = root.path().to_path_buf();
+    let store = Store::connect(&db).await.expect("store");
+    let user = store.create_user("alice", false).await.expect("user");
+    let (_, token) = store.create_token(&user.id).await.expect("token");
+
+    let mut a = start(&root_path, "a", &db, 4).await;
+    let b = start(&root_path, "b", &db, 40).await;
+    let on_a = mags_client::Client::new(&a.url, &token).expect("client");
+    let on_b = mags_client::Client::new(&b.url, &token).expect("client");
+
+    // On a: 4 jobs running (all its slots), 26 queued behind them, two
+    // sandboxes (one no_sleep).
+    let mut one_shots = Vec::new();
+    for i in 0..30 {
+        let r = on_a
+            .create_job(&request(serde_json::json!({
+                "script": format!("echo start {i}\nsleep 3\necho done {i}"),
+                "type": "inline",
+            })))
+            .await
+            .expect("submit");
+        one_shots.push(r.request_id);
+    }
+    let mut sandboxes = Vec::new();
+    for no_sleep in [false, true] {
+        let r = on_a
+            .create_job(&request(serde_json::json!({
+                "script": "echo sandbox up",
+                "type": "inline",
+                "persistent": true,
+                "no_sleep": no_sleep,
+            })))
+            .await
+            .expect("submit sandbox");
+        sandboxes.push(r.request_id);
+    }
+    let mut running = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.len() < 4
+        || jobs(&store, &sandboxes)
+            .await
+            .iter()
+            .any(|j| j.status != JobState::Running)
+    {
+        assert!(Instant::now() < deadline, "a did not start its jobs");
+        running = jobs(&store, &one_shots)
+            .await
+            .into_iter()
+            .filter(|j| j.status == JobState::Running)
+            .map(|j| j.id.clone())
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every job was a's.
+    for j in jobs(&store, &one_shots).await {
+        assert_eq!(j.host.as_deref(), Some("a"), "job {} not on a", j.id);
+    }
+
+    // SIGKILL: no goodbye.
+    a.child.kill().expect("kill a");
+    a.child.wait().expect("reap a");
+    let killed_at = Instant::now();
+
+    // Every one-shot job ends; a's running ones in error naming it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = jobs(&store, &one_shots).await;
+        if all.iter().all(|j| j.status.is_final()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs still not final: {:?}",
+            all.iter()
+                .map(|j| (j.status, j.host.clone()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lost_after = killed_at.elapsed();
+    assert_eq!(
+        store.host("a").await.expect("host").map(|h| h.state),
+        Some(HostState::Lost)
+    );
+    for j in jobs(&store, &one_shots).await {
+        let text = log(&store, &j.id).await;
+        if running.contains(&j.id) {
+            assert_eq!(j.status, JobState::Error, "job {}", j.id);
+            let why = j.error.clone().unwrap_or_default();
+            assert!(why.contains("host a was lost"), "{why}");
+            assert!(text.contains("error: host a was lost"), "{text}");
+        } else {
+            // Ran once, on b, to its end.
+            assert_eq!(j.status, JobState::Completed, "job {}: {text}", j.id);
+            assert_eq!(j.host.as_deref(), Some("b"));
+            assert_eq!(
+                text.matches("start ").count(),
+                1,
+                "ran more than once: {text}"
+            );
+            assert_eq!(text.matches("done ").count(), 1, "{text}");
+        }
+    }
+
+    // The no_sleep sandbox came back on b by itself.
+    let always_on = &sandboxes[1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = store.job(always_on).await.expect("read").expect("job");
+        if j.host.as_deref() == Some("b") && j.status == JobState::Running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the no_sleep sandbox did not come back: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = log(&store, always_on).await;
+    assert!(text.contains("host a was lost"), "{text}");
+    assert!(
+        text.contains("starting the sandbox again on host b"),
+        "{text}"
+    );
+    // The other waits for a request, then comes back where it is asked.
+    let other = &sandboxes[0];
+    let j = store.job(other).await.expect("read").expect("job");
+    assert_eq!(j.host, None, "nobody's until asked for");
+    let out = on_b
+        .exec(other, "echo here", Some(30.0))
+        .await
+        .expect("exec");
+    assert_eq!((out.exit_code, out.stdout.as_str()), (0, "here\n"));
+    let j = store.job(other).await.expect("read").expect("job");
+    assert_eq!(j.host.as_deref(), Some("b"));
+
+    // a, started again under its name: a new epoch, nothing of its past.
+    let before = store.host("a").await.expect("host").expect("a");
+    let a2 = start(&root_path, "a", &db, 4).await;
+    let again = store.host("a").await.expect("host").expect("a");
+    assert_eq!(
+        (again.epoch, again.state),
+        (before.epoch + 1, HostState::Up)
+    );
+    for id in &sandboxes {
+        let j = store.job(id).await.expect("read").expect("job");
+        assert_eq!(j.host.as_deref(), Some("b"), "sandbox {id} moved back");
+    }
+    eprintln!(
+        "declared lost and every job final {} ms after the kill",
+        lost_after.as_millis()
+    );
+    drop(a2);
+    drop(b);
+    store.close().await;
+}

@@ -15,6 +15,8 @@
 //! - [`output`]: raw output chunks of a job, in order.
 //! - [`workspaces`]: workspace records (and their one-live-job claim) and
 //!   uploaded files.
+//! - [`cron`], [`cron_runs`]: scheduled jobs, and the one transaction
+//!   that starts (or skips) each due run once across hosts.
 //! - [`quota`]: what a user holds, for the per-user limits (pending jobs,
 //!   disk bytes).
 //!
@@ -25,6 +27,7 @@ pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod cron;
+pub mod cron_runs;
 pub mod jobs;
 pub mod migrate;
 pub mod output;
@@ -39,6 +42,7 @@ pub mod workspaces;
 pub use access::{Access, Alias, Route};
 pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use cron::{CronRow, CronUpdate, NewCron};
+pub use cron_runs::{CronRun, DueRun};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};
 pub use quota::DiskUsage;

@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_output_retention",
         sql: include_str!("../migrations/0011_job_output_retention.sql"),
     },
+    Migration {
+        version: 13,
+        name: "cron_runs",
+        sql: include_str!("../migrations/0013_cron_runs.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

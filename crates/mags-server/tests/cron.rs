@@ -241,6 +241,65 @@ async fn due_runs_become_jobs_once_and_never_overlap() {
     assert_eq!(h.job_count().await, 3);
 }
 
+/// A run refused by the user's limits is skipped once (two ticks racing
+/// for it): the reason recorded, the schedule moved on, no job stored.
+#[tokio::test]
+async fn a_run_refused_by_a_limit_is_skipped_once() {
+    let mut limits = mags_control::Limits::new(4);
+    limits.user.max_pending = 1;
+    let h = common::harness_with_limits(limits, false).await;
+    let (status, c) = create(
+        &h,
+        json!({"name": "refused", "cron_expression": "* * * * *", "script": "echo"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().expect("id").to_string();
+    let alice = h
+        .store
+        .user_by_name("alice")
+        .await
+        .expect("user")
+        .expect("alice");
+    // A job left waiting (stored, never scheduled): the user is at the limit.
+    let waiting = common::new_job(&alice.id, "true");
+    h.store.insert_job(&waiting).await.expect("job");
+    let at = clock::now_ms() + MINUTE + 1_000;
+    let (a, b) = tokio::join!(cron::tick(&h.state, at), cron::tick(&h.state, at));
+    let (a, b) = (a.expect("tick"), b.expect("tick"));
+    assert_eq!(
+        (a.started.len() + b.started.len(), a.skipped + b.skipped),
+        (0, 1),
+        "{a:?} {b:?}"
+    );
+    let row = h
+        .store
+        .cron(&alice.id, &id)
+        .await
+        .expect("get")
+        .expect("cron");
+    assert_eq!((row.run_count, row.skip_count), (0, 1));
+    let why = row.last_skip.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("not started: ") && why.contains("waiting"),
+        "{why}"
+    );
+    assert!(row.next_run_at.expect("next") > at, "moved on");
+    let (runs, total) = h
+        .store
+        .cron_runs(&id, mags_store::Page::first(10))
+        .await
+        .expect("runs");
+    assert_eq!(total, 1);
+    assert_eq!(
+        (runs[0].job_id.clone(), runs[0].skip_reason.clone()),
+        (None, Some(why))
+    );
+    let again = cron::tick(&h.state, at).await.expect("tick");
+    assert_eq!((again.started.len(), again.skipped), (0, 0));
+    assert_eq!(h.job_count().await, 1, "only the waiting job");
+}
+
 #[tokio::test]
 async fn a_disabled_cron_never_runs() {
     let h = harness().await;

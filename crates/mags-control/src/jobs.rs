@@ -1,7 +1,8 @@
-//! Job admission, the control side of `POST /mags-jobs` (also called by
+//! Job admission, the control side of `POST /mags-jobs` (also used by
 //! cron and browser sessions): a create request is checked and turned
-//! into a [`NewJob`], the user's limits are checked, the job is stored and
-//! handed to the scheduler (or queued to take its workspace over). No HTTP
+//! into a [`NewJob`], the user's limits are checked ([`admit`]), the job
+//! is stored and handed to the scheduler (or queued to take its workspace
+//! over, [`schedule`]). No HTTP
 //! here: every refusal is a typed [`ControlError`], which the API maps to a
 //! status (`error.rs`) and cron to skip-or-fail.
 
@@ -14,16 +15,33 @@ use std::collections::BTreeMap;
 
 pub use crate::invalid::Invalid;
 
-/// Checks, stores and schedules a job for `user_id` (the API, cron and
-/// browser sessions). Per-user limits are checked before anything is
-/// stored (too many jobs waiting, a new sandbox with every VM of the user
-/// busy, a disk past the quota or one the host cannot hold: each its own
-/// [`QuotaError`]).
+/// Checks, stores and schedules a job for `user_id` (the API and browser
+/// sessions; cron stores its runs' jobs itself, see [`admit`]). Per-user
+/// limits are checked before anything is stored (too many jobs waiting, a
+/// new sandbox with every VM of the user busy, a disk past the quota or
+/// one the host cannot hold: each its own [`QuotaError`]).
+///
+/// [`QuotaError`]: crate::quota::QuotaError
 pub async fn submit(
     state: &Control,
     user_id: &str,
     req: CreateJobRequest,
 ) -> Result<Job, ControlError> {
+    let new = admit(state, user_id, req).await?;
+    let job = state.store.insert_job(&new).await?;
+    schedule(state, job.clone()).await?;
+    Ok(job)
+}
+
+/// The checks of [`submit`], storing nothing: the job to store, or why it
+/// may not be. Cron uses it to store a run's job in the same transaction
+/// as the run's claim ([`mags_store::Store::start_cron_run`]), then hands
+/// it on with [`schedule`].
+pub async fn admit(
+    state: &Control,
+    user_id: &str,
+    req: CreateJobRequest,
+) -> Result<NewJob, ControlError> {
     let new = validate(req, user_id, state.limits.job_timeout_secs)?;
     state.workspaces.check_files(user_id, &new.file_ids).await?;
     if let Some(base) = &new.base_workspace_id {
@@ -55,11 +73,15 @@ pub async fn submit(
         let needed = bytes.saturating_sub(have);
         crate::quota::check_host_disk(&state.store, dir, needed, &what).await?;
     }
-    let job = state.store.insert_job(&new).await?;
+    Ok(new)
+}
+
+/// Hands a stored, `accepted` job to the scheduler.
+pub async fn schedule(state: &Control, job: Job) -> Result<(), ControlError> {
     // One live job per workspace, decided atomically in the database; a
     // job whose workspace is held waits its turn and takes it over.
-    state.takeovers.submit(job.clone()).await?;
-    Ok(job)
+    state.takeovers.submit(job).await?;
+    Ok(())
 }
 
 /// Whether a job on `workspace` will take over a live sandbox of the user

@@ -1,5 +1,7 @@
 //! Cron jobs through the router (fake executor, real SQLite store), with
-//! the ticker driven by hand at chosen times instead of waiting minutes.
+//! the ticker driven by hand at chosen times instead of waiting minutes;
+//! and two hosts on one Postgres database (`MAGS_TEST_POSTGRES_URL`,
+//! required like the store tests').
 
 mod common;
 
@@ -202,7 +204,8 @@ async fn due_runs_become_jobs_once_and_never_overlap() {
     assert_eq!(c["run_count"], 1);
 
     // Hours of missed ticks (the server was down) collapse into one run.
-    let much_later = later + 180 * MINUTE;
+    // (At a minute's first second, so a second later is not due again.)
+    let much_later = (later + 180 * MINUTE) / MINUTE * MINUTE + 1_000;
     let r = cron::tick(&h.state, much_later).await.expect("tick");
     assert_eq!(r.started.len(), 1);
     h.wait_final(&r.started[0]).await;
@@ -236,6 +239,65 @@ async fn due_runs_become_jobs_once_and_never_overlap() {
         "{c}"
     );
     assert_eq!(h.job_count().await, 3);
+}
+
+/// A run refused by the user's limits is skipped once (two ticks racing
+/// for it): the reason recorded, the schedule moved on, no job stored.
+#[tokio::test]
+async fn a_run_refused_by_a_limit_is_skipped_once() {
+    let mut limits = mags_control::Limits::new(4);
+    limits.user.max_pending = 1;
+    let h = common::harness_with_limits(limits, false).await;
+    let (status, c) = create(
+        &h,
+        json!({"name": "refused", "cron_expression": "* * * * *", "script": "echo"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().expect("id").to_string();
+    let alice = h
+        .store
+        .user_by_name("alice")
+        .await
+        .expect("user")
+        .expect("alice");
+    // A job left waiting (stored, never scheduled): the user is at the limit.
+    let waiting = common::new_job(&alice.id, "true");
+    h.store.insert_job(&waiting).await.expect("job");
+    let at = clock::now_ms() + MINUTE + 1_000;
+    let (a, b) = tokio::join!(cron::tick(&h.state, at), cron::tick(&h.state, at));
+    let (a, b) = (a.expect("tick"), b.expect("tick"));
+    assert_eq!(
+        (a.started.len() + b.started.len(), a.skipped + b.skipped),
+        (0, 1),
+        "{a:?} {b:?}"
+    );
+    let row = h
+        .store
+        .cron(&alice.id, &id)
+        .await
+        .expect("get")
+        .expect("cron");
+    assert_eq!((row.run_count, row.skip_count), (0, 1));
+    let why = row.last_skip.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("not started: ") && why.contains("waiting"),
+        "{why}"
+    );
+    assert!(row.next_run_at.expect("next") > at, "moved on");
+    let (runs, total) = h
+        .store
+        .cron_runs(&id, mags_store::Page::first(10))
+        .await
+        .expect("runs");
+    assert_eq!(total, 1);
+    assert_eq!(
+        (runs[0].job_id.clone(), runs[0].skip_reason.clone()),
+        (None, Some(why))
+    );
+    let again = cron::tick(&h.state, at).await.expect("tick");
+    assert_eq!((again.started.len(), again.skipped), (0, 0));
+    assert_eq!(h.job_count().await, 1, "only the waiting job");
 }
 
 #[tokio::test]
@@ -310,4 +372,150 @@ async fn wait_running(h: &common::Harness, id: &str) {
         assert!(std::time::Instant::now() < deadline, "{job}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A host of a cluster: its own `Store` (connections) on the shared
+/// database, its own control layer and executor.
+struct Host {
+    control: mags_control::Control,
+    fake: mags_control::executor::fake::FakeExecutor,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn host(url: &str) -> Host {
+    let store = mags_store::Store::connect(url).await.expect("connect");
+    let fake = mags_control::executor::fake::FakeExecutor::new();
+    let (control, stop) = mags_control::Control::new(store, std::sync::Arc::new(fake.clone()), 4);
+    Host {
+        control,
+        fake,
+        _stop: stop,
+    }
+}
+
+/// Polls `what` (for 10 s at most) until it holds.
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Two hosts on one Postgres database, both ticking at the database's
+/// clock: every run due in the past starts once, on one host (whose
+/// scheduler then runs it), and a run not yet due by the database's clock
+/// starts on neither.
+#[tokio::test]
+async fn two_hosts_on_one_postgres_start_each_due_run_once() {
+    let db = common::postgres::schema("mags_cron_hosts").await;
+    let (a, b) = (host(&db.url).await, host(&db.url).await);
+    let store = a.control.store.clone();
+    let user = store.create_user("alice", false).await.expect("user");
+    let now = store.db_now_ms().await.expect("db clock");
+    let mut due = Vec::new();
+    for i in 0..6 {
+        let c = store
+            .insert_cron(&mags_store::NewCron {
+                id: uuid::Uuid::new_v4().to_string(),
+                user_id: user.id.clone(),
+                name: format!("due-{i}"),
+                expression: "* * * * *".into(),
+                script: "echo tick".into(),
+                persistent: false,
+                workspace_id: None,
+                environment: Default::default(),
+                enabled: true,
+                next_run_at: Some(now - (i + 1) * 5 * MINUTE),
+            })
+            .await
+            .expect("cron");
+        due.push(c);
+    }
+    let soon = store
+        .insert_cron(&mags_store::NewCron {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: "soon".into(),
+            next_run_at: Some(now + 5 * MINUTE),
+            ..due[0].spec.clone()
+        })
+        .await
+        .expect("cron");
+
+    let (ra, rb) = tokio::join!(cron::tick_now(&a.control), cron::tick_now(&b.control));
+    let (ra, rb) = (ra.expect("tick a"), rb.expect("tick b"));
+    assert_eq!((ra.failed, rb.failed), (0, 0));
+    assert_eq!(
+        ra.started.len() + rb.started.len(),
+        due.len(),
+        "each due run once: {ra:?} {rb:?}"
+    );
+    // Both hosts ticking on (their real tickers) start nothing more.
+    mags_control::cron::start(a.control.clone(), a.control.shutdown.clone());
+    mags_control::cron::start(b.control.clone(), b.control.shutdown.clone());
+    for c in &due {
+        let c = store
+            .cron(&user.id, &c.id)
+            .await
+            .expect("get")
+            .expect("cron");
+        assert_eq!(c.run_count, 1, "{}", c.name);
+        let next = c.next_run_at.expect("next");
+        assert!(
+            next > now && next % MINUTE == 0,
+            "next from the database's clock: {next}"
+        );
+        let (runs, total) = store
+            .cron_runs(&c.id, mags_store::Page::first(10))
+            .await
+            .expect("runs");
+        assert_eq!(total, 1, "{}", c.name);
+        assert_eq!(runs[0].job_id, c.last_job_id);
+    }
+    // Each started job was handed to the scheduler of the host that
+    // started it, and ran there.
+    wait_until("every run's VM started", || async {
+        a.fake.started() + b.fake.started() >= due.len()
+    })
+    .await;
+    assert_eq!(a.fake.started(), ra.started.len());
+    assert_eq!(b.fake.started(), rb.started.len());
+    for id in ra.started.iter().chain(&rb.started) {
+        let store = store.clone();
+        wait_until("the run completed", || {
+            let store = store.clone();
+            async move {
+                store
+                    .job(id)
+                    .await
+                    .expect("job")
+                    .is_some_and(|j| j.status == mags_api::JobState::Completed)
+            }
+        })
+        .await;
+    }
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    let jobs: i64 = sqlx::Row::try_get(&row, "n").expect("n");
+    assert_eq!(jobs, due.len() as i64, "one job per due run");
+    let soon = store
+        .cron(&user.id, &soon.id)
+        .await
+        .expect("get")
+        .expect("cron");
+    assert_eq!(
+        (soon.run_count, soon.next_run_at),
+        (0, Some(now + 5 * MINUTE)),
+        "not due yet by the database's clock"
+    );
+    for h in [&a, &b] {
+        h.control.store.close().await;
+    }
+    db.drop().await;
 }

@@ -1,9 +1,8 @@
-//! Scheduled jobs ("cron jobs") and the claim that makes each run start once.
+//! Scheduled jobs ("cron jobs"): their records and which are due.
 //!
-//! The schedule itself (parsing, next fire time) lives in the server; the
-//! store keeps `next_run_at` and moves it with a compare-and-set
-//! ([`Store::claim_cron_run`]), which is what makes a run start exactly once
-//! across hosts and restarts.
+//! The schedule itself (parsing, next fire time) lives in the control
+//! layer; the store keeps `next_run_at`, which the one transaction of
+//! [`crate::cron_runs`] moves on as each due run starts or is skipped.
 
 use crate::{clock, conflict_or, get, Store, StoreError};
 use sqlx::any::AnyRow;
@@ -201,7 +200,9 @@ impl Store {
         Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
     }
 
-    /// Enabled cron jobs of every user whose next run is due at `now`.
+    /// Enabled cron jobs of every user whose next run is due at `now`: the
+    /// database's clock ([`Store::db_now_ms`]) in a cluster, so a host
+    /// whose own clock runs ahead starts nothing early.
     pub async fn due_crons(&self, now: i64) -> Result<Vec<CronRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "{SELECT} WHERE c.enabled = 1 AND c.next_run_at IS NOT NULL AND c.next_run_at <= $1 \
@@ -261,52 +262,5 @@ impl Store {
             .await?
             .rows_affected();
         Ok(n == 1)
-    }
-
-    /// Moves a due cron job's next run from `due` (the value just read) to
-    /// `next`. Whether this caller won: only one of several concurrent
-    /// callers (hosts, or a server and its restarted self) ever does.
-    pub async fn claim_cron_run(
-        &self,
-        id: &str,
-        due: i64,
-        next: Option<i64>,
-    ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE cron_jobs SET next_run_at = $1 WHERE id = $2 AND enabled = 1 AND next_run_at = $3",
-        )
-        .bind(next)
-        .bind(id)
-        .bind(due)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
-    }
-
-    /// Records a started run.
-    pub async fn record_cron_run(&self, id: &str, job_id: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE cron_jobs SET last_run_at = $1, last_job_id = $2, last_skip = NULL, \
-             run_count = run_count + 1 WHERE id = $3",
-        )
-        .bind(at)
-        .bind(job_id)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records a due run that was not started, and why.
-    pub async fn record_cron_skip(&self, id: &str, why: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE cron_jobs SET last_skip = $1, skip_count = skip_count + 1 WHERE id = $2",
-        )
-        .bind(why)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }

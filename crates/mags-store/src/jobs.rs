@@ -206,6 +206,17 @@ impl Store {
     /// Stores a new job in state `accepted`, owned by this handle's
     /// [`Store::owner`] if fenced (else by nobody yet); returns it as stored.
     pub async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
+        self.insert_job_in(&self.pool, job).await
+    }
+
+    /// [`Store::insert_job`] through `db`: the pool, or a transaction that
+    /// stores the job together with other rows (a cron run, see
+    /// [`Store::start_cron_run`]).
+    pub(crate) async fn insert_job_in<'e>(
+        &self,
+        db: impl sqlx::AnyExecutor<'e>,
+        job: &NewJob,
+    ) -> Result<Job, StoreError> {
         let env = serde_json::to_string(&job.environment)
             .map_err(|e| StoreError::Corrupt(format!("environment: {e}")))?;
         let files = serde_json::to_string(&job.file_ids)
@@ -246,7 +257,7 @@ impl Store {
             .bind(JobState::Accepted.as_str())
             .bind(self.owner().map(|o| o.host.clone()))
             .bind(self.owner().map(|o| o.epoch))
-            .execute(&self.pool)
+            .execute(db)
             .await
             .map_err(|e| crate::conflict_or(e, || format!("job {}", job.id)))?;
         Ok(Job {

@@ -18,6 +18,8 @@
 //! - [`hosts`]: hosts of a cluster, their leases and epochs, the leader,
 //!   job claims, and [`Store::fenced`] handles whose job writes hold only
 //!   while the writer still owns the job.
+//! - [`cron`], [`cron_runs`]: scheduled jobs, and the one transaction
+//!   that starts (or skips) each due run once across hosts.
 //! - [`quota`]: what a user holds, for the per-user limits (pending jobs,
 //!   disk bytes).
 //!
@@ -28,6 +30,7 @@ pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod cron;
+pub mod cron_runs;
 pub mod hosts;
 pub mod jobs;
 pub mod migrate;
@@ -43,6 +46,7 @@ pub mod workspaces;
 pub use access::{Access, Alias, Route};
 pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use cron::{CronRow, CronUpdate, NewCron};
+pub use cron_runs::{CronRun, DueRun};
 pub use hosts::{Claim, Host, HostInfo, HostState, Lease, LostWork, Owner};
 pub use jobs::{Finish, Job, NewJob};
 pub use output::{NewChunk, OutputChunk};

@@ -1,7 +1,8 @@
 //! The embedded schema migrations and their runner.
 //!
 //! Migrations are plain SQL files in `migrations/`, applied in order, each
-//! in its own transaction, and recorded in `mags_migrations`. They are
+//! in its own transaction, and recorded in `mags_migrations`; any not
+//! recorded there is applied, even one older than the newest applied. They are
 //! written in the SQL that SQLite and Postgres share; the only dialect word
 //! is `{{BLOB}}` (`BLOB` on SQLite, `BYTEA` on Postgres). On Postgres a
 //! session advisory lock keeps two hosts from migrating at once.
@@ -78,6 +79,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "hosts",
         sql: include_str!("../migrations/0012_hosts.sql"),
     },
+    Migration {
+        version: 13,
+        name: "cron_runs",
+        sql: include_str!("../migrations/0013_cron_runs.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).
@@ -118,15 +124,20 @@ async fn apply_pending(
         )",
     )
     .await?;
-    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM mags_migrations")
-        .fetch_one(&mut **conn)
+    let rows = sqlx::query("SELECT version FROM mags_migrations")
+        .fetch_all(&mut **conn)
         .await?;
-    let current: i64 = get(&row, "v")?;
+    let applied = rows
+        .iter()
+        .map(|r| get::<i64>(r, "version"))
+        .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
     let newest = MIGRATIONS.last().map_or(0, |m| m.version);
-    if current > newest {
+    if let Some(&current) = applied.last().filter(|v| **v > newest) {
         return Err(StoreError::TooNew(current));
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    // Every one not recorded, even below the newest applied: migrations
+    // made side by side may land in either order (each stands alone).
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let sql = dialect(m.sql, backend);
         let fail = |source| StoreError::Migration {
             version: m.version,

@@ -15,7 +15,7 @@ use mags_api::{CronCreateRequest, CronJob, CronList, CronUpdateRequest, PageQuer
 use mags_control::cron::{self, expr::CronExpr};
 use mags_control::jobs::{check_environment, check_workspace_id};
 use mags_control::text::Esc;
-use mags_store::{clock, CronRow, CronUpdate, NewCron, Page, StoreError};
+use mags_store::{CronRow, CronUpdate, NewCron, Page, StoreError};
 use std::collections::BTreeMap;
 
 fn not_found(id: &str) -> ApiError {
@@ -80,9 +80,17 @@ fn workspace_for(name: &str, persistent: bool, given: Option<String>) -> Option<
     given.or_else(|| persistent.then(|| default_workspace(name)))
 }
 
-/// The next fire time after now, if enabled.
-fn next_run(expr: &CronExpr, enabled: bool) -> Option<i64> {
-    enabled.then(|| expr.next_after(clock::now_ms())).flatten()
+/// The next fire time after now, if enabled. Now is the database's clock,
+/// the one the ticker of every host decides due runs by.
+async fn next_run(
+    state: &AppState,
+    expr: &CronExpr,
+    enabled: bool,
+) -> Result<Option<i64>, ApiError> {
+    if !enabled {
+        return Ok(None);
+    }
+    Ok(expr.next_after(state.store.db_now_ms().await?))
 }
 
 /// `POST /mags-cron` -> 201 with the cron job.
@@ -122,7 +130,7 @@ pub async fn create(
             workspace_id: ws,
             environment: req.environment,
             enabled: req.enabled,
-            next_run_at: next_run(&expr, req.enabled),
+            next_run_at: next_run(&state, &expr, req.enabled).await?,
         })
         .await
         .map_err(store_err)?;
@@ -197,7 +205,7 @@ pub async fn update(
     // Unchanged schedule and still enabled: keep the run already due.
     let next = match (req.cron_expression.is_none(), cur.enabled, enabled) {
         (true, true, true) => cur.next_run_at,
-        _ => next_run(&expr, enabled),
+        _ => next_run(&state, &expr, enabled).await?,
     };
     let row = state
         .store

@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_output_retention",
         sql: include_str!("../migrations/0011_job_output_retention.sql"),
     },
+    Migration {
+        version: 14,
+        name: "workspace_versions",
+        sql: include_str!("../migrations/0014_workspace_versions.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

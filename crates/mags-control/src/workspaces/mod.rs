@@ -749,6 +749,8 @@ impl Inner {
                             "a cached workspace disk is stale (the workspace changed elsewhere): \
                              not stored; dropping it and the unsaved writes it held"
                         );
+                        let _ = std::fs::remove_dir_all(&dir);
+                        continue;
                     }
                     Err(e) => {
                         tracing::warn!(workspace = %row.name, error = %e, "cannot store a workspace's unsaved changes; its cached disk is kept");

@@ -1,7 +1,8 @@
 //! The embedded schema migrations and their runner.
 //!
 //! Migrations are plain SQL files in `migrations/`, applied in order, each
-//! in its own transaction, and recorded in `mags_migrations`. They are
+//! in its own transaction, and recorded in `mags_migrations`; any one not
+//! recorded yet runs, even below the newest recorded. They are
 //! written in the SQL that SQLite and Postgres share; the only dialect word
 //! is `{{BLOB}}` (`BLOB` on SQLite, `BYTEA` on Postgres). On Postgres a
 //! session advisory lock keeps two hosts from migrating at once.
@@ -118,15 +119,22 @@ async fn apply_pending(
         )",
     )
     .await?;
-    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM mags_migrations")
-        .fetch_one(&mut **conn)
-        .await?;
-    let current: i64 = get(&row, "v")?;
+    let applied: std::collections::HashSet<i64> =
+        sqlx::query("SELECT version FROM mags_migrations")
+            .fetch_all(&mut **conn)
+            .await?
+            .iter()
+            .map(|r| get(r, "version"))
+            .collect::<Result<_, _>>()?;
+    let current = applied.iter().copied().max().unwrap_or(0);
     let newest = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > newest {
         return Err(StoreError::TooNew(current));
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    // Every migration not applied yet, not only those above the newest
+    // applied: versions are reserved by changes developed side by side,
+    // and one merged later than a higher one must still run.
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let sql = dialect(m.sql, backend);
         let fail = |source| StoreError::Migration {
             version: m.version,

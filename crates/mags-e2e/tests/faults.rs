@@ -187,7 +187,7 @@ fn stored_file(server: &Server, name: &str, path: &str, scratch: &Path) -> Strin
     let objects =
         mags_workspace::Objects::open(&mags_workspace::ObjectConfig::Local(data.join("objects")))
             .expect("objects");
-    let engine = mags_workspace::Engine::new(objects, 5);
+    let engine = mags_workspace::Engine::new(objects);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let user = std::fs::read_dir(data.join("workspaces"))
         .expect("workspaces dir")
@@ -198,7 +198,7 @@ fn stored_file(server: &Server, name: &str, path: &str, scratch: &Path) -> Strin
         .to_string_lossy()
         .to_string();
     let m = rt
-        .block_on(engine.latest(&format!("{user}/{name}")))
+        .block_on(engine.newest_stored(&format!("{user}/{name}")))
         .expect("read latest")
         .expect("a stored version");
     let image = scratch.join(format!("{name}.ext4"));

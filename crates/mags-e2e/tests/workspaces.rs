@@ -259,7 +259,7 @@ fn a_server_killed_mid_sync_leaves_the_old_or_the_new_version() {
         data_dir(&server).join("objects"),
     ))
     .expect("objects");
-    let engine = mags_workspace::Engine::new(objects, 5);
+    let engine = mags_workspace::Engine::new(objects);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let user = std::fs::read_dir(data_dir(&server).join("workspaces"))
         .expect("workspaces dir")
@@ -271,7 +271,7 @@ fn a_server_killed_mid_sync_leaves_the_old_or_the_new_version() {
         .to_string();
     let key = format!("{user}/crash");
     let m = rt
-        .block_on(engine.latest(&key))
+        .block_on(engine.newest_stored(&key))
         .expect("read latest")
         .expect("a stored version");
     let image = server.dir.path().join("restored.ext4");

@@ -103,7 +103,9 @@ impl From<ControlError> for ApiError {
             },
             ControlError::Workspace(e) => match e {
                 WsError::NotFound(_) | WsError::NoBase(_) => ApiError::NotFound(e.to_string()),
-                WsError::InUse { .. } => ApiError::Conflict(e.to_string()),
+                WsError::InUse { .. } | WsError::Conflict { .. } => {
+                    ApiError::Conflict(e.to_string())
+                }
                 WsError::Invalid(_) => ApiError::BadRequest(e.to_string()),
                 WsError::Disabled => ApiError::Unavailable(e.to_string()),
                 WsError::Store(s) => ApiError::Store(s),

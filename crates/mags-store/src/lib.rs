@@ -41,6 +41,7 @@ pub mod sandboxes;
 pub mod ssh_keys;
 pub mod tokens;
 pub mod users;
+pub mod workspace_versions;
 pub mod workspaces;
 
 pub use access::{Access, Alias, Route};
@@ -56,6 +57,7 @@ pub use sandboxes::JobSettings;
 pub use ssh_keys::SshKeyOwner;
 pub use tokens::{display_prefix, generate_token, hash_token, Authenticated, TokenInfo, TokenRow};
 pub use users::{valid_user_name, User, UserRemoval};
+pub use workspace_versions::{Advance, Fence, Head, LiveVersions, VersionRow};
 pub use workspaces::{Upload, WorkspaceRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

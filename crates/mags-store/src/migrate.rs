@@ -84,6 +84,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "cron_runs",
         sql: include_str!("../migrations/0013_cron_runs.sql"),
     },
+    Migration {
+        version: 14,
+        name: "workspace_versions",
+        sql: include_str!("../migrations/0014_workspace_versions.sql"),
+    },
 ];
 
 /// Arbitrary key for `pg_advisory_lock` ("mags" in ASCII).

@@ -1,15 +1,18 @@
 //! [`Engine`]: versioned, incremental snapshots of workspace disks, and
 //! [`Blobs`]: uploaded files, streamed into the same object store.
 //!
-//! A snapshot hashes the disk's data chunks, uploads only chunks the
-//! previous version does not have, then writes the new manifest and moves
-//! `latest` to it (see the crate docs for why that order is crash-safe).
-//! Old versions beyond `keep` are pruned after that; their chunks are
-//! collected by [`Engine::gc`], which never deletes a chunk younger than its
-//! grace period (a concurrent snapshot may be about to reference it).
+//! A snapshot ([`Engine::stage`]) hashes the disk's data chunks, uploads
+//! only chunks its parent version does not have, then writes the new
+//! manifest under a name no object has yet: nothing in the store is ever
+//! replaced. The staged version becomes current only when its caller
+//! records it (the control layer's compare-and-set in the database); one
+//! that loses is never referenced, and [`Engine::gc`] collects it.
+//! Garbage collection works from the caller's list of live manifests
+//! ([`Live`]) and never deletes an object younger than its grace period
+//! (a concurrent snapshot may be about to reference it).
 
 use crate::disk::{self, HashedChunk};
-use crate::manifest::{self, ChunkRef, LatestRef, Manifest};
+use crate::manifest::{self, ChunkRef, LatestRef, Manifest, VersionKey};
 use crate::objects::Objects;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -49,20 +52,39 @@ pub struct RestoreReport {
     pub ms: u64,
 }
 
-/// A stored workspace at a glance.
+/// A version written to object storage but not current yet: its caller
+/// makes it current (or, having lost the race, leaves it to GC).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceInfo {
-    pub latest: Manifest,
-    /// Stored versions, oldest first.
-    pub versions: Vec<u64>,
+pub struct Staged {
+    /// The manifest's object key (new: no other version has it).
+    pub object: String,
+    pub manifest: Manifest,
+    pub report: SnapshotReport,
+}
+
+/// What garbage collection keeps: the manifests of every live version,
+/// and which workspaces that list covers. A legacy manifest (an older
+/// release's name) of a workspace the list does not cover is kept, and
+/// so are its chunks: its versions have not been recorded yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Manifest object keys.
+    pub manifests: HashSet<String>,
+    /// Workspace keys whose versions are all in `manifests`.
+    pub workspaces: HashSet<String>,
+}
+
+/// What a garbage collection deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub chunks: usize,
+    pub manifests: usize,
 }
 
 /// The snapshot store; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     objects: Objects,
-    /// Versions kept per workspace.
-    keep: usize,
     chunk_size: u64,
     /// Snapshots take it shared, garbage collection exclusive.
     gc_lock: Arc<RwLock<()>>,
@@ -93,11 +115,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl Engine {
-    /// An engine over `objects` keeping `keep` versions per workspace.
-    pub fn new(objects: Objects, keep: usize) -> Engine {
+    /// An engine over `objects` (how many versions are kept is the
+    /// caller's record's business).
+    pub fn new(objects: Objects) -> Engine {
         Engine {
             objects,
-            keep: keep.max(1),
             chunk_size: disk::CHUNK_SIZE,
             gc_lock: Arc::default(),
             per_ws: Arc::default(),
@@ -126,8 +148,9 @@ impl Engine {
         m.lock_owned().await
     }
 
-    /// The acknowledged version of `key`, if any.
-    pub async fn latest(&self, key: &str) -> Result<Option<Manifest>> {
+    /// The version an older release's `latest` ref names, if any (read
+    /// once per workspace, to record it in the database).
+    pub async fn legacy_latest(&self, key: &str) -> Result<Option<Manifest>> {
         manifest::check_key(key)?;
         let lk = manifest::latest_key(key);
         let Some(raw) = self.objects.get_opt(&lk).await? else {
@@ -135,57 +158,70 @@ impl Engine {
         };
         let r: LatestRef =
             serde_json::from_slice(&raw).map_err(|source| Error::Decode { key: lk, source })?;
-        self.manifest(key, r.version).await.map(Some)
+        let vk = manifest::version_key(key, r.version);
+        self.manifest_at(&vk).await.map(Some)
     }
 
-    /// Version `version` of `key`.
-    pub async fn manifest(&self, key: &str, version: u64) -> Result<Manifest> {
-        let vk = manifest::version_key(key, version);
+    /// The manifest stored at object key `object`.
+    pub async fn manifest_at(&self, object: &str) -> Result<Manifest> {
         let raw = self
             .objects
-            .get_opt(&vk)
+            .get_opt(object)
             .await?
-            .ok_or_else(|| Error::NoVersion(format!("{key}@{version}")))?;
-        serde_json::from_slice(&raw).map_err(|source| Error::Decode { key: vk, source })
+            .ok_or_else(|| Error::NoVersion(object.to_string()))?;
+        serde_json::from_slice(&raw).map_err(|source| Error::Decode {
+            key: object.to_string(),
+            source,
+        })
     }
 
-    /// Stored version numbers of `key`, oldest first.
-    pub async fn versions(&self, key: &str) -> Result<Vec<u64>> {
+    /// Every manifest object of `key` (current, kept, or a lost race's),
+    /// with its object key, by version.
+    pub async fn stored(&self, key: &str) -> Result<Vec<(VersionKey, String)>> {
         manifest::check_key(key)?;
         let prefix = obj_path(&manifest::versions_prefix(key))?;
-        let mut v: Vec<u64> = self
+        let mut v: Vec<(VersionKey, String)> = self
             .objects
             .store
             .list(Some(&prefix))
-            .map_ok(|m| manifest::parse_version_key(m.location.as_ref()))
+            .map_ok(|m| m.location.to_string())
             .try_collect::<Vec<_>>()
             .await?
             .into_iter()
-            .flatten()
+            .filter_map(|k| manifest::parse_manifest_key(&k).map(|v| (v, k)))
             .collect();
-        v.sort_unstable();
+        v.sort_by(|a, b| (a.0.version, &a.1).cmp(&(b.0.version, &b.1)));
         Ok(v)
     }
 
-    /// Latest manifest and version list, or `None` if nothing is stored.
-    pub async fn info(&self, key: &str) -> Result<Option<WorkspaceInfo>> {
-        let Some(latest) = self.latest(key).await? else {
-            return Ok(None);
-        };
-        let versions = self.versions(key).await?;
-        Ok(Some(WorkspaceInfo { latest, versions }))
+    /// The highest-numbered manifest of `key`, for readers without the
+    /// database (diagnostics, tests): only the database knows which
+    /// version is current, and a lost race's manifest can share a number
+    /// until it is collected.
+    pub async fn newest_stored(&self, key: &str) -> Result<Option<Manifest>> {
+        match self.stored(key).await?.pop() {
+            Some((_, object)) => self.manifest_at(&object).await.map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// Stores the disk image at `disk` as the next version of `key`
-    /// (incremental against the latest one). The disk must not change
-    /// meanwhile (the VM is stopped, or its filesystem frozen).
-    pub async fn snapshot(&self, key: &str, disk: &Path) -> Result<SnapshotReport> {
+    /// Writes the disk image at `disk` to object storage as the version of
+    /// `key` after `parent` (incremental against it), under a new manifest
+    /// name; `None` if the disk matches `parent` (nothing written). The
+    /// disk must not change meanwhile (the VM is stopped, or its
+    /// filesystem frozen). The version is not current until the caller
+    /// records it.
+    pub async fn stage(
+        &self,
+        key: &str,
+        disk: &Path,
+        parent: Option<&Manifest>,
+    ) -> Result<Option<Staged>> {
         manifest::check_key(key)?;
         let t0 = Instant::now();
         let _ws = self.ws_lock(key).await;
         let _gc = self.gc_lock.read().await;
-        let parent = self.latest(key).await?;
-        let chunk_size = parent.as_ref().map_or(self.chunk_size, |p| p.chunk_size);
+        let chunk_size = parent.map_or(self.chunk_size, |p| p.chunk_size);
         let path = disk.to_path_buf();
         let memo = self
             .memos
@@ -209,23 +245,18 @@ impl Engine {
                 hash: c.hash.clone(),
             })
             .collect();
-        if let Some(p) = &parent {
+        if let Some(p) = parent {
             if p.size == size && p.chunks == new_refs {
-                return Ok(SnapshotReport {
-                    version: p.version,
-                    created: false,
-                    size,
-                    chunks: chunks.len(),
-                    uploaded_chunks: 0,
-                    uploaded_bytes: 0,
-                    ms: t0.elapsed().as_millis() as u64,
-                });
+                return Ok(None);
             }
         }
-        // Chunks the parent references exist (it is acknowledged, so they
-        // were durable before it was); everything else is uploaded. No
-        // existence probe: a chunk found by one could be collected before
-        // this version references it.
+        // Chunks the parent references exist (it is live, so they were
+        // durable before it was); everything else is uploaded, even a
+        // chunk some other version already stored: its bytes are the same
+        // (the name is their hash), and the fresh write is what keeps GC,
+        // which spares objects younger than its grace period, from
+        // collecting it before this version is recorded. No existence
+        // probe: a chunk found by one could be collected meanwhile.
         let known: HashSet<&str> = parent
             .iter()
             .flat_map(|p| p.chunks.iter().map(|c| c.hash.as_str()))
@@ -257,7 +288,7 @@ impl Engine {
             .try_collect::<Vec<()>>()
             .await?;
 
-        let version = parent.as_ref().map_or(1, |p| p.version + 1);
+        let version = parent.map_or(1, |p| p.version + 1);
         let m = Manifest {
             format: manifest::FORMAT,
             workspace: key.to_string(),
@@ -265,12 +296,10 @@ impl Engine {
             size,
             chunk_size,
             created_ms: now_ms(),
-            parent: parent
-                .as_ref()
-                .map(|p| format!("{}@{}", p.workspace, p.version)),
+            parent: parent.map(|p| format!("{}@{}", p.workspace, p.version)),
             chunks: new_refs,
         };
-        self.commit(key, &m).await?;
+        let object = self.write_manifest(key, &m).await?;
         let ms = t0.elapsed().as_millis() as u64;
         tracing::info!(
             workspace = key,
@@ -281,54 +310,40 @@ impl Engine {
             uploaded_bytes,
             hashed_ms,
             ms,
-            "workspace snapshot stored"
+            "workspace snapshot written"
         );
-        drop(_gc);
-        self.prune(key).await;
-        Ok(SnapshotReport {
-            version,
-            created: true,
-            size,
-            chunks: m.chunks.len(),
-            uploaded_chunks,
-            uploaded_bytes,
-            ms,
-        })
+        Ok(Some(Staged {
+            object,
+            report: SnapshotReport {
+                version,
+                created: true,
+                size,
+                chunks: m.chunks.len(),
+                uploaded_chunks,
+                uploaded_bytes,
+                ms,
+            },
+            manifest: m,
+        }))
     }
 
-    /// Writes a manifest, then points `latest` at it.
-    async fn commit(&self, key: &str, m: &Manifest) -> Result<()> {
+    /// Writes a manifest under a new name; returns the name.
+    async fn write_manifest(&self, key: &str, m: &Manifest) -> Result<String> {
         let body = serde_json::to_vec(m).map_err(|source| Error::Decode {
             key: key.to_string(),
             source,
         })?;
-        self.objects
-            .put_durable(&manifest::version_key(key, m.version), Bytes::from(body))
-            .await?;
-        let r = serde_json::to_vec(&LatestRef { version: m.version }).map_err(|source| {
-            Error::Decode {
-                key: key.to_string(),
-                source,
-            }
-        })?;
-        self.objects
-            .put_durable(&manifest::latest_key(key), Bytes::from(r))
-            .await
+        let object = manifest::new_version_key(key, m.version);
+        self.objects.put_new(&object, Bytes::from(body)).await?;
+        Ok(object)
     }
 
-    /// Deletes manifests beyond the newest `keep` (best effort).
-    async fn prune(&self, key: &str) {
-        let versions = match self.versions(key).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(workspace = key, error = %e.chain(), "cannot list versions to prune");
-                return;
-            }
-        };
-        let drop_n = versions.len().saturating_sub(self.keep);
-        for v in &versions[..drop_n] {
-            if let Err(e) = self.objects.delete(&manifest::version_key(key, *v)).await {
-                tracing::warn!(workspace = key, version = v, error = %e.chain(), "cannot prune a version");
+    /// Deletes manifests of versions no longer kept (best effort: what is
+    /// left is collected by [`Engine::gc`]).
+    pub async fn prune(&self, objects: &[String]) {
+        for k in objects {
+            if let Err(e) = self.objects.delete(k).await {
+                tracing::warn!(manifest = %k, error = %e.chain(), "cannot prune a version");
             }
         }
     }
@@ -407,16 +422,14 @@ impl Engine {
         })
     }
 
-    /// Starts workspace `to` as a copy of `from`'s latest version: the new
-    /// manifest references the same chunks, no data is copied. Fails if
-    /// `to` already has versions.
-    pub async fn fork(&self, from: &Manifest, to: &str) -> Result<Manifest> {
+    /// Stages version 1 of workspace `to` as a copy of `from`: the new
+    /// manifest references the same chunks, no data is copied. The caller
+    /// records it, which fails if `to` already has a version.
+    pub async fn fork(&self, from: &Manifest, to: &str) -> Result<Staged> {
         manifest::check_key(to)?;
+        let t0 = Instant::now();
         let _ws = self.ws_lock(to).await;
         let _gc = self.gc_lock.read().await;
-        if self.latest(to).await?.is_some() {
-            return Err(Error::Exists(to.to_string()));
-        }
         let m = Manifest {
             workspace: to.to_string(),
             version: 1,
@@ -424,61 +437,90 @@ impl Engine {
             parent: Some(format!("{}@{}", from.workspace, from.version)),
             ..from.clone()
         };
-        self.commit(to, &m).await?;
-        Ok(m)
+        let object = self.write_manifest(to, &m).await?;
+        Ok(Staged {
+            object,
+            report: SnapshotReport {
+                version: 1,
+                created: true,
+                size: m.size,
+                chunks: m.chunks.len(),
+                uploaded_chunks: 0,
+                uploaded_bytes: 0,
+                ms: t0.elapsed().as_millis() as u64,
+            },
+            manifest: m,
+        })
     }
 
-    /// Deletes every version of `key` (the ref first, so a crash midway
-    /// leaves no half workspace visible), then collects unreferenced chunks.
+    /// Deletes every object of workspace `key` (an older release's ref
+    /// first); its chunks are left to [`Engine::gc`]. Returns how many.
     pub async fn delete(&self, key: &str) -> Result<usize> {
         manifest::check_key(key)?;
-        {
-            let _ws = self.ws_lock(key).await;
-            self.objects.delete(&manifest::latest_key(key)).await?;
-            let prefix = obj_path(&manifest::ws_prefix(key))?;
-            let keys: Vec<ObjPath> = self
-                .objects
-                .store
-                .list(Some(&prefix))
-                .map_ok(|m| m.location)
-                .try_collect()
-                .await?;
-            for k in keys {
-                self.objects.delete(k.as_ref()).await?;
-            }
-        }
-        self.gc(Duration::from_secs(600)).await
-    }
-
-    /// Deletes chunks no stored manifest references and that are older
-    /// than `grace`; returns how many.
-    pub async fn gc(&self, grace: Duration) -> Result<usize> {
-        let _gc = self.gc_lock.write().await;
-        let prefix = obj_path("ws")?;
-        let manifests: Vec<ObjPath> = self
+        let _ws = self.ws_lock(key).await;
+        self.objects.delete(&manifest::latest_key(key)).await?;
+        let prefix = obj_path(&manifest::ws_prefix(key))?;
+        let keys: Vec<ObjPath> = self
             .objects
             .store
             .list(Some(&prefix))
-            .try_filter(|m| {
-                futures::future::ready(manifest::parse_version_key(m.location.as_ref()).is_some())
-            })
             .map_ok(|m| m.location)
             .try_collect()
             .await?;
+        for k in &keys {
+            self.objects.delete(k.as_ref()).await?;
+        }
+        Ok(keys.len())
+    }
+
+    /// Deletes what no live version needs and that is older than `grace`:
+    /// manifests not in `live` (pruned versions, lost races) and chunks no
+    /// kept manifest references. A legacy manifest of a workspace `live`
+    /// does not cover is kept, with its chunks.
+    pub async fn gc(&self, live: &Live, grace: Duration) -> Result<GcReport> {
+        let _gc = self.gc_lock.write().await;
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let old =
+            |m: &object_store::ObjectMeta| std::time::SystemTime::from(m.last_modified) < cutoff;
+        let prefix = obj_path("ws")?;
+        let manifests: Vec<(VersionKey, object_store::ObjectMeta)> = self
+            .objects
+            .store
+            .list(Some(&prefix))
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .filter_map(|m| manifest::parse_manifest_key(m.location.as_ref()).map(|k| (k, m)))
+            .collect();
+        let mut keep: Vec<String> = live.manifests.iter().cloned().collect();
+        let mut dead: Vec<ObjPath> = Vec::new();
+        for (k, m) in manifests {
+            let object = m.location.to_string();
+            if live.manifests.contains(&object) {
+                continue;
+            }
+            if k.legacy && !live.workspaces.contains(&k.workspace) {
+                keep.push(object);
+            } else if old(&m) {
+                dead.push(m.location);
+            }
+        }
         let mut referenced: HashSet<String> = HashSet::new();
-        for k in manifests {
-            let Some(raw) = self.objects.get_opt(k.as_ref()).await? else {
+        for k in &keep {
+            // A live version whose manifest is missing references nothing
+            // that can still be read; a store error stops the collection.
+            let Some(raw) = self.objects.get_opt(k).await? else {
+                tracing::warn!(manifest = %k, "a live version's manifest is missing");
                 continue;
             };
             let m: Manifest = serde_json::from_slice(&raw).map_err(|source| Error::Decode {
-                key: k.to_string(),
+                key: k.clone(),
                 source,
             })?;
             referenced.extend(m.chunks.into_iter().map(|c| c.hash));
         }
-        let cutoff = std::time::SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(std::time::UNIX_EPOCH);
         let chunks = obj_path("chunks")?;
         let garbage: Vec<ObjPath> = self
             .objects
@@ -486,19 +528,26 @@ impl Engine {
             .list(Some(&chunks))
             .try_filter(|m| {
                 let hash = m.location.filename().unwrap_or_default();
-                let old = std::time::SystemTime::from(m.last_modified) < cutoff;
-                futures::future::ready(old && !referenced.contains(hash))
+                futures::future::ready(old(m) && !referenced.contains(hash))
             })
             .map_ok(|m| m.location)
             .try_collect()
             .await?;
-        for k in &garbage {
+        for k in dead.iter().chain(&garbage) {
             self.objects.delete(k.as_ref()).await?;
         }
-        if !garbage.is_empty() {
-            tracing::info!(chunks = garbage.len(), "collected unreferenced chunks");
+        let report = GcReport {
+            chunks: garbage.len(),
+            manifests: dead.len(),
+        };
+        if report != GcReport::default() {
+            tracing::info!(
+                chunks = report.chunks,
+                manifests = report.manifests,
+                "collected unreferenced objects"
+            );
         }
-        Ok(garbage.len())
+        Ok(report)
     }
 }
 

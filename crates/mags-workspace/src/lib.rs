@@ -6,23 +6,27 @@
 //!   endpoint by configuration) with durable writes.
 //! - [`disk`]: reading a sparse disk image as fixed-size chunks (data
 //!   extents only, via `SEEK_DATA`/`SEEK_HOLE`) and writing one back sparse.
-//! - [`manifest`]: a version's manifest (size, chunk list), the `latest`
-//!   ref, and where every object lives.
-//! - [`engine`]: [`Engine`]: snapshot (incremental), restore, fork, list,
-//!   delete, garbage collection; and [`engine::Blobs`] for uploaded files.
+//! - [`manifest`]: a version's manifest (size, chunk list) and where every
+//!   object lives.
+//! - [`engine`]: [`Engine`]: snapshot (incremental, staged under a new
+//!   name), restore, fork, delete, garbage collection from a list of live
+//!   versions; and [`engine::Blobs`] for uploaded files.
 //!
-//! Durability rule: chunks first, then the version's manifest, then the
-//! `latest` ref (one small object, replaced atomically). A version is
-//! acknowledged only once its ref is durably written; until then `latest`
-//! names the previous version, whose manifest and chunks are untouched, so
-//! a crash at any point leaves either the old or the new version whole.
+//! Which version of a workspace is current is not kept here: the caller
+//! records it (the control layer, in the database, with a compare-and-set
+//! from the parent version), so this crate never replaces an object.
+//! Durability rule: chunks first, then the version's manifest (a new
+//! object), then the caller's record. A version is acknowledged only once
+//! it is recorded; until then the previous one is current, its manifest
+//! and chunks untouched, so a crash at any point leaves either the old or
+//! the new version whole.
 
 pub mod disk;
 pub mod engine;
 pub mod manifest;
 pub mod objects;
 
-pub use engine::{Blobs, Engine, RestoreReport, SnapshotReport, WorkspaceInfo};
+pub use engine::{Blobs, Engine, GcReport, Live, RestoreReport, SnapshotReport, Staged};
 pub use manifest::{ChunkRef, Manifest};
 pub use objects::{ObjectConfig, Objects, S3Config};
 
@@ -52,6 +56,8 @@ pub enum Error {
     TooLarge { limit: u64 },
     #[error("chunk {hash} is corrupt (content does not match its hash)")]
     Corrupt { hash: String },
+    #[error("object {0} already exists (objects are never overwritten)")]
+    Taken(String),
     #[error("invalid storage key {0:?}")]
     BadKey(String),
     #[error("object storage configuration: {0}")]

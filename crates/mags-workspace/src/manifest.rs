@@ -1,12 +1,20 @@
 //! What a stored version is, and where every object lives.
 //!
 //! ```text
-//! ws/<workspace key>/latest             {"version": N}       the acknowledged version
-//! ws/<workspace key>/v/<N, 20 digits>   Manifest (JSON)      written once, never changed
-//! chunks/<h[0..2]>/<h>                  chunk bytes          h = SHA-256 of the bytes
-//! files/<key>                           an uploaded file
+//! ws/<workspace key>/v/<N, 20 digits>-<id>   Manifest (JSON)   written once, never changed
+//! chunks/<h[0..2]>/<h>                       chunk bytes       h = SHA-256 of the bytes
+//! files/<key>                                an uploaded file
+//! ws/<workspace key>/latest                  {"version": N}    legacy: older releases' ref
+//! ws/<workspace key>/v/<N, 20 digits>        Manifest (JSON)   legacy: older releases' name
 //! ```
 //! A workspace key is `<owner>/<name>` (letters, digits, `-_.`).
+//!
+//! Every manifest name is new (`<id>` is random), so two hosts storing
+//! version N+1 of one workspace at once never write the same object: which
+//! of them is version N+1 is decided outside the object store (the
+//! database's compare-and-set), and the loser's manifest is garbage.
+//! Older releases named manifests by number alone and moved `latest` in
+//! place; both are still read (once, to record them in the database).
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -96,17 +104,48 @@ pub fn versions_prefix(key: &str) -> String {
     format!("ws/{key}/v/")
 }
 
+/// The legacy (number only) manifest name of `version`.
 pub fn version_key(key: &str, version: u64) -> String {
     format!("ws/{key}/v/{version:020}")
 }
 
-/// The version number of a manifest object key, if it is one.
-pub fn parse_version_key(object_key: &str) -> Option<u64> {
-    let (head, last) = object_key.rsplit_once('/')?;
-    if !head.ends_with("/v") {
+/// A fresh manifest name for `version`: no object has it yet.
+pub fn new_version_key(key: &str, version: u64) -> String {
+    format!("ws/{key}/v/{version:020}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// What a manifest object key says: its workspace, version number, and
+/// whether it has the legacy name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionKey {
+    pub workspace: String,
+    pub version: u64,
+    pub legacy: bool,
+}
+
+/// Reads a manifest object key; `None` if it is not one.
+pub fn parse_manifest_key(object_key: &str) -> Option<VersionKey> {
+    let rest = object_key.strip_prefix("ws/")?;
+    let (head, last) = rest.rsplit_once('/')?;
+    let workspace = head.strip_suffix("/v")?;
+    let (number, legacy) = match last.split_once('-') {
+        Some((n, id)) if !id.is_empty() => (n, false),
+        Some(_) => return None,
+        None => (last, true),
+    };
+    if number.len() != 20 || check_key(workspace).is_err() {
         return None;
     }
-    last.parse().ok()
+    Some(VersionKey {
+        workspace: workspace.to_string(),
+        version: number.parse().ok()?,
+        legacy,
+    })
+}
+
+/// The version number of a manifest object key, if it is one.
+pub fn parse_version_key(object_key: &str) -> Option<u64> {
+    parse_manifest_key(object_key).map(|k| k.version)
 }
 
 pub fn chunk_key(hash: &str) -> String {
@@ -127,6 +166,13 @@ mod tests {
         assert_eq!(k, "ws/u/w/v/00000000000000000007");
         assert_eq!(parse_version_key(&k), Some(7));
         assert_eq!(parse_version_key("ws/u/w/latest"), None);
+        let n = new_version_key("u/w", 7);
+        assert_ne!(n, new_version_key("u/w", 7), "every name is new");
+        let parsed = parse_manifest_key(&n).expect("a manifest key");
+        assert_eq!((parsed.workspace.as_str(), parsed.version), ("u/w", 7));
+        assert!(!parsed.legacy);
+        assert!(parse_manifest_key(&k).expect("legacy").legacy);
+        assert_eq!(parse_manifest_key("ws/u/w/v/7"), None);
         assert_eq!(chunk_key("abcdef"), "chunks/ab/abcdef");
     }
 

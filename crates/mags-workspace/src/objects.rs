@@ -11,7 +11,7 @@ use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -119,6 +119,25 @@ impl Objects {
     pub async fn put_durable(&self, key: &str, data: Bytes) -> Result<()> {
         let path = ObjPath::parse(key).map_err(|_| Error::BadKey(key.to_string()))?;
         self.store.put(&path, PutPayload::from(data)).await?;
+        self.make_durable(key).await
+    }
+
+    /// Writes `data` at `key`, which must not exist yet (a conditional
+    /// create where the store has one), and returns once it is durable.
+    pub async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = ObjPath::parse(key).map_err(|_| Error::BadKey(key.to_string()))?;
+        let opts = PutOptions::from(PutMode::Create);
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(data), opts)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(Error::Taken(key.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.make_durable(key).await
     }
 

@@ -13,11 +13,7 @@ impl Workspaces {
         let inner = self.inner()?;
         let known = inner.store().workspace(user_id, name).await?.is_some()
             || inner.ws_dir(user_id, name).join("disk.ext4").exists()
-            || inner
-                .engine
-                .latest(&format!("{user_id}/{name}"))
-                .await?
-                .is_some();
+            || inner.head(user_id, name, true).await?.is_some();
         if known {
             Ok(())
         } else {
@@ -35,16 +31,14 @@ impl Workspaces {
         let mut out = Vec::new();
         let (rows, total) = inner.store().workspaces(user_id, page).await?;
         for row in rows {
-            let key = format!("{user_id}/{}", row.name);
             let (versions, latest) = if row.persistent {
-                match inner.engine.info(&key).await {
-                    Ok(Some(i)) => (i.versions.len() as u32, Some(i.latest.version)),
-                    Ok(None) => (0, None),
-                    Err(e) => {
-                        tracing::warn!(workspace = %key, error = %e.chain(), "cannot read stored versions");
-                        (0, None)
-                    }
-                }
+                // The database's record (an older release's is read once).
+                let latest = inner
+                    .head(user_id, &row.name, false)
+                    .await?
+                    .map(|m| m.version);
+                let kept = inner.store().workspace_versions(user_id, &row.name).await?;
+                (kept.len() as u32, latest)
             } else {
                 (0, None)
             };
@@ -92,7 +86,11 @@ impl Workspaces {
         .await
         .map_err(|_| in_use("one that is still saving it".into()))?;
         let row = inner.store().workspace(user_id, name).await?;
-        let stored = inner.engine.latest(&key).await?.is_some();
+        let stored = !mags_workspace::engine::is_empty(
+            inner.engine.objects().store().as_ref(),
+            &mags_workspace::manifest::ws_prefix(&key),
+        )
+        .await?;
         let dir = inner.ws_dir(user_id, name);
         if row.is_none() && !stored && !dir.exists() {
             return Err(WsError::NotFound(name.to_string()));
@@ -118,8 +116,11 @@ impl Workspaces {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| WsError::io(&dir, e))?;
         }
+        // The record went first (its versions with it): what is left in
+        // the object store is garbage, whatever happens from here on.
         if stored {
             inner.engine.delete(&key).await?;
+            inner.collect_garbage(super::GC_GRACE).await?;
         }
         tracing::info!(workspace = %key, "workspace deleted");
         Ok(())
@@ -185,7 +186,7 @@ impl Workspaces {
         // Offline: grow the cached disk (restored first if needed); the
         // guest grows its filesystem when it next mounts it.
         let job = maintenance_job(user_id, name, row.persistent, disk_gb);
-        let lease = inner.prepare(&job).await?.ok_or(WsError::Disabled)?;
+        let lease = inner.prepare_maintenance(&job, name).await?;
         inner.finish(&lease).await?;
         let disk = inner.ws_dir(user_id, name).join("disk.ext4");
         let bytes = ops::image_bytes(&disk).unwrap_or(want);
@@ -195,7 +196,7 @@ impl Workspaces {
 
 /// A job record that never runs, for preparing a workspace's disk outside
 /// a job (an offline resize).
-fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) -> Job {
+pub(super) fn maintenance_job(user_id: &str, name: &str, persistent: bool, disk_gb: u32) -> Job {
     let mut job = Job::accepted(NewJob {
         id: format!("maintenance-{}", uuid::Uuid::new_v4()),
         user_id: user_id.to_string(),

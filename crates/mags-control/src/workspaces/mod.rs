@@ -8,7 +8,9 @@
 //! - persistent (`persistent` and not `no_sync`): the same cache, plus a
 //!   snapshot into object storage ([`mags_workspace::Engine`]) at job end,
 //!   stop, sync and before sleep; restored when the cache is gone or older
-//!   than the stored version (another host, a wiped cache);
+//!   than the stored version (another host, a wiped cache); a save
+//!   becomes the current version only if the one its disk was made from
+//!   still is ([`versions`]: the database's fenced compare-and-set);
 //! - base (`base_workspace_id` only): a qcow2 overlay over a read-only raw
 //!   image of the base's acknowledged version (`base-v<N>.raw`, made once),
 //!   so any number of workers share it; the overlay is discarded;
@@ -30,12 +32,16 @@ pub mod executor;
 mod files;
 mod manage;
 mod ops;
+#[cfg(test)]
+mod tests;
+mod versions;
 
 pub use files::clean_name;
 pub(crate) use files::place_files;
+pub use versions::GC_GRACE;
 
 use crate::executor::DiskSource;
-use mags_store::{Job, Store, StoreError};
+use mags_store::{Fence, Job, Store, StoreError};
 use mags_vm::DiskFormat;
 use mags_workspace::{Blobs, Engine, Manifest, ObjectConfig, Objects};
 use std::collections::HashMap;
@@ -78,6 +84,18 @@ pub enum WsError {
     NoBase(String),
     #[error("workspace {name} is in use by job {job}; stop it first")]
     InUse { name: String, job: String },
+    /// A save lost the race to make its version current: the workspace
+    /// changed elsewhere (another host, a later job) since its disk was
+    /// made. Nothing was stored; `current` is still current.
+    #[error("workspace {name} changed elsewhere: this disk was made from version {base} but version {current} is current{}; nothing was stored", holder.as_ref().map(|h| format!(" (job {h} holds it)")).unwrap_or_default())]
+    Conflict {
+        name: String,
+        /// The version the disk was made from (0: none).
+        base: u64,
+        current: u64,
+        /// The live job holding the workspace, if it is not the saver.
+        holder: Option<String>,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("workspace storage: {0}")]
@@ -117,6 +135,8 @@ pub(crate) struct Inner {
     /// `<data>/overlays`: base-only overlays, one per job.
     overlays: PathBuf,
     cache_window: Duration,
+    /// Stored versions kept per workspace.
+    keep: usize,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     leases: Mutex<HashMap<String, Arc<Lease>>>,
 }
@@ -138,14 +158,24 @@ pub struct Lease {
 
 struct WsLease {
     name: String,
-    key: String,
     dir: PathBuf,
     /// Snapshot into object storage.
     sync: bool,
+    /// Saves need the workspace free of live jobs (a maintenance lease,
+    /// whose job is never claimed), not held by this lease's job.
+    idle: bool,
     guard: Mutex<Option<OwnedMutexGuard<()>>>,
 }
 
 impl WsLease {
+    /// Who may make this lease's saves current.
+    fn fence<'a>(&self, job_id: &'a str) -> Fence<'a> {
+        if self.idle {
+            Fence::Idle
+        } else {
+            Fence::Job(job_id)
+        }
+    }
     fn disk(&self) -> PathBuf {
         self.dir.join("disk.ext4")
     }
@@ -217,18 +247,7 @@ impl Workspaces {
         data_dir: &Path,
         config: &StorageConfig,
     ) -> Result<Workspaces, WsError> {
-        let objects = Objects::open(&config.objects)?;
-        tracing::info!(store = ?objects, "workspace storage");
-        let inner = Arc::new(Inner {
-            store,
-            engine: Engine::new(objects.clone(), config.versions),
-            blobs: Blobs::new(objects),
-            root: data_dir.join("workspaces"),
-            overlays: data_dir.join("overlays"),
-            cache_window: config.cache_window,
-            locks: Mutex::default(),
-            leases: Mutex::default(),
-        });
+        let inner = Inner::new(store, data_dir, config)?;
         let weak = Arc::downgrade(&inner);
         let first = inner.clone();
         tokio::spawn(async move { first.remove_stale_overlays().await });
@@ -261,6 +280,23 @@ fn inner_window(weak: &std::sync::Weak<Inner>) -> Duration {
 }
 
 impl Inner {
+    /// The manager's state, with no background task (tests drive it).
+    fn new(store: Store, data_dir: &Path, config: &StorageConfig) -> Result<Arc<Inner>, WsError> {
+        let objects = Objects::open(&config.objects)?;
+        tracing::info!(store = ?objects, "workspace storage");
+        Ok(Arc::new(Inner {
+            store,
+            engine: Engine::new(objects.clone()),
+            blobs: Blobs::new(objects),
+            root: data_dir.join("workspaces"),
+            overlays: data_dir.join("overlays"),
+            cache_window: config.cache_window,
+            keep: config.versions.max(1),
+            locks: Mutex::default(),
+            leases: Mutex::default(),
+        }))
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }
@@ -290,19 +326,6 @@ impl Inner {
         lock(&self.leases).get(job_id).cloned()
     }
 
-    /// The stored latest version of `key`; an unreachable store is an error
-    /// only when the workspace is synced there.
-    async fn latest(&self, key: &str, required: bool) -> Result<Option<Manifest>, WsError> {
-        match self.engine.latest(key).await {
-            Ok(m) => Ok(m),
-            Err(e) if !required => {
-                tracing::warn!(workspace = key, error = %e.chain(), "cannot read the stored version");
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// A read-only raw image of base workspace `name` for overlays: its
     /// acknowledged stored version, or (never synced) a copy of its disk.
     async fn base_image(
@@ -311,11 +334,10 @@ impl Inner {
         name: &str,
     ) -> Result<(PathBuf, Option<Manifest>), WsError> {
         let dir = self.ws_dir(user_id, name);
-        let key = format!("{user_id}/{name}");
         // Not the workspace's own lock: a live job holds that for its whole
         // life, and readers of the base must not wait for it.
         let _guard = self.lock_ws(user_id, &format!("{name}#base")).await;
-        if let Some(m) = self.latest(&key, false).await? {
+        if let Some(m) = self.head(user_id, name, false).await? {
             let path = dir.join(format!("base-v{}.raw", m.version));
             if !path.exists() {
                 self.engine.restore(&m, &path).await?;
@@ -367,11 +389,27 @@ impl Inner {
                     finished: Default::default(),
                 }
             }
-            (Some(name), base) => self.prepare_ws(job, name, base.as_deref(), want).await?,
+            (Some(name), base) => {
+                self.prepare_ws(job, name, base.as_deref(), want, false)
+                    .await?
+            }
         };
         let lease = Arc::new(lease);
         lock(&self.leases).insert(job.id.clone(), lease.clone());
         Ok(Some(lease))
+    }
+
+    /// Gets the disk of workspace `name` ready for a maintenance job (one
+    /// never claimed, run while no job holds the workspace) and leases it.
+    pub(crate) async fn prepare_maintenance(
+        &self,
+        job: &Job,
+        name: &str,
+    ) -> Result<Arc<Lease>, WsError> {
+        let want = u64::from(job.disk_gb) << 30;
+        let lease = Arc::new(self.prepare_ws(job, name, None, want, true).await?);
+        lock(&self.leases).insert(job.id.clone(), lease.clone());
+        Ok(lease)
     }
 
     async fn prepare_ws(
@@ -380,6 +418,7 @@ impl Inner {
         name: &str,
         base: Option<&str>,
         want: u64,
+        idle: bool,
     ) -> Result<Lease, WsError> {
         let guard = self.lock_ws(&job.user_id, name).await;
         let row = self.store.workspace(&job.user_id, name).await?;
@@ -391,13 +430,13 @@ impl Inner {
         std::fs::create_dir_all(&dir).map_err(|e| WsError::io(&dir, e))?;
         let ws = WsLease {
             name: name.to_string(),
-            key: format!("{}/{name}", job.user_id),
             dir: dir.clone(),
             sync,
+            idle,
             guard: Mutex::new(None),
         };
         let stored_required = sync || stored;
-        let latest = self.latest(&ws.key, stored_required).await?;
+        let latest = self.head(&job.user_id, name, stored_required).await?;
         let cached = read_meta(&dir).version;
         let disk = ws.disk();
         let mut base_image = None;
@@ -424,7 +463,10 @@ impl Inner {
             let (image, manifest) = self.base_image(&job.user_id, b).await?;
             let version = match (&manifest, sync) {
                 // Stored: the fork's first version is the base's, chunks shared.
-                (Some(m), true) => Some(self.engine.fork(m, &ws.key).await?.version),
+                (Some(m), true) => Some(
+                    self.commit_fork(&job.user_id, name, m, ws.fence(&job.id))
+                        .await?,
+                ),
                 _ => None,
             };
             write_meta(&dir, version)?;
@@ -511,9 +553,9 @@ impl Inner {
                     user_id: job.user_id.clone(),
                     ws: Some(WsLease {
                         name: name.clone(),
-                        key: format!("{}/{name}", job.user_id),
                         dir: self.ws_dir(&job.user_id, name),
                         sync: job.persistent && !job.no_sync,
+                        idle: false,
                         guard: Mutex::new(Some(guard)),
                     }),
                     scratch: None,
@@ -546,7 +588,14 @@ impl Inner {
             return Ok(None);
         }
         let version = self
-            .snapshot_cache(&ws.key, &ws.dir, &lease.job_id, live)
+            .snapshot_cache(
+                &lease.user_id,
+                &ws.name,
+                &ws.dir,
+                &lease.job_id,
+                live,
+                ws.fence(&lease.job_id),
+            )
             .await?;
         // A VM still running may change the disk after this.
         write_cache_meta(
@@ -560,25 +609,30 @@ impl Inner {
     }
 
     /// Stores the cached disk in `dir` (a fork's overlay flattened first)
-    /// as the next version of `key`.
+    /// as the version after the one it was made from (`cache.json`), if
+    /// that is still current and `fence` holds ([`WsError::Conflict`] if
+    /// not). Returns the current version.
     async fn snapshot_cache(
         &self,
-        key: &str,
+        user_id: &str,
+        name: &str,
         dir: &Path,
         tag: &str,
         live: bool,
+        fence: Fence<'_>,
     ) -> Result<u64, WsError> {
+        let base = read_meta(dir).version;
         let overlay = dir.join("overlay.qcow2");
-        let report = if overlay.exists() {
+        if overlay.exists() {
             let flat = dir.join(format!(".snapshot-{tag}.raw"));
             ops::flatten(&overlay, &flat, live).await?;
-            let r = self.engine.snapshot(key, &flat).await;
+            let r = self.commit_disk(user_id, name, &flat, base, fence).await;
             let _ = std::fs::remove_file(&flat);
-            r?
+            r
         } else {
-            self.engine.snapshot(key, &dir.join("disk.ext4")).await?
-        };
-        Ok(report.version)
+            let disk = dir.join("disk.ext4");
+            self.commit_disk(user_id, name, &disk, base, fence).await
+        }
     }
 
     /// The job is over (its VM is gone): saves the workspace's disk (a
@@ -667,12 +721,36 @@ impl Inner {
             };
             if row.persistent && dir.exists() && read_meta(&dir).unsaved {
                 // Its last save failed, or its job ended with the server:
-                // store it first (retried at every tick until it works).
-                let key = format!("{}/{}", row.user_id, row.name);
-                match self.snapshot_cache(&key, &dir, "janitor", false).await {
+                // store it first (retried at every tick until it works),
+                // unless the workspace moved on elsewhere (a newer version,
+                // or a live job on another host): then this disk is stale
+                // and storing it would undo that, so it is dropped.
+                let stored = self
+                    .snapshot_cache(&row.user_id, &row.name, &dir, "janitor", false, Fence::Idle)
+                    .await;
+                match stored {
                     Ok(version) => {
                         write_meta(&dir, Some(version))?;
                         tracing::info!(workspace = %row.name, version, "stored a workspace's unsaved changes");
+                    }
+                    Err(WsError::Conflict {
+                        base,
+                        current,
+                        holder,
+                        ..
+                    }) => {
+                        tracing::warn!(
+                            user = %row.user_id,
+                            workspace = %row.name,
+                            cached_version = base,
+                            current_version = current,
+                            holder = holder.as_deref().unwrap_or("none"),
+                            unsaved_writes_discarded = true,
+                            "a cached workspace disk is stale (the workspace changed elsewhere): \
+                             not stored; dropping it and the unsaved writes it held"
+                        );
+                        let _ = std::fs::remove_dir_all(&dir);
+                        continue;
                     }
                     Err(e) => {
                         tracing::warn!(workspace = %row.name, error = %e, "cannot store a workspace's unsaved changes; its cached disk is kept");

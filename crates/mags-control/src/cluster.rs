@@ -21,7 +21,9 @@
 //!   lease has been expired for [`ClusterConfig::lost_after`], and only
 //!   if it has itself reached the database without a failure for that
 //!   long: when the database was away, every lease ran out together,
-//!   and nobody is declared lost for it.
+//!   and nobody is declared lost for it. The leader also collects the
+//!   workspaces' garbage every [`GC_EVERY`] (from the database's list of
+//!   live versions; one host is enough).
 //!
 //! One host with SQLite is a cluster of one: it registers and leads too,
 //! so the same code runs everywhere.
@@ -32,6 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How often the leader collects the workspaces' unreferenced objects.
+pub const GC_EVERY: Duration = Duration::from_secs(3600);
 
 /// How this host takes part.
 #[derive(Debug, Clone)]
@@ -234,6 +239,7 @@ async fn leader_loop(control: Control, owner: Owner, cfg: Arc<ClusterConfig>) {
     let mut healthy_since = Instant::now();
     // Since when it leads (by its own clock), if it does.
     let mut leading: Option<Instant> = None;
+    let mut last_gc = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(cfg.renew_every) => {}
@@ -267,6 +273,17 @@ async fn leader_loop(control: Control, owner: Owner, cfg: Arc<ClusterConfig>) {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot hand on lost hosts' work");
                 healthy_since = Instant::now();
+            }
+        }
+        if control.workspaces.is_enabled() && last_gc.elapsed() >= GC_EVERY {
+            last_gc = Instant::now();
+            match control
+                .workspaces
+                .collect_garbage(crate::workspaces::GC_GRACE)
+                .await
+            {
+                Ok(report) => tracing::info!(?report, "collected the workspaces' garbage"),
+                Err(e) => tracing::warn!(error = %e, "workspace garbage collection failed"),
             }
         }
     }

@@ -198,7 +198,8 @@ impl Workspaces {
     /// database lists as live needs, once older than `grace` (an object
     /// younger than that may belong to a snapshot not recorded yet).
     /// Safe on any host at any time; one host of a cluster is enough to
-    /// run it (its callers schedule it: today a workspace's deletion).
+    /// run it (the cluster leader, every `cluster::GC_EVERY`, and a
+    /// workspace's deletion).
     pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport, WsError> {
         self.inner()?.collect_garbage(grace).await
     }

@@ -5,6 +5,8 @@
 //! by itself and its other sandbox on the next request; started again
 //! under its name, it takes back nothing.
 
+mod common;
+
 use mags_api::{CreateJobRequest, JobState};
 use mags_store::{HostState, Job, Store};
 use std::path::{Path, PathBuf};
@@ -22,33 +24,6 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn postgres_url() -> String {
-    match std::env::var("MAGS_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => panic!(
-            "MAGS_TEST_POSTGRES_URL is not set: start PostgreSQL with \
-             `eval \"$(scripts/test-postgres)\"` (or point it at any server)"
-        ),
-    }
-}
-
-/// A fresh schema of its own on the test server; its URL.
-async fn fresh_schema() -> String {
-    let base = postgres_url();
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&base)
-        .await
-        .expect("connect to Postgres");
-    let name = format!("mags_cluster_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {name}"))
-        .execute(&admin)
-        .await
-        .expect("create schema");
-    admin.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{name}")
 }
 
 /// Starts host `name` on `db`, its own data dir under `root`; waits for
@@ -125,7 +100,8 @@ fn request(body: serde_json::Value) -> CreateJobRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_host_is_declared_lost_and_its_work_goes_on_elsewhere() {
-    let db = fresh_schema().await;
+    let schema = common::postgres::schema("mags_cluster").await;
+    let db = schema.url.clone();
     let root = tempfile::tempdir().expect("tempdir");
     let root_path: PathBuf = root.path().to_path_buf();
     let store = Store::connect(&db).await.expect("store");
@@ -282,4 +258,5 @@ async fn a_killed_host_is_declared_lost_and_its_work_goes_on_elsewhere() {
     drop(a2);
     drop(b);
     store.close().await;
+    schema.drop().await;
 }

@@ -391,9 +391,19 @@ pub struct ClusterArgs {
     /// A label of this host, KEY=VALUE (repeatable).
     #[arg(long = "host-label", env = "MAGS_HOST_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub host_labels: Vec<(String, String)>,
-    /// The URL other hosts reach this one's API at.
+    /// Where this host takes requests relayed by other hosts (signed
+    /// with the cluster secret; nothing else is answered there), e.g.
+    /// `10.0.0.2:7071`. Needs --cluster-secret-file.
+    #[arg(long, env = "MAGS_INTERNAL_LISTEN", requires = "cluster_secret_file")]
+    pub internal_listen: Option<String>,
+    /// The URL other hosts reach the internal listener at (default:
+    /// `http://` and its address).
     #[arg(long, env = "MAGS_INTERNAL_URL")]
     pub internal_url: Option<String>,
+    /// A file holding the secret every host of the cluster shares (at
+    /// least 16 bytes): relayed requests are signed with it.
+    #[arg(long, env = "MAGS_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Seconds a lease renewal holds (renewed five times as often).
     #[arg(long, env = "MAGS_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_secs: u64,

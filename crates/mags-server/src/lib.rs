@@ -8,6 +8,8 @@
 //!   key `/access` gives).
 //! - [`proxy`]: the URL proxy (Host `<sub>.<apps domain>` -> a port in a
 //!   sandbox, through the agent's tunnel).
+//! - [`relay`]: requests for a sandbox another host runs, relayed to it
+//!   (signed with the cluster secret, to its internal listener).
 //! - [`logs`], [`view`]: how stored output and records look on the wire
 //!   (`/logs` is streamed in bounded memory).
 //! - [`config`], [`serve`], [`tls`]: settings, the start-up sequence and
@@ -21,6 +23,7 @@ pub mod error;
 pub mod logs;
 pub mod openapi;
 pub mod proxy;
+pub mod relay;
 pub mod routes;
 pub mod serve;
 pub mod ssh;
@@ -38,12 +41,19 @@ pub struct AppState {
     pub control: Control,
     /// The SSH gateway, when it runs: what `/access` with port 22 returns.
     pub ssh: Option<ssh::SshEndpoint>,
+    /// With a cluster secret: requests for sandboxes of other hosts are
+    /// relayed to them ([`relay`]).
+    pub relay: Option<relay::Relay>,
 }
 
 impl AppState {
-    /// The state of a server without an SSH gateway.
+    /// The state of a server without an SSH gateway or relaying.
     pub fn new(control: Control) -> AppState {
-        AppState { control, ssh: None }
+        AppState {
+            control,
+            ssh: None,
+            relay: None,
+        }
     }
 }
 
@@ -57,4 +67,4 @@ impl Deref for AppState {
     }
 }
 
-pub use routes::{apps_router, router};
+pub use routes::{apps_router, internal_router, router};

@@ -57,6 +57,8 @@ pub enum ServeError {
     Ssh(#[from] crate::ssh::SshError),
     #[error("URL proxy TLS: {0}")]
     Tls(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -75,7 +77,48 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let store = Store::connect(&args.data.database_url()).await?;
     tracing::info!(backend = ?store.backend(), "database ready");
     let max_vms = args.max_vms.unwrap_or_else(default_max_vms);
-    let cluster_cfg = args.cluster.config(max_vms);
+    // Bound before registering, so the host's internal URL is where it
+    // really listens.
+    let internal_listener = match &args.cluster.internal_listen {
+        Some(a) => {
+            Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: a.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let mut cluster_cfg = args.cluster.config(max_vms);
+    if let (None, Some(l)) = (&cluster_cfg.host.internal_url, &internal_listener) {
+        let addr = l.local_addr().map_err(|source| ServeError::Bind {
+            addr: args.cluster.internal_listen.clone().unwrap_or_default(),
+            source,
+        })?;
+        cluster_cfg.host.internal_url = Some(format!("http://{addr}"));
+    }
+    if let Some(url) = &cluster_cfg.host.internal_url {
+        tracing::info!(%url, "relayed requests from other hosts come in here");
+    }
+    let relay = match &args.cluster.cluster_secret_file {
+        Some(path) => {
+            let secret = std::fs::read(path).map_err(|e| {
+                ServeError::Cluster(format!(
+                    "cannot read the cluster secret {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let secret = secret.trim_ascii().to_vec();
+            Some(
+                crate::relay::Relay::new(secret, cluster_cfg.host.name.clone())
+                    .map_err(ServeError::Cluster)?,
+            )
+        }
+        None => None,
+    };
     let host = mags_control::cluster::join(&store, &cluster_cfg).await?;
     // Every job state change this process writes holds only while the
     // job is still this host's, under this epoch.
@@ -224,7 +267,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let state = AppState {
         control,
         ssh: ssh.as_ref().map(|g| g.endpoint.clone()),
+        relay,
     };
+    if let Some(l) = internal_listener {
+        let internal = crate::internal_router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut stop = state.shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(l, internal)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!("internal listener failed: {e}");
+            }
+        });
+    }
     tracing::info!(example = %state.apps.url("<subdomain>"), "URL proxy");
     // Sandboxes may open the server's public URLs (through the URL proxy,
     // never a host service): the egress proxy routes them here.

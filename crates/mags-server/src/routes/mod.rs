@@ -119,7 +119,12 @@ pub fn router(state: AppState) -> Router {
             get(users::list_users).post(users::create_user),
         )
         .route("/mags-audit", get(users::audit))
-        // Layers run last-added first: authentication, then the rate limit.
+        // Layers run last-added first: authentication, the rate limit,
+        // then relaying a request for another host's sandbox there.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::relay::relay,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -138,6 +143,16 @@ pub fn router(state: AppState) -> Router {
             crate::proxy::dispatch,
         ))
         .with_state(state)
+}
+
+/// The internal listener (`--internal-listen`): the whole application, for
+/// requests signed by another host of the cluster only (see
+/// [`crate::relay`]).
+pub fn internal_router(state: AppState) -> Router {
+    router(state.clone()).layer(middleware::from_fn_with_state(
+        state,
+        crate::relay::internal_only,
+    ))
 }
 
 /// A listener that serves only the URL proxy (`--apps-listen`).

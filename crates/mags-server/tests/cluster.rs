@@ -1,9 +1,14 @@
-//! Two real `magsd` hosts (fake executor) on one real Postgres database:
-//! a host killed with SIGKILL mid-work is declared lost by the other, its
-//! running one-shot jobs end `error` naming it, the jobs it had queued run
-//! exactly once on the other host, its `no_sleep` sandbox comes back there
-//! by itself and its other sandbox on the next request; started again
-//! under its name, it takes back nothing.
+//! Real `magsd` hosts (fake executor) on one real Postgres database.
+//!
+//! - Failover: a host killed with SIGKILL mid-work is declared lost by the
+//!   other, its running one-shot jobs end `error` naming it, the jobs it
+//!   had queued run exactly once on the other host, its `no_sleep` sandbox
+//!   comes back there by itself and its other sandbox on the next request;
+//!   started again under its name, it takes back nothing.
+//! - Relaying: every request for a sandbox, sent to the host that does not
+//!   run it, is answered by the one that does (exec, its stream, the
+//!   terminal, stop), with the same per-user checks; the
+//!   internal listener refuses what is not signed with the cluster secret.
 
 mod common;
 
@@ -29,6 +34,11 @@ impl Drop for Host {
 /// Starts host `name` on `db`, its own data dir under `root`; waits for
 /// its server file.
 async fn start(root: &Path, name: &str, db: &str, max_vms: u32) -> Host {
+    start_with(root, name, db, max_vms, &[]).await
+}
+
+/// [`start`] with more flags.
+async fn start_with(root: &Path, name: &str, db: &str, max_vms: u32, extra: &[&str]) -> Host {
     let data = root.join(name);
     let server_file = data.join("server.json");
     let _ = std::fs::remove_file(&server_file);
@@ -44,6 +54,7 @@ async fn start(root: &Path, name: &str, db: &str, max_vms: u32) -> Host {
         .arg(&data)
         .arg("--server-file")
         .arg(&server_file)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -257,6 +268,160 @@ async fn a_killed_host_is_declared_lost_and_its_work_goes_on_elsewhere() {
     );
     drop(a2);
     drop(b);
+    store.close().await;
+    schema.drop().await;
+}
+
+/// A cluster secret shared by the hosts of a test.
+fn secret_file(root: &Path) -> String {
+    let path = root.join("cluster.secret");
+    std::fs::write(&path, "a-secret-of-the-cluster-for-tests\n").expect("secret");
+    path.display().to_string()
+}
+
+/// A host with an internal listener on a free port.
+async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str) -> Host {
+    start_with(
+        root,
+        name,
+        db,
+        8,
+        &[
+            "--internal-listen",
+            "127.0.0.1:0",
+            "--cluster-secret-file",
+            secret,
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_host_answers_for_a_sandbox_another_host_runs() {
+    let schema = common::postgres::schema("mags_relay").await;
+    let db = schema.url.clone();
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&db).await.expect("store");
+    let alice = store.create_user("alice", false).await.expect("user");
+    let bob = store.create_user("bob", false).await.expect("user");
+    let (_, alice_token) = store.create_token(&alice.id).await.expect("token");
+    let (_, bob_token) = store.create_token(&bob.id).await.expect("token");
+    let secret = secret_file(root.path());
+    let a = relaying_host(root.path(), "a", &db, &secret).await;
+    let b = relaying_host(root.path(), "b", &db, &secret).await;
+    let on_a = mags_client::Client::new(&a.url, &alice_token).expect("client");
+    let via_b = mags_client::Client::new(&b.url, &alice_token).expect("client");
+
+    let id = on_a
+        .create_job(&request(serde_json::json!({
+            "script": "echo sandbox up",
+            "type": "inline",
+            "persistent": true,
+        })))
+        .await
+        .expect("submit")
+        .request_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = store.job(&id).await.expect("read").expect("job");
+        if j.status == JobState::Running {
+            assert_eq!(j.host.as_deref(), Some("a"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox did not start: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Through b, answered by a: exec, its stream, the terminal.
+    let out = via_b
+        .exec(&id, "echo relayed", Some(30.0))
+        .await
+        .expect("exec via b");
+    assert_eq!((out.exit_code, out.stdout.as_str()), (0, "relayed\n"));
+    let status = via_b.job_status(&id).await.expect("status via b");
+    assert_eq!(status.status, JobState::Running);
+    let mut stream = via_b
+        .exec_stream(&id, "echo streamed", None)
+        .await
+        .expect("stream via b");
+    let mut seen = String::new();
+    while let Some(item) = stream.next().await.expect("stream item") {
+        if let mags_client::ExecItem::Output { data, .. } = item {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.contains("streamed"), "{seen}");
+    let tty = via_b
+        .tty(
+            &id,
+            &mags_api::TtyQuery {
+                command: Some("stty size".into()),
+                rows: Some(33),
+                cols: Some(111),
+                term: None,
+            },
+        )
+        .await
+        .expect("terminal via b");
+    let (_writer, mut reader) = tty.split();
+    let mut screen = Vec::new();
+    let mut exit = None;
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), reader.next())
+        .await
+        .expect("terminal answers")
+    {
+        match ev {
+            mags_client::TtyEvent::Output(b) => screen.extend(b),
+            mags_client::TtyEvent::Exit(c) => exit = Some(c),
+            mags_client::TtyEvent::Error(e) => panic!("terminal failed: {e}"),
+        }
+    }
+    assert_eq!(exit, Some(0));
+    assert!(
+        String::from_utf8_lossy(&screen).contains("33 111"),
+        "{screen:?}"
+    );
+
+    // The same checks as anywhere: bob cannot reach alice's sandbox via b.
+    let as_bob = mags_client::Client::new(&b.url, &bob_token).expect("client");
+    let err = as_bob
+        .exec(&id, "echo no", Some(5.0))
+        .await
+        .expect_err("bob");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(404), "{err}");
+
+    // a's internal listener: only what another host signed.
+    let internal = store
+        .host("a")
+        .await
+        .expect("host")
+        .and_then(|h| h.info.internal_url)
+        .expect("a's internal URL");
+    let direct = mags_client::Client::new(&internal, &alice_token).expect("client");
+    let err = direct
+        .exec(&id, "echo no", Some(5.0))
+        .await
+        .expect_err("unsigned");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(403), "{err}");
+
+    // A stop through b reaches the sandbox on a.
+    via_b.stop(&id).await.expect("stop via b");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = store.job(&id).await.expect("read").expect("job");
+        if j.status.is_final() {
+            assert_eq!(j.status, JobState::Completed, "{j:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not stopped: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = log(&store, &id).await;
+    assert!(text.contains("stopped on request"), "{text}");
+    drop((a, b));
     store.close().await;
     schema.drop().await;
 }

@@ -133,6 +133,23 @@ async fn try_proxy(state: &AppState, sub: &str, mut req: Request) -> Result<Resp
         }
         None => None,
     };
+    // Another host runs it: the request goes there as it is (signed; the
+    // owner's proxy checks again). Not a relayed request: it came here signed.
+    if req.extensions().get::<crate::relay::Relayed>().is_none() {
+        if let Some(job) = state.store.job(&job_id).await.map_err(internal)? {
+            match crate::relay::owner_url(state, &job).await {
+                Ok(Some(url)) => {
+                    return crate::relay::forward_public(state, &url, req)
+                        .await
+                        .map_err(|e| {
+                            (StatusCode::BAD_GATEWAY, format!("the sandbox's host: {e}"))
+                        });
+                }
+                Ok(None) => {}
+                Err(why) => return Err((StatusCode::SERVICE_UNAVAILABLE, why)),
+            }
+        }
+    }
     let conn = state
         .sandboxes
         .connect(&user_id, &job_id)

@@ -134,7 +134,7 @@ fn job_of(path: &str) -> Option<&str> {
 /// live job that another host runs to that host; everything else is
 /// answered here.
 pub async fn relay(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (Some(relay), Some(me)) = (&state.relay, state.store.owner()) else {
+    let Some(relay) = &state.relay else {
         return next.run(req).await;
     };
     if req.extensions().get::<Relayed>().is_some() {
@@ -150,33 +150,22 @@ pub async fn relay(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(Some(j)) => j,
         _ => return next.run(req).await,
     };
-    let Some(owner) = job
-        .host
-        .clone()
-        .filter(|h| *h != me.host && !job.status.is_final())
-    else {
-        return next.run(req).await;
-    };
-    let host = match state.store.host(&owner).await {
-        Ok(Some(h)) if h.state != mags_store::HostState::Lost => h,
-        // Lost (or unknown): this host may take the sandbox over.
-        _ => return next.run(req).await,
-    };
-    let Some(url) = host.info.internal_url.clone() else {
-        return unavailable(format!(
-            "job {id} runs on host {owner}, which has no internal URL (start it with \
-             --internal-listen) to relay to"
-        ));
+    let url = match owner_url(&state, &job).await {
+        Ok(Some(url)) => url,
+        // Here, nobody's (this host may take it over) or ended.
+        Ok(None) => return next.run(req).await,
+        Err(why) => return unavailable(format!("job {id}: {why}")),
     };
     // The nested router sees its own part of the path; the owner gets all.
     let mut req = req;
     if let Some(original) = req.extensions().get::<axum::extract::OriginalUri>() {
         *req.uri_mut() = original.0.clone();
     }
-    match forward(relay, &url, req).await {
+    match forward(relay, &url, req, false).await {
         Ok(resp) => resp,
         Err(why) => unavailable(format!(
-            "job {id} runs on host {owner}, which cannot be reached: {why}"
+            "job {id} runs on host {}, which cannot be reached: {why}",
+            job.host.as_deref().unwrap_or("?")
         )),
     }
 }
@@ -185,9 +174,51 @@ fn unavailable(msg: String) -> Response {
     crate::error::ApiError::Unavailable(msg).into_response()
 }
 
+/// The internal URL of the host other than this one that runs live job
+/// `job`, if relaying is on and that host is not lost; `Err` names a host
+/// that runs it but cannot be relayed to.
+pub async fn owner_url(state: &AppState, job: &mags_store::Job) -> Result<Option<String>, String> {
+    let (Some(_), Some(me)) = (&state.relay, state.store.owner()) else {
+        return Ok(None);
+    };
+    let Some(owner) = job
+        .host
+        .clone()
+        .filter(|h| *h != me.host && !job.status.is_final())
+    else {
+        return Ok(None);
+    };
+    match state.store.host(&owner).await {
+        Ok(Some(h)) if h.state != mags_store::HostState::Lost => match h.info.internal_url {
+            Some(url) => Ok(Some(url)),
+            None => Err(format!(
+                "host {owner} runs it and has no internal URL (start it with --internal-listen)"
+            )),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// [`forward`] for the URL proxy: the request keeps its `Host` (the
+/// sandbox's address), which the owner's proxy routes by.
+pub async fn forward_public(
+    state: &AppState,
+    base: &str,
+    req: Request,
+) -> Result<Response, String> {
+    let relay = state.relay.as_ref().ok_or("relaying is off")?;
+    forward(relay, base, req, true).await
+}
+
 /// Sends `req` as it is to `base` (`http://host:port`), signed; the
-/// response comes back as it is (an upgrade spliced through).
-async fn forward(relay: &Relay, base: &str, mut req: Request) -> Result<Response, String> {
+/// response comes back as it is (an upgrade spliced through). `Host`
+/// becomes the owner's address unless `keep_host`.
+async fn forward(
+    relay: &Relay,
+    base: &str,
+    mut req: Request,
+    keep_host: bool,
+) -> Result<Response, String> {
     let authority = base
         .strip_prefix("http://")
         .ok_or_else(|| format!("internal URL {base} is not http://HOST:PORT"))?
@@ -213,8 +244,10 @@ async fn forward(relay: &Relay, base: &str, mut req: Request) -> Result<Response
         SIGNATURE_HEADER,
         HeaderValue::from_str(&signature).map_err(|e| e.to_string())?,
     );
-    if let Ok(v) = HeaderValue::from_str(authority) {
-        h.insert(axum::http::header::HOST, v);
+    if !keep_host || !h.contains_key(axum::http::header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(authority) {
+            h.insert(axum::http::header::HOST, v);
+        }
     }
     let mut resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

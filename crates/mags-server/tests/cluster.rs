@@ -7,7 +7,7 @@
 //!   started again under its name, it takes back nothing.
 //! - Relaying: every request for a sandbox, sent to the host that does not
 //!   run it, is answered by the one that does (exec, its stream, the
-//!   terminal, stop), with the same per-user checks; the
+//!   terminal, a public URL, stop), with the same per-user checks; the
 //!   internal listener refuses what is not signed with the cluster secret.
 
 mod common;
@@ -272,6 +272,22 @@ async fn a_killed_host_is_declared_lost_and_its_work_goes_on_elsewhere() {
     schema.drop().await;
 }
 
+/// `GET /hello` at `base` (`http://ip:port`) with `Host: host`: the whole
+/// response as text.
+async fn http_get(base: &str, host: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).to_string()
+}
+
 /// A cluster secret shared by the hosts of a test.
 fn secret_file(root: &Path) -> String {
     let path = root.join("cluster.secret");
@@ -406,6 +422,23 @@ async fn any_host_answers_for_a_sandbox_another_host_runs() {
         .await
         .expect_err("unsigned");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403), "{err}");
+
+    // Its public URL, asked for and opened through b, reaches a port in
+    // the sandbox on a (the fake VM answers which VM and port it is).
+    let access = via_b.access(&id, 8080).await.expect("access via b");
+    let vm = store
+        .job(&id)
+        .await
+        .expect("read")
+        .expect("job")
+        .vm_id
+        .expect("vm");
+    let page = http_get(&b.url, &format!("{}.localhost", access.subdomain)).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains(&format!("fake VM {vm} port 8080: GET /hello")),
+        "{page}"
+    );
 
     // A stop through b reaches the sandbox on a.
     via_b.stop(&id).await.expect("stop via b");

@@ -103,6 +103,9 @@ pub struct Limits {
     /// Seconds a one-shot job's script may run when its request gives no
     /// `timeout` (None: no limit).
     pub job_timeout_secs: Option<u64>,
+    /// How often a running sandbox's synced workspace is saved on its own,
+    /// bounding what a lost host loses (None: only on sync, sleep, stop).
+    pub autosync: Option<Duration>,
 }
 
 impl Limits {
@@ -116,6 +119,7 @@ impl Limits {
             user: quota::UserLimits::UNLIMITED,
             upload_max_bytes: mags_api::limits::MAX_UPLOAD_BYTES,
             job_timeout_secs: None,
+            autosync: None,
         }
     }
 }
@@ -159,6 +163,7 @@ impl Control {
             SandboxConfig {
                 max_running: limits.max_sandboxes,
                 idle_timeout: limits.idle_timeout,
+                autosync: limits.autosync,
             },
             quotas.slots.clone(),
         );

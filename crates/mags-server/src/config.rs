@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// put to sleep to make room.
     #[arg(long, env = "MAGS_MAX_SANDBOXES")]
     pub max_sandboxes: Option<u32>,
+    /// Seconds between saves of a running sandbox's synced workspace on
+    /// its own (0: only on sync, sleep and stop): what a lost host can
+    /// lose of it.
+    #[arg(long, env = "MAGS_AUTOSYNC_SECS", default_value_t = 300)]
+    pub autosync_secs: u64,
     /// Seconds without activity before a persistent sandbox sleeps (a job
     /// may say otherwise with `idle_timeout_secs`).
     #[arg(long, env = "MAGS_IDLE_TIMEOUT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]

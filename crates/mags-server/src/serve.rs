@@ -183,6 +183,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         user: args.quota.user_limits(max_vms),
         upload_max_bytes: args.quota.upload_max_bytes,
         job_timeout_secs: args.quota.job_timeout(),
+        autosync: (args.autosync_secs > 0).then(|| Duration::from_secs(args.autosync_secs)),
     };
     // The listeners first: the public URLs' port is the URL proxy's.
     let listener = tokio::net::TcpListener::bind(&args.listen)

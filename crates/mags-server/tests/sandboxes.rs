@@ -548,3 +548,41 @@ async fn shutdown_ends_running_commands() {
         .expect("task");
     assert_error(code, &v, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
 }
+
+/// With autosync, a running sandbox's synced workspace is saved on its
+/// own every interval (what a lost host can lose is bounded), a sandbox
+/// without one is left alone, and saving is not activity: the sandbox
+/// still sleeps when idle.
+#[tokio::test]
+async fn autosync_saves_synced_workspaces_and_is_not_activity() {
+    let h = harness_with_limits(
+        Limits {
+            autosync: Some(Duration::from_millis(300)),
+            ..Limits::new(4)
+        },
+        true,
+    )
+    .await;
+    let plain = h.new_sandbox(json!({})).await;
+    h.wait_status(&plain, "running").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(h.fake.syncs(), 0, "no synced workspace, nothing saved");
+
+    let id = h
+        .new_sandbox(json!({"workspace_id": "saved", "idle_timeout_secs": 2}))
+        .await;
+    h.wait_status(&id, "running").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.fake.syncs() < 2 {
+        assert!(Instant::now() < deadline, "autosync did not run twice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Not activity: it sleeps at its idle timeout all the same.
+    h.wait_status(&id, "sleeping").await;
+    let asleep = h.fake.syncs();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        h.fake.syncs() <= asleep + 1,
+        "a sleeping sandbox is not saved again and again"
+    );
+}

@@ -48,6 +48,8 @@ use tokio::sync::{mpsc, watch};
 pub struct FakeExecutor {
     slept: Arc<Mutex<HashSet<String>>>,
     started: Arc<AtomicUsize>,
+    /// How many times a VM was synced ([`Vm::sync`]).
+    syncs: Arc<AtomicUsize>,
     /// Per VM id: its files (path to content) and disk size.
     disks: Arc<Mutex<HashMap<String, FakeDisk>>>,
 }
@@ -66,6 +68,11 @@ impl FakeExecutor {
     /// How many VMs were started (not woken) so far.
     pub fn started(&self) -> usize {
         self.started.load(Ordering::SeqCst)
+    }
+
+    /// How many syncs the VMs were asked for so far.
+    pub fn syncs(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst)
     }
 
     /// The size of VM `vm_id`'s disk in bytes, if it was ever started.
@@ -225,6 +232,7 @@ impl Vm for FakeVm {
 
     fn sync(&self) -> BoxFuture<'_, Result<(), ExecError>> {
         let r = self.check();
+        self.exec.syncs.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { r })
     }
 

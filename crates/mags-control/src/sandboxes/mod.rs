@@ -50,6 +50,8 @@ pub struct SandboxConfig {
     pub max_running: u32,
     /// Idle time before a sandbox sleeps, for jobs that do not say.
     pub idle_timeout: Duration,
+    /// How often a running sandbox's synced workspace is saved on its own.
+    pub autosync: Option<Duration>,
 }
 
 /// Why a sandbox operation failed. Messages are for the API's caller.
@@ -176,6 +178,11 @@ pub(crate) struct Entry {
     stop: Notify,
     /// When the watch loop may next try to wake it (after a failure).
     wake_retry: Mutex<Option<Instant>>,
+    /// When the watch loop last saved its workspace on its own (or it
+    /// started running here).
+    autosynced: Mutex<Instant>,
+    /// Whether its workspace is synced to object storage.
+    synced_workspace: bool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -535,6 +542,8 @@ impl Shared {
             stop_requested: AtomicBool::new(false),
             stop: Notify::new(),
             wake_retry: Mutex::new(None),
+            autosynced: Mutex::new(Instant::now()),
+            synced_workspace: job.workspace_id.is_some() && !job.no_sync,
         });
         lock(&self.map).insert(job.id.clone(), entry.clone());
         (entry, guard)

@@ -1,7 +1,9 @@
 //! The background loop over live sandboxes: sleeps the idle ones, notices
-//! dead VMs (a `no_sleep` sandbox is restarted, others end in `error`) and
+//! dead VMs (a `no_sleep` sandbox is restarted, others end in `error`),
 //! wakes `no_sleep` sandboxes found asleep (after a restart, or when the
-//! setting was turned on). Each action runs in its own task with the
+//! setting was turned on) and saves running sandboxes' synced workspaces
+//! every [`super::SandboxConfig::autosync`] (what a lost host loses is at
+//! most that much; it is not activity, so the sandbox still sleeps). Each action runs in its own task with the
 //! sandbox's slot lock; a slot that is busy is looked at next time.
 
 use super::{Entry, Shared, Slot};
@@ -52,6 +54,29 @@ fn check(shared: &Arc<Shared>, entry: Arc<Entry>) {
             let why = format!("idle for {}", human(settings.idle_timeout));
             let shared = shared.clone();
             tokio::spawn(async move { shared.sleep_now(&entry, slot, &why).await });
+        }
+        Slot::Running { vm, .. }
+            if entry.synced_workspace
+                && shared
+                    .cfg
+                    .autosync
+                    .is_some_and(|every| super::lock(&entry.autosynced).elapsed() >= every) =>
+        {
+            *super::lock(&entry.autosynced) = Instant::now();
+            let vm = vm.clone();
+            tokio::spawn(async move {
+                // Held while it saves: no sleep or stop meanwhile.
+                let _slot = slot;
+                let started = Instant::now();
+                match vm.sync().await {
+                    Ok(()) => {
+                        tracing::debug!(job = %entry.job_id, ms = started.elapsed().as_millis() as u64, "workspace saved on its own")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %entry.job_id, error = %e, "cannot save the workspace on its own")
+                    }
+                }
+            });
         }
         Slot::Sleeping { .. } if settings.no_sleep => {
             {

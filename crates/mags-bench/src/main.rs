@@ -9,6 +9,7 @@
 //! cargo run --release -p mags-bench -- --url-only # just the URL proxy rows
 //! cargo run --release -p mags-bench -- --browser-only # just the browser session rows
 //! cargo run --release -p mags-bench -- --load # 50 jobs at once: wall time, jobs/s
+//! cargo run --release -p mags-bench -- --cluster # hosts on one Postgres (fake executor)
 //! ```
 //!
 //! Part A drives `mags-vm` in-process (start paths, exec, wake, memory, raw
@@ -19,6 +20,7 @@
 
 mod baseline;
 mod browser;
+mod cluster;
 mod load;
 mod remote;
 mod report;
@@ -119,6 +121,16 @@ async fn main() -> anyhow::Result<()> {
     let (mags, magsd) = (bin_dir.join("mags"), bin_dir.join("magsd"));
     if !mags.is_file() || !magsd.is_file() {
         bail!("build the release binaries first: cargo build --release --workspace");
+    }
+    // Hosts of a cluster on the fake executor: no image or VM needed.
+    if std::env::args().any(|a| a == "--cluster") {
+        let tmp = tempfile::tempdir()?;
+        let mut report = Report::new("none (fake executor)".into(), quick);
+        for row in cluster::rows(&magsd, tmp.path(), quick).await? {
+            report.push(row);
+        }
+        report.print();
+        return Ok(());
     }
     let agent_bin = mags_vm::locate::find_agent_bin().map_err(anyhow::Error::msg)?;
     let tmp = tempfile::tempdir()?;

@@ -122,6 +122,11 @@ pub struct ServeArgs {
     /// to all interfaces).
     #[arg(long, env = "MAGS_SSH_HOST")]
     pub ssh_host: Option<String>,
+    /// The SSH gateway's host key (default <data-dir>/ssh_host_ed25519_key;
+    /// made if missing). Give every host of a cluster a copy of one key so
+    /// that clients see one fingerprint whichever host answers.
+    #[arg(long, env = "MAGS_SSH_HOST_KEY")]
+    pub ssh_host_key: Option<PathBuf>,
     /// Audit events older than this many days are deleted (hourly); 0
     /// keeps them by count only.
     #[arg(long, env = "MAGS_AUDIT_RETENTION_DAYS", default_value_t = mags_control::audit::DEFAULT_RETENTION_DAYS)]

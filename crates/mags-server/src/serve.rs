@@ -257,7 +257,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
             SshGateway::start(
                 &crate::ssh::listen_addr(ssh_listen, &args.listen),
                 args.ssh_host.clone(),
-                &data_dir,
+                &args
+                    .ssh_host_key
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("ssh_host_ed25519_key")),
                 store.clone(),
                 control.sandboxes.clone(),
                 control.audit.clone(),

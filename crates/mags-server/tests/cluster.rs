@@ -8,7 +8,8 @@
 //! - Relaying: every request for a sandbox, sent to the host that does not
 //!   run it, is answered by the one that does (exec, its stream, the
 //!   terminal, a public URL, stop), with the same per-user checks; the
-//!   internal listener refuses what is not signed with the cluster secret.
+//!   internal listener refuses what is not signed with the cluster secret;
+//!   both SSH gateways show the cluster's one host key.
 
 mod common;
 
@@ -34,7 +35,7 @@ impl Drop for Host {
 /// Starts host `name` on `db`, its own data dir under `root`; waits for
 /// its server file.
 async fn start(root: &Path, name: &str, db: &str, max_vms: u32) -> Host {
-    start_with(root, name, db, max_vms, &[]).await
+    start_with(root, name, db, max_vms, &["--ssh-listen", "off"]).await
 }
 
 /// [`start`] with more flags.
@@ -45,7 +46,7 @@ async fn start_with(root: &Path, name: &str, db: &str, max_vms: u32, extra: &[&s
     let log = std::fs::File::create(root.join(format!("{name}.log"))).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_magsd"))
         .args(["serve", "--executor", "fake", "--listen", "127.0.0.1:0"])
-        .args(["--ssh-listen", "off", "--host-name", name])
+        .args(["--host-name", name])
         .args(["--lease-secs", "1", "--lost-after-secs", "1"])
         .args(["--max-vms", &max_vms.to_string(), "--user-max-vms", "100"])
         .arg("--database-url")
@@ -295,8 +296,19 @@ fn secret_file(root: &Path) -> String {
     path.display().to_string()
 }
 
-/// A host with an internal listener on a free port.
-async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str) -> Host {
+/// A free port on 127.0.0.1 (free when asked).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A host with an internal listener on a free port, and its SSH gateway
+/// on `ssh_port` with the cluster's one host key.
+async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str, ssh_port: u16) -> Host {
+    let key = root.join("ssh_host_key").display().to_string();
+    let ssh = format!("127.0.0.1:{ssh_port}");
     start_with(
         root,
         name,
@@ -307,9 +319,27 @@ async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str) -> Host 
             "127.0.0.1:0",
             "--cluster-secret-file",
             secret,
+            "--ssh-listen",
+            &ssh,
+            "--ssh-host-key",
+            &key,
         ],
     )
     .await
+}
+
+/// The ed25519 host key the SSH server on `port` shows (`ssh-keyscan`).
+fn host_key_at(port: u16) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .expect("ssh-keyscan (Debian's openssh-client) runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.contains("ssh-ed25519"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no host key from port {port}: {text}"))
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +353,11 @@ async fn any_host_answers_for_a_sandbox_another_host_runs() {
     let (_, alice_token) = store.create_token(&alice.id).await.expect("token");
     let (_, bob_token) = store.create_token(&bob.id).await.expect("token");
     let secret = secret_file(root.path());
-    let a = relaying_host(root.path(), "a", &db, &secret).await;
-    let b = relaying_host(root.path(), "b", &db, &secret).await;
+    let (ssh_a, ssh_b) = (free_port(), free_port());
+    let a = relaying_host(root.path(), "a", &db, &secret, ssh_a).await;
+    let b = relaying_host(root.path(), "b", &db, &secret, ssh_b).await;
+    // One host key for the cluster: one fingerprint whichever host answers.
+    assert_eq!(host_key_at(ssh_a), host_key_at(ssh_b));
     let on_a = mags_client::Client::new(&a.url, &alice_token).expect("client");
     let via_b = mags_client::Client::new(&b.url, &alice_token).expect("client");
 

@@ -58,7 +58,7 @@ async fn server(workspaces: bool, ssh: bool) -> Server {
         let gw = SshGateway::start(
             "127.0.0.1:0",
             None,
-            ssh_dir.path(),
+            &ssh_dir.path().join("ssh_host_ed25519_key"),
             h.store.clone(),
             h.state.sandboxes.clone(),
             h.state.audit.clone(),

@@ -21,7 +21,8 @@
 //! that opens nothing (rate-bounded like other refusals).
 //!
 //! The host key is made once and kept in the data dir
-//! (`ssh_host_ed25519_key`). No private key or token is ever logged.
+//! (`ssh_host_ed25519_key`), or where `--ssh-host-key` says: every host of
+//! a cluster given the same key shows one fingerprint. No private key or token is ever logged.
 
 pub mod keys;
 mod session;
@@ -95,17 +96,17 @@ pub struct SshGateway {
 }
 
 impl SshGateway {
-    /// Binds `listen`, loads (or makes) the host key in `data_dir` and
+    /// Binds `listen`, loads (or makes) the host key at `host_key` and
     /// serves in the background.
     pub async fn start(
         listen: &str,
         public_host: Option<String>,
-        data_dir: &Path,
+        host_key: &Path,
         store: Store,
         sandboxes: Sandboxes,
         audit: Audit,
     ) -> Result<SshGateway, SshError> {
-        let host_key = keys::load_or_create_host_key(&data_dir.join("ssh_host_ed25519_key"))?;
+        let host_key = keys::load_or_create_host_key(host_key)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| SshError::Bind {

@@ -150,7 +150,14 @@ async fn lease_loop(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let asked = Instant::now();
-        match store.renew_lease(&owner, cfg.lease).await {
+        // Bounded: a database going away may take long to fail a call,
+        // and this host must stop taking work before its lease runs out.
+        let renewal =
+            match tokio::time::timeout(cfg.lease / 2, store.renew_lease(&owner, cfg.lease)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("the database did not answer in time".to_string()),
+            };
+        match renewal {
             Ok(Some(lease)) => {
                 renewed = asked;
                 if warned {
@@ -245,7 +252,15 @@ async fn leader_loop(control: Control, owner: Owner, cfg: Arc<ClusterConfig>) {
             _ = tokio::time::sleep(cfg.renew_every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        match store.try_lead(&owner, cfg.lease).await {
+        let asked = Instant::now();
+        let answer = store.try_lead(&owner, cfg.lease).await;
+        // A call that hung (a database going away takes a while to fail)
+        // counts as a failure: only an unbroken run of prompt answers
+        // makes the leader sure that others' leases really ran out.
+        if asked.elapsed() > cfg.renew_every {
+            healthy_since = Instant::now();
+        }
+        match answer {
             Ok(Some(_)) => {
                 if leading.is_none() {
                     tracing::info!(host = %owner.host, "this host leads the cluster");

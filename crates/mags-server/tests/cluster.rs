@@ -491,3 +491,136 @@ async fn any_host_answers_for_a_sandbox_another_host_runs() {
     store.close().await;
     schema.drop().await;
 }
+
+/// A TCP forward to Postgres that a test can cut (every connection
+/// dropped, new ones refused) and heal: the database going away for
+/// every host at once.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cuttable {
+    async fn start(target: String) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, k) = (cut.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                k.lock().expect("conns").push(task.abort_handle());
+            }
+        });
+        Cuttable { addr, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().expect("conns").drain(..) {
+            c.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    let at = url.find('@').expect("user@host in the URL") + 1;
+    let end = at + url[at..].find('/').expect("/database in the URL");
+    let target = url[at..end].to_string();
+    (format!("{}{addr}{}", &url[..at], &url[end..]), target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_declares_nobody_lost() {
+    let schema = common::postgres::schema("mags_outage").await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&schema.url).await.expect("store");
+    let user = store.create_user("alice", false).await.expect("user");
+    let (_, token) = store.create_token(&user.id).await.expect("token");
+    let target = through(&schema.url, "127.0.0.1:1".parse().expect("addr")).1;
+    let pg = Cuttable::start(target).await;
+    let db = through(&schema.url, pg.addr).0;
+    let mut a = start(root.path(), "a", &db, 4).await;
+    let mut b = start(root.path(), "b", &db, 4).await;
+    let on_a = mags_client::Client::new(&a.url, &token).expect("client");
+    let on_b = mags_client::Client::new(&b.url, &token).expect("client");
+    let id = on_a
+        .create_job(&request(serde_json::json!({
+            "script": "echo up", "type": "inline", "persistent": true,
+        })))
+        .await
+        .expect("submit")
+        .request_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.job(&id).await.expect("read").expect("job").status != JobState::Running {
+        assert!(Instant::now() < deadline, "the sandbox did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before: Vec<_> = store.hosts().await.expect("hosts");
+
+    // Six seconds without the database: every lease (1 s) runs out.
+    pg.cut();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    pg.heal();
+    // Longer than a leader would need to declare a silent host lost.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let after = store.hosts().await.expect("hosts");
+    for (was, is) in before.iter().zip(&after) {
+        assert_eq!(
+            (is.info.name.as_str(), is.epoch, is.state),
+            (was.info.name.as_str(), was.epoch, HostState::Up),
+            "a database outage must not look like a host dying: {after:?}"
+        );
+    }
+    for (name, host) in [("a", &mut a), ("b", &mut b)] {
+        assert!(
+            host.child.try_wait().expect("wait").is_none(),
+            "host {name} exited (fenced?)"
+        );
+    }
+    // Work resumes: the sandbox on a answers, a new job through b runs.
+    let out = on_a.exec(&id, "echo back", Some(30.0)).await.expect("exec");
+    assert_eq!(out.stdout, "back\n");
+    let job = on_b
+        .create_job(&request(
+            serde_json::json!({"script": "echo after", "type": "inline"}),
+        ))
+        .await
+        .expect("submit after")
+        .request_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = store.job(&job).await.expect("read").expect("job");
+        if j.status.is_final() {
+            assert_eq!(j.status, JobState::Completed, "{j:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job after the outage did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((a, b));
+    store.close().await;
+    schema.drop().await;
+}

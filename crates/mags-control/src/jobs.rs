@@ -51,7 +51,8 @@ pub async fn admit(
     quotas.check_pending(&state.store, user_id).await?;
     if new.persistent && !replaces_a_sandbox(state, user_id, new.workspace_id.as_deref()).await? {
         let room = state.sandboxes.can_make_room_for(user_id);
-        quotas.check_new_sandbox(user_id, room)?;
+        let elsewhere = state.store.vms_elsewhere(user_id).await?;
+        quotas.check_new_sandbox(user_id, elsewhere, room)?;
     }
     let bytes = u64::from(new.disk_gb) << 30;
     let change = match &new.workspace_id {

@@ -125,11 +125,16 @@ impl Quotas {
     }
 
     /// Refused for a new persistent sandbox when the user runs as many VMs
-    /// as allowed and `can_make_room` (one of their sandboxes can sleep) is
-    /// false.
-    pub fn check_new_sandbox(&self, user_id: &str, can_make_room: bool) -> Result<(), QuotaError> {
+    /// as allowed, here and on the cluster's other hosts (`elsewhere`), and
+    /// `can_make_room` (one of their sandboxes here can sleep) is false.
+    pub fn check_new_sandbox(
+        &self,
+        user_id: &str,
+        elsewhere: u32,
+        can_make_room: bool,
+    ) -> Result<(), QuotaError> {
         let max = self.slots.max();
-        if max == 0 || self.slots.in_use(user_id) < max || can_make_room {
+        if max == 0 || self.slots.in_use(user_id) + elsewhere < max || can_make_room {
             return Ok(());
         }
         Err(QuotaError::TooManySandboxes { max })

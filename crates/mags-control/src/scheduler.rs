@@ -311,6 +311,21 @@ impl Inner {
                 self.user_slot(&job.user_id).await
             }
         };
+        // The user's VMs on the cluster's other hosts count too: wait while
+        // they and this host's (this one's slot included) pass the limit.
+        let max = self.user_slots.max();
+        if max > 0 {
+            loop {
+                let elsewhere = self.store.vms_elsewhere(&job.user_id).await.unwrap_or(0);
+                if self.user_slots.in_use(&job.user_id) + elsewhere <= max {
+                    break;
+                }
+                if queued.is_none() {
+                    queued = Some(self.mark_queued(&job.id).await);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
         let _permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

@@ -48,7 +48,12 @@ async fn start_with(root: &Path, name: &str, db: &str, max_vms: u32, extra: &[&s
         .args(["serve", "--executor", "fake", "--listen", "127.0.0.1:0"])
         .args(["--host-name", name])
         .args(["--lease-secs", "1", "--lost-after-secs", "1"])
-        .args(["--max-vms", &max_vms.to_string(), "--user-max-vms", "100"])
+        .args(["--max-vms", &max_vms.to_string()])
+        .args(if extra.contains(&"--user-max-vms") {
+            &[][..]
+        } else {
+            &["--user-max-vms", "100"][..]
+        })
         .arg("--database-url")
         .arg(db)
         .arg("--data-dir")
@@ -296,20 +301,12 @@ fn secret_file(root: &Path) -> String {
     path.display().to_string()
 }
 
-/// A free port on 127.0.0.1 (free when asked).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A host with an internal listener on a free port, and its SSH gateway
-/// on `ssh_port` with the cluster's one host key.
-async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str, ssh_port: u16) -> Host {
+/// A host with an internal listener and its SSH gateway on free ports,
+/// the gateway with the cluster's one host key; and the gateway's port
+/// (from the host's log).
+async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str) -> (Host, u16) {
     let key = root.join("ssh_host_key").display().to_string();
-    let ssh = format!("127.0.0.1:{ssh_port}");
-    start_with(
+    let host = start_with(
         root,
         name,
         db,
@@ -320,12 +317,22 @@ async fn relaying_host(root: &Path, name: &str, db: &str, secret: &str, ssh_port
             "--cluster-secret-file",
             secret,
             "--ssh-listen",
-            &ssh,
+            "127.0.0.1:0",
             "--ssh-host-key",
             &key,
         ],
     )
+    .await;
+    let log = root.join(format!("{name}.log"));
+    let port = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let line = text.lines().find(|l| l.contains("SSH gateway listening"))?;
+        let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse::<u16>().ok()
+    })
     .await
+    .unwrap_or_else(|| panic!("no SSH gateway address in {}", log.display()));
+    (host, port)
 }
 
 /// The ed25519 host key the SSH server on `port` shows (`ssh-keyscan`).
@@ -353,9 +360,8 @@ async fn any_host_answers_for_a_sandbox_another_host_runs() {
     let (_, alice_token) = store.create_token(&alice.id).await.expect("token");
     let (_, bob_token) = store.create_token(&bob.id).await.expect("token");
     let secret = secret_file(root.path());
-    let (ssh_a, ssh_b) = (free_port(), free_port());
-    let a = relaying_host(root.path(), "a", &db, &secret, ssh_a).await;
-    let b = relaying_host(root.path(), "b", &db, &secret, ssh_b).await;
+    let (a, ssh_a) = relaying_host(root.path(), "a", &db, &secret).await;
+    let (b, ssh_b) = relaying_host(root.path(), "b", &db, &secret).await;
     // One host key for the cluster: one fingerprint whichever host answers.
     assert_eq!(host_key_at(ssh_a), host_key_at(ssh_b));
     let on_a = mags_client::Client::new(&a.url, &alice_token).expect("client");
@@ -620,6 +626,79 @@ async fn a_database_outage_declares_nobody_lost() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop((a, b));
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_vm_limit_holds_across_hosts() {
+    let schema = common::postgres::schema("mags_user_limit").await;
+    let db = schema.url.clone();
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&db).await.expect("store");
+    let user = store.create_user("alice", false).await.expect("user");
+    let (_, token) = store.create_token(&user.id).await.expect("token");
+    let limit = ["--ssh-listen", "off", "--user-max-vms", "2"];
+    let a = start_with(root.path(), "a", &db, 4, &limit).await;
+    let b = start_with(root.path(), "b", &db, 4, &limit).await;
+    let on_a = mags_client::Client::new(&a.url, &token).expect("client");
+    let on_b = mags_client::Client::new(&b.url, &token).expect("client");
+    let always_on = serde_json::json!({
+        "script": "echo up", "type": "inline", "persistent": true, "no_sleep": true,
+    });
+    let mut ids = Vec::new();
+    for client in [&on_a, &on_b] {
+        ids.push(
+            client
+                .create_job(&request(always_on.clone()))
+                .await
+                .expect("submit")
+                .request_id,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while jobs(&store, &ids)
+        .await
+        .iter()
+        .any(|j| j.status != JobState::Running)
+    {
+        assert!(Instant::now() < deadline, "the sandboxes did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One VM on each host: the user's two. A third sandbox is refused on
+    // either host, though each runs only one of them.
+    let err = on_a
+        .create_job(&request(always_on.clone()))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(429), "{err}");
+    // A one-shot job waits, queued, until one of them ends.
+    let job = on_a
+        .create_job(&request(
+            serde_json::json!({"script": "echo ran", "type": "inline"}),
+        ))
+        .await
+        .expect("submit")
+        .request_id;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let j = store.job(&job).await.expect("read").expect("job");
+    assert_eq!(j.status, JobState::Queued, "{j:?}");
+    on_b.stop(&ids[1]).await.expect("stop b's sandbox");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = store.job(&job).await.expect("read").expect("job");
+        if j.status.is_final() {
+            assert_eq!(j.status, JobState::Completed, "{j:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queued job did not run: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log(&store, &job).await.contains("ran"));
     drop((a, b));
     store.close().await;
     schema.drop().await;

@@ -37,6 +37,23 @@ impl Store {
         Ok(get::<i64>(&row, "n")?.max(0) as u64)
     }
 
+    /// How many VMs of `user_id` other hosts than this handle's owner run
+    /// now (0 for an unfenced handle: one host knows its own).
+    pub async fn vms_elsewhere(&self, user_id: &str) -> Result<u32, StoreError> {
+        let Some(me) = self.owner() else {
+            return Ok(0);
+        };
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE user_id = $1 AND status = 'running' \
+             AND host IS NOT NULL AND host <> $2",
+        )
+        .bind(user_id)
+        .bind(&me.host)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(get::<i64>(&row, "n")?.max(0)).unwrap_or(u32::MAX))
+    }
+
     /// The user's workspace disks, the uploads they made at or after
     /// `uploads_since_ms` (unix ms), and their jobs' stored output.
     pub async fn disk_usage(

@@ -472,25 +472,34 @@ fn s3s_fs() -> PathBuf {
     })
 }
 
-/// A real S3 server (`s3s-fs`) on a loopback port, serving a bucket from
-/// a temporary directory; killed on drop.
+/// A real S3 server (`s3s-fs`) on a loopback port (or another local
+/// address), serving a bucket from a temporary directory; killed on drop.
 pub struct S3Server {
     child: Option<Child>,
+    /// The address it listens on.
+    pub host: std::net::IpAddr,
     pub port: u16,
     pub root: tempfile::TempDir,
 }
 
 impl S3Server {
-    /// Starts it with an empty `bucket`.
+    /// Starts it on loopback with an empty `bucket`.
     pub fn start(bucket: &str) -> S3Server {
+        S3Server::start_on(std::net::Ipv4Addr::LOCALHOST.into(), bucket)
+    }
+
+    /// Starts it on `host` (an address of this machine, e.g. the bridge
+    /// of `scripts/cluster-up`) with an empty `bucket`.
+    pub fn start_on(host: std::net::IpAddr, bucket: &str) -> S3Server {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(root.path().join(bucket)).expect("bucket dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let port = std::net::TcpListener::bind((host, 0))
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let mut s3 = S3Server {
             child: None,
+            host,
             port,
             root,
         };
@@ -504,7 +513,10 @@ impl S3Server {
             "--s3-bucket",
             bucket,
             "--s3-endpoint",
-            &format!("http://127.0.0.1:{}", self.port),
+            &format!(
+                "http://{}",
+                std::net::SocketAddr::from((self.host, self.port))
+            ),
             "--s3-access-key-id",
             "mags-test",
             "--s3-secret-access-key",
@@ -527,7 +539,12 @@ impl S3Server {
     pub fn resume(&mut self) {
         self.stop();
         let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--host",
+                &self.host.to_string(),
+                "--port",
+                &self.port.to_string(),
+            ])
             .args([
                 "--access-key",
                 "mags-test",
@@ -541,7 +558,7 @@ impl S3Server {
             .expect("start s3s-fs");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.host, self.port)).is_err() {
             assert!(Instant::now() < deadline, "s3s-fs did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }

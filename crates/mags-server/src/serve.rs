@@ -79,19 +79,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let max_vms = args.max_vms.unwrap_or_else(default_max_vms);
     // Bound before registering, so the host's internal URL is where it
     // really listens.
-    let internal_listener = match &args.cluster.internal_listen {
-        Some(a) => {
-            Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        addr: a.clone(),
-                        source,
-                    })?,
-            )
-        }
-        None => None,
-    };
+    let internal_listener = bind_optional(args.cluster.internal_listen.as_deref()).await?;
     let mut cluster_cfg = args.cluster.config(max_vms);
     if let (None, Some(l)) = (&cluster_cfg.host.internal_url, &internal_listener) {
         let addr = l.local_addr().map_err(|source| ServeError::Bind {
@@ -198,19 +186,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     })?;
     let url = format!("http://{addr}");
     // The URL proxy: on its own listener, or on the API's (told apart by Host).
-    let apps_listener = match &args.apps.apps_listen {
-        Some(a) => {
-            Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        addr: a.clone(),
-                        source,
-                    })?,
-            )
-        }
-        None => None,
-    };
+    let apps_listener = bind_optional(args.apps.apps_listen.as_deref()).await?;
     let proxy_port = match &apps_listener {
         Some(l) => l.local_addr().map(|a| a.port()).unwrap_or(addr.port()),
         None => addr.port(),
@@ -373,6 +349,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     store.close().await;
     result.map_err(ServeError::Serve)
+}
+
+/// A listener on `addr`, if one is asked for.
+async fn bind_optional(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>, ServeError> {
+    match addr {
+        Some(a) => tokio::net::TcpListener::bind(a)
+            .await
+            .map(Some)
+            .map_err(|source| ServeError::Bind {
+                addr: a.to_string(),
+                source,
+            }),
+        None => Ok(None),
+    }
 }
 
 /// SIGINT or SIGTERM.

@@ -111,6 +111,23 @@ async fn log(store: &Store, id: &str) -> String {
         .collect()
 }
 
+/// Waits (up to 30 s) for job `id` to end; it must end `completed`.
+async fn completes(store: &Store, id: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = store.job(id).await.expect("read").expect("job");
+        if j.status.is_final() {
+            assert_eq!(j.status, JobState::Completed, "{what}: {j:?}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not ended in 30 s: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn request(body: serde_json::Value) -> CreateJobRequest {
     serde_json::from_value(body).expect("request")
 }
@@ -481,16 +498,7 @@ async fn any_host_answers_for_a_sandbox_another_host_runs() {
 
     // A stop through b reaches the sandbox on a.
     via_b.stop(&id).await.expect("stop via b");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = store.job(&id).await.expect("read").expect("job");
-        if j.status.is_final() {
-            assert_eq!(j.status, JobState::Completed, "{j:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "not stopped: {j:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    completes(&store, &id, "the stop through b").await;
     let text = log(&store, &id).await;
     assert!(text.contains("stopped on request"), "{text}");
     drop((a, b));
@@ -613,19 +621,7 @@ async fn a_database_outage_declares_nobody_lost() {
         .await
         .expect("submit after")
         .request_id;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = store.job(&job).await.expect("read").expect("job");
-        if j.status.is_final() {
-            assert_eq!(j.status, JobState::Completed, "{j:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job after the outage did not run"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    completes(&store, &job, "the job after the outage").await;
     drop((a, b));
     store.close().await;
     schema.drop().await;
@@ -685,19 +681,7 @@ async fn a_users_vm_limit_holds_across_hosts() {
     let j = store.job(&job).await.expect("read").expect("job");
     assert_eq!(j.status, JobState::Queued, "{j:?}");
     on_b.stop(&ids[1]).await.expect("stop b's sandbox");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = store.job(&job).await.expect("read").expect("job");
-        if j.status.is_final() {
-            assert_eq!(j.status, JobState::Completed, "{j:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the queued job did not run: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    completes(&store, &job, "the queued job").await;
     assert!(log(&store, &job).await.contains("ran"));
     drop((a, b));
     store.close().await;

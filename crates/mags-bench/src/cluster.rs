@@ -324,7 +324,8 @@ pub async fn rows(magsd: &Path, scratch: &Path, quick: bool) -> anyhow::Result<V
                 vec![rate],
             )
             .note(format!(
-                "{jobs} jobs round-robin; {:.2}x one host (a rate, not ms)",
+                "jobs/s, not ms: {jobs} jobs round-robin from one client; {:.2}x one host \
+                 (the hosts share this machine's cores and one Postgres)",
                 rate / base
             )),
         );

@@ -16,7 +16,9 @@
 //! QEMU restore baseline, `bwrap` baseline); part B starts the release
 //! `magsd` and measures through the real `mags` CLI, the REST API and the
 //! SSH gateway ([`remote`]); part C measures workspaces (sync, restore,
-//! fork) through that server.
+//! fork) through that server; part D hosts of a cluster on one Postgres
+//! (`MAGS_BENCH_DATABASE_URL` or `MAGS_TEST_POSTGRES_URL`, fake executor;
+//! [`cluster`]).
 
 mod baseline;
 mod browser;
@@ -413,6 +415,12 @@ async fn main() -> anyhow::Result<()> {
     workspaces::run(&mut report, &mags, &server, &client, &server.data, quick).await?;
 
     drop(server);
+
+    // ---- Part D: several hosts on one Postgres (fake executor) ---------
+    eprintln!("hosts of a cluster...");
+    for row in cluster::rows(&magsd, tmp.path(), quick).await? {
+        report.push(row);
+    }
     report.print();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     if !quick {
